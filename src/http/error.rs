@@ -1,0 +1,80 @@
+//! Every way a request can fail, as one type that knows its status code and whether the
+//! connection can survive it. Engines never pick a status themselves: they turn an
+//! `HttpError` into a response with `response::error_response`, the one place that does so.
+
+use super::Status;
+
+/// Why a request cannot be served as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The head is not valid HTTP/1.x (the reason is for logs only, never sent).
+    BadRequest(&'static str),
+    /// The message body is framed in a way we refuse to guess at (RFC 9112 §6.3).
+    BadFraming(&'static str),
+    /// A transfer coding we do not implement (RFC 9112 §6.1).
+    UnsupportedTransferCoding,
+    /// The target names nothing servable.
+    NotFound,
+    /// The target exists but must not be served (outside the root, not a regular file, EACCES).
+    Forbidden,
+    /// A standard method that a static server does not allow.
+    MethodNotAllowed,
+    /// A method token we do not know at all.
+    NotImplemented,
+    /// The declared or decoded body exceeds `MAX_BODY_BYTES`.
+    ContentTooLarge,
+    /// The request line exceeds `MAX_REQUEST_LINE_BYTES`.
+    UriTooLong,
+    /// The head exceeds `MAX_HEAD_BYTES` or `MAX_HEADERS`.
+    HeaderFieldsTooLarge,
+    /// A well-formed `HTTP/x.y` other than 1.0 and 1.1.
+    VersionNotSupported,
+}
+
+impl HttpError {
+    pub fn status(&self) -> Status {
+        match self {
+            HttpError::BadRequest(_) | HttpError::BadFraming(_) => Status::BAD_REQUEST,
+            HttpError::UnsupportedTransferCoding | HttpError::NotImplemented => {
+                Status::NOT_IMPLEMENTED
+            }
+            HttpError::NotFound => Status::NOT_FOUND,
+            HttpError::Forbidden => Status::FORBIDDEN,
+            HttpError::MethodNotAllowed => Status::METHOD_NOT_ALLOWED,
+            HttpError::ContentTooLarge => Status::CONTENT_TOO_LARGE,
+            HttpError::UriTooLong => Status::URI_TOO_LONG,
+            HttpError::HeaderFieldsTooLarge => Status::HEADER_FIELDS_TOO_LARGE,
+            HttpError::VersionNotSupported => Status::VERSION_NOT_SUPPORTED,
+        }
+    }
+
+    /// True when the bytes after this request can no longer be trusted to start a new one,
+    /// so the response must carry `Connection: close` (RFC 9112 §9.6).
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            HttpError::NotFound
+            | HttpError::Forbidden
+            | HttpError::MethodNotAllowed
+            | HttpError::NotImplemented => false,
+            HttpError::BadRequest(_)
+            | HttpError::BadFraming(_)
+            | HttpError::UnsupportedTransferCoding
+            | HttpError::ContentTooLarge
+            | HttpError::UriTooLong
+            | HttpError::HeaderFieldsTooLarge
+            | HttpError::VersionNotSupported => true,
+        }
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.status();
+        match self {
+            HttpError::BadRequest(why) | HttpError::BadFraming(why) => {
+                write!(f, "{} {}: {why}", status.code(), status.reason())
+            }
+            _ => write!(f, "{} {}", status.code(), status.reason()),
+        }
+    }
+}

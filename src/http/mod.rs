@@ -1,0 +1,65 @@
+//! The HTTP/1.1 protocol core, sans-I/O: bytes and plain values in, plain values out.
+//!
+//! Nothing here touches a socket, a file, the clock or the logger (`scripts/check-layering.sh`
+//! enforces it), so every rule is unit-tested with fixed inputs and a fixed `now`. Engines are
+//! thin shells that move bytes between sockets and these functions.
+
+pub mod body;
+pub mod error;
+pub mod request;
+pub mod response;
+pub mod target;
+
+pub use body::{BodyDiscard, DiscardProgress};
+pub use error::HttpError;
+pub use request::{BodyFraming, Method, Parsed, Request, Version, parse_head};
+pub use response::{BodyPlan, FileMeta, Resource, Response, respond};
+pub use target::{SafePath, resolve_target};
+
+/// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
+pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+/// Longest request head (request line + header fields + blank line); longer gets 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields in one head; more gets 431.
+pub const MAX_HEADERS: usize = 64;
+/// Largest request body we read and throw away; larger gets 413 and a close.
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// An HTTP status code with its reason phrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(u16);
+
+impl Status {
+    pub const OK: Status = Status(200);
+    pub const MOVED_PERMANENTLY: Status = Status(301);
+    pub const BAD_REQUEST: Status = Status(400);
+    pub const FORBIDDEN: Status = Status(403);
+    pub const NOT_FOUND: Status = Status(404);
+    pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const CONTENT_TOO_LARGE: Status = Status(413);
+    pub const URI_TOO_LONG: Status = Status(414);
+    pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
+    pub const NOT_IMPLEMENTED: Status = Status(501);
+    pub const VERSION_NOT_SUPPORTED: Status = Status(505);
+
+    pub fn code(self) -> u16 {
+        self.0
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self.0 {
+            200 => "OK",
+            301 => "Moved Permanently",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            505 => "HTTP Version Not Supported",
+            _ => "Unknown",
+        }
+    }
+}

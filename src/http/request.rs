@@ -1,0 +1,491 @@
+//! Request-head parsing: bytes in, an owned [`Request`] out.
+//!
+//! `httparse` does the tokenising; this module adds the rules httparse leaves to us: size
+//! limits (414/431), version errors (505), `Host` on HTTP/1.1, and message framing
+//! (`Content-Length` / `Transfer-Encoding`, RFC 9112 §6) strict enough that no body can be
+//! mistaken for the next request.
+
+use super::{HttpError, MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
+
+/// The request methods we tell apart. Only GET and HEAD are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    /// A method registered for HTTP (RFC 9110 §9, RFC 5789) that a static server refuses with 405.
+    Standard(&'static str),
+    /// A token we do not know; refused with 501.
+    Unknown(String),
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        const STANDARD: [&str; 7] = [
+            "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            other => match STANDARD.iter().find(|m| **m == other) {
+                Some(standard) => Method::Standard(standard),
+                None => Method::Unknown(other.to_owned()),
+            },
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Standard(name) => name,
+            Method::Unknown(name) => name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the request's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// An owned request head: everything later steps need, copied out of the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// The request-target exactly as sent; `target::resolve_target` interprets it.
+    pub target: String,
+    pub version: Version,
+    /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    pub body: BodyFraming,
+}
+
+/// The outcome of parsing the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole head; `head_len` bytes of the buffer belong to it.
+    Complete { request: Request, head_len: usize },
+    /// Not an error: the head has not all arrived yet.
+    Partial,
+}
+
+/// Parses the request head at the start of `buf`.
+pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
+    let request_line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if request_line_len > MAX_REQUEST_LINE_BYTES {
+        return Err(HttpError::UriTooLong);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            Err(HttpError::HeaderFieldsTooLarge)
+        }
+        Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
+        Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD_BYTES => {
+            Err(HttpError::HeaderFieldsTooLarge)
+        }
+        Ok(httparse::Status::Complete(head_len)) => Ok(Parsed::Complete {
+            request: Request::from_parsed(&parsed)?,
+            head_len,
+        }),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeaderFieldsTooLarge),
+        Err(httparse::Error::Version) => Err(version_error(&buf[..request_line_len])),
+        Err(httparse::Error::HeaderName) => Err(HttpError::BadRequest("invalid header name")),
+        Err(httparse::Error::HeaderValue) => Err(HttpError::BadRequest("invalid header value")),
+        Err(httparse::Error::NewLine) => Err(HttpError::BadRequest("invalid line ending")),
+        Err(httparse::Error::Token) => Err(HttpError::BadRequest("invalid token")),
+        Err(_) => Err(HttpError::BadRequest("malformed request head")),
+    }
+}
+
+/// httparse rejects every version but 1.0 and 1.1 alike; RFC 9110 §15.6.6 wants 505 only for a
+/// well-formed version we do not support, and 400 for garbage.
+fn version_error(request_line: &[u8]) -> HttpError {
+    let line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    let well_formed = match version.strip_prefix(b"HTTP/") {
+        Some([major]) => major.is_ascii_digit(),
+        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
+        _ => false,
+    };
+    if well_formed {
+        HttpError::VersionNotSupported
+    } else {
+        HttpError::BadRequest("malformed HTTP version")
+    }
+}
+
+impl Request {
+    fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
+        // httparse only returns Complete with all three set.
+        let (Some(method), Some(target), Some(minor)) =
+            (parsed.method, parsed.path, parsed.version)
+        else {
+            return Err(HttpError::BadRequest("incomplete request line"));
+        };
+        let version = if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+
+        let mut hosts = 0;
+        let mut content_length: Option<u64> = None;
+        let mut transfer_codings: Vec<String> = Vec::new();
+        let (mut saw_close, mut saw_keep_alive) = (false, false);
+        for field in parsed.headers.iter() {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                // nginx's rule, stricter than RFC 9110 §8.6 allows: any repeat is refused, so
+                // no two parties can disagree about which one counts.
+                if content_length.is_some() {
+                    return Err(HttpError::BadFraming("duplicate Content-Length"));
+                }
+                content_length = Some(parse_content_length(field.value)?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                for coding in list_items(field.value)? {
+                    transfer_codings.push(coding.to_ascii_lowercase());
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                for option in list_items(field.value)? {
+                    saw_close |= option.eq_ignore_ascii_case("close");
+                    saw_keep_alive |= option.eq_ignore_ascii_case("keep-alive");
+                }
+            }
+        }
+
+        if hosts > 1 {
+            return Err(HttpError::BadRequest("duplicate Host"));
+        }
+        if hosts == 0 && version == Version::Http11 {
+            return Err(HttpError::BadRequest("missing Host")); // RFC 9112 §3.2
+        }
+        let body = framing(version, content_length, &transfer_codings)?;
+        let keep_alive = match version {
+            Version::Http11 => !saw_close,
+            Version::Http10 => saw_keep_alive && !saw_close,
+        };
+        Ok(Request {
+            method: Method::from_token(method),
+            target: target.to_owned(),
+            version,
+            keep_alive,
+            body,
+        })
+    }
+}
+
+/// RFC 9112 §6.3: decide how the body is delimited, refusing every ambiguous combination.
+fn framing(
+    version: Version,
+    content_length: Option<u64>,
+    transfer_codings: &[String],
+) -> Result<BodyFraming, HttpError> {
+    if transfer_codings.is_empty() {
+        return Ok(match content_length {
+            None | Some(0) => BodyFraming::None,
+            Some(len) => BodyFraming::Length(len),
+        });
+    }
+    if version == Version::Http10 {
+        return Err(HttpError::BadFraming("Transfer-Encoding in HTTP/1.0"));
+    }
+    if content_length.is_some() {
+        return Err(HttpError::BadFraming(
+            "Content-Length with Transfer-Encoding",
+        ));
+    }
+    match transfer_codings {
+        [only] if only == "chunked" => Ok(BodyFraming::Chunked),
+        [.., last] if last != "chunked" => {
+            Err(HttpError::BadFraming("chunked is not the final coding"))
+        }
+        codings if codings.iter().filter(|c| *c == "chunked").count() > 1 => {
+            Err(HttpError::BadFraming("chunked applied twice"))
+        }
+        _ => Err(HttpError::UnsupportedTransferCoding),
+    }
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6); no sign, no list, no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadFraming("invalid Content-Length"));
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(HttpError::BadFraming("Content-Length overflows"))
+}
+
+/// The non-empty elements of a comma-separated field value (RFC 9110 §5.6.1).
+fn list_items(value: &[u8]) -> Result<impl Iterator<Item = &str>, HttpError> {
+    let text = std::str::from_utf8(value).map_err(|_| HttpError::BadRequest("non-ASCII list"))?;
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(bytes: &[u8]) -> (Request, usize) {
+        match parse_head(bytes) {
+            Ok(Parsed::Complete { request, head_len }) => (request, head_len),
+            other => panic!(
+                "expected a complete head for {:?}, got {other:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+        }
+    }
+
+    #[test]
+    fn parses_a_simple_get() {
+        let head = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, head_len) = complete(head);
+        assert_eq!(head_len, head.len());
+        assert_eq!(request.method, Method::Get);
+        assert_eq!(request.target, "/index.html");
+        assert_eq!(request.version, Version::Http11);
+        assert!(request.keep_alive);
+        assert_eq!(request.body, BodyFraming::None);
+    }
+
+    #[test]
+    fn every_strict_prefix_is_partial_and_the_whole_is_complete() {
+        for head in [
+            &b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+            &b"HEAD /b?q=1 HTTP/1.0\nUser-Agent: t\n\n"[..],
+        ] {
+            for end in 0..head.len() {
+                assert_eq!(
+                    parse_head(&head[..end]),
+                    Ok(Parsed::Partial),
+                    "prefix {end}"
+                );
+            }
+            assert_eq!(complete(head).1, head.len());
+        }
+    }
+
+    #[test]
+    fn reports_only_the_first_head_of_a_pipelined_buffer() {
+        let first = b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut buf = first.to_vec();
+        buf.extend_from_slice(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (request, head_len) = complete(&buf);
+        assert_eq!((request.target.as_str(), head_len), ("/1", first.len()));
+    }
+
+    #[test]
+    fn ignores_empty_lines_before_the_request_line() {
+        assert_eq!(
+            complete(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .0
+                .target,
+            "/"
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let cases: [(&[u8], bool); 6] = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+                false,
+            ),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.0\r\nConnection: foo,  Keep-Alive \r\n\r\n",
+                true,
+            ),
+        ];
+        for (head, keep_alive) in cases {
+            assert_eq!(
+                complete(head).0.keep_alive,
+                keep_alive,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn tells_methods_apart() {
+        let method = |token: &str| {
+            complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .0
+                .method
+        };
+        assert_eq!(method("GET"), Method::Get);
+        assert_eq!(method("HEAD"), Method::Head);
+        assert_eq!(method("DELETE"), Method::Standard("DELETE"));
+        assert_eq!(method("get"), Method::Unknown("get".into()));
+        assert_eq!(method("BREW"), Method::Unknown("BREW".into()));
+    }
+
+    #[test]
+    fn frames_bodies() {
+        let cases: [(&[u8], BodyFraming); 4] = [
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n",
+                BodyFraming::Length(12),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                BodyFraming::None,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                BodyFraming::Chunked,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nContent-Length:  7 \r\n\r\n",
+                BodyFraming::Length(7),
+            ),
+        ];
+        for (head, body) in cases {
+            assert_eq!(
+                complete(head).0.body,
+                body,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_heads_with_the_right_error() {
+        use HttpError::*;
+        let cases: Vec<(&[u8], HttpError)> = vec![
+            (b"GET / HTTP/1.1\r\n\r\n", BadRequest("missing Host")),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadRequest("duplicate Host")),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", BadRequest("invalid header name")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", BadRequest("invalid header name")),
+            (b"GET / HTTP/1.1\r\nHo\rst: x\r\n\r\n", BadRequest("invalid header name")),
+            (b"GET / HTTP/1.1\rHost: x\r\n\r\n", BadRequest("invalid line ending")),
+            (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest("invalid token")),
+            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", VersionNotSupported),
+            (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", VersionNotSupported),
+            (b"PRI * HTTP/2.0\r\n\r\n", VersionNotSupported),
+            (b"GET / HTTP/1.1x\r\nHost: x\r\n\r\n", BadRequest("invalid line ending")),
+            (b"GET / http/1.1\r\nHost: x\r\n\r\n", BadRequest("malformed HTTP version")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", BadFraming("invalid Content-Length")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\n", BadFraming("invalid Content-Length")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", BadFraming("invalid Content-Length")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n", BadFraming("invalid Content-Length")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", BadFraming("Content-Length overflows")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", BadFraming("duplicate Content-Length")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", BadFraming("duplicate Content-Length")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", BadFraming("Content-Length with Transfer-Encoding")),
+            (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", BadFraming("Transfer-Encoding in HTTP/1.0")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", BadFraming("chunked is not the final coding")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BadFraming("chunked applied twice")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", UnsupportedTransferCoding),
+        ];
+        for (head, error) in cases {
+            assert_eq!(
+                parse_head(head),
+                Err(error),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn enforces_size_limits_even_on_partial_heads() {
+        let long_line = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE_BYTES)
+        );
+        assert_eq!(parse_head(long_line.as_bytes()), Err(HttpError::UriTooLong));
+        let unfinished_line = format!("GET /{}", "a".repeat(MAX_REQUEST_LINE_BYTES));
+        assert_eq!(
+            parse_head(unfinished_line.as_bytes()),
+            Err(HttpError::UriTooLong)
+        );
+
+        let big_field = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "v".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(
+            parse_head(big_field.as_bytes()),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+        let unfinished_field = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}",
+            "v".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(
+            parse_head(unfinished_field.as_bytes()),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS)
+        );
+        assert_eq!(
+            parse_head(many.as_bytes()),
+            Err(HttpError::HeaderFieldsTooLarge)
+        );
+
+        let just_fits = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS - 1)
+        );
+        assert!(matches!(
+            parse_head(just_fits.as_bytes()),
+            Ok(Parsed::Complete { .. })
+        ));
+    }
+
+    #[test]
+    fn never_panics_on_any_short_byte_string() {
+        let alphabet = b"GET /HTP1.\r\n:0 \x00\xff";
+        let mut buf = Vec::new();
+        for seed in 0u32..20_000 {
+            buf.clear();
+            let mut x = seed.wrapping_mul(2_654_435_761);
+            for _ in 0..(seed % 24) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                buf.push(alphabet[x as usize % alphabet.len()]);
+            }
+            let _ = parse_head(&buf);
+        }
+    }
+}

@@ -1,6 +1,13 @@
 //! onepoll: a small, fast HTTP/1.1 static-file server built around one mio `Poll` loop.
 //!
-//! Data flows `engine` (sockets) → `http` (sans-I/O protocol core) → `files` (the filesystem
-//! edge) → `output` (bytes and file ranges back to the socket).
+//! A request flows: `engine` (socket readiness) → `connection` (per-connection state machine)
+//! → `http` (sans-I/O protocol core: parse, resolve, decide) → `files` (the filesystem edge)
+//! → `output` (head bytes and file ranges back to the socket).
 
+pub mod config;
+pub mod connection;
+pub mod engine;
+pub mod files;
 pub mod http;
+pub mod output;
+mod sys;

@@ -1,0 +1,330 @@
+//! One HTTP/1.1 connection as an explicit state machine, whatever drives its socket.
+//!
+//! The event loop calls [`Connection::drive`] when the socket may be ready; `drive` does all the
+//! work that is possible without blocking and returns a [`Verdict`]: which readiness to wait
+//! for next, or that the connection is finished and why. The cycle is RFC 9112's: read, answer
+//! every complete request already buffered (pipelining) in order, flush the batch, read again.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::SystemTime;
+
+use log::{debug, trace};
+
+use crate::files::{Found, Root};
+use crate::http::{BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, parse_head, respond};
+use crate::output::{AccessRecord, Flushed, Output, OutputQueue, Transport};
+
+/// Most responses queued on one connection; past this we stop parsing (and so reading) until
+/// the client takes what it asked for, which bounds memory however much it pipelines.
+pub const MAX_QUEUED_RESPONSES: usize = 32;
+/// Unread request bytes thrown away before closing, so the kernel does not answer them with a
+/// RST that could destroy our last response in flight.
+const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
+
+/// What every connection serves.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub root: Root,
+}
+
+/// `conn=<token> fd=<fd>`: the prefix of every log line about a connection, so logs line up
+/// with strace output.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLabel {
+    pub token: usize,
+    pub fd: RawFd,
+}
+
+impl fmt::Display for ConnLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn={} fd={}", self.token, self.fd)
+    }
+}
+
+/// What the driver of a connection should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wait for readability, and for writability too when `writable` (output is pending).
+    Wait { writable: bool },
+    /// Close the connection now.
+    Close(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed between requests.
+    PeerClosed,
+    /// The client closed with a request head or body half sent.
+    PeerClosedMidRequest,
+    /// The last response said `Connection: close`.
+    ResponseSaidClose,
+    /// A request body broke its own framing after its response was already queued.
+    BadBody,
+    /// The socket failed (reset, broken pipe, ...).
+    Io(io::ErrorKind),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::PeerClosedMidRequest => f.write_str("peer closed mid-request"),
+            CloseReason::ResponseSaidClose => f.write_str("response said close"),
+            CloseReason::BadBody => f.write_str("malformed request body"),
+            CloseReason::Io(kind) => write!(f, "socket error: {kind}"),
+        }
+    }
+}
+
+/// Where the connection is in reading its current request.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Throwing away the body of a request already answered.
+    Body(BodyDiscard),
+    /// No more requests will be read; close once the output is flushed.
+    Closing(CloseReason),
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Head => "reading head",
+            Phase::Body(_) => "discarding body",
+            Phase::Closing(_) => "closing",
+        }
+    }
+}
+
+pub struct Connection<T> {
+    transport: T,
+    label: ConnLabel,
+    peer: Option<SocketAddr>,
+    input: InputBuffer,
+    phase: Phase,
+    /// Responses not yet fully written, oldest first.
+    output: OutputQueue,
+}
+
+impl<T: Transport> Connection<T> {
+    pub fn new(transport: T, label: ConnLabel, peer: Option<SocketAddr>) -> Connection<T> {
+        Connection {
+            transport,
+            label,
+            peer,
+            input: InputBuffer::default(),
+            phase: Phase::Head,
+            output: OutputQueue::default(),
+        }
+    }
+
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Does everything possible without blocking. Every call is safe, even on a spurious
+    /// wake-up: the outcome of each read and write decides, never the event bits.
+    pub fn drive(&mut self, site: &Site, now: SystemTime) -> Verdict {
+        loop {
+            let needs_input = self.answer_buffered_requests(site, now);
+            match self.output.send_some(&mut self.transport, &self.label) {
+                Ok(Flushed::All) => {}
+                Ok(Flushed::Blocked) => return Verdict::Wait { writable: true },
+                Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
+            }
+            if let Phase::Closing(reason) = self.phase {
+                self.drain_unread_input();
+                return Verdict::Close(reason);
+            }
+            if !needs_input {
+                continue; // more requests are buffered; the output now has room for them
+            }
+            // Edge-triggered readiness (mio `Poll` docs): read until WouldBlock before waiting.
+            match self.input.read_from(&mut self.transport) {
+                Ok(0) => {
+                    trace!("{} read EOF", self.label);
+                    let mid_request =
+                        !self.input.is_empty() || matches!(self.phase, Phase::Body(_));
+                    return Verdict::Close(if mid_request {
+                        CloseReason::PeerClosedMidRequest
+                    } else {
+                        CloseReason::PeerClosed
+                    });
+                }
+                Ok(read) => trace!("{} read {read}B", self.label),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("{} read WouldBlock", self.label);
+                    self.input.release_if_empty();
+                    return Verdict::Wait { writable: false };
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
+            }
+        }
+    }
+
+    /// Logs the close and anything left unsent. Dropping `self` closes the socket.
+    pub fn close(mut self, reason: CloseReason) {
+        debug!("{} close: {reason}", self.label);
+        self.output.abandon(&self.label);
+    }
+
+    /// Answers every complete request in the input, in order. Returns true when nothing more
+    /// can happen without reading, false when it stopped for output room or for closing.
+    fn answer_buffered_requests(&mut self, site: &Site, now: SystemTime) -> bool {
+        loop {
+            if self.output.len() >= MAX_QUEUED_RESPONSES {
+                return false;
+            }
+            match &mut self.phase {
+                Phase::Closing(_) => return false,
+                _ if self.input.is_empty() => return true,
+                Phase::Body(discard) => match discard.consume(self.input.data()) {
+                    Ok(progress) => {
+                        self.input.consume(progress.consumed);
+                        if !progress.finished {
+                            return true;
+                        }
+                        self.enter(Phase::Head);
+                    }
+                    Err(error) => {
+                        debug!("{} request body refused: {error}", self.label);
+                        self.enter(Phase::Closing(CloseReason::BadBody));
+                    }
+                },
+                Phase::Head => match parse_head(self.input.data()) {
+                    Ok(Parsed::Partial) => return true,
+                    Ok(Parsed::Complete { request, head_len }) => {
+                        self.input.consume(head_len);
+                        self.answer(request, site, now);
+                    }
+                    Err(error) => {
+                        debug!("{} request head refused: {error}", self.label);
+                        self.queue_response(None, Err(error), now);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Queues the response to one request and moves to whatever comes after it.
+    fn answer(&mut self, request: Request, site: &Site, now: SystemTime) {
+        let body = BodyDiscard::for_framing(request.body);
+        let found = match &body {
+            Ok(_) => request
+                .servable_path()
+                .and_then(|path| site.root.find(&path)),
+            Err(error) => Err(error.clone()),
+        };
+        let keep_alive = self.queue_response(Some(&request), found, now);
+        if keep_alive {
+            match body {
+                Ok(Some(discard)) => self.enter(Phase::Body(discard)),
+                _ => self.enter(Phase::Head),
+            }
+        }
+    }
+
+    /// Decides and queues one response; enters `Closing` when it closes the connection.
+    fn queue_response(
+        &mut self,
+        request: Option<&Request>,
+        found: Result<Found, HttpError>,
+        now: SystemTime,
+    ) -> bool {
+        let response = respond(
+            request,
+            found.as_ref().map(Found::resource).map_err(Clone::clone),
+            now,
+        );
+        let file = match found {
+            Ok(Found::File(opened)) => Some(opened.file),
+            _ => None,
+        };
+        let request_line = request.map_or_else(
+            || "-".to_owned(),
+            |r| format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
+        );
+        let access = AccessRecord {
+            peer: self.peer,
+            request_line,
+            status: response.status.code(),
+            bytes_sent: 0,
+        };
+        self.output.push(Output::new(&response, file, access));
+        if !response.keep_alive {
+            self.enter(Phase::Closing(CloseReason::ResponseSaidClose));
+        }
+        response.keep_alive
+    }
+
+    fn enter(&mut self, next: Phase) {
+        if std::mem::discriminant(&self.phase) != std::mem::discriminant(&next) {
+            debug!("{} {} -> {}", self.label, self.phase.name(), next.name());
+        }
+        self.phase = next;
+    }
+
+    /// Reads and drops what the client already sent, so closing does not reset the connection.
+    fn drain_unread_input(&mut self) {
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < MAX_DRAIN_ON_CLOSE_BYTES {
+            match self.transport.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained += read,
+            }
+        }
+    }
+}
+
+/// Request bytes read but not yet consumed. Allocated on first read and released whenever it
+/// empties, so an idle keep-alive connection holds no buffer.
+#[derive(Debug, Default)]
+struct InputBuffer {
+    /// Zero-filled storage of `INPUT_CAPACITY` bytes, or empty while idle.
+    bytes: Vec<u8>,
+    /// `bytes[..filled]` holds unconsumed input.
+    filled: usize,
+}
+
+/// One more than the largest head, so a head that fills the buffer is known to be too large.
+const INPUT_CAPACITY: usize = MAX_HEAD_BYTES + 1;
+
+impl InputBuffer {
+    fn data(&self) -> &[u8] {
+        &self.bytes[..self.filled]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    fn consume(&mut self, count: usize) {
+        self.bytes.copy_within(count..self.filled, 0);
+        self.filled -= count;
+    }
+
+    fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; INPUT_CAPACITY];
+        }
+        if self.filled == self.bytes.len() {
+            // Unreachable: a full buffer always fails to parse (431) before we read again.
+            return Err(io::Error::other("input buffer full"));
+        }
+        let read = source.read(&mut self.bytes[self.filled..])?;
+        self.filled += read;
+        Ok(read)
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.filled == 0 {
+            self.bytes = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! Response bytes on their way to a socket, shared by every engine.
+//!
+//! An [`Output`] is one response: its head (and small generated body) as bytes with a cursor,
+//! then optionally a file range with its own cursor. [`OutputQueue::send_some`] writes as much
+//! of the queued outputs as the socket takes right now: consecutive byte parts go out in one
+//! `writev`, file ranges through `sendfile(2)` (read+write where sendfile is unavailable), and
+//! a short write just moves a cursor. Memory stays flat: a file is never read whole.
+
+use std::collections::VecDeque;
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use log::{info, trace};
+
+use crate::http::{BodyPlan, Response};
+use crate::sys;
+
+/// A byte stream we can also `sendfile(2)` into.
+pub trait Transport: Read + Write {
+    /// Sends up to `len` bytes of `file` from `offset`, returning how many went out.
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+}
+
+impl Transport for mio::net::TcpStream {
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        // mio's `try_io` is the documented way to run a raw syscall on its socket.
+        self.try_io(|| sys::sendfile(self.as_raw_fd(), file, offset, len))
+    }
+}
+
+impl Transport for std::net::TcpStream {
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        sys::sendfile(self.as_raw_fd(), file, offset, len)
+    }
+}
+
+/// Most byte slices handed to one `writev` (well under `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
+/// Most bytes asked of one `sendfile`; the socket buffer usually takes less.
+const MAX_SENDFILE_BYTES: usize = 1 << 30;
+/// Bytes moved per read+write when `sendfile` is unavailable.
+const COPY_CHUNK_BYTES: usize = 16 * 1024;
+
+/// What an access-log line says about a response.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    pub peer: Option<SocketAddr>,
+    /// `METHOD target VERSION`, or `-` when the head could not be parsed.
+    pub request_line: String,
+    pub status: u16,
+    /// Bytes of this response actually written to the socket so far.
+    pub bytes_sent: u64,
+}
+
+/// One response waiting to be sent.
+#[derive(Debug)]
+pub struct Output {
+    /// The head, followed by the body when the body is a generated page.
+    bytes: Vec<u8>,
+    /// How much of `bytes` is already written.
+    bytes_sent: usize,
+    /// The body, when it comes from a file; sent after `bytes`.
+    file: Option<FileRange>,
+    access: AccessRecord,
+}
+
+#[derive(Debug)]
+struct FileRange {
+    file: File,
+    /// Next byte of the file to send.
+    offset: u64,
+    /// One past the last byte to send.
+    end: u64,
+    /// Set once `sendfile` turned out not to work for this file or socket.
+    copy_fallback: bool,
+}
+
+impl Output {
+    /// The output for `response`; `file` must be given when its body plan is a file range.
+    pub fn new(response: &Response, file: Option<File>, access: AccessRecord) -> Output {
+        let mut bytes = Vec::with_capacity(256);
+        response.write_head(&mut bytes);
+        let file = match (&response.body, file) {
+            (BodyPlan::File { offset, len }, Some(file)) if *len > 0 => Some(FileRange {
+                file,
+                offset: *offset,
+                end: offset + len,
+                copy_fallback: false,
+            }),
+            (BodyPlan::Page(page), _) => {
+                bytes.extend_from_slice(page.as_bytes());
+                None
+            }
+            _ => None,
+        };
+        Output {
+            bytes,
+            bytes_sent: 0,
+            file,
+            access,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.bytes_sent == self.bytes.len() && self.file.is_none()
+    }
+}
+
+impl FileRange {
+    fn send<T: Transport>(&mut self, transport: &mut T) -> io::Result<usize> {
+        let len = usize::try_from(self.end - self.offset)
+            .unwrap_or(usize::MAX)
+            .min(MAX_SENDFILE_BYTES);
+        if !self.copy_fallback {
+            match transport.send_file(&self.file, self.offset, len) {
+                Err(error) if sendfile_unsupported(&error) => self.copy_fallback = true,
+                result => return result,
+            }
+        }
+        let mut chunk = [0u8; COPY_CHUNK_BYTES];
+        let read = self
+            .file
+            .read_at(&mut chunk[..len.min(COPY_CHUNK_BYTES)], self.offset)?;
+        if read == 0 {
+            return Ok(0);
+        }
+        // Whatever the socket does not take is read again next time: simple, and only a fallback.
+        transport.write(&chunk[..read])
+    }
+}
+
+fn sendfile_unsupported(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            error.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        )
+}
+
+/// Whether [`OutputQueue::send_some`] emptied the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    All,
+    /// The socket would block; wait for it to become writable.
+    Blocked,
+}
+
+/// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
+/// request order).
+#[derive(Debug, Default)]
+pub struct OutputQueue {
+    pending: VecDeque<Output>,
+}
+
+impl OutputQueue {
+    pub fn push(&mut self, output: Output) {
+        self.pending.push_back(output);
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Writes until the queue is empty or the socket would block. Logs an access line for
+    /// each response that completes, and each syscall outcome at trace level.
+    pub fn send_some<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        label: &dyn Display,
+    ) -> io::Result<Flushed> {
+        while let Some(front) = self.pending.front_mut() {
+            let (result, syscall) = if front.bytes_sent < front.bytes.len() {
+                (self.write_bytes(transport), "writev")
+            } else if let Some(range) = &mut front.file {
+                (
+                    range.send(transport),
+                    if range.copy_fallback {
+                        "read+write"
+                    } else {
+                        "sendfile"
+                    },
+                )
+            } else {
+                self.finish_front(label);
+                continue;
+            };
+            match result {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("{syscall} sent nothing"),
+                    ));
+                }
+                Ok(sent) => {
+                    trace!("{label} {syscall} {sent}B");
+                    self.advance(syscall == "writev", sent, label);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("{label} {syscall} WouldBlock");
+                    return Ok(Flushed::Blocked);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    trace!("{label} {syscall} {error}");
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Flushed::All)
+    }
+
+    /// One `writev` of the unsent bytes of the front output and of the outputs after it, up
+    /// to the first one with a file part (whose head still goes in, ahead of its file).
+    fn write_bytes<T: Transport>(&self, transport: &mut T) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for output in &self.pending {
+            slices[count] = IoSlice::new(&output.bytes[output.bytes_sent..]);
+            count += 1;
+            if output.file.is_some() || count == MAX_IOVECS {
+                break;
+            }
+        }
+        transport.write_vectored(&slices[..count])
+    }
+
+    /// Moves cursors past `sent` bytes just written, finishing every output they complete.
+    fn advance(&mut self, from_bytes: bool, mut sent: usize, label: &dyn Display) {
+        if !from_bytes {
+            let front = self
+                .pending
+                .front_mut()
+                .expect("a file range was just sent");
+            let range = front.file.as_mut().expect("a file range was just sent");
+            range.offset += sent as u64;
+            front.access.bytes_sent += sent as u64;
+            if range.offset == range.end {
+                front.file = None;
+                self.finish_front(label);
+            }
+            return;
+        }
+        while sent > 0 {
+            let front = self
+                .pending
+                .front_mut()
+                .expect("written bytes belong to queued outputs");
+            let take = sent.min(front.bytes.len() - front.bytes_sent);
+            front.bytes_sent += take;
+            front.access.bytes_sent += take as u64;
+            sent -= take;
+            if front.is_done() {
+                self.finish_front(label);
+            }
+        }
+    }
+
+    fn finish_front(&mut self, label: &dyn Display) {
+        if let Some(done) = self.pending.pop_front() {
+            log_access(label, &done.access);
+        }
+    }
+
+    /// Drops what can no longer be sent, logging each response with the bytes it got out.
+    pub fn abandon(&mut self, label: &dyn Display) {
+        for output in self.pending.drain(..) {
+            log_access(label, &output.access);
+        }
+    }
+}
+
+fn log_access(label: &dyn Display, access: &AccessRecord) {
+    let peer = access
+        .peer
+        .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
+    info!(
+        "{label} {peer} \"{}\" {} {}",
+        access.request_line, access.status, access.bytes_sent
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom};
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
+
+    /// A socket that takes at most `budgets[i]` bytes on its i-th call (0 = WouldBlock), then
+    /// everything; `sendfile` works only when `sendfile_works`.
+    struct FakeSocket {
+        written: Vec<u8>,
+        budgets: VecDeque<usize>,
+        calls: Vec<&'static str>,
+        sendfile_works: bool,
+    }
+
+    impl FakeSocket {
+        fn new(budgets: &[usize], sendfile_works: bool) -> FakeSocket {
+            FakeSocket {
+                written: Vec::new(),
+                budgets: budgets.iter().copied().collect(),
+                calls: Vec::new(),
+                sendfile_works,
+            }
+        }
+
+        fn take(&mut self, offered: usize) -> io::Result<usize> {
+            match self.budgets.pop_front() {
+                Some(0) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(budget) => Ok(budget.min(offered)),
+                None => Ok(offered),
+            }
+        }
+    }
+
+    impl Read for FakeSocket {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for FakeSocket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls.push("write");
+            let n = self.take(buf.len())?;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls.push("writev");
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = self.take(all.len())?;
+            self.written.extend_from_slice(&all[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for FakeSocket {
+        fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+            self.calls.push("sendfile");
+            if !self.sendfile_works {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            let n = self.take(len)?;
+            let mut buf = vec![0; n];
+            let read = file.read_at(&mut buf, offset)?;
+            self.written.extend_from_slice(&buf[..read]);
+            Ok(read)
+        }
+    }
+
+    fn get() -> crate::http::Request {
+        match parse_head(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n") {
+            Ok(Parsed::Complete { request, .. }) => request,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn access() -> AccessRecord {
+        AccessRecord {
+            peer: None,
+            request_line: "GET /f HTTP/1.1".into(),
+            status: 200,
+            bytes_sent: 0,
+        }
+    }
+
+    fn page_output() -> (Output, Vec<u8>) {
+        let response = respond(Some(&get()), Err(HttpError::NotFound), UNIX_EPOCH);
+        let mut expected = Vec::new();
+        response.write_head(&mut expected);
+        let BodyPlan::Page(page) = &response.body else {
+            unreachable!()
+        };
+        expected.extend_from_slice(page.as_bytes());
+        (Output::new(&response, None, access()), expected)
+    }
+
+    fn file_output(content: &[u8]) -> (Output, Vec<u8>) {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(content).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let meta = FileMeta {
+            len: content.len() as u64,
+            modified: None,
+            name: b"f.bin",
+        };
+        let response = respond(Some(&get()), Ok(Resource::File(meta)), UNIX_EPOCH);
+        let mut expected = Vec::new();
+        response.write_head(&mut expected);
+        expected.extend_from_slice(content);
+        (Output::new(&response, Some(file), access()), expected)
+    }
+
+    /// Calls `send_some` until it reports `All`, as an engine would after each writable event.
+    fn send_all(queue: &mut OutputQueue, socket: &mut FakeSocket) -> usize {
+        let mut blocked = 0;
+        while queue.send_some(socket, &"test").unwrap() == Flushed::Blocked {
+            blocked += 1;
+            assert!(blocked < 10_000, "no progress");
+        }
+        blocked
+    }
+
+    #[test]
+    fn batches_byte_outputs_into_one_writev() {
+        let mut queue = OutputQueue::default();
+        let mut expected = Vec::new();
+        for _ in 0..3 {
+            let (output, bytes) = page_output();
+            queue.push(output);
+            expected.extend(bytes);
+        }
+        let mut socket = FakeSocket::new(&[], true);
+        send_all(&mut queue, &mut socket);
+        assert_eq!(socket.calls, ["writev"]);
+        assert_eq!(socket.written, expected);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn survives_partial_writes_and_would_block_everywhere() {
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for sendfile_works in [true, false] {
+            let mut queue = OutputQueue::default();
+            let mut expected = Vec::new();
+            for (output, bytes) in [
+                page_output(),
+                file_output(&content),
+                page_output(),
+                file_output(b"x"),
+            ] {
+                queue.push(output);
+                expected.extend(bytes);
+            }
+            let budgets: Vec<usize> = (0..400).map(|i| [1, 0, 7, 0, 1000, 3][i % 6]).collect();
+            let mut socket = FakeSocket::new(&budgets, sendfile_works);
+            assert!(send_all(&mut queue, &mut socket) > 0);
+            assert_eq!(socket.written.len(), expected.len());
+            assert!(
+                socket.written == expected,
+                "bytes differ (sendfile_works={sendfile_works})"
+            );
+            assert_eq!(socket.calls.contains(&"write"), !sendfile_works);
+        }
+    }
+
+    #[test]
+    fn head_of_a_file_response_rides_with_earlier_bytes() {
+        let mut queue = OutputQueue::default();
+        let (page, _) = page_output();
+        let (file, _) = file_output(b"hello");
+        queue.push(page);
+        queue.push(file);
+        let mut socket = FakeSocket::new(&[], true);
+        send_all(&mut queue, &mut socket);
+        assert_eq!(socket.calls, ["writev", "sendfile"]);
+    }
+
+    #[test]
+    fn counts_bytes_sent_per_response() {
+        let mut queue = OutputQueue::default();
+        let (output, expected) = file_output(b"0123456789");
+        queue.push(output);
+        let mut socket = FakeSocket::new(&[usize::MAX, 6, 0], true);
+        assert_eq!(
+            queue.send_some(&mut socket, &"test").unwrap(),
+            Flushed::Blocked
+        );
+        assert_eq!(
+            queue.pending[0].access.bytes_sent,
+            expected.len() as u64 - 4
+        );
+    }
+}

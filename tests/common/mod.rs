@@ -1,0 +1,323 @@
+//! The harness every integration test uses: start the real `onepoll` binary on port 0 against a
+//! temporary root, talk to it over raw sockets, and kill it (by PID, via `Child`) on drop.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::fs;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bytes of the large fixture file (20 MiB).
+pub const BIG_LEN: usize = 20 * 1024 * 1024;
+/// How long any single read in a test may wait before the test fails instead of hanging.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Every stderr line so far (logs), collected by a thread so the pipe never fills.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts onepoll serving `root` on 127.0.0.1 with a port the OS picks.
+    pub fn start(root: &Path) -> Server {
+        Server::start_with(root, &[], "debug")
+    }
+
+    pub fn start_with(root: &Path, extra_args: &[&str], log_level: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .arg(root)
+            .args(["--addr", "127.0.0.1", "--port", "0"])
+            .args(extra_args)
+            .env("RUST_LOG", log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start onepoll");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap().to_owned();
+                    let _ = addr_tx.send(addr);
+                }
+                log_sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "onepoll did not report its address; log: {:?}",
+                    log.lock().unwrap()
+                )
+            });
+        Server {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends `request` on a fresh connection and returns the one response.
+    pub fn exchange(&self, request: &[u8]) -> Response {
+        let mut client = self.connect();
+        client.send(request);
+        client.response(request.starts_with(b"HEAD"))
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(line) = self
+                .log_lines()
+                .into_iter()
+                .find(|line| line.contains(needle))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}; log: {:?}",
+                self.log_lines()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One client connection with its own read buffer, so responses can be read one at a time.
+pub struct Client {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send request");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Reads one response; `head_request` says the body is absent whatever Content-Length says.
+    pub fn response(&mut self, head_request: bool) -> Response {
+        loop {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut fields);
+            if let httparse::Status::Complete(head_len) =
+                parsed.parse(&self.buffer).expect("a valid response head")
+            {
+                let status = parsed.code.unwrap();
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let length: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.parse().expect("numeric Content-Length"))
+                    .expect("every response has Content-Length");
+                let body_len = if head_request || status == 304 {
+                    0
+                } else {
+                    length
+                };
+                while self.buffer.len() < head_len + body_len {
+                    assert!(self.fill() > 0, "connection closed mid-body");
+                }
+                let body = self.buffer[head_len..head_len + body_len].to_vec();
+                self.buffer.drain(..head_len + body_len);
+                return Response {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before a response; got {:?}",
+                String::from_utf8_lossy(&self.buffer)
+            );
+        }
+    }
+
+    /// Asserts the server closes the connection without sending anything more.
+    pub fn expect_closed(&mut self) {
+        assert_eq!(
+            self.fill(),
+            0,
+            "expected close, got {:?}",
+            String::from_utf8_lossy(&self.buffer)
+        );
+        assert!(
+            self.buffer.is_empty(),
+            "unexpected bytes {:?}",
+            String::from_utf8_lossy(&self.buffer)
+        );
+    }
+
+    /// Everything until the server closes.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill() > 0 {}
+        std::mem::take(&mut self.buffer)
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+/// A document root with one of each kind of thing the server must handle.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    /// A directory outside the root holding `secret.txt`, for symlink-escape tests.
+    pub outside: tempfile::TempDir,
+}
+
+pub const HELLO: &str = "hello, world\n";
+pub const INDEX: &str = "<!DOCTYPE html><title>home</title>\n";
+pub const SUB_INDEX: &str = "<!DOCTYPE html><title>sub</title>\n";
+
+impl Site {
+    pub fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("index.html"), INDEX).unwrap();
+        fs::write(root.join("hello.txt"), HELLO).unwrap();
+        fs::write(root.join("style.css"), "body { color: red }\n").unwrap();
+        fs::write(root.join("app.js"), "console.log(1);\n").unwrap();
+        fs::write(root.join("space name.txt"), "spaced\n").unwrap();
+        fs::write(root.join("%2e%2e"), "literal percent name\n").unwrap();
+        fs::write(root.join("empty.txt"), "").unwrap();
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/index.html"), SUB_INDEX).unwrap();
+        fs::write(root.join("sub/page.txt"), "sub page\n").unwrap();
+        fs::create_dir(root.join("no-index")).unwrap();
+        fs::write(root.join("no-index/file.txt"), "x\n").unwrap();
+        fs::write(outside.path().join("secret.txt"), "SECRET\n").unwrap();
+        symlink(root.join("hello.txt"), root.join("link-inside.txt")).unwrap();
+        symlink(
+            outside.path().join("secret.txt"),
+            root.join("link-outside.txt"),
+        )
+        .unwrap();
+        symlink(outside.path(), root.join("dir-outside")).unwrap();
+        let made_fifo = Command::new("mkfifo")
+            .arg(root.join("fifo"))
+            .status()
+            .expect("run mkfifo");
+        assert!(made_fifo.success(), "mkfifo");
+        Site { dir, outside }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Adds `big.bin`, `BIG_LEN` bytes of a pattern whose every offset is checkable.
+    pub fn with_big_file(self) -> Site {
+        fs::write(self.dir.path().join("big.bin"), big_content()).unwrap();
+        self
+    }
+}
+
+pub fn big_content() -> Vec<u8> {
+    (0..BIG_LEN).map(|i| (i % 251) as u8).collect()
+}
+
+/// `GET path` over HTTP/1.1 with a Host field and optional extra lines.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}

@@ -1,0 +1,240 @@
+//! Connection-level behaviour over raw sockets: pipelining, dribbled input, slow readers,
+//! resets, request bodies that must not be parsed as requests, and the one-thread rule.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::thread;
+use std::time::Duration;
+
+use common::{BIG_LEN, HELLO, INDEX, Server, Site, big_content, get};
+
+#[test]
+fn twenty_pipelined_requests_in_one_write_are_answered_in_order() {
+    let site = Site::new();
+    let server = Server::start(&site.root());
+    let targets = ["/hello.txt", "/", "/missing", "/sub/page.txt", "/style.css"];
+    let mut batch = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let target = targets[i % targets.len()];
+        let method = if i % 7 == 3 { "HEAD" } else { "GET" };
+        batch
+            .extend_from_slice(format!("{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        expected.push((method, target));
+    }
+    let mut client = server.connect();
+    client.send(&batch);
+    for (method, target) in expected {
+        let response = client.response(method == "HEAD");
+        let want = match target {
+            "/hello.txt" => HELLO,
+            "/" => INDEX,
+            "/sub/page.txt" => "sub page\n",
+            "/style.css" => "body { color: red }\n",
+            _ => "",
+        };
+        if target == "/missing" {
+            assert_eq!(response.status, 404);
+        } else if method == "GET" {
+            assert_eq!(response.body_text(), want, "{method} {target}");
+        } else {
+            assert!(response.body.is_empty());
+        }
+    }
+    client.send(&get("/hello.txt"));
+    assert_eq!(client.response(false).body_text(), HELLO);
+}
+
+#[test]
+fn a_request_dribbled_one_byte_per_write_is_answered() {
+    let site = Site::new();
+    let server = Server::start(&site.root());
+    let mut client = server.connect();
+    client.stream.set_nodelay(true).unwrap();
+    let request = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    for byte in request {
+        client.send(&[*byte]);
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(client.response(false).body_text(), HELLO);
+    assert_eq!(client.response(false).body_text(), INDEX);
+}
+
+#[test]
+fn a_body_that_looks_like_a_request_is_discarded_not_parsed() {
+    let site = Site::new();
+    let server = Server::start(&site.root());
+    let smuggled = "GET /sub/page.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let chunked = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
+    for (framing, body) in [
+        (
+            format!("Content-Length: {}", smuggled.len()),
+            smuggled.to_owned(),
+        ),
+        ("Transfer-Encoding: chunked".to_owned(), chunked),
+    ] {
+        let mut client = server.connect();
+        client.send(
+            format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n{body}").as_bytes(),
+        );
+        client.send(&get("/"));
+        assert_eq!(client.response(false).body_text(), HELLO, "{framing}");
+        // The next response is for `/`, not for the smuggled `/sub/page.txt`.
+        assert_eq!(client.response(false).body_text(), INDEX, "{framing}");
+    }
+}
+
+#[test]
+fn a_malformed_chunked_body_closes_after_the_response() {
+    let site = Site::new();
+    let server = Server::start(&site.root());
+    let mut client = server.connect();
+    client.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(client.response(false).body_text(), HELLO);
+    client.expect_closed();
+}
+
+#[test]
+fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served() {
+    let site = Site::new().with_big_file();
+    let server = Server::start_with(&site.root(), &[], "trace");
+    let mut slow = server.connect();
+    slow.send(&get("/big.bin"));
+    let mut received = Vec::with_capacity(BIG_LEN + 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut reads = 0;
+    loop {
+        let n = slow.stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early after {} bytes", received.len());
+        received.extend_from_slice(&chunk[..n]);
+        reads += 1;
+        if reads % 16 == 0 {
+            // While the slow client lags, another client is served promptly.
+            assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+            thread::sleep(Duration::from_millis(5));
+        }
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n");
+        if head_end.is_some_and(|end| received.len() == end + 4 + BIG_LEN) {
+            break;
+        }
+    }
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    assert!(
+        head.contains(&format!("Content-Length: {BIG_LEN}\r\n")),
+        "{head}"
+    );
+    assert_eq!(received.len() - head_end, BIG_LEN);
+    assert!(
+        received[head_end..] == big_content()[..],
+        "body differs from the file"
+    );
+    // The socket buffer filled up on the way: this really exercised partial sends.
+    server.wait_for_log("sendfile WouldBlock");
+}
+
+#[test]
+fn a_client_resetting_mid_download_does_not_disturb_others() {
+    let site = Site::new().with_big_file();
+    let server = Server::start(&site.root());
+    for _ in 0..5 {
+        let mut quitter = server.connect();
+        quitter.send(&get("/big.bin"));
+        let mut first = [0u8; 1024];
+        quitter.stream.read_exact(&mut first).unwrap();
+        // Closing with unread data makes the kernel send RST instead of FIN.
+        drop(quitter);
+        assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    }
+    server.wait_for_log("close: socket error");
+    let access = server.wait_for_log("\"GET /big.bin HTTP/1.1\" 200");
+    let sent: u64 = access.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        sent < BIG_LEN as u64,
+        "access log should show the bytes actually sent: {access}"
+    );
+}
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_response() {
+    let site = Site::new();
+    let server = Server::start(&site.root());
+    let mut client = server.connect();
+    client.send(&get("/hello.txt"));
+    client.shutdown_write();
+    let all = client.read_to_close();
+    assert!(
+        all.ends_with(HELLO.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+}
+
+#[test]
+fn many_concurrent_keep_alive_clients_are_served() {
+    let site = Site::new();
+    let server = Server::start(&site.root());
+    let addr = server.addr;
+    let workers: Vec<_> = (0..50)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut client = common::Client::connect(addr);
+                for _ in 0..10 {
+                    client.send(&get("/hello.txt"));
+                    assert_eq!(client.response(false).body_text(), HELLO);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
+
+#[test]
+fn the_server_runs_exactly_one_thread() {
+    let site = Site::new().with_big_file();
+    let server = Server::start(&site.root());
+    let mut busy: Vec<_> = (0..10).map(|_| server.connect()).collect();
+    for client in &mut busy {
+        client.send(&get("/big.bin"));
+    }
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    let tasks = fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(tasks, 1, "the default engine must be single-threaded");
+}
+
+#[test]
+fn logs_carry_connection_labels_and_access_lines() {
+    let site = Site::new();
+    let server = Server::start_with(&site.root(), &[], "trace");
+    let mut client = server.connect();
+    client.send(&get("/hello.txt"));
+    client.response(false);
+    drop(client);
+    let accept = server.wait_for_log(" accept 127.0.0.1:");
+    let label = accept
+        .split(" accept")
+        .next()
+        .unwrap()
+        .split("] ")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(
+        label.starts_with("conn=") && label.contains(" fd="),
+        "{accept}"
+    );
+    server.wait_for_log(&format!("{label} read "));
+    server.wait_for_log(&format!("{label} writev "));
+    server.wait_for_log(&format!("{label} close: peer closed"));
+    let access = server.wait_for_log("\"GET /hello.txt HTTP/1.1\" 200");
+    assert!(access.contains(&label), "{access}");
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    server.wait_for_log("request head refused: 400 Bad Request: missing Host");
+}

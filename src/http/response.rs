@@ -62,13 +62,13 @@ impl Response {
 
     /// Serializes the status line and header section (RFC 9112 §4, §5).
     pub fn write_head(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\n",
-            self.status.code(),
-            self.status.reason()
-        );
+        let code = self.status.code();
+        let digits = [code / 100, code / 10 % 10, code % 10].map(|digit| b'0' + digit as u8);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&digits);
+        out.push(b' ');
+        out.extend_from_slice(self.status.reason().as_bytes());
+        out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");

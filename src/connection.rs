@@ -122,6 +122,10 @@ impl<T: Transport> Connection<T> {
         }
     }
 
+    pub fn label(&self) -> ConnLabel {
+        self.label
+    }
+
     pub fn transport_mut(&mut self) -> &mut T {
         &mut self.transport
     }

@@ -131,8 +131,30 @@ fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served() {
         received[head_end..] == big_content()[..],
         "body differs from the file"
     );
-    // The socket buffer filled up on the way: this really exercised partial sends.
+    // The socket buffer filled up on the way: this really exercised partial sends, and
+    // WRITABLE interest was armed for the wait and dropped once the file was out.
     server.wait_for_log("sendfile WouldBlock");
+    let armed = server.wait_for_log("epoll_ctl +WRITABLE");
+    let label = armed
+        .split("] ")
+        .nth(1)
+        .unwrap()
+        .split(" epoll_ctl")
+        .next()
+        .unwrap()
+        .to_owned();
+    server.wait_for_log(&format!("{label} epoll_ctl -WRITABLE"));
+    // The file streamed: the server never held anything near its 20 MiB in memory.
+    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 8 * 1024,
+        "peak RSS {peak_kib} KiB while sending a {BIG_LEN}-byte file"
+    );
 }
 
 #[test]
@@ -232,6 +254,15 @@ fn logs_carry_connection_labels_and_access_lines() {
     server.wait_for_log(&format!("{label} read "));
     server.wait_for_log(&format!("{label} writev "));
     server.wait_for_log(&format!("{label} close: peer closed"));
+    // A response that fits the socket buffer never needs WRITABLE interest.
+    assert!(
+        !server
+            .log_lines()
+            .iter()
+            .any(|line| line.contains("WRITABLE")),
+        "{:?}",
+        server.log_lines()
+    );
     let access = server.wait_for_log("\"GET /hello.txt HTTP/1.1\" 200");
     assert!(access.contains(&label), "{access}");
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();

@@ -125,10 +125,8 @@ fn apply(
             };
             match registry.reregister(client.conn.transport_mut(), Token(key), interest) {
                 Ok(()) => {
-                    trace!(
-                        "conn={key} epoll_ctl {}WRITABLE",
-                        if writable { "+" } else { "-" }
-                    );
+                    let sign = if writable { "+" } else { "-" };
+                    trace!("{} epoll_ctl {sign}WRITABLE", client.conn.label());
                     client.writable_armed = writable;
                     None
                 }

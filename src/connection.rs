@@ -219,9 +219,10 @@ impl<T: Transport> Connection<T> {
     fn answer(&mut self, request: Request, site: &Site, now: SystemTime) {
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
-            Ok(_) => request
-                .servable_path()
-                .and_then(|path| site.root.find(&path)),
+            Ok(_) => request.servable_path().and_then(|path| {
+                site.root
+                    .find(&path, request.fields.accept_encoding.as_deref())
+            }),
             Err(error) => Err(error.clone()),
         };
         let keep_alive = self.queue_response(Some(&request), found, now);

@@ -9,11 +9,11 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::http::{FileMeta, HttpError, Resource, SafePath};
+use crate::http::{ContentCoding, FileMeta, HttpError, Resource, SafePath};
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
@@ -41,8 +41,9 @@ impl Root {
         &self.canonical
     }
 
-    /// Looks `path` up under the root and opens what it names.
-    pub fn find(&self, path: &SafePath) -> Result<Found, HttpError> {
+    /// Looks `path` up under the root and opens what it names: the file itself, or its
+    /// precompressed sibling when `accept_encoding` allows one.
+    pub fn find(&self, path: &SafePath, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
         let mut joined = self.canonical.clone();
         joined.extend(path.segments().map(OsStr::from_bytes));
         let canonical = self.canonicalize_inside(&joined)?;
@@ -53,14 +54,54 @@ impl Root {
                     location: path.directory_location(),
                 });
             }
-            let index = self.canonicalize_inside(&canonical.join(INDEX_FILE))?;
-            return open_regular(&index, INDEX_FILE.as_bytes().to_vec());
+            let index = canonical.join(INDEX_FILE);
+            let canonical_index = self.canonicalize_inside(&index)?;
+            return self.open_representation(
+                &index,
+                &canonical_index,
+                INDEX_FILE.as_bytes(),
+                accept_encoding,
+            );
         }
         if path.names_directory() {
             return Err(HttpError::NotFound); // `/file.txt/` names no directory
         }
-        let name = path.segments().last().unwrap_or_default().to_vec();
-        open_regular(&canonical, name)
+        let name = path.segments().last().unwrap_or_default();
+        self.open_representation(&joined, &canonical, name, accept_encoding)
+    }
+
+    /// Opens the file at `canonical` (reached as `path`), or the best sibling `path.br` /
+    /// `path.gz` the client accepts. A sibling that is missing, escapes the root or cannot be
+    /// opened just means the file itself is sent.
+    fn open_representation(
+        &self,
+        path: &Path,
+        canonical: &Path,
+        name: &[u8],
+        accept_encoding: Option<&str>,
+    ) -> Result<Found, HttpError> {
+        let mut has_encoded_variants = false;
+        let mut encoded = None;
+        for coding in ContentCoding::ALL {
+            let mut sibling = path.as_os_str().to_owned();
+            sibling.push(coding.file_suffix());
+            if !fs::metadata(&sibling).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            has_encoded_variants = true;
+            if encoded.is_none() && coding.is_accepted(accept_encoding) {
+                encoded = self
+                    .canonicalize_inside(Path::new(&sibling))
+                    .and_then(|sibling| open_regular(&sibling, name, Some(coding)))
+                    .ok();
+            }
+        }
+        let mut opened = match encoded {
+            Some(opened) => opened,
+            None => open_regular(canonical, name, None)?,
+        };
+        opened.has_encoded_variants = has_encoded_variants;
+        Ok(Found::File(opened))
     }
 
     fn canonicalize_inside(&self, path: &Path) -> Result<PathBuf, HttpError> {
@@ -90,7 +131,10 @@ impl Found {
             Found::File(opened) => Resource::File(FileMeta {
                 len: opened.len,
                 modified: opened.modified,
+                inode: opened.inode,
                 name: &opened.name,
+                encoding: opened.encoding,
+                has_encoded_variants: opened.has_encoded_variants,
             }),
             Found::DirectoryWithoutSlash { location } => Resource::DirectoryWithoutSlash {
                 location: location.clone(),
@@ -105,11 +149,20 @@ pub struct OpenedFile {
     pub file: File,
     pub len: u64,
     pub modified: Option<SystemTime>,
+    pub inode: u64,
     /// The name the client asked for (`index.html` for a directory), which sets the type.
     pub name: Vec<u8>,
+    /// Set when `file` is a precompressed sibling in this coding.
+    pub encoding: Option<ContentCoding>,
+    /// The requested file has precompressed siblings (sent or not).
+    pub has_encoded_variants: bool,
 }
 
-fn open_regular(path: &Path, name: Vec<u8>) -> Result<Found, HttpError> {
+fn open_regular(
+    path: &Path,
+    name: &[u8],
+    encoding: Option<ContentCoding>,
+) -> Result<OpenedFile, HttpError> {
     // O_NONBLOCK: opening a FIFO that slipped in after the stat must not block the loop.
     let file = OpenOptions::new()
         .read(true)
@@ -125,12 +178,15 @@ fn open_regular(path: &Path, name: Vec<u8>) -> Result<Found, HttpError> {
             HttpError::Forbidden
         });
     }
-    Ok(Found::File(OpenedFile {
+    Ok(OpenedFile {
         file,
         len: metadata.len(),
         modified: metadata.modified().ok(),
-        name,
-    }))
+        inode: metadata.ino(),
+        name: name.to_vec(),
+        encoding,
+        has_encoded_variants: false,
+    })
 }
 
 fn not_servable(error: io::Error) -> HttpError {

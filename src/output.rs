@@ -59,77 +59,115 @@ pub struct AccessRecord {
 /// One response waiting to be sent.
 #[derive(Debug)]
 pub struct Output {
-    /// The head, followed by the body when the body is a generated page.
-    bytes: Vec<u8>,
-    /// How much of `bytes` is already written.
-    bytes_sent: usize,
-    /// The body, when it comes from a file; sent after `bytes`.
-    file: Option<FileRange>,
+    /// What is left to send, in order; only the front segment can be partly sent.
+    segments: VecDeque<Segment>,
+    /// The file that every `Segment::File` reads from.
+    file: Option<File>,
+    /// Set once `sendfile` turned out not to work for this file or socket.
+    copy_fallback: bool,
     access: AccessRecord,
 }
 
 #[derive(Debug)]
-struct FileRange {
-    file: File,
-    /// Next byte of the file to send.
-    offset: u64,
-    /// One past the last byte to send.
-    end: u64,
-    /// Set once `sendfile` turned out not to work for this file or socket.
-    copy_fallback: bool,
+enum Segment {
+    /// Head, generated page or multipart delimiters; `sent` bytes of it are out.
+    Bytes { bytes: Vec<u8>, sent: usize },
+    /// File bytes from `offset` (the next to send) up to, not including, `end`.
+    File { offset: u64, end: u64 },
 }
 
 impl Output {
-    /// The output for `response`; `file` must be given when its body plan is a file range.
+    /// The output for `response`; `file` must be the opened file whenever its body plan reads
+    /// from one.
     pub fn new(response: &Response, file: Option<File>, access: AccessRecord) -> Output {
-        let mut bytes = Vec::with_capacity(256);
-        response.write_head(&mut bytes);
-        let file = match (&response.body, file) {
-            (BodyPlan::File { offset, len }, Some(file)) if *len > 0 => Some(FileRange {
-                file,
-                offset: *offset,
-                end: offset + len,
-                copy_fallback: false,
-            }),
-            (BodyPlan::Page(page), _) => {
-                bytes.extend_from_slice(page.as_bytes());
-                None
-            }
-            _ => None,
-        };
-        Output {
-            bytes,
-            bytes_sent: 0,
+        let mut head = Vec::with_capacity(256);
+        response.write_head(&mut head);
+        let mut output = Output {
+            segments: VecDeque::new(),
             file,
+            copy_fallback: false,
             access,
+        };
+        output.push_bytes(&head);
+        match &response.body {
+            BodyPlan::Empty => {}
+            BodyPlan::Page(page) => output.push_bytes(page.as_bytes()),
+            BodyPlan::File { offset, len } => output.push_file(*offset, *len),
+            BodyPlan::Multipart { parts, closing } => {
+                for part in parts {
+                    output.push_bytes(part.head.as_bytes());
+                    output.push_file(part.offset, part.len);
+                }
+                output.push_bytes(closing.as_bytes());
+            }
+        }
+        output
+    }
+
+    fn push_bytes(&mut self, more: &[u8]) {
+        match self.segments.back_mut() {
+            Some(Segment::Bytes { bytes, .. }) => bytes.extend_from_slice(more),
+            _ => self.segments.push_back(Segment::Bytes {
+                bytes: more.to_vec(),
+                sent: 0,
+            }),
         }
     }
 
-    fn is_done(&self) -> bool {
-        self.bytes_sent == self.bytes.len() && self.file.is_none()
+    fn push_file(&mut self, offset: u64, len: u64) {
+        if len > 0 && self.file.is_some() {
+            self.segments.push_back(Segment::File {
+                offset,
+                end: offset + len,
+            });
+        }
     }
-}
 
-impl FileRange {
-    fn send<T: Transport>(&mut self, transport: &mut T) -> io::Result<usize> {
-        let len = usize::try_from(self.end - self.offset)
+    /// Sends from the front segment, which must be a file range.
+    fn send_file_segment<T: Transport>(&mut self, transport: &mut T) -> io::Result<usize> {
+        let (Some(Segment::File { offset, end }), Some(file)) = (self.segments.front(), &self.file)
+        else {
+            return Err(io::Error::other("front segment is not a file range"));
+        };
+        let len = usize::try_from(end - offset)
             .unwrap_or(usize::MAX)
             .min(MAX_SENDFILE_BYTES);
         if !self.copy_fallback {
-            match transport.send_file(&self.file, self.offset, len) {
+            match transport.send_file(file, *offset, len) {
                 Err(error) if sendfile_unsupported(&error) => self.copy_fallback = true,
                 result => return result,
             }
         }
         let mut chunk = [0u8; COPY_CHUNK_BYTES];
-        let read = self
-            .file
-            .read_at(&mut chunk[..len.min(COPY_CHUNK_BYTES)], self.offset)?;
+        let read = file.read_at(&mut chunk[..len.min(COPY_CHUNK_BYTES)], *offset)?;
         if read == 0 {
             return Ok(0);
         }
         // Whatever the socket does not take is read again next time: simple, and only a fallback.
         transport.write(&chunk[..read])
+    }
+
+    /// Moves the front segment's cursor past `sent` bytes, up to its end; returns how many
+    /// of them it took.
+    fn advance_front(&mut self, sent: usize) -> usize {
+        let (taken, finished) = match self.segments.front_mut() {
+            Some(Segment::Bytes { bytes, sent: done }) => {
+                let taken = sent.min(bytes.len() - *done);
+                *done += taken;
+                (taken, *done == bytes.len())
+            }
+            Some(Segment::File { offset, end }) => {
+                let taken = sent.min(usize::try_from(*end - *offset).unwrap_or(usize::MAX));
+                *offset += taken as u64;
+                (taken, offset == end)
+            }
+            None => (0, false),
+        };
+        if finished {
+            self.segments.pop_front();
+        }
+        self.access.bytes_sent += taken as u64;
+        taken
     }
 }
 
@@ -177,20 +215,23 @@ impl OutputQueue {
         label: &dyn Display,
     ) -> io::Result<Flushed> {
         while let Some(front) = self.pending.front_mut() {
-            let (result, syscall) = if front.bytes_sent < front.bytes.len() {
-                (self.write_bytes(transport), "writev")
-            } else if let Some(range) = &mut front.file {
-                (
-                    range.send(transport),
-                    if range.copy_fallback {
-                        "read+write"
-                    } else {
-                        "sendfile"
-                    },
-                )
-            } else {
-                self.finish_front(label);
-                continue;
+            let (result, syscall) = match front.segments.front() {
+                None => {
+                    self.finish_front(label);
+                    continue;
+                }
+                Some(Segment::Bytes { .. }) => (self.write_bytes(transport), "writev"),
+                Some(Segment::File { .. }) => {
+                    let result = front.send_file_segment(transport);
+                    (
+                        result,
+                        if front.copy_fallback {
+                            "read+write"
+                        } else {
+                            "sendfile"
+                        },
+                    )
+                }
             };
             match result {
                 Ok(0) => {
@@ -201,7 +242,7 @@ impl OutputQueue {
                 }
                 Ok(sent) => {
                     trace!("{label} {syscall} {sent}B");
-                    self.advance(syscall == "writev", sent, label);
+                    self.advance(sent, label);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{label} {syscall} WouldBlock");
@@ -217,48 +258,34 @@ impl OutputQueue {
         Ok(Flushed::All)
     }
 
-    /// One `writev` of the unsent bytes of the front output and of the outputs after it, up
-    /// to the first one with a file part (whose head still goes in, ahead of its file).
+    /// One `writev` of every unsent byte segment from the front, across outputs, up to the
+    /// first file range.
     fn write_bytes<T: Transport>(&self, transport: &mut T) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let mut count = 0;
-        for output in &self.pending {
-            slices[count] = IoSlice::new(&output.bytes[output.bytes_sent..]);
-            count += 1;
-            if output.file.is_some() || count == MAX_IOVECS {
-                break;
+        'outputs: for output in &self.pending {
+            for segment in &output.segments {
+                let Segment::Bytes { bytes, sent } = segment else {
+                    break 'outputs;
+                };
+                slices[count] = IoSlice::new(&bytes[*sent..]);
+                count += 1;
+                if count == MAX_IOVECS {
+                    break 'outputs;
+                }
             }
         }
         transport.write_vectored(&slices[..count])
     }
 
     /// Moves cursors past `sent` bytes just written, finishing every output they complete.
-    fn advance(&mut self, from_bytes: bool, mut sent: usize, label: &dyn Display) {
-        if !from_bytes {
-            let front = self
-                .pending
-                .front_mut()
-                .expect("a file range was just sent");
-            let range = front.file.as_mut().expect("a file range was just sent");
-            range.offset += sent as u64;
-            front.access.bytes_sent += sent as u64;
-            if range.offset == range.end {
-                front.file = None;
+    fn advance(&mut self, mut sent: usize, label: &dyn Display) {
+        while let Some(front) = self.pending.front_mut() {
+            sent -= front.advance_front(sent);
+            if front.segments.is_empty() {
                 self.finish_front(label);
-            }
-            return;
-        }
-        while sent > 0 {
-            let front = self
-                .pending
-                .front_mut()
-                .expect("written bytes belong to queued outputs");
-            let take = sent.min(front.bytes.len() - front.bytes_sent);
-            front.bytes_sent += take;
-            front.access.bytes_sent += take as u64;
-            sent -= take;
-            if front.is_done() {
-                self.finish_front(label);
+            } else if sent == 0 {
+                break;
             }
         }
     }
@@ -395,11 +422,7 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(content).unwrap();
         file.seek(SeekFrom::Start(0)).unwrap();
-        let meta = FileMeta {
-            len: content.len() as u64,
-            modified: None,
-            name: b"f.bin",
-        };
+        let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
         let response = respond(Some(&get()), Ok(Resource::File(meta)), UNIX_EPOCH);
         let mut expected = Vec::new();
         response.write_head(&mut expected);

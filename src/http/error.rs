@@ -17,6 +17,10 @@ pub enum HttpError {
     NotFound,
     /// The target exists but must not be served (outside the root, not a regular file, EACCES).
     Forbidden,
+    /// An `If-Match` or `If-Unmodified-Since` precondition does not hold (RFC 9110 §13.1).
+    PreconditionFailed,
+    /// A valid `Range` none of whose ranges overlaps the file (RFC 9110 §14.1.1).
+    RangeNotSatisfiable,
     /// A standard method that a static server does not allow.
     MethodNotAllowed,
     /// A method token we do not know at all.
@@ -40,6 +44,8 @@ impl HttpError {
             }
             HttpError::NotFound => Status::NOT_FOUND,
             HttpError::Forbidden => Status::FORBIDDEN,
+            HttpError::PreconditionFailed => Status::PRECONDITION_FAILED,
+            HttpError::RangeNotSatisfiable => Status::RANGE_NOT_SATISFIABLE,
             HttpError::MethodNotAllowed => Status::METHOD_NOT_ALLOWED,
             HttpError::ContentTooLarge => Status::CONTENT_TOO_LARGE,
             HttpError::UriTooLong => Status::URI_TOO_LONG,
@@ -54,6 +60,8 @@ impl HttpError {
         match self {
             HttpError::NotFound
             | HttpError::Forbidden
+            | HttpError::PreconditionFailed
+            | HttpError::RangeNotSatisfiable
             | HttpError::MethodNotAllowed
             | HttpError::NotImplemented => false,
             HttpError::BadRequest(_)

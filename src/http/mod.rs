@@ -5,14 +5,20 @@
 //! thin shells that move bytes between sockets and these functions.
 
 pub mod body;
+pub mod conditional;
+pub mod encoding;
 pub mod error;
+pub mod range;
 pub mod request;
 pub mod response;
 pub mod target;
 
 pub use body::{BodyDiscard, DiscardProgress};
+pub use encoding::ContentCoding;
 pub use error::HttpError;
-pub use request::{BodyFraming, Method, Parsed, Request, Version, parse_head};
+pub use request::{
+    BodyFraming, Method, Parsed, RepresentationFields, Request, Version, parse_head,
+};
 pub use response::{BodyPlan, FileMeta, Resource, Response, respond};
 pub use target::{SafePath, resolve_target};
 
@@ -31,13 +37,17 @@ pub struct Status(u16);
 
 impl Status {
     pub const OK: Status = Status(200);
+    pub const PARTIAL_CONTENT: Status = Status(206);
     pub const MOVED_PERMANENTLY: Status = Status(301);
+    pub const NOT_MODIFIED: Status = Status(304);
     pub const BAD_REQUEST: Status = Status(400);
     pub const FORBIDDEN: Status = Status(403);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const PRECONDITION_FAILED: Status = Status(412);
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const URI_TOO_LONG: Status = Status(414);
+    pub const RANGE_NOT_SATISFIABLE: Status = Status(416);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const NOT_IMPLEMENTED: Status = Status(501);
     pub const VERSION_NOT_SUPPORTED: Status = Status(505);
@@ -49,13 +59,17 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self.0 {
             200 => "OK",
+            206 => "Partial Content",
             301 => "Moved Permanently",
+            304 => "Not Modified",
             400 => "Bad Request",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            412 => "Precondition Failed",
             413 => "Content Too Large",
             414 => "URI Too Long",
+            416 => "Range Not Satisfiable",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
             505 => "HTTP Version Not Supported",

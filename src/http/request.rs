@@ -76,9 +76,57 @@ pub struct Request {
     /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
     pub keep_alive: bool,
     pub body: BodyFraming,
+    /// The fields that select and validate the representation.
+    pub fields: RepresentationFields,
+}
+
+/// Request fields about the representation: preconditions (RFC 9110 §13), ranges (§14) and
+/// content codings (§12.5.3). Kept as sent; `conditional`, `range` and `encoding` interpret them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepresentationFields {
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_unmodified_since: Option<String>,
+    pub if_range: Option<String>,
+    pub range: Option<String>,
+    pub accept_encoding: Option<String>,
+}
+
+impl RepresentationFields {
+    /// Takes the field if it is one of ours. List fields sent on several lines are joined with
+    /// commas (RFC 9110 §5.3); a repeated single-valued field becomes empty, i.e. invalid, so
+    /// it is ignored rather than guessed at.
+    fn absorb(&mut self, name: &str, value: &[u8]) {
+        let (slot, is_list) = match name.len() {
+            5 if name.eq_ignore_ascii_case("range") => (&mut self.range, false),
+            8 if name.eq_ignore_ascii_case("if-match") => (&mut self.if_match, true),
+            8 if name.eq_ignore_ascii_case("if-range") => (&mut self.if_range, false),
+            13 if name.eq_ignore_ascii_case("if-none-match") => (&mut self.if_none_match, true),
+            15 if name.eq_ignore_ascii_case("accept-encoding") => (&mut self.accept_encoding, true),
+            17 if name.eq_ignore_ascii_case("if-modified-since") => {
+                (&mut self.if_modified_since, false)
+            }
+            19 if name.eq_ignore_ascii_case("if-unmodified-since") => {
+                (&mut self.if_unmodified_since, false)
+            }
+            _ => return,
+        };
+        let value = String::from_utf8_lossy(value.trim_ascii());
+        match slot {
+            None => *slot = Some(value.into_owned()),
+            Some(joined) if is_list => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            Some(repeated) => repeated.clear(),
+        }
+    }
 }
 
 /// The outcome of parsing the start of a buffer.
+// Returned by value and consumed at once: boxing the request would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A whole head; `head_len` bytes of the buffer belong to it.
@@ -152,6 +200,7 @@ impl Request {
         let mut content_length: Option<u64> = None;
         let mut transfer_codings: Vec<String> = Vec::new();
         let (mut saw_close, mut saw_keep_alive) = (false, false);
+        let mut fields = RepresentationFields::default();
         for field in parsed.headers.iter() {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
@@ -172,6 +221,8 @@ impl Request {
                     saw_close |= option.eq_ignore_ascii_case("close");
                     saw_keep_alive |= option.eq_ignore_ascii_case("keep-alive");
                 }
+            } else {
+                fields.absorb(name, field.value);
             }
         }
 
@@ -192,6 +243,7 @@ impl Request {
             version,
             keep_alive,
             body,
+            fields,
         })
     }
 }
@@ -352,6 +404,25 @@ mod tests {
         assert_eq!(method("DELETE"), Method::Standard("DELETE"));
         assert_eq!(method("get"), Method::Unknown("get".into()));
         assert_eq!(method("BREW"), Method::Unknown("BREW".into()));
+    }
+
+    #[test]
+    fn keeps_representation_fields_joining_lists_and_voiding_repeats() {
+        let (request, _) = complete(
+            b"GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"a\"\r\nif-none-match: W/\"b\" \r\n\
+              Range: bytes=0-1\r\nIf-Modified-Since: Sun, 22 Nov 2026 04:45:00 GMT\r\n\
+              If-Unmodified-Since: x\r\nIf-Unmodified-Since: y\r\nAccept-Encoding: gzip\r\n\r\n",
+        );
+        let fields = request.fields;
+        assert_eq!(fields.if_none_match.as_deref(), Some("\"a\", W/\"b\""));
+        assert_eq!(fields.range.as_deref(), Some("bytes=0-1"));
+        assert_eq!(
+            fields.if_modified_since.as_deref(),
+            Some("Sun, 22 Nov 2026 04:45:00 GMT")
+        );
+        assert_eq!(fields.if_unmodified_since.as_deref(), Some(""));
+        assert_eq!(fields.accept_encoding.as_deref(), Some("gzip"));
+        assert_eq!((fields.if_match, fields.if_range), (None, None));
     }
 
     #[test]

@@ -6,6 +6,9 @@
 
 use std::time::SystemTime;
 
+use super::conditional::{Precondition, Validators, evaluate_preconditions};
+use super::encoding::ContentCoding;
+use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
 
 /// The `Server` field we send.
@@ -23,10 +26,32 @@ pub enum Resource<'a> {
 /// The facts about a file that the response depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMeta<'a> {
+    /// Size of the representation actually sent (the compressed sibling's, when there is one).
     pub len: u64,
     pub modified: Option<SystemTime>,
-    /// The file's own name (after `index.html` substitution), for `Content-Type`.
+    /// Inode of the file actually sent, for the ETag.
+    pub inode: u64,
+    /// The name asked for (after `index.html` substitution), for `Content-Type`.
     pub name: &'a [u8],
+    /// The coding of the precompressed sibling being sent instead of the file itself.
+    pub encoding: Option<ContentCoding>,
+    /// The file has precompressed siblings, so responses vary with `Accept-Encoding`.
+    pub has_encoded_variants: bool,
+}
+
+#[cfg(test)]
+impl<'a> FileMeta<'a> {
+    /// A file with no siblings and inode 1.
+    pub fn plain(len: u64, modified: Option<SystemTime>, name: &'a [u8]) -> FileMeta<'a> {
+        FileMeta {
+            len,
+            modified,
+            inode: 1,
+            name,
+            encoding: None,
+            has_encoded_variants: false,
+        }
+    }
 }
 
 /// Where the response body comes from.
@@ -38,6 +63,20 @@ pub enum BodyPlan {
     Page(String),
     /// `len` bytes of the opened file from `offset`.
     File { offset: u64, len: u64 },
+    /// `multipart/byteranges` (RFC 9110 §14.6): each part's head then its file range, then
+    /// the closing delimiter.
+    Multipart {
+        parts: Vec<MultipartPart>,
+        closing: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartPart {
+    /// Delimiter and part header fields.
+    pub head: String,
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// A response decided but not yet serialized.
@@ -111,27 +150,136 @@ pub fn respond(
 }
 
 fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Response {
+    let validators = Validators::new(meta.inode, meta.len, meta.modified, now);
     let mut headers = common_headers(now);
-    headers.push(("Content-Type", content_type(meta.name).to_owned()));
-    headers.push(("Content-Length", meta.len.to_string()));
-    if let Some(modified) = meta.modified {
-        // RFC 9110 §8.8.2.1: never claim a modification time in the future.
-        headers.push(("Last-Modified", httpdate::fmt_http_date(modified.min(now))));
+    let status = match evaluate_preconditions(&request.fields, &validators) {
+        Precondition::Proceed => Status::OK,
+        Precondition::NotModified => Status::NOT_MODIFIED,
+        Precondition::Failed => {
+            return error_page(&HttpError::PreconditionFailed, Some(request), now);
+        }
+    };
+    let ranges = match (status, &request.method) {
+        (Status::OK, Method::Get) => evaluate_range(&request.fields, &validators, meta.len),
+        _ => RangeOutcome::Full, // §14.2: Range only applies to GET
+    };
+    let content_type = content_type(meta.name);
+    let (status, body, content_length) = match ranges {
+        RangeOutcome::Unsatisfiable => {
+            let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
+            response
+                .headers
+                .push(("Content-Range", format!("bytes */{}", meta.len)));
+            return response;
+        }
+        _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty, None),
+        RangeOutcome::Full => (
+            status,
+            BodyPlan::File {
+                offset: 0,
+                len: meta.len,
+            },
+            Some(meta.len),
+        ),
+        RangeOutcome::Partial(ranges) => {
+            let (plan, len) =
+                partial_body(&ranges, meta.len, content_type, &validators, &mut headers);
+            (Status::PARTIAL_CONTENT, plan, Some(len))
+        }
+    };
+    if let Some(len) = content_length {
+        if !matches!(body, BodyPlan::Multipart { .. }) {
+            headers.insert(2, ("Content-Type", content_type.to_owned()));
+        }
+        headers.insert(3, ("Content-Length", len.to_string()));
+    }
+    if let Some(modified) = validators.last_modified {
+        headers.push(("Last-Modified", httpdate::fmt_http_date(modified)));
+    }
+    headers.push(("ETag", validators.etag));
+    if status != Status::NOT_MODIFIED {
+        headers.push(("Accept-Ranges", "bytes".to_owned()));
+    }
+    if let Some(coding) = meta.encoding {
+        headers.push(("Content-Encoding", coding.token().to_owned()));
+    }
+    if meta.has_encoded_variants {
+        headers.push(("Vary", "Accept-Encoding".to_owned()));
     }
     push_connection(&mut headers, request.version, request.keep_alive);
-    let body = match request.method {
-        Method::Head => BodyPlan::Empty,
-        _ => BodyPlan::File {
-            offset: 0,
-            len: meta.len,
-        },
+    let body = if request.method == Method::Head {
+        BodyPlan::Empty
+    } else {
+        body
     };
     Response {
-        status: Status::OK,
+        status,
         headers,
         body,
         keep_alive: request.keep_alive,
     }
+}
+
+/// The 206 body for `ranges`: one range as is, several as `multipart/byteranges`. Adds the
+/// `Content-Range` or multipart `Content-Type` field and returns the body and its length.
+fn partial_body(
+    ranges: &[ByteRange],
+    len: u64,
+    content_type: &str,
+    validators: &Validators,
+    headers: &mut Vec<(&'static str, String)>,
+) -> (BodyPlan, u64) {
+    if let [range] = ranges {
+        headers.push((
+            "Content-Range",
+            format!("bytes {}-{}/{len}", range.first, range.last),
+        ));
+        return (
+            BodyPlan::File {
+                offset: range.first,
+                len: range.byte_count(),
+            },
+            range.byte_count(),
+        );
+    }
+    let boundary = multipart_boundary(&validators.etag);
+    headers.insert(
+        2,
+        (
+            "Content-Type",
+            format!("multipart/byteranges; boundary={boundary}"),
+        ),
+    );
+    let parts: Vec<MultipartPart> = ranges
+        .iter()
+        .enumerate()
+        .map(|(index, range)| MultipartPart {
+            head: format!(
+                "{}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+                if index == 0 { "" } else { "\r\n" },
+                range.first,
+                range.last
+            ),
+            offset: range.first,
+            len: range.byte_count(),
+        })
+        .collect();
+    let closing = format!("\r\n--{boundary}--\r\n");
+    let total = parts
+        .iter()
+        .map(|part| part.head.len() as u64 + part.len)
+        .sum::<u64>()
+        + closing.len() as u64;
+    (BodyPlan::Multipart { parts, closing }, total)
+}
+
+/// A boundary derived from the ETag (FNV-1a), so responses stay deterministic for tests; the
+/// chance that 16 hex digits of it also appear in the file at a line start is negligible.
+fn multipart_boundary(etag: &str) -> String {
+    let hash = etag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("onepoll-{hash:016x}")
 }
 
 fn redirect(request: &Request, location: String, now: SystemTime) -> Response {
@@ -245,11 +393,11 @@ mod tests {
     }
 
     fn file(len: u64, name: &[u8]) -> Result<Resource<'_>, HttpError> {
-        Ok(Resource::File(FileMeta {
+        Ok(Resource::File(FileMeta::plain(
             len,
-            modified: Some(now() - Duration::from_secs(60)),
+            Some(now() - Duration::from_secs(60)),
             name,
-        }))
+        )))
     }
 
     fn head_text(response: &Response) -> String {
@@ -267,7 +415,8 @@ mod tests {
             format!(
                 "HTTP/1.1 200 OK\r\nServer: {SERVER_NAME}\r\nDate: Sun, 22 Nov 2026 04:45:00 GMT\r\n\
                  Content-Type: text/html; charset=utf-8\r\nContent-Length: 1234\r\n\
-                 Last-Modified: Sun, 22 Nov 2026 04:44:00 GMT\r\n\r\n"
+                 Last-Modified: Sun, 22 Nov 2026 04:44:00 GMT\r\nETag: \"1-4d2-6b027310.0\"\r\n\
+                 Accept-Ranges: bytes\r\n\r\n"
             )
         );
         assert_eq!(
@@ -306,11 +455,7 @@ mod tests {
     #[test]
     fn never_claims_a_future_modification_time() {
         let get = request("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        let future = FileMeta {
-            len: 1,
-            modified: Some(now() + Duration::from_secs(3600)),
-            name: b"a",
-        };
+        let future = FileMeta::plain(1, Some(now() + Duration::from_secs(3600)), b"a");
         let response = respond(Some(&get), Ok(Resource::File(future)), now());
         assert_eq!(response.header("Last-Modified"), response.header("Date"));
     }
@@ -434,6 +579,186 @@ mod tests {
         assert_eq!(response.status.code(), 301);
         assert_eq!(response.header("Location"), Some("/docs/?x=1"));
         assert!(response.keep_alive);
+    }
+
+    fn with(head: &str, fields: &str) -> Request {
+        request(&format!("{head} HTTP/1.1\r\nHost: x\r\n{fields}\r\n"))
+    }
+
+    #[test]
+    fn not_modified_carries_validators_and_no_body() {
+        let etag = respond(Some(&with("GET /", "")), file(10, b"a.txt"), now())
+            .header("ETag")
+            .unwrap()
+            .to_owned();
+        for method in ["GET /", "HEAD /"] {
+            let response = respond(
+                Some(&with(method, &format!("If-None-Match: {etag}\r\n"))),
+                file(10, b"a.txt"),
+                now(),
+            );
+            assert_eq!(response.status, Status::NOT_MODIFIED, "{method}");
+            assert_eq!(response.header("ETag"), Some(etag.as_str()));
+            assert!(
+                response.header("Date").is_some() && response.header("Last-Modified").is_some()
+            );
+            assert_eq!(
+                (
+                    response.header("Content-Length"),
+                    response.header("Content-Type")
+                ),
+                (None, None)
+            );
+            assert_eq!(response.body, BodyPlan::Empty);
+            assert!(response.keep_alive);
+        }
+        let since = "If-Modified-Since: Sun, 22 Nov 2026 04:44:00 GMT\r\n";
+        assert_eq!(
+            respond(Some(&with("GET /", since)), file(10, b"a"), now()).status,
+            Status::NOT_MODIFIED
+        );
+    }
+
+    #[test]
+    fn failed_preconditions_get_412() {
+        let response = respond(
+            Some(&with("GET /", "If-Match: \"nope\"\r\n")),
+            file(10, b"a"),
+            now(),
+        );
+        assert_eq!(response.status, Status::PRECONDITION_FAILED);
+        assert!(response.keep_alive);
+        let stale = "If-Unmodified-Since: Sun, 22 Nov 2026 04:00:00 GMT\r\n";
+        assert_eq!(
+            respond(Some(&with("GET /", stale)), file(10, b"a"), now()).status,
+            Status::PRECONDITION_FAILED
+        );
+    }
+
+    #[test]
+    fn a_single_range_gets_206_with_its_content_range() {
+        let response = respond(
+            Some(&with("GET /", "Range: bytes=10-19\r\n")),
+            file(100, b"a.txt"),
+            now(),
+        );
+        assert_eq!(response.status, Status::PARTIAL_CONTENT);
+        assert_eq!(response.header("Content-Range"), Some("bytes 10-19/100"));
+        assert_eq!(response.header("Content-Length"), Some("10"));
+        assert_eq!(
+            response.header("Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(
+            response.body,
+            BodyPlan::File {
+                offset: 10,
+                len: 10
+            }
+        );
+        // HEAD ignores Range (RFC 9110 §14.2).
+        let head = respond(
+            Some(&with("HEAD /", "Range: bytes=10-19\r\n")),
+            file(100, b"a.txt"),
+            now(),
+        );
+        assert_eq!(
+            (head.status, head.header("Content-Length")),
+            (Status::OK, Some("100"))
+        );
+    }
+
+    #[test]
+    fn several_ranges_get_a_multipart_body_whose_length_adds_up() {
+        let response = respond(
+            Some(&with("GET /", "Range: bytes=0-1,5-6\r\n")),
+            file(10, b"a.txt"),
+            now(),
+        );
+        assert_eq!(response.status, Status::PARTIAL_CONTENT);
+        let content_type = response.header("Content-Type").unwrap();
+        let boundary = content_type
+            .strip_prefix("multipart/byteranges; boundary=")
+            .unwrap();
+        let BodyPlan::Multipart { parts, closing } = &response.body else {
+            panic!("{:?}", response.body)
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0].head,
+            format!(
+                "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Range: bytes 0-1/10\r\n\r\n"
+            )
+        );
+        assert!(parts[1].head.starts_with(&format!("\r\n--{boundary}\r\n")));
+        assert_eq!((parts[1].offset, parts[1].len), (5, 2));
+        assert_eq!(closing, &format!("\r\n--{boundary}--\r\n"));
+        let total: u64 = parts
+            .iter()
+            .map(|p| p.head.len() as u64 + p.len)
+            .sum::<u64>()
+            + closing.len() as u64;
+        assert_eq!(
+            response.header("Content-Length"),
+            Some(total.to_string().as_str())
+        );
+        assert_eq!(response.header("Content-Range"), None);
+    }
+
+    #[test]
+    fn unsatisfiable_ranges_get_416_with_the_length() {
+        let response = respond(
+            Some(&with("GET /", "Range: bytes=100-\r\n")),
+            file(100, b"a"),
+            now(),
+        );
+        assert_eq!(response.status, Status::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.header("Content-Range"), Some("bytes */100"));
+        assert!(response.keep_alive);
+    }
+
+    #[test]
+    fn a_stale_if_range_gets_the_whole_file() {
+        let fields = "Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n";
+        let response = respond(Some(&with("GET /", fields)), file(100, b"a"), now());
+        assert_eq!(
+            (response.status, response.body.clone()),
+            (
+                Status::OK,
+                BodyPlan::File {
+                    offset: 0,
+                    len: 100
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn precompressed_representations_say_so() {
+        let get = with("GET /app.js", "");
+        let gzipped = FileMeta {
+            encoding: Some(ContentCoding::Gzip),
+            has_encoded_variants: true,
+            ..FileMeta::plain(40, None, b"app.js")
+        };
+        let response = respond(Some(&get), Ok(Resource::File(gzipped)), now());
+        assert_eq!(response.header("Content-Encoding"), Some("gzip"));
+        assert_eq!(
+            response.header("Content-Type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(response.header("Vary"), Some("Accept-Encoding"));
+        let identity = FileMeta {
+            has_encoded_variants: true,
+            ..FileMeta::plain(90, None, b"app.js")
+        };
+        let response = respond(Some(&get), Ok(Resource::File(identity)), now());
+        assert_eq!(
+            (response.header("Content-Encoding"), response.header("Vary")),
+            (None, Some("Accept-Encoding"))
+        );
+        let lone = respond(Some(&get), file(90, b"app.js"), now());
+        assert_eq!(lone.header("Vary"), None);
     }
 
     #[test]

@@ -203,15 +203,13 @@ impl Client {
                         )
                     })
                     .collect();
-                let length: usize = headers
+                let length: Option<usize> = headers
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.parse().expect("numeric Content-Length"))
-                    .expect("every response has Content-Length");
-                let body_len = if head_request || status == 304 {
-                    0
-                } else {
-                    length
+                    .map(|(_, v)| v.parse().expect("numeric Content-Length"));
+                let body_len = match (head_request, status) {
+                    (true, _) | (_, 304) => 0,
+                    _ => length.expect("every response with a body has Content-Length"),
                 };
                 while self.buffer.len() < head_len + body_len {
                     assert!(self.fill() > 0, "connection closed mid-body");

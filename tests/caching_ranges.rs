@@ -269,7 +269,7 @@ fn ranges_of_a_sparse_file_beyond_4_gib() {
     }
     client.send(&with("/sparse.bin", "Range: bytes=-8\r\n"));
     assert_eq!(client.response(false).body, b"QRSTUVWX");
-    client.send(format!("HEAD /sparse.bin HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    client.send(b"HEAD /sparse.bin HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(
         client.response(true).header("Content-Length"),
         Some(len.to_string().as_str())

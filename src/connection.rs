@@ -9,10 +9,11 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, trace};
 
+use crate::access_log::AccessLog;
 use crate::files::{Found, Root};
 use crate::http::{BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, parse_head, respond};
 use crate::output::{AccessRecord, Flushed, Output, OutputQueue, Transport};
@@ -24,10 +25,47 @@ pub const MAX_QUEUED_RESPONSES: usize = 32;
 /// RST that could destroy our last response in flight.
 const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 
-/// What every connection serves.
-#[derive(Debug, Clone)]
+/// What every connection serves, and the limits it serves it under.
+#[derive(Debug)]
 pub struct Site {
     pub root: Root,
+    pub limits: Limits,
+    pub access_log: AccessLog,
+}
+
+/// Per-connection time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request head must arrive whole within this long of its first byte (slowloris).
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection (or a stalled request body) is closed after this long.
+    pub idle_timeout: Duration,
+    /// A client that takes no response bytes for this long is dropped.
+    pub send_timeout: Duration,
+}
+
+/// The clock, read once per loop turn: wall time for HTTP dates, monotonic time for deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub wall: SystemTime,
+    pub mono: Instant,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        Now {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+}
+
+/// Which limit a connection ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    Header,
+    Idle,
+    Send,
 }
 
 /// `conn=<token> fd=<fd>`: the prefix of every log line about a connection, so logs line up
@@ -65,6 +103,10 @@ pub enum CloseReason {
     BadBody,
     /// The socket failed (reset, broken pipe, ...).
     Io(io::ErrorKind),
+    /// A time limit ran out.
+    Timeout(Timeout),
+    /// The server is shutting down and this connection had nothing in flight.
+    ShuttingDown,
 }
 
 impl fmt::Display for CloseReason {
@@ -75,6 +117,10 @@ impl fmt::Display for CloseReason {
             CloseReason::ResponseSaidClose => f.write_str("response said close"),
             CloseReason::BadBody => f.write_str("malformed request body"),
             CloseReason::Io(kind) => write!(f, "socket error: {kind}"),
+            CloseReason::Timeout(Timeout::Header) => f.write_str("header timeout"),
+            CloseReason::Timeout(Timeout::Idle) => f.write_str("idle timeout"),
+            CloseReason::Timeout(Timeout::Send) => f.write_str("send timeout"),
+            CloseReason::ShuttingDown => f.write_str("shutting down"),
         }
     }
 }
@@ -108,10 +154,21 @@ pub struct Connection<T> {
     phase: Phase,
     /// Responses not yet fully written, oldest first.
     output: OutputQueue,
+    /// Last time bytes moved either way (or the accept): the base of idle and send timeouts.
+    last_progress: Instant,
+    /// When the partial request head now in `input` was first seen: the header deadline's base.
+    head_started: Option<Instant>,
+    /// The server is shutting down: answer what was asked, with `Connection: close`.
+    draining: bool,
 }
 
 impl<T: Transport> Connection<T> {
-    pub fn new(transport: T, label: ConnLabel, peer: Option<SocketAddr>) -> Connection<T> {
+    pub fn new(
+        transport: T,
+        label: ConnLabel,
+        peer: Option<SocketAddr>,
+        now: Now,
+    ) -> Connection<T> {
         Connection {
             transport,
             label,
@@ -119,6 +176,9 @@ impl<T: Transport> Connection<T> {
             input: InputBuffer::default(),
             phase: Phase::Head,
             output: OutputQueue::default(),
+            last_progress: now.mono,
+            head_started: None,
+            draining: false,
         }
     }
 
@@ -132,10 +192,28 @@ impl<T: Transport> Connection<T> {
 
     /// Does everything possible without blocking. Every call is safe, even on a spurious
     /// wake-up: the outcome of each read and write decides, never the event bits.
-    pub fn drive(&mut self, site: &Site, now: SystemTime) -> Verdict {
+    pub fn drive(&mut self, site: &Site, now: Now) -> Verdict {
+        let sent_before = self.output.bytes_sent();
+        let verdict = self.drive_io(site, now);
+        if self.output.bytes_sent() != sent_before {
+            self.last_progress = now.mono;
+        }
+        let partial_head = matches!(self.phase, Phase::Head) && !self.input.is_empty();
+        self.head_started = if partial_head {
+            Some(self.head_started.unwrap_or(now.mono))
+        } else {
+            None
+        };
+        verdict
+    }
+
+    fn drive_io(&mut self, site: &Site, now: Now) -> Verdict {
         loop {
-            let needs_input = self.answer_buffered_requests(site, now);
-            match self.output.send_some(&mut self.transport, &self.label) {
+            let needs_input = self.answer_buffered_requests(site, now.wall);
+            match self
+                .output
+                .send_some(&mut self.transport, &self.label, &site.access_log)
+            {
                 Ok(Flushed::All) => {}
                 Ok(Flushed::Blocked) => return Verdict::Wait { writable: true },
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
@@ -159,7 +237,10 @@ impl<T: Transport> Connection<T> {
                         CloseReason::PeerClosed
                     });
                 }
-                Ok(read) => trace!("{} read {read}B", self.label),
+                Ok(read) => {
+                    trace!("{} read {read}B", self.label);
+                    self.last_progress = now.mono;
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{} read WouldBlock", self.label);
                     self.input.release_if_empty();
@@ -171,10 +252,31 @@ impl<T: Transport> Connection<T> {
         }
     }
 
+    /// When this connection runs out of time if nothing moves, and which limit that is.
+    pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        if !self.output.is_empty() {
+            (self.last_progress + limits.send_timeout, Timeout::Send)
+        } else if let Some(started) = self.head_started {
+            (started + limits.header_timeout, Timeout::Header)
+        } else {
+            (self.last_progress + limits.idle_timeout, Timeout::Idle)
+        }
+    }
+
+    /// True when nothing is in flight: no output, no partial request, no body being read.
+    pub fn is_idle(&self) -> bool {
+        self.output.is_empty() && self.input.is_empty() && matches!(self.phase, Phase::Head)
+    }
+
+    /// From now on every response says `Connection: close`; the engine closes idle ones.
+    pub fn begin_draining(&mut self) {
+        self.draining = true;
+    }
+
     /// Logs the close and anything left unsent. Dropping `self` closes the socket.
-    pub fn close(mut self, reason: CloseReason) {
+    pub fn close(mut self, reason: CloseReason, access_log: &AccessLog) {
         debug!("{} close: {reason}", self.label);
-        self.output.abandon(&self.label);
+        self.output.abandon(&self.label, access_log);
     }
 
     /// Answers every complete request in the input, in order. Returns true when nothing more
@@ -216,7 +318,8 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Queues the response to one request and moves to whatever comes after it.
-    fn answer(&mut self, request: Request, site: &Site, now: SystemTime) {
+    fn answer(&mut self, mut request: Request, site: &Site, now: SystemTime) {
+        request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
             Ok(_) => request.servable_path().and_then(|path| {

@@ -190,8 +190,9 @@ fn open_regular(
 }
 
 fn not_servable(error: io::Error) -> HttpError {
-    match error.kind() {
-        io::ErrorKind::PermissionDenied => HttpError::Forbidden,
+    match (error.kind(), error.raw_os_error()) {
+        (io::ErrorKind::PermissionDenied, _) => HttpError::Forbidden,
+        (_, Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => HttpError::ServiceUnavailable,
         _ => HttpError::NotFound,
     }
 }

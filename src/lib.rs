@@ -4,6 +4,7 @@
 //! → `http` (sans-I/O protocol core: parse, resolve, decide) → `files` (the filesystem edge)
 //! → `output` (head bytes and file ranges back to the socket).
 
+pub mod access_log;
 pub mod config;
 pub mod connection;
 pub mod engine;

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::info;
 
+use onepoll::access_log::AccessLog;
 use onepoll::config::Config;
-use onepoll::connection::Site;
-use onepoll::engine::event_loop;
+use onepoll::connection::{Limits, Site};
+use onepoll::engine::event_loop::{self, Exit, Options};
 use onepoll::files::Root;
 
 fn main() -> ExitCode {
@@ -21,6 +22,18 @@ fn main() -> ExitCode {
                 config.root.display()
             ));
         }
+    };
+    let access_log = match &config.access_log {
+        None => AccessLog::to_logger(),
+        Some(path) => match AccessLog::to_file(path) {
+            Ok(log) => log,
+            Err(error) => {
+                return fail(format_args!(
+                    "cannot open access log {}: {error}",
+                    path.display()
+                ));
+            }
+        },
     };
     let listener = match TcpListener::bind(SocketAddr::new(config.addr, config.port)) {
         Ok(listener) => listener,
@@ -40,8 +53,23 @@ fn main() -> ExitCode {
         config.root.display()
     );
 
-    match event_loop::run(listener, &Site { root }) {
-        Ok(()) => ExitCode::SUCCESS,
+    let limits = Limits {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        send_timeout: config.send_timeout,
+    };
+    let site = Site {
+        root,
+        limits,
+        access_log,
+    };
+    let options = Options {
+        max_conns: config.max_conns as usize,
+        grace_period: config.grace_period,
+    };
+    match event_loop::run(listener, &site, options) {
+        Ok(Exit::Graceful) => ExitCode::SUCCESS,
+        Ok(Exit::Forced) => ExitCode::FAILURE,
         Err(error) => fail(format_args!("event loop failed: {error}")),
     }
 }

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use log::{info, trace};
+use log::trace;
 
+use crate::access_log::AccessLog;
 use crate::http::{BodyPlan, Response};
 use crate::sys;
 
@@ -192,6 +193,8 @@ pub enum Flushed {
 #[derive(Debug, Default)]
 pub struct OutputQueue {
     pending: VecDeque<Output>,
+    /// Total bytes written from this queue.
+    bytes_sent: u64,
 }
 
 impl OutputQueue {
@@ -213,11 +216,12 @@ impl OutputQueue {
         &mut self,
         transport: &mut T,
         label: &dyn Display,
+        access_log: &AccessLog,
     ) -> io::Result<Flushed> {
         while let Some(front) = self.pending.front_mut() {
             let (result, syscall) = match front.segments.front() {
                 None => {
-                    self.finish_front(label);
+                    self.finish_front(label, access_log);
                     continue;
                 }
                 Some(Segment::Bytes { .. }) => (self.write_bytes(transport), "writev"),
@@ -242,7 +246,8 @@ impl OutputQueue {
                 }
                 Ok(sent) => {
                     trace!("{label} {syscall} {sent}B");
-                    self.advance(sent, label);
+                    self.bytes_sent += sent as u64;
+                    self.advance(sent, label, access_log);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{label} {syscall} WouldBlock");
@@ -279,39 +284,34 @@ impl OutputQueue {
     }
 
     /// Moves cursors past `sent` bytes just written, finishing every output they complete.
-    fn advance(&mut self, mut sent: usize, label: &dyn Display) {
+    fn advance(&mut self, mut sent: usize, label: &dyn Display, access_log: &AccessLog) {
         while let Some(front) = self.pending.front_mut() {
             sent -= front.advance_front(sent);
             if front.segments.is_empty() {
-                self.finish_front(label);
+                self.finish_front(label, access_log);
             } else if sent == 0 {
                 break;
             }
         }
     }
 
-    fn finish_front(&mut self, label: &dyn Display) {
+    fn finish_front(&mut self, label: &dyn Display, access_log: &AccessLog) {
         if let Some(done) = self.pending.pop_front() {
-            log_access(label, &done.access);
+            access_log.record(label, &done.access);
         }
     }
 
     /// Drops what can no longer be sent, logging each response with the bytes it got out.
-    pub fn abandon(&mut self, label: &dyn Display) {
+    pub fn abandon(&mut self, label: &dyn Display, access_log: &AccessLog) {
         for output in self.pending.drain(..) {
-            log_access(label, &output.access);
+            access_log.record(label, &output.access);
         }
     }
-}
 
-fn log_access(label: &dyn Display, access: &AccessRecord) {
-    let peer = access
-        .peer
-        .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
-    info!(
-        "{label} {peer} \"{}\" {} {}",
-        access.request_line, access.status, access.bytes_sent
-    );
+    /// Bytes written to the socket over the queue's life; a change means the client is reading.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
 }
 
 #[cfg(test)]
@@ -433,7 +433,11 @@ mod tests {
     /// Calls `send_some` until it reports `All`, as an engine would after each writable event.
     fn send_all(queue: &mut OutputQueue, socket: &mut FakeSocket) -> usize {
         let mut blocked = 0;
-        while queue.send_some(socket, &"test").unwrap() == Flushed::Blocked {
+        while queue
+            .send_some(socket, &"test", &AccessLog::to_logger())
+            .unwrap()
+            == Flushed::Blocked
+        {
             blocked += 1;
             assert!(blocked < 10_000, "no progress");
         }
@@ -502,7 +506,9 @@ mod tests {
         queue.push(output);
         let mut socket = FakeSocket::new(&[usize::MAX, 6, 0], true);
         assert_eq!(
-            queue.send_some(&mut socket, &"test").unwrap(),
+            queue
+                .send_some(&mut socket, &"test", &AccessLog::to_logger())
+                .unwrap(),
             Flushed::Blocked
         );
         assert_eq!(

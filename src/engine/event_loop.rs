@@ -1,136 +1,375 @@
 //! The default engine: one thread, one `mio::Poll`, every socket non-blocking.
 //!
-//! This file knows mio and slab and nothing of HTTP. The listener has its own token; each
-//! client lives in a `Slab` whose key is its `Token`. On every event the loop calls the
-//! connection's `drive` and obeys the verdict: arm WRITABLE only while output is pending (so a
-//! response that fits the socket buffer costs no `epoll_ctl`), or close. Closed clients leave
-//! the slab only after the whole event batch, so a key reused by `accept` can never receive an
-//! event that was meant for its previous owner.
+//! This file knows mio and slab and nothing of HTTP. The listener and the signal pipe have
+//! their own tokens; each client lives in a `Slab` whose key is its `Token`. On every event the
+//! loop calls the connection's `drive` and obeys the verdict: arm WRITABLE only while output is
+//! pending (so a response that fits the socket buffer costs no `epoll_ctl`), or close. Closed
+//! clients leave the slab only after the whole event batch, so a key reused by `accept` can
+//! never receive an event that was meant for its previous owner.
+//!
+//! Timers: every client has exactly one deadline (header, idle or send, whichever applies now),
+//! kept in an ordered set; `epoll_wait` sleeps until the nearest one. The clock is read once per
+//! loop turn.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
-use log::{debug, trace, warn};
+use log::{debug, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{CloseReason, ConnLabel, Connection, Site, Verdict};
+use crate::connection::{CloseReason, ConnLabel, Connection, Now, Site, Verdict};
 
-/// The listener's token; client tokens are slab keys, which never reach it.
+/// The listener's token; client tokens are slab keys, which never reach these two.
 const LISTENER: Token = Token(usize::MAX);
+/// The self-pipe that signal-hook writes to from its signal handler.
+const SIGNALS: Token = Token(usize::MAX - 1);
 /// Most events taken from one `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
+/// How long accepting pauses after running out of descriptors before it is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// Engine settings that are not per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Most open client connections; beyond it new ones wait in the listen backlog.
+    pub max_conns: usize,
+    /// How long responses in flight may take to finish after SIGTERM/SIGINT.
+    pub grace_period: Duration,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// After SIGTERM/SIGINT, once in-flight responses finished or the grace period ran out.
+    Graceful,
+    /// A second SIGTERM/SIGINT during the grace period.
+    Forced,
+}
 
 struct Client {
     conn: Connection<TcpStream>,
     /// Whether WRITABLE is part of the registered interest.
     writable_armed: bool,
-    /// Closed during the current event batch; removed from the slab after it.
+    /// Closed during the current turn; removed from the slab after it.
     closed: bool,
+    /// The deadline this client has in the timer set.
+    timer: Instant,
 }
 
-/// Serves `listener` forever from this thread.
-pub fn run(listener: std::net::TcpListener, site: &Site) -> io::Result<()> {
+/// Why accepting is paused, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    Open,
+    /// `max_conns` reached: resume when a client leaves.
+    AtLimit,
+    /// Out of descriptors: retry at this instant, or sooner when a client leaves.
+    OutOfDescriptors {
+        retry_at: Instant,
+    },
+}
+
+struct EventLoop<'a> {
+    poll: Poll,
+    /// `None` once shutdown has begun (the socket is closed, new clients are refused).
+    listener: Option<TcpListener>,
+    signals: Signals,
+    clients: Slab<Client>,
+    /// (deadline, slab key) for every open client.
+    timers: BTreeSet<(Instant, usize)>,
+    /// Clients closed this turn, with why.
+    closed: Vec<(usize, CloseReason)>,
+    accepting: Accepting,
+    /// Set by the first SIGTERM/SIGINT: when the grace period ends.
+    shutdown_deadline: Option<Instant>,
+    site: &'a Site,
+    options: Options,
+}
+
+/// Serves `listener` from this thread until a signal ends it.
+pub fn run(listener: std::net::TcpListener, site: &Site, options: Options) -> io::Result<Exit> {
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
-    let mut poll = Poll::new()?;
+    let poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut clients: Slab<Client> = Slab::new();
-    let mut events = Events::with_capacity(EVENTS_PER_POLL);
-    let mut closed: Vec<(usize, CloseReason)> = Vec::new();
-
-    loop {
-        match poll.poll(&mut events, None) {
-            Ok(()) => {}
-            // A signal arrived while waiting (mio `Poll::poll` docs): not an error.
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        }
-        let now = SystemTime::now(); // the clock is read once per loop turn
-        for event in events.iter() {
-            if event.token() == LISTENER {
-                accept_all(&listener, &mut clients, poll.registry());
-                continue;
-            }
-            let key = event.token().0;
-            let Some(client) = clients.get_mut(key).filter(|client| !client.closed) else {
-                continue;
-            };
-            let verdict = client.conn.drive(site, now);
-            if let Some(reason) = apply(verdict, key, client, poll.registry()) {
-                client.closed = true;
-                closed.push((key, reason));
-            }
-        }
-        for (key, reason) in closed.drain(..) {
-            clients.remove(key).conn.close(reason);
-        }
-    }
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut event_loop = EventLoop {
+        poll,
+        listener: Some(listener),
+        signals,
+        clients: Slab::new(),
+        timers: BTreeSet::new(),
+        closed: Vec::new(),
+        accepting: Accepting::Open,
+        shutdown_deadline: None,
+        site,
+        options,
+    };
+    event_loop.run()
 }
 
-/// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in the
-/// backlog would get no further event.
-fn accept_all(listener: &TcpListener, clients: &mut Slab<Client>, registry: &Registry) {
-    loop {
-        let (mut stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                warn!("accept failed: {error}");
+impl EventLoop<'_> {
+    fn run(&mut self) -> io::Result<Exit> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = self
+                .next_wakeup()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // A signal arrived while waiting (mio `Poll::poll` docs): not an error.
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            let now = Now::read(); // the clock is read once per loop turn
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    SIGNALS => {
+                        if self.handle_signals(now) == Some(Exit::Forced) {
+                            return Ok(Exit::Forced);
+                        }
+                    }
+                    Token(key) => self.drive(key, now),
+                }
+            }
+            self.expire_timers(now);
+            if let Accepting::OutOfDescriptors { retry_at } = self.accepting
+                && retry_at <= now.mono
+            {
+                self.accept_all(now);
+            }
+            self.remove_closed(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.clients.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(Exit::Graceful);
+                }
+                if deadline <= now.mono {
+                    warn!(
+                        "grace period over: closing {} connections",
+                        self.clients.len()
+                    );
+                    return Ok(Exit::Graceful);
+                }
+            }
+        }
+    }
+
+    /// The nearest instant something must happen without an event: a client deadline, an
+    /// accept retry, or the end of the grace period.
+    fn next_wakeup(&self) -> Option<Instant> {
+        let retry = match self.accepting {
+            Accepting::OutOfDescriptors { retry_at } => Some(retry_at),
+            _ => None,
+        };
+        [
+            self.timers.first().map(|(at, _)| *at),
+            retry,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in
+    /// the backlog would get no further event. Pauses at `max_conns` or out of descriptors.
+    fn accept_all(&mut self, now: Now) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            if self.clients.len() >= self.options.max_conns {
+                if self.accepting != Accepting::AtLimit {
+                    debug!("accept paused: {} connections open", self.clients.len());
+                }
+                self.accepting = Accepting::AtLimit;
                 return;
             }
-        };
-        let entry = clients.vacant_entry();
-        let label = ConnLabel {
-            token: entry.key(),
-            fd: stream.as_raw_fd(),
-        };
-        // Head and body leave in separate syscalls; Nagle would hold the second back for an ACK.
-        if let Err(error) = stream.set_nodelay(true) {
-            trace!("{label} set_nodelay: {error}");
-        }
-        if let Err(error) = registry.register(&mut stream, Token(entry.key()), Interest::READABLE) {
-            warn!("{label} register failed: {error}");
-            continue;
-        }
-        debug!("{label} accept {peer}");
-        entry.insert(Client {
-            conn: Connection::new(stream, label, Some(peer)),
-            writable_armed: false,
-            closed: false,
-        });
-    }
-}
-
-/// Changes the registered interest when the verdict asks for different readiness; returns the
-/// reason when the client must close.
-fn apply(
-    verdict: Verdict,
-    key: usize,
-    client: &mut Client,
-    registry: &Registry,
-) -> Option<CloseReason> {
-    match verdict {
-        Verdict::Close(reason) => Some(reason),
-        Verdict::Wait { writable } if writable == client.writable_armed => None,
-        Verdict::Wait { writable } => {
-            let interest = if writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            match registry.reregister(client.conn.transport_mut(), Token(key), interest) {
-                Ok(()) => {
-                    let sign = if writable { "+" } else { "-" };
-                    trace!("{} epoll_ctl {sign}WRITABLE", client.conn.label());
-                    client.writable_armed = writable;
-                    None
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.accepting = Accepting::Open;
+                    return;
                 }
-                Err(error) => Some(CloseReason::Io(error.kind())),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(error) => {
+                    // EMFILE/ENFILE and the like: leave clients in the backlog instead of
+                    // spinning on a listener that stays readable.
+                    if !matches!(self.accepting, Accepting::OutOfDescriptors { .. }) {
+                        warn!(
+                            "accept paused: {error}; retrying every {ACCEPT_RETRY:?} and whenever a client leaves"
+                        );
+                    }
+                    self.accepting = Accepting::OutOfDescriptors {
+                        retry_at: now.mono + ACCEPT_RETRY,
+                    };
+                    return;
+                }
+            };
+            let entry = self.clients.vacant_entry();
+            let key = entry.key();
+            let label = ConnLabel {
+                token: key,
+                fd: stream.as_raw_fd(),
+            };
+            // Head and body leave in separate syscalls; Nagle would hold the second back for an ACK.
+            if let Err(error) = stream.set_nodelay(true) {
+                trace!("{label} set_nodelay: {error}");
+            }
+            if let Err(error) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(key), Interest::READABLE)
+            {
+                warn!("{label} register failed: {error}");
+                continue;
+            }
+            debug!("{label} accept {peer}");
+            let conn = Connection::new(stream, label, Some(peer), now);
+            let (deadline, _) = conn.deadline(&self.site.limits);
+            self.timers.insert((deadline, key));
+            entry.insert(Client {
+                conn,
+                writable_armed: false,
+                closed: false,
+                timer: deadline,
+            });
+        }
+    }
+
+    fn drive(&mut self, key: usize, now: Now) {
+        let Some(client) = self.clients.get_mut(key).filter(|client| !client.closed) else {
+            return;
+        };
+        let verdict = match client.conn.drive(self.site, now) {
+            Verdict::Wait { .. } if self.shutdown_deadline.is_some() && client.conn.is_idle() => {
+                Verdict::Close(CloseReason::ShuttingDown)
+            }
+            verdict => verdict,
+        };
+        let reason = match verdict {
+            Verdict::Close(reason) => Some(reason),
+            Verdict::Wait { writable } if writable == client.writable_armed => None,
+            Verdict::Wait { writable } => {
+                let interest = if writable {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                match self.poll.registry().reregister(
+                    client.conn.transport_mut(),
+                    Token(key),
+                    interest,
+                ) {
+                    Ok(()) => {
+                        let sign = if writable { "+" } else { "-" };
+                        trace!("{} epoll_ctl {sign}WRITABLE", client.conn.label());
+                        client.writable_armed = writable;
+                        None
+                    }
+                    Err(error) => Some(CloseReason::Io(error.kind())),
+                }
+            }
+        };
+        if let Some(reason) = reason {
+            client.closed = true;
+            self.closed.push((key, reason));
+            return;
+        }
+        let (deadline, _) = client.conn.deadline(&self.site.limits);
+        if deadline != client.timer {
+            self.timers.remove(&(client.timer, key));
+            self.timers.insert((deadline, key));
+            client.timer = deadline;
+        }
+    }
+
+    fn expire_timers(&mut self, now: Now) {
+        while let Some(&(deadline, key)) = self.timers.first() {
+            if deadline > now.mono {
+                break;
+            }
+            self.timers.pop_first();
+            let client = &mut self.clients[key];
+            if !client.closed {
+                let (_, timeout) = client.conn.deadline(&self.site.limits);
+                client.closed = true;
+                self.closed.push((key, CloseReason::Timeout(timeout)));
+            }
+        }
+    }
+
+    fn remove_closed(&mut self, now: Now) {
+        if self.closed.is_empty() {
+            return;
+        }
+        for (key, reason) in self.closed.drain(..) {
+            let client = self.clients.remove(key);
+            self.timers.remove(&(client.timer, key));
+            client.conn.close(reason, &self.site.access_log);
+        }
+        if self.accepting != Accepting::Open {
+            self.accept_all(now); // a slot or a descriptor just came free
+        }
+    }
+
+    /// SIGHUP reopens the access log; the first SIGTERM/SIGINT starts a graceful shutdown, a
+    /// second one ends the process at once.
+    fn handle_signals(&mut self, now: Now) -> Option<Exit> {
+        let signals: Vec<i32> = self.signals.pending().collect();
+        for signal in signals {
+            match signal {
+                SIGHUP => match self.site.access_log.reopen() {
+                    Ok(()) => info!("SIGHUP: access log reopened"),
+                    Err(error) => warn!("SIGHUP: cannot reopen the access log: {error}"),
+                },
+                _ if self.shutdown_deadline.is_some() => {
+                    warn!(
+                        "second signal: exiting now with {} connections open",
+                        self.clients.len()
+                    );
+                    return Some(Exit::Forced);
+                }
+                _ => self.begin_shutdown(now),
+            }
+        }
+        None
+    }
+
+    /// Stops accepting (the listening socket closes, so new clients are refused rather than
+    /// left waiting), closes idle connections, and lets the rest finish what they were asked.
+    fn begin_shutdown(&mut self, now: Now) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.shutdown_deadline = Some(now.mono + self.options.grace_period);
+        info!(
+            "shutting down: finishing {} connections within {:?}",
+            self.clients.len(),
+            self.options.grace_period
+        );
+        for (key, client) in self.clients.iter_mut() {
+            client.conn.begin_draining();
+            if client.conn.is_idle() && !client.closed {
+                client.closed = true;
+                self.closed.push((key, CloseReason::ShuttingDown));
             }
         }
     }

@@ -21,6 +21,8 @@ pub enum HttpError {
     PreconditionFailed,
     /// A valid `Range` none of whose ranges overlaps the file (RFC 9110 §14.1.1).
     RangeNotSatisfiable,
+    /// The server ran out of a resource (descriptors) opening the file; try again later.
+    ServiceUnavailable,
     /// A standard method that a static server does not allow.
     MethodNotAllowed,
     /// A method token we do not know at all.
@@ -44,6 +46,7 @@ impl HttpError {
             }
             HttpError::NotFound => Status::NOT_FOUND,
             HttpError::Forbidden => Status::FORBIDDEN,
+            HttpError::ServiceUnavailable => Status::SERVICE_UNAVAILABLE,
             HttpError::PreconditionFailed => Status::PRECONDITION_FAILED,
             HttpError::RangeNotSatisfiable => Status::RANGE_NOT_SATISFIABLE,
             HttpError::MethodNotAllowed => Status::METHOD_NOT_ALLOWED,
@@ -62,6 +65,7 @@ impl HttpError {
             | HttpError::Forbidden
             | HttpError::PreconditionFailed
             | HttpError::RangeNotSatisfiable
+            | HttpError::ServiceUnavailable
             | HttpError::MethodNotAllowed
             | HttpError::NotImplemented => false,
             HttpError::BadRequest(_)

@@ -33,10 +33,30 @@ impl Server {
     }
 
     pub fn start_with(root: &Path, extra_args: &[&str], log_level: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+        command
             .arg(root)
             .args(["--addr", "127.0.0.1", "--port", "0"])
-            .args(extra_args)
+            .args(extra_args);
+        Server::spawn(command, log_level)
+    }
+
+    /// Starts onepoll with at most `max_fds` open descriptors (`ulimit -n` in a shell that
+    /// then execs it, so the PID is onepoll's own).
+    pub fn start_with_fd_limit(root: &Path, max_fds: u32, extra_args: &[&str]) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {max_fds} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_onepoll"))
+            .arg(root)
+            .args(["--addr", "127.0.0.1", "--port", "0"])
+            .args(extra_args);
+        Server::spawn(command, "debug")
+    }
+
+    fn spawn(mut command: Command, log_level: &str) -> Server {
+        let mut child = command
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -110,9 +130,61 @@ impl Server {
         }
     }
 
+    /// Waits until exactly `count` log lines contain `needle` (access lines trail responses).
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let seen = self
+                .log_lines()
+                .iter()
+                .filter(|line| line.contains(needle))
+                .count();
+            if seen == count {
+                return;
+            }
+            assert!(
+                seen < count && Instant::now() < deadline,
+                "{seen} lines with {needle:?}, expected {count}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// True while the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the server's own PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code, or `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// CPU time (user + system) the server has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        // Fields 14 and 15 of proc(5), counted from the state field (3) here.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
     }
 }
 
@@ -228,6 +300,13 @@ impl Client {
                 String::from_utf8_lossy(&self.buffer)
             );
         }
+    }
+
+    /// Waits (up to the read timeout) until the server closes; returns how long that took.
+    pub fn time_until_closed(&mut self) -> Duration {
+        let started = Instant::now();
+        while self.fill() > 0 {}
+        started.elapsed()
     }
 
     /// Asserts the server closes the connection without sending anything more.

@@ -107,6 +107,8 @@ pub enum CloseReason {
     Timeout(Timeout),
     /// The server is shutting down and this connection had nothing in flight.
     ShuttingDown,
+    /// Serving it hit a bug (a panic), caught by the engine.
+    Panicked,
 }
 
 impl fmt::Display for CloseReason {
@@ -121,6 +123,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Timeout(Timeout::Idle) => f.write_str("idle timeout"),
             CloseReason::Timeout(Timeout::Send) => f.write_str("send timeout"),
             CloseReason::ShuttingDown => f.write_str("shutting down"),
+            CloseReason::Panicked => f.write_str("panicked"),
         }
     }
 }

@@ -222,6 +222,46 @@ fn closing_cases() -> Vec<(&'static str, String, u16)> {
             "GET / HTTP/1.1\r\nHost: t\0\r\n\r\n".into(),
             400,
         ),
+        (
+            "non-ASCII target in no known form",
+            "GET aaaaaa\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "non-ASCII after a scheme-like prefix",
+            "GET http:/\u{e9}/x HTTP/1.1\r\nHost: t\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "header name garbage",
+            "GET / HTTP/1.1\r\nHost: t\r\nX(Y): z\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "space inside a header name",
+            "GET / HTTP/1.1\r\nHost: t\r\nX Y: z\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "header without colon",
+            "GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "CL with a sign",
+            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc".into(),
+            400,
+        ),
+        (
+            "CL as a list",
+            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc".into(),
+            400,
+        ),
+        (
+            "chunked applied twice",
+            "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n".into(),
+            400,
+        ),
         ("request line over 8 KiB", long_target, 414),
         ("head over 16 KiB", huge_head, 431),
         ("too many fields", many_fields, 431),

@@ -269,3 +269,36 @@ fn logs_carry_connection_labels_and_access_lines() {
     stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     server.wait_for_log("request head refused: 400 Bad Request: missing Host");
 }
+
+#[test]
+fn a_client_that_pipelines_without_reading_cannot_grow_server_memory() {
+    let site = Site::new();
+    let server = Server::start_with(&site.root(), &[], "info");
+    let mut greedy = server.connect();
+    let batch = get("/hello.txt").repeat(20_000); // about 700 KB of requests, nothing read back
+    let writer = {
+        let mut stream = greedy.stream.try_clone().unwrap();
+        thread::spawn(move || {
+            // Blocks once both socket buffers fill: the server has stopped reading from us.
+            let _ = stream.write_all(&batch);
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    // Others are served while the greedy client's responses pile up unread.
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 8 * 1024,
+        "RSS {rss_kib} KiB with 20,000 unread pipelined requests"
+    );
+    // Reading resumes the flow: every response arrives, in order.
+    for _ in 0..20_000 {
+        assert_eq!(greedy.response(false).body_text(), HELLO);
+    }
+    writer.join().unwrap();
+}

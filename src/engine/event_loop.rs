@@ -14,9 +14,10 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -258,7 +259,18 @@ impl EventLoop<'_> {
         let Some(client) = self.clients.get_mut(key).filter(|client| !client.closed) else {
             return;
         };
-        let verdict = match client.conn.drive(self.site, now) {
+        // A bug that panics while serving one client must not take down the others: that
+        // connection is closed and the loop goes on (tests fail on any "panicked" log line).
+        let site = self.site;
+        let driven = panic::catch_unwind(AssertUnwindSafe(|| client.conn.drive(site, now)));
+        let driven = driven.unwrap_or_else(|_| {
+            error!(
+                "{} panicked while being served; closing it",
+                client.conn.label()
+            );
+            Verdict::Close(CloseReason::Panicked)
+        });
+        let verdict = match driven {
             Verdict::Wait { .. } if self.shutdown_deadline.is_some() && client.conn.is_idle() => {
                 Verdict::Close(CloseReason::ShuttingDown)
             }

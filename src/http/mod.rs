@@ -13,6 +13,9 @@ pub mod request;
 pub mod response;
 pub mod target;
 
+#[cfg(test)]
+mod properties;
+
 pub use body::{BodyDiscard, DiscardProgress};
 pub use encoding::ContentCoding;
 pub use error::HttpError;

@@ -108,8 +108,11 @@ pub fn resolve_target(raw: &str) -> Result<SafePath, HttpError> {
 fn absolute_form_path(raw: &str) -> Result<&str, HttpError> {
     let scheme_len = ["http://", "https://"]
         .iter()
+        // Compared as bytes: a `str` slice at `scheme.len()` could split a UTF-8 character.
         .find(|scheme| {
-            raw.len() >= scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme)
+            raw.as_bytes()
+                .get(..scheme.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(scheme.as_bytes()))
         })
         .map(|scheme| scheme.len())
         .ok_or(HttpError::BadRequest("unsupported request-target form"))?;
@@ -225,6 +228,9 @@ mod tests {
             "ftp://host/a",
             "http:///a",
             "http://host?q",
+            "aaaaaa\u{e9}",
+            "http:/\u{e9}/x",
+            "\u{e9}\u{e9}\u{e9}\u{e9}",
         ] {
             assert!(
                 matches!(resolve_target(raw), Err(HttpError::BadRequest(_))),

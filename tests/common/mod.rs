@@ -192,6 +192,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A panic caught by the engine keeps the server up, but it is still a bug.
+        if !thread::panicking() {
+            let panics: Vec<String> = self
+                .log_lines()
+                .into_iter()
+                .filter(|line| line.contains("panicked"))
+                .collect();
+            assert!(panics.is_empty(), "the server panicked: {panics:?}");
+        }
     }
 }
 

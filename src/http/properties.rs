@@ -1,0 +1,117 @@
+//! Property tests over arbitrary input: the core never panics, never lets a path escape the
+//! root, and gives the same answers however the bytes are split.
+
+use proptest::prelude::*;
+
+use super::conditional::Validators;
+use super::range::{RangeOutcome, evaluate_range};
+use super::*;
+
+fn arbitrary_target() -> impl Strategy<Value = String> {
+    let pieces = prop::sample::select(vec![
+        "/", "//", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%00", "%", "%zz", "a", "b.txt",
+        "?", "#", "\\", "é", "http://h", "%252e",
+    ]);
+    prop::collection::vec(pieces, 0..16).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn resolution_never_escapes_the_root(raw in arbitrary_target(), noise in "\\PC{0,12}") {
+        for candidate in [raw.clone(), format!("/{raw}"), format!("/{raw}{noise}")] {
+            if let Ok(path) = resolve_target(&candidate) {
+                // Replaying the segments as a walk from the root never goes above it.
+                for segment in path.segments() {
+                    prop_assert!(!segment.is_empty());
+                    prop_assert!(segment != b"." && segment != b"..");
+                    prop_assert!(!segment.iter().any(|b| matches!(b, b'/' | b'\\' | 0)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parsing_never_panics_and_never_overreads(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(Parsed::Complete { head_len, .. }) = parse_head(&bytes) {
+            prop_assert!(head_len <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn a_complete_head_is_found_at_the_same_place_in_any_longer_buffer(
+        target in "/[a-z0-9/._%-]{0,40}",
+        fields in prop::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,30}"), 0..6),
+        tail in prop::collection::vec(any::<u8>(), 0..64),
+        split in 0usize..400,
+    ) {
+        let mut head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n");
+        for (name, value) in &fields {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut buf = head.clone().into_bytes();
+        buf.extend_from_slice(&tail);
+        let whole = parse_head(&buf);
+        let split = split.min(head.len());
+        match parse_head(&buf[..split]) {
+            Ok(Parsed::Partial) => {}
+            Ok(Parsed::Complete { head_len, .. }) => {
+                prop_assert_eq!(head_len, split);
+                let whole_len = match &whole {
+                    Ok(Parsed::Complete { head_len, .. }) => Some(*head_len),
+                    _ => None,
+                };
+                prop_assert_eq!(whole_len, Some(split));
+            }
+            Err(error) => prop_assert_eq!(Some(&error), whole.as_ref().err()),
+        }
+        if let Ok(Parsed::Complete { head_len, .. }) = whole {
+            prop_assert_eq!(head_len, head.len());
+        }
+    }
+
+    #[test]
+    fn chunked_discard_does_not_depend_on_how_bytes_arrive(
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..6),
+        cuts in prop::collection::vec(1usize..17, 1..40),
+    ) {
+        let mut body = Vec::new();
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            body.extend_from_slice(chunk);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        let body_len = body.len();
+        body.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+        let mut discard = BodyDiscard::for_framing(BodyFraming::Chunked).unwrap().unwrap();
+        let (mut at, mut cut) = (0, cuts.iter().cycle());
+        loop {
+            let end = (at + cut.next().unwrap()).min(body.len());
+            let progress = discard.consume(&body[at..end]).unwrap();
+            at += progress.consumed;
+            if progress.finished {
+                break;
+            }
+            prop_assert!(at < body.len());
+        }
+        prop_assert_eq!(at, body_len);
+    }
+
+    #[test]
+    fn ranges_stay_inside_the_file_sorted_and_disjoint(spec in "[0-9,=a-z -]{0,40}", len in 0u64..10_000) {
+        let fields = RepresentationFields { range: Some(format!("bytes={spec}")), ..Default::default() };
+        let validators = Validators { etag: "\"t\"".into(), last_modified: None };
+        if let RangeOutcome::Partial(ranges) = evaluate_range(&fields, &validators, len) {
+            prop_assert!(!ranges.is_empty());
+            for pair in ranges.windows(2) {
+                prop_assert!(pair[0].last + 1 < pair[1].first);
+            }
+            for range in &ranges {
+                prop_assert!(range.first <= range.last && range.last < len);
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Arbitrary bytes as a request head: parsing must never panic, never claim more bytes than it
+//! was given, and a head it accepts must be decided (respond) without panicking either.
+#![no_main]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use libfuzzer_sys::fuzz_target;
+use onepoll::http::{BodyDiscard, FileMeta, Parsed, Resource, parse_head, respond};
+
+fuzz_target!(|data: &[u8]| {
+    let now = UNIX_EPOCH + Duration::from_secs(1_795_322_700);
+    match parse_head(data) {
+        Ok(Parsed::Complete { request, head_len }) => {
+            assert!(head_len <= data.len());
+            if let Ok(Some(mut discard)) = BodyDiscard::for_framing(request.body) {
+                let _ = discard.consume(&data[head_len..]);
+            }
+            let _ = request.servable_path();
+            let meta = FileMeta {
+                len: 1 << 33,
+                modified: Some(now),
+                inode: 7,
+                name: b"file.txt",
+                encoding: None,
+                has_encoded_variants: true,
+            };
+            let _ = respond(Some(&request), Ok(Resource::File(meta)), now);
+        }
+        Ok(Parsed::Partial) => {}
+        Err(error) => {
+            let _ = respond(None, Err(error), now);
+        }
+    }
+});

@@ -21,32 +21,21 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn to_logger() -> AccessLog {
-        AccessLog {
-            file: Mutex::new(None),
-        }
+        AccessLog { file: Mutex::new(None) }
     }
 
     pub fn to_file(path: &Path) -> io::Result<AccessLog> {
         let file = open_append(path)?;
-        Ok(AccessLog {
-            file: Mutex::new(Some((path.to_path_buf(), file))),
-        })
+        Ok(AccessLog { file: Mutex::new(Some((path.to_path_buf(), file))) })
     }
 
     /// One line for a finished (or abandoned) response. A failing write is reported on the
     /// logger, never allowed to stop serving.
     pub fn record(&self, label: &dyn Display, access: &AccessRecord) {
-        let peer = access
-            .peer
-            .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
-        let line = format!(
-            "{label} {peer} \"{}\" {} {}",
-            access.request_line, access.status, access.bytes_sent
-        );
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let peer = access.peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string());
+        let line =
+            format!("{label} {peer} \"{}\" {} {}", access.request_line, access.status, access.bytes_sent);
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match file.as_mut() {
             None => info!("{line}"),
             Some((path, file)) => {
@@ -60,10 +49,7 @@ impl AccessLog {
 
     /// Reopens the file at its path (after logrotate moved the old one away).
     pub fn reopen(&self) -> io::Result<()> {
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((path, current)) = file.as_mut() {
             *current = open_append(path)?;
         }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::engine::Engine;
+
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
@@ -21,6 +23,14 @@ pub struct Config {
     /// Port to listen on; 0 picks a free one (the log says which).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+
+    /// How connections are served: one event loop, or a blocking design to compare it with.
+    #[arg(long, value_enum, default_value_t = Engine::EventLoop, help_heading = "Engine")]
+    pub engine: Engine,
+
+    /// Worker threads for `--engine thread-pool` (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Engine")]
+    pub threads: Option<u32>,
 
     /// Seconds a request head may take to arrive in full, from its first byte (slowloris).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, help_heading = "Limits")]
@@ -49,8 +59,6 @@ pub struct Config {
 
 /// Whole or fractional seconds, e.g. `10` or `0.5`.
 fn seconds(text: &str) -> Result<Duration, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("not a number of seconds: {text}"))?;
+    let value: f64 = text.parse().map_err(|_| format!("not a number of seconds: {text}"))?;
     Duration::try_from_secs_f64(value).map_err(|_| format!("not a duration: {text}"))
 }

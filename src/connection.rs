@@ -53,10 +53,28 @@ pub struct Now {
 
 impl Now {
     pub fn read() -> Now {
-        Now {
-            wall: SystemTime::now(),
-            mono: Instant::now(),
-        }
+        Now { wall: SystemTime::now(), mono: Instant::now() }
+    }
+}
+
+/// Where [`Connection::drive`] gets the time. The event loop passes the [`Now`] it read for
+/// the turn; a blocking engine, whose `drive` waits for its client, reads the clock live.
+pub trait Clock {
+    fn now(&mut self) -> Now;
+}
+
+impl Clock for Now {
+    fn now(&mut self) -> Now {
+        *self
+    }
+}
+
+/// Reads the system clocks on every call.
+pub struct LiveClock;
+
+impl Clock for LiveClock {
+    fn now(&mut self) -> Now {
+        Now::read()
     }
 }
 
@@ -166,12 +184,7 @@ pub struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
-    pub fn new(
-        transport: T,
-        label: ConnLabel,
-        peer: Option<SocketAddr>,
-        now: Now,
-    ) -> Connection<T> {
+    pub fn new(transport: T, label: ConnLabel, peer: Option<SocketAddr>, now: Now) -> Connection<T> {
         Connection {
             transport,
             label,
@@ -195,28 +208,23 @@ impl<T: Transport> Connection<T> {
 
     /// Does everything possible without blocking. Every call is safe, even on a spurious
     /// wake-up: the outcome of each read and write decides, never the event bits.
-    pub fn drive(&mut self, site: &Site, now: Now) -> Verdict {
+    pub fn drive(&mut self, site: &Site, clock: &mut impl Clock) -> Verdict {
         let sent_before = self.output.bytes_sent();
-        let verdict = self.drive_io(site, now);
+        let verdict = self.drive_io(site, clock);
+        let now = clock.now();
         if self.output.bytes_sent() != sent_before {
             self.last_progress = now.mono;
         }
         let partial_head = matches!(self.phase, Phase::Head) && !self.input.is_empty();
-        self.head_started = if partial_head {
-            Some(self.head_started.unwrap_or(now.mono))
-        } else {
-            None
-        };
+        self.head_started = if partial_head { Some(self.head_started.unwrap_or(now.mono)) } else { None };
         verdict
     }
 
-    fn drive_io(&mut self, site: &Site, now: Now) -> Verdict {
+    fn drive_io(&mut self, site: &Site, clock: &mut impl Clock) -> Verdict {
         loop {
+            let now = clock.now();
             let needs_input = self.answer_buffered_requests(site, now.wall);
-            match self
-                .output
-                .send_some(&mut self.transport, &self.label, &site.access_log)
-            {
+            match self.output.send_some(&mut self.transport, &self.label, &site.access_log) {
                 Ok(Flushed::All) => {}
                 Ok(Flushed::Blocked) => return Verdict::Wait { writable: true },
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
@@ -232,8 +240,7 @@ impl<T: Transport> Connection<T> {
             match self.input.read_from(&mut self.transport) {
                 Ok(0) => {
                     trace!("{} read EOF", self.label);
-                    let mid_request =
-                        !self.input.is_empty() || matches!(self.phase, Phase::Body(_));
+                    let mid_request = !self.input.is_empty() || matches!(self.phase, Phase::Body(_));
                     return Verdict::Close(if mid_request {
                         CloseReason::PeerClosedMidRequest
                     } else {
@@ -325,10 +332,9 @@ impl<T: Transport> Connection<T> {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
-            Ok(_) => request.servable_path().and_then(|path| {
-                site.root
-                    .find(&path, request.fields.accept_encoding.as_deref())
-            }),
+            Ok(_) => request
+                .servable_path()
+                .and_then(|path| site.root.find(&path, request.fields.accept_encoding.as_deref())),
             Err(error) => Err(error.clone()),
         };
         let keep_alive = self.queue_response(Some(&request), found, now);
@@ -347,11 +353,7 @@ impl<T: Transport> Connection<T> {
         found: Result<Found, HttpError>,
         now: SystemTime,
     ) -> bool {
-        let response = respond(
-            request,
-            found.as_ref().map(Found::resource).map_err(Clone::clone),
-            now,
-        );
+        let response = respond(request, found.as_ref().map(Found::resource).map_err(Clone::clone), now);
         let file = match found {
             Ok(Found::File(opened)) => Some(opened.file),
             _ => None,
@@ -360,12 +362,8 @@ impl<T: Transport> Connection<T> {
             || "-".to_owned(),
             |r| format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
         );
-        let access = AccessRecord {
-            peer: self.peer,
-            request_line,
-            status: response.status.code(),
-            bytes_sent: 0,
-        };
+        let access =
+            AccessRecord { peer: self.peer, request_line, status: response.status.code(), bytes_sent: 0 };
         self.output.push(Output::new(&response, file, access));
         if !response.keep_alive {
             self.enter(Phase::Closing(CloseReason::ResponseSaidClose));
@@ -382,6 +380,9 @@ impl<T: Transport> Connection<T> {
 
     /// Reads and drops what the client already sent, so closing does not reset the connection.
     fn drain_unread_input(&mut self) {
+        if self.transport.stop_blocking().is_err() {
+            return;
+        }
         let mut scratch = [0u8; 4096];
         let mut drained = 0;
         while drained < MAX_DRAIN_ON_CLOSE_BYTES {

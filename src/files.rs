@@ -29,10 +29,7 @@ impl Root {
     pub fn new(dir: &Path) -> io::Result<Root> {
         let canonical = fs::canonicalize(dir)?;
         if !canonical.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
         Ok(Root { canonical })
     }
@@ -50,9 +47,7 @@ impl Root {
         let metadata = fs::metadata(&canonical).map_err(not_servable)?;
         if metadata.is_dir() {
             if !path.names_directory() {
-                return Ok(Found::DirectoryWithoutSlash {
-                    location: path.directory_location(),
-                });
+                return Ok(Found::DirectoryWithoutSlash { location: path.directory_location() });
             }
             let index = canonical.join(INDEX_FILE);
             let canonical_index = self.canonicalize_inside(&index)?;
@@ -106,11 +101,7 @@ impl Root {
 
     fn canonicalize_inside(&self, path: &Path) -> Result<PathBuf, HttpError> {
         let canonical = fs::canonicalize(path).map_err(not_servable)?;
-        if canonical.starts_with(&self.canonical) {
-            Ok(canonical)
-        } else {
-            Err(HttpError::Forbidden)
-        }
+        if canonical.starts_with(&self.canonical) { Ok(canonical) } else { Err(HttpError::Forbidden) }
     }
 }
 
@@ -136,9 +127,9 @@ impl Found {
                 encoding: opened.encoding,
                 has_encoded_variants: opened.has_encoded_variants,
             }),
-            Found::DirectoryWithoutSlash { location } => Resource::DirectoryWithoutSlash {
-                location: location.clone(),
-            },
+            Found::DirectoryWithoutSlash { location } => {
+                Resource::DirectoryWithoutSlash { location: location.clone() }
+            }
         }
     }
 }
@@ -158,11 +149,7 @@ pub struct OpenedFile {
     pub has_encoded_variants: bool,
 }
 
-fn open_regular(
-    path: &Path,
-    name: &[u8],
-    encoding: Option<ContentCoding>,
-) -> Result<OpenedFile, HttpError> {
+fn open_regular(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Result<OpenedFile, HttpError> {
     // O_NONBLOCK: opening a FIFO that slipped in after the stat must not block the loop.
     let file = OpenOptions::new()
         .read(true)
@@ -172,11 +159,7 @@ fn open_regular(
     // Trust only the metadata of the file actually opened (no stat-then-open race).
     let metadata = file.metadata().map_err(not_servable)?;
     if !metadata.is_file() {
-        return Err(if metadata.is_dir() {
-            HttpError::NotFound
-        } else {
-            HttpError::Forbidden
-        });
+        return Err(if metadata.is_dir() { HttpError::NotFound } else { HttpError::Forbidden });
     }
     Ok(OpenedFile {
         file,

@@ -8,6 +8,7 @@ use onepoll::access_log::AccessLog;
 use onepoll::config::Config;
 use onepoll::connection::{Limits, Site};
 use onepoll::engine::event_loop::{self, Exit, Options};
+use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::Root;
 
 fn main() -> ExitCode {
@@ -17,10 +18,7 @@ fn main() -> ExitCode {
     let root = match Root::new(&config.root) {
         Ok(root) => root,
         Err(error) => {
-            return fail(format_args!(
-                "cannot serve {}: {error}",
-                config.root.display()
-            ));
+            return fail(format_args!("cannot serve {}: {error}", config.root.display()));
         }
     };
     let access_log = match &config.access_log {
@@ -28,45 +26,36 @@ fn main() -> ExitCode {
         Some(path) => match AccessLog::to_file(path) {
             Ok(log) => log,
             Err(error) => {
-                return fail(format_args!(
-                    "cannot open access log {}: {error}",
-                    path.display()
-                ));
+                return fail(format_args!("cannot open access log {}: {error}", path.display()));
             }
         },
     };
     let listener = match TcpListener::bind(SocketAddr::new(config.addr, config.port)) {
         Ok(listener) => listener,
         Err(error) => {
-            return fail(format_args!(
-                "cannot listen on {}:{}: {error}",
-                config.addr, config.port
-            ));
+            return fail(format_args!("cannot listen on {}:{}: {error}", config.addr, config.port));
         }
     };
     let local = match listener.local_addr() {
         Ok(local) => local,
         Err(error) => return fail(format_args!("cannot read the listening address: {error}")),
     };
-    info!(
-        "listening on http://{local}/ serving {}",
-        config.root.display()
-    );
+    info!("listening on http://{local}/ serving {}", config.root.display());
 
     let limits = Limits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
         send_timeout: config.send_timeout,
     };
-    let site = Site {
-        root,
-        limits,
-        access_log,
-    };
-    let options = Options {
-        max_conns: config.max_conns as usize,
-        grace_period: config.grace_period,
-    };
+    let site = Site { root, limits, access_log };
+    let options = Options { max_conns: config.max_conns as usize, grace_period: config.grace_period };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match config.engine {
+        Engine::EventLoop => {}
+        Engine::Serial => serial::run(listener, &site),
+        Engine::ThreadPerConn => thread_per_conn::run(listener, &site),
+        Engine::ThreadPool => thread_pool::run(listener, &site, config.threads.map_or(cores, |n| n as usize)),
+    }
     match event_loop::run(listener, &site, options) {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,

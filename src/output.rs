@@ -24,6 +24,9 @@ use crate::sys;
 pub trait Transport: Read + Write {
     /// Sends up to `len` bytes of `file` from `offset`, returning how many went out.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
+
+    /// Makes reads return `WouldBlock` instead of waiting, for the last reads before a close.
+    fn stop_blocking(&mut self) -> io::Result<()>;
 }
 
 impl Transport for mio::net::TcpStream {
@@ -31,11 +34,19 @@ impl Transport for mio::net::TcpStream {
         // mio's `try_io` is the documented way to run a raw syscall on its socket.
         self.try_io(|| sys::sendfile(self.as_raw_fd(), file, offset, len))
     }
+
+    fn stop_blocking(&mut self) -> io::Result<()> {
+        Ok(()) // mio sockets never block
+    }
 }
 
 impl Transport for std::net::TcpStream {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
         sys::sendfile(self.as_raw_fd(), file, offset, len)
+    }
+
+    fn stop_blocking(&mut self) -> io::Result<()> {
+        self.set_nonblocking(true)
     }
 }
 
@@ -83,12 +94,7 @@ impl Output {
     pub fn new(response: &Response, file: Option<File>, access: AccessRecord) -> Output {
         let mut head = Vec::with_capacity(256);
         response.write_head(&mut head);
-        let mut output = Output {
-            segments: VecDeque::new(),
-            file,
-            copy_fallback: false,
-            access,
-        };
+        let mut output = Output { segments: VecDeque::new(), file, copy_fallback: false, access };
         output.push_bytes(&head);
         match &response.body {
             BodyPlan::Empty => {}
@@ -108,31 +114,22 @@ impl Output {
     fn push_bytes(&mut self, more: &[u8]) {
         match self.segments.back_mut() {
             Some(Segment::Bytes { bytes, .. }) => bytes.extend_from_slice(more),
-            _ => self.segments.push_back(Segment::Bytes {
-                bytes: more.to_vec(),
-                sent: 0,
-            }),
+            _ => self.segments.push_back(Segment::Bytes { bytes: more.to_vec(), sent: 0 }),
         }
     }
 
     fn push_file(&mut self, offset: u64, len: u64) {
         if len > 0 && self.file.is_some() {
-            self.segments.push_back(Segment::File {
-                offset,
-                end: offset + len,
-            });
+            self.segments.push_back(Segment::File { offset, end: offset + len });
         }
     }
 
     /// Sends from the front segment, which must be a file range.
     fn send_file_segment<T: Transport>(&mut self, transport: &mut T) -> io::Result<usize> {
-        let (Some(Segment::File { offset, end }), Some(file)) = (self.segments.front(), &self.file)
-        else {
+        let (Some(Segment::File { offset, end }), Some(file)) = (self.segments.front(), &self.file) else {
             return Err(io::Error::other("front segment is not a file range"));
         };
-        let len = usize::try_from(end - offset)
-            .unwrap_or(usize::MAX)
-            .min(MAX_SENDFILE_BYTES);
+        let len = usize::try_from(end - offset).unwrap_or(usize::MAX).min(MAX_SENDFILE_BYTES);
         if !self.copy_fallback {
             match transport.send_file(file, *offset, len) {
                 Err(error) if sendfile_unsupported(&error) => self.copy_fallback = true,
@@ -174,10 +171,7 @@ impl Output {
 
 fn sendfile_unsupported(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::Unsupported
-        || matches!(
-            error.raw_os_error(),
-            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-        )
+        || matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP))
 }
 
 /// Whether [`OutputQueue::send_some`] emptied the queue.
@@ -227,22 +221,12 @@ impl OutputQueue {
                 Some(Segment::Bytes { .. }) => (self.write_bytes(transport), "writev"),
                 Some(Segment::File { .. }) => {
                     let result = front.send_file_segment(transport);
-                    (
-                        result,
-                        if front.copy_fallback {
-                            "read+write"
-                        } else {
-                            "sendfile"
-                        },
-                    )
+                    (result, if front.copy_fallback { "read+write" } else { "sendfile" })
                 }
             };
             match result {
                 Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("{syscall} sent nothing"),
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, format!("{syscall} sent nothing")));
                 }
                 Ok(sent) => {
                     trace!("{label} {syscall} {sent}B");
@@ -378,6 +362,10 @@ mod tests {
     }
 
     impl Transport for FakeSocket {
+        fn stop_blocking(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
         fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
             self.calls.push("sendfile");
             if !self.sendfile_works {
@@ -399,21 +387,14 @@ mod tests {
     }
 
     fn access() -> AccessRecord {
-        AccessRecord {
-            peer: None,
-            request_line: "GET /f HTTP/1.1".into(),
-            status: 200,
-            bytes_sent: 0,
-        }
+        AccessRecord { peer: None, request_line: "GET /f HTTP/1.1".into(), status: 200, bytes_sent: 0 }
     }
 
     fn page_output() -> (Output, Vec<u8>) {
         let response = respond(Some(&get()), Err(HttpError::NotFound), UNIX_EPOCH);
         let mut expected = Vec::new();
         response.write_head(&mut expected);
-        let BodyPlan::Page(page) = &response.body else {
-            unreachable!()
-        };
+        let BodyPlan::Page(page) = &response.body else { unreachable!() };
         expected.extend_from_slice(page.as_bytes());
         (Output::new(&response, None, access()), expected)
     }
@@ -433,11 +414,7 @@ mod tests {
     /// Calls `send_some` until it reports `All`, as an engine would after each writable event.
     fn send_all(queue: &mut OutputQueue, socket: &mut FakeSocket) -> usize {
         let mut blocked = 0;
-        while queue
-            .send_some(socket, &"test", &AccessLog::to_logger())
-            .unwrap()
-            == Flushed::Blocked
-        {
+        while queue.send_some(socket, &"test", &AccessLog::to_logger()).unwrap() == Flushed::Blocked {
             blocked += 1;
             assert!(blocked < 10_000, "no progress");
         }
@@ -466,12 +443,7 @@ mod tests {
         for sendfile_works in [true, false] {
             let mut queue = OutputQueue::default();
             let mut expected = Vec::new();
-            for (output, bytes) in [
-                page_output(),
-                file_output(&content),
-                page_output(),
-                file_output(b"x"),
-            ] {
+            for (output, bytes) in [page_output(), file_output(&content), page_output(), file_output(b"x")] {
                 queue.push(output);
                 expected.extend(bytes);
             }
@@ -479,10 +451,7 @@ mod tests {
             let mut socket = FakeSocket::new(&budgets, sendfile_works);
             assert!(send_all(&mut queue, &mut socket) > 0);
             assert_eq!(socket.written.len(), expected.len());
-            assert!(
-                socket.written == expected,
-                "bytes differ (sendfile_works={sendfile_works})"
-            );
+            assert!(socket.written == expected, "bytes differ (sendfile_works={sendfile_works})");
             assert_eq!(socket.calls.contains(&"write"), !sendfile_works);
         }
     }
@@ -505,15 +474,7 @@ mod tests {
         let (output, expected) = file_output(b"0123456789");
         queue.push(output);
         let mut socket = FakeSocket::new(&[usize::MAX, 6, 0], true);
-        assert_eq!(
-            queue
-                .send_some(&mut socket, &"test", &AccessLog::to_logger())
-                .unwrap(),
-            Flushed::Blocked
-        );
-        assert_eq!(
-            queue.pending[0].access.bytes_sent,
-            expected.len() as u64 - 4
-        );
+        assert_eq!(queue.send_some(&mut socket, &"test", &AccessLog::to_logger()).unwrap(), Flushed::Blocked);
+        assert_eq!(queue.pending[0].access.bytes_sent, expected.len() as u64 - 4);
     }
 }

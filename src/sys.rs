@@ -13,11 +13,7 @@ pub fn sendfile(socket_fd: RawFd, file: &File, offset: u64, len: usize) -> io::R
     // SAFETY: both descriptors are open for the duration of the call (`file` is borrowed, the
     // caller owns the socket) and `offset` is a valid, exclusively borrowed off_t.
     let sent = unsafe { libc::sendfile(socket_fd, file.as_raw_fd(), &mut offset, len) };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
 }
 
 /// Elsewhere there is no `sendfile(2)` with Linux's semantics: callers fall back to read+write.

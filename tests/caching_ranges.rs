@@ -13,19 +13,15 @@ fn with(path: &str, fields: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes()
 }
 
-#[test]
-fn etags_and_dates_give_304_and_412_on_a_keep_alive_connection() {
+fn etags_and_dates_give_304_and_412_on_a_keep_alive_connection(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let mut client = server.connect();
     client.send(&get("/hello.txt"));
     let first = client.response(false);
     let etag = first.header("ETag").unwrap().to_owned();
     let modified = first.header("Last-Modified").unwrap().to_owned();
-    assert!(
-        etag.starts_with('"') && etag.ends_with('"'),
-        "strong ETag: {etag}"
-    );
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "strong ETag: {etag}");
     assert_eq!(first.header("Accept-Ranges"), Some("bytes"));
 
     let cases = [
@@ -34,22 +30,13 @@ fn etags_and_dates_give_304_and_412_on_a_keep_alive_connection() {
         ("If-None-Match: *\r\n".to_owned(), 304),
         ("If-None-Match: \"other\"\r\n".to_owned(), 200),
         (format!("If-Modified-Since: {modified}\r\n"), 304),
-        (
-            "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_owned(),
-            200,
-        ),
+        ("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_owned(), 200),
         ("If-Modified-Since: not a date\r\n".to_owned(), 200),
-        (
-            format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {modified}\r\n"),
-            200,
-        ),
+        (format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {modified}\r\n"), 200),
         (format!("If-Match: {etag}\r\n"), 200),
         ("If-Match: \"other\"\r\n".to_owned(), 412),
         (format!("If-Match: W/{etag}\r\n"), 412),
-        (
-            "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_owned(),
-            412,
-        ),
+        ("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_owned(), 412),
         (format!("If-Unmodified-Since: {modified}\r\n"), 200),
     ];
     for (fields, status) in &cases {
@@ -67,9 +54,7 @@ fn etags_and_dates_give_304_and_412_on_a_keep_alive_connection() {
         }
     }
     // HEAD honours preconditions too.
-    client.send(
-        format!("HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes(),
-    );
+    client.send(format!("HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes());
     assert_eq!(client.response(true).status, 304);
 
     // Changing the file changes the ETag, so the old one no longer matches.
@@ -83,18 +68,15 @@ fn etags_and_dates_give_304_and_412_on_a_keep_alive_connection() {
 }
 
 fn digits_file(site: &Site) -> String {
-    let text: String = (0..100)
-        .map(|i| char::from(b'0' + (i % 10) as u8))
-        .collect();
+    let text: String = (0..100).map(|i| char::from(b'0' + (i % 10) as u8)).collect();
     fs::write(site.root().join("digits.txt"), &text).unwrap();
     text
 }
 
-#[test]
-fn single_ranges() {
+fn single_ranges(engine: &str) {
     let site = Site::new();
     let text = digits_file(&site);
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let mut client = server.connect();
     let cases = [
         ("bytes=0-9", 206, "bytes 0-9/100", &text[0..10]),
@@ -113,11 +95,7 @@ fn single_ranges() {
         let response = client.response(false);
         assert_eq!(response.status, status, "{range}");
         if status == 206 || status == 416 {
-            assert_eq!(
-                response.header("Content-Range"),
-                Some(content_range),
-                "{range}"
-            );
+            assert_eq!(response.header("Content-Range"), Some(content_range), "{range}");
         } else {
             assert_eq!(response.header("Content-Range"), None, "{range}");
         }
@@ -127,16 +105,12 @@ fn single_ranges() {
     }
 }
 
-#[test]
-fn if_range_decides_between_part_and_whole() {
+fn if_range_decides_between_part_and_whole(engine: &str) {
     let site = Site::new();
     let text = digits_file(&site);
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let first = server.exchange(&get("/digits.txt"));
-    let (etag, modified) = (
-        first.header("ETag").unwrap(),
-        first.header("Last-Modified").unwrap(),
-    );
+    let (etag, modified) = (first.header("ETag").unwrap(), first.header("Last-Modified").unwrap());
     for (if_range, status) in [
         (etag.to_owned(), 206),
         (modified.to_owned(), 206),
@@ -144,10 +118,8 @@ fn if_range_decides_between_part_and_whole() {
         (format!("W/{etag}"), 200),
         ("Thu, 01 Jan 1970 00:00:00 GMT".to_owned(), 200),
     ] {
-        let response = server.exchange(&with(
-            "/digits.txt",
-            &format!("Range: bytes=0-4\r\nIf-Range: {if_range}\r\n"),
-        ));
+        let response =
+            server.exchange(&with("/digits.txt", &format!("Range: bytes=0-4\r\nIf-Range: {if_range}\r\n")));
         assert_eq!(response.status, status, "{if_range}");
         let expected = if status == 206 { &text[..5] } else { &text[..] };
         assert_eq!(response.body_text(), expected);
@@ -157,62 +129,40 @@ fn if_range_decides_between_part_and_whole() {
 /// Splits a multipart/byteranges body into (Content-Range, data) pairs.
 fn multipart_parts(response: &Response) -> Vec<(String, Vec<u8>)> {
     let content_type = response.header("Content-Type").unwrap();
-    let boundary = content_type
-        .strip_prefix("multipart/byteranges; boundary=")
-        .expect(content_type);
+    let boundary = content_type.strip_prefix("multipart/byteranges; boundary=").expect(content_type);
     let body = &response.body;
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut at = 0;
     loop {
-        let start =
-            at + find(&body[at..], delimiter.as_bytes()).expect("a delimiter") + delimiter.len();
+        let start = at + find(&body[at..], delimiter.as_bytes()).expect("a delimiter") + delimiter.len();
         if body[start..].starts_with(b"--") {
             assert_eq!(&body[start..], b"--\r\n", "closing delimiter ends the body");
             return parts;
         }
         let head_end = start + find(&body[start..], b"\r\n\r\n").unwrap() + 4;
         let head = String::from_utf8_lossy(&body[start..head_end]).into_owned();
-        let range = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Range: "))
-            .unwrap()
-            .to_owned();
-        let (first, last) = range
-            .strip_prefix("bytes ")
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .split_once('-')
-            .unwrap();
+        let range = head.lines().find_map(|l| l.strip_prefix("Content-Range: ")).unwrap().to_owned();
+        let (first, last) =
+            range.strip_prefix("bytes ").unwrap().split('/').next().unwrap().split_once('-').unwrap();
         let len = last.parse::<usize>().unwrap() - first.parse::<usize>().unwrap() + 1;
         parts.push((range, body[head_end..head_end + len].to_vec()));
         at = head_end + len;
-        assert!(
-            body[at..].starts_with(b"\r\n--"),
-            "CRLF before the next delimiter"
-        );
+        assert!(body[at..].starts_with(b"\r\n--"), "CRLF before the next delimiter");
     }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
-#[test]
-fn several_ranges_come_back_as_multipart_byteranges() {
+fn several_ranges_come_back_as_multipart_byteranges(engine: &str) {
     let site = Site::new();
     let text = digits_file(&site);
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let response = server.exchange(&with("/digits.txt", "Range: bytes=50-54, 0-2, 1-3, -2\r\n"));
     assert_eq!(response.status, 206);
-    assert_eq!(
-        response.header("Content-Length"),
-        Some(response.body.len().to_string().as_str())
-    );
+    assert_eq!(response.header("Content-Length"), Some(response.body.len().to_string().as_str()));
     let parts = multipart_parts(&response);
     let expected = [
         ("bytes 0-3/100", &text[0..4]),
@@ -226,23 +176,14 @@ fn several_ranges_come_back_as_multipart_byteranges() {
     }
     // More than the cap: the whole file instead.
     let many: Vec<String> = (0..40).map(|i| format!("{}-{}", i * 2, i * 2)).collect();
-    let response = server.exchange(&with(
-        "/digits.txt",
-        &format!("Range: bytes={}\r\n", many.join(",")),
-    ));
+    let response = server.exchange(&with("/digits.txt", &format!("Range: bytes={}\r\n", many.join(","))));
     assert_eq!((response.status, response.body_text()), (200, text));
 }
 
-#[test]
-fn ranges_of_a_sparse_file_beyond_4_gib() {
+fn ranges_of_a_sparse_file_beyond_4_gib(engine: &str) {
     let site = Site::new();
     let path = site.root().join("sparse.bin");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
     let len: u64 = (1 << 32) + 4096;
     file.set_len(len).unwrap();
     let markers: [(u64, &[u8]); 3] = [
@@ -254,7 +195,7 @@ fn ranges_of_a_sparse_file_beyond_4_gib() {
         file.write_all_at(bytes, offset).unwrap();
     }
     drop(file);
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let mut client = server.connect();
     for (offset, bytes) in markers {
         let range = format!("bytes={}-{}", offset, offset + 7);
@@ -270,14 +211,10 @@ fn ranges_of_a_sparse_file_beyond_4_gib() {
     client.send(&with("/sparse.bin", "Range: bytes=-8\r\n"));
     assert_eq!(client.response(false).body, b"QRSTUVWX");
     client.send(b"HEAD /sparse.bin HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(
-        client.response(true).header("Content-Length"),
-        Some(len.to_string().as_str())
-    );
+    assert_eq!(client.response(true).header("Content-Length"), Some(len.to_string().as_str()));
 }
 
-#[test]
-fn precompressed_siblings_are_served_when_accepted() {
+fn precompressed_siblings_are_served_when_accepted(engine: &str) {
     let site = Site::new();
     let root = site.root();
     fs::write(root.join("app.js"), "console.log('plain');\n").unwrap();
@@ -285,56 +222,23 @@ fn precompressed_siblings_are_served_when_accepted() {
     fs::write(root.join("app.js.br"), b"BROTLI-BYTES!").unwrap();
     fs::write(root.join("only-gz.css"), "body{}\n").unwrap();
     fs::write(root.join("only-gz.css.gz"), b"GZ-CSS").unwrap();
-    let server = Server::start(&root);
+    let server = Server::start_engine(&root, engine);
     let js = "text/javascript; charset=utf-8";
     let cases = [
         ("/app.js", "", None, "console.log('plain');\n"),
-        (
-            "/app.js",
-            "Accept-Encoding: gzip\r\n",
-            Some("gzip"),
-            "GZIP-BYTES",
-        ),
-        (
-            "/app.js",
-            "Accept-Encoding: gzip, deflate, br\r\n",
-            Some("br"),
-            "BROTLI-BYTES!",
-        ),
-        (
-            "/app.js",
-            "Accept-Encoding: br;q=0, gzip\r\n",
-            Some("gzip"),
-            "GZIP-BYTES",
-        ),
-        (
-            "/app.js",
-            "Accept-Encoding: identity\r\n",
-            None,
-            "console.log('plain');\n",
-        ),
-        (
-            "/only-gz.css",
-            "Accept-Encoding: br, gzip\r\n",
-            Some("gzip"),
-            "GZ-CSS",
-        ),
+        ("/app.js", "Accept-Encoding: gzip\r\n", Some("gzip"), "GZIP-BYTES"),
+        ("/app.js", "Accept-Encoding: gzip, deflate, br\r\n", Some("br"), "BROTLI-BYTES!"),
+        ("/app.js", "Accept-Encoding: br;q=0, gzip\r\n", Some("gzip"), "GZIP-BYTES"),
+        ("/app.js", "Accept-Encoding: identity\r\n", None, "console.log('plain');\n"),
+        ("/only-gz.css", "Accept-Encoding: br, gzip\r\n", Some("gzip"), "GZ-CSS"),
         ("/only-gz.css", "Accept-Encoding: br\r\n", None, "body{}\n"),
     ];
     let mut etags = Vec::new();
     for (path, fields, encoding, body) in cases {
         let response = server.exchange(&with(path, fields));
         assert_eq!(response.status, 200, "{path} {fields}");
-        assert_eq!(
-            response.header("Content-Encoding"),
-            encoding,
-            "{path} {fields}"
-        );
-        assert_eq!(
-            response.header("Vary"),
-            Some("Accept-Encoding"),
-            "{path} {fields}"
-        );
+        assert_eq!(response.header("Content-Encoding"), encoding, "{path} {fields}");
+        assert_eq!(response.header("Vary"), Some("Accept-Encoding"), "{path} {fields}");
         assert_eq!(response.body_text(), body, "{path} {fields}");
         if path == "/app.js" {
             assert_eq!(response.header("Content-Type"), Some(js));
@@ -343,23 +247,24 @@ fn precompressed_siblings_are_served_when_accepted() {
     }
     assert_ne!(etags[0], etags[1], "each representation has its own ETag");
     // Ranges refer to the representation sent.
-    let part = server.exchange(&with(
-        "/app.js",
-        "Accept-Encoding: gzip\r\nRange: bytes=0-3\r\n",
-    ));
+    let part = server.exchange(&with("/app.js", "Accept-Encoding: gzip\r\nRange: bytes=0-3\r\n"));
     assert_eq!((part.status, part.body_text()), (206, "GZIP".to_owned()));
     assert_eq!(part.header("Content-Range"), Some("bytes 0-3/10"));
     // A file without siblings does not vary.
-    assert_eq!(
-        server
-            .exchange(&with("/hello.txt", "Accept-Encoding: gzip\r\n"))
-            .header("Vary"),
-        None
-    );
+    assert_eq!(server.exchange(&with("/hello.txt", "Accept-Encoding: gzip\r\n")).header("Vary"), None);
     // The siblings themselves are ordinary files.
     let raw = server.exchange(&get("/app.js.gz"));
     assert_eq!(
         (raw.header("Content-Encoding"), raw.header("Content-Type")),
         (None, Some("application/gzip"))
     );
+}
+
+engine_tests! {
+    etags_and_dates_give_304_and_412_on_a_keep_alive_connection: [event_loop, serial, thread_per_conn, thread_pool];
+    single_ranges: [event_loop, serial, thread_per_conn, thread_pool];
+    if_range_decides_between_part_and_whole: [event_loop, serial, thread_per_conn, thread_pool];
+    several_ranges_come_back_as_multipart_byteranges: [event_loop, serial, thread_per_conn, thread_pool];
+    ranges_of_a_sparse_file_beyond_4_gib: [event_loop, serial, thread_per_conn, thread_pool];
+    precompressed_siblings_are_served_when_accepted: [event_loop, serial, thread_per_conn, thread_pool];
 }

@@ -9,14 +9,8 @@ use std::process::Command;
 use common::{HELLO, Server, Site, get};
 
 fn run_to_exit(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
-        .args(args)
-        .output()
-        .expect("run onepoll");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll")).args(args).output().expect("run onepoll");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]
@@ -25,11 +19,7 @@ fn logs_where_it_listens_and_what_it_serves() {
     let server = Server::start_with(&site.root(), &[], "info");
     let line = server.wait_for_log("listening on http://");
     assert!(
-        line.ends_with(&format!(
-            "listening on http://{}/ serving {}",
-            server.addr,
-            site.root().display()
-        )),
+        line.ends_with(&format!("listening on http://{}/ serving {}", server.addr, site.root().display())),
         "{line}"
     );
     assert_ne!(server.addr.port(), 0);
@@ -41,10 +31,7 @@ fn a_missing_root_is_a_one_line_error() {
     let (code, stderr) = run_to_exit(&["/nonexistent/onepoll-root", "--port", "0"]);
     assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("onepoll: cannot serve /nonexistent/onepoll-root:"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("onepoll: cannot serve /nonexistent/onepoll-root:"), "{stderr}");
 }
 
 #[test]
@@ -65,18 +52,12 @@ fn a_busy_port_is_a_one_line_error() {
     let (code, stderr) = run_to_exit(&[site.root().to_str().unwrap(), "--port", &port]);
     assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(&format!("onepoll: cannot listen on 127.0.0.1:{port}:")),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with(&format!("onepoll: cannot listen on 127.0.0.1:{port}:")), "{stderr}");
 }
 
 #[test]
 fn help_describes_the_options() {
-    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll")).arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     for option in ["[ROOT]", "--addr", "--port"] {

@@ -8,11 +8,7 @@ use std::process::Command;
 use common::{BIG_LEN, HELLO, INDEX, Server, Site, big_content};
 
 fn curl(args: &[&str]) -> Option<std::process::Output> {
-    match Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "60"])
-        .args(args)
-        .output()
-    {
+    match Command::new("curl").args(["--silent", "--show-error", "--max-time", "60"]).args(args).output() {
         Ok(output) => Some(output),
         Err(_) if std::env::var_os("CI").is_none() => {
             eprintln!("curl is not installed: skipping (CI installs it)");
@@ -22,10 +18,9 @@ fn curl(args: &[&str]) -> Option<std::process::Output> {
     }
 }
 
-#[test]
-fn curl_fetches_pages_heads_and_redirects() {
+fn curl_fetches_pages_heads_and_redirects(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let base = format!("http://{}", server.addr);
     let Some(page) = curl(&[&format!("{base}/hello.txt")]) else {
         return;
@@ -36,22 +31,13 @@ fn curl_fetches_pages_heads_and_redirects() {
     let head = curl(&["--head", &format!("{base}/hello.txt")]).unwrap();
     let head = String::from_utf8_lossy(&head.stdout).to_lowercase();
     assert!(head.starts_with("http/1.1 200 ok"), "{head}");
-    assert!(
-        head.contains("content-length: 13") && head.contains("last-modified: "),
-        "{head}"
-    );
+    assert!(head.contains("content-length: 13") && head.contains("last-modified: "), "{head}");
 
     let followed = curl(&["--location", &format!("{base}/sub")]).unwrap();
     assert_eq!(String::from_utf8_lossy(&followed.stdout), common::SUB_INDEX);
 
-    let status = curl(&[
-        "--output",
-        "/dev/null",
-        "--write-out",
-        "%{http_code}",
-        &format!("{base}/nope"),
-    ])
-    .unwrap();
+    let status =
+        curl(&["--output", "/dev/null", "--write-out", "%{http_code}", &format!("{base}/nope")]).unwrap();
     assert_eq!(String::from_utf8_lossy(&status.stdout), "404");
 
     // Several URLs in one curl call reuse one keep-alive connection.
@@ -65,29 +51,28 @@ fn curl_fetches_pages_heads_and_redirects() {
     .unwrap();
     let text = String::from_utf8_lossy(&reused.stdout);
     assert!(text.starts_with(INDEX) && text.contains(HELLO), "{text}");
-    assert!(
-        text.trim_end().ends_with('0'),
-        "second transfer should reuse the connection: {text}"
-    );
+    assert!(text.trim_end().ends_with('0'), "second transfer should reuse the connection: {text}");
 
     let old = curl(&["--http1.0", &format!("{base}/hello.txt")]).unwrap();
     assert_eq!(String::from_utf8_lossy(&old.stdout), HELLO);
 }
 
-#[test]
-fn curl_downloads_a_large_file_intact() {
+fn curl_downloads_a_large_file_intact(engine: &str) {
     let site = Site::new().with_big_file();
-    let server = Server::start_with(&site.root(), &[], "info");
+    let server = Server::start_with(&site.root(), &["--engine", engine], "info");
     let target = site.root().join("downloaded.bin");
-    let Some(download) = curl(&[
-        "--output",
-        target.to_str().unwrap(),
-        &format!("http://{}/big.bin", server.addr),
-    ]) else {
+    let Some(download) =
+        curl(&["--output", target.to_str().unwrap(), &format!("http://{}/big.bin", server.addr)])
+    else {
         return;
     };
     assert!(download.status.success(), "{download:?}");
     let bytes = std::fs::read(&target).unwrap();
     assert_eq!(bytes.len(), BIG_LEN);
     assert!(bytes == big_content());
+}
+
+engine_tests! {
+    curl_fetches_pages_heads_and_redirects: [event_loop, serial, thread_per_conn, thread_pool];
+    curl_downloads_a_large_file_intact: [event_loop, serial, thread_per_conn, thread_pool];
 }

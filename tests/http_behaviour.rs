@@ -32,13 +32,7 @@ const fn case(
     fields: &'static [(&'static str, &'static str)],
     body: Body,
 ) -> Case {
-    Case {
-        line,
-        headers: "",
-        status,
-        fields,
-        body,
-    }
+    Case { line, headers: "", status, fields, body }
 }
 
 const TEXT: (&str, &str) = ("Content-Type", "text/plain; charset=utf-8");
@@ -48,18 +42,8 @@ const HTML: (&str, &str) = ("Content-Type", "text/html; charset=utf-8");
 fn keep_alive_cases() -> Vec<Case> {
     use Body::*;
     vec![
-        case(
-            "GET /hello.txt",
-            200,
-            &[TEXT, ("Content-Length", "13")],
-            Exactly(HELLO),
-        ),
-        case(
-            "HEAD /hello.txt",
-            200,
-            &[TEXT, ("Content-Length", "13")],
-            Exactly(""),
-        ),
+        case("GET /hello.txt", 200, &[TEXT, ("Content-Length", "13")], Exactly(HELLO)),
+        case("HEAD /hello.txt", 200, &[TEXT, ("Content-Length", "13")], Exactly("")),
         case("GET /", 200, &[HTML], Exactly(INDEX)),
         case("HEAD /", 200, &[HTML], Exactly("")),
         case("GET /hello.txt?x=1&y=2", 200, &[TEXT], Exactly(HELLO)),
@@ -76,34 +60,14 @@ fn keep_alive_cases() -> Vec<Case> {
             &[("Content-Type", "text/javascript; charset=utf-8")],
             Exactly("console.log(1);\n"),
         ),
-        case(
-            "GET /empty.txt",
-            200,
-            &[("Content-Length", "0")],
-            Exactly(""),
-        ),
+        case("GET /empty.txt", 200, &[("Content-Length", "0")], Exactly("")),
         case("GET /space%20name.txt", 200, &[], Exactly("spaced\n")),
-        case(
-            "GET /%252e%252e",
-            200,
-            &[],
-            Exactly("literal percent name\n"),
-        ),
+        case("GET /%252e%252e", 200, &[], Exactly("literal percent name\n")),
         case("GET /a/../hello.txt", 200, &[], Exactly(HELLO)),
         case("GET //hello.txt", 200, &[], Exactly(HELLO)),
         case("GET /link-inside.txt", 200, &[], Exactly(HELLO)),
-        case(
-            "GET /sub",
-            301,
-            &[("Location", "/sub/"), HTML],
-            PageWith("301 Moved Permanently"),
-        ),
-        case(
-            "GET /sub?page=2",
-            301,
-            &[("Location", "/sub/?page=2")],
-            PageWith("301"),
-        ),
+        case("GET /sub", 301, &[("Location", "/sub/"), HTML], PageWith("301 Moved Permanently")),
+        case("GET /sub?page=2", 301, &[("Location", "/sub/?page=2")], PageWith("301")),
         case("HEAD /sub", 301, &[("Location", "/sub/")], Exactly("")),
         case("GET /sub/", 200, &[HTML], Exactly(SUB_INDEX)),
         case("GET /sub/page.txt", 200, &[], Exactly("sub page\n")),
@@ -112,44 +76,14 @@ fn keep_alive_cases() -> Vec<Case> {
         case("HEAD /missing.txt", 404, &[HTML], Exactly("")),
         case("GET /hello.txt/", 404, &[], PageWith("404")),
         case("GET /%2e%2e-not-traversal", 404, &[], PageWith("404")),
-        case(
-            "GET /link-outside.txt",
-            403,
-            &[HTML],
-            PageWith("403 Forbidden"),
-        ),
-        case(
-            "GET /dir-outside/secret.txt",
-            403,
-            &[],
-            PageWith("403 Forbidden"),
-        ),
+        case("GET /link-outside.txt", 403, &[HTML], PageWith("403 Forbidden")),
+        case("GET /dir-outside/secret.txt", 403, &[], PageWith("403 Forbidden")),
         case("GET /fifo", 403, &[], PageWith("403 Forbidden")),
-        case(
-            "POST /hello.txt",
-            405,
-            &[("Allow", "GET, HEAD")],
-            PageWith("405 Method Not Allowed"),
-        ),
-        case(
-            "PUT /hello.txt",
-            405,
-            &[("Allow", "GET, HEAD")],
-            PageWith("405"),
-        ),
-        case(
-            "DELETE /hello.txt",
-            405,
-            &[("Allow", "GET, HEAD")],
-            PageWith("405"),
-        ),
+        case("POST /hello.txt", 405, &[("Allow", "GET, HEAD")], PageWith("405 Method Not Allowed")),
+        case("PUT /hello.txt", 405, &[("Allow", "GET, HEAD")], PageWith("405")),
+        case("DELETE /hello.txt", 405, &[("Allow", "GET, HEAD")], PageWith("405")),
         case("OPTIONS *", 405, &[("Allow", "GET, HEAD")], PageWith("405")),
-        case(
-            "PATCH /hello.txt",
-            405,
-            &[("Allow", "GET, HEAD")],
-            PageWith("405"),
-        ),
+        case("PATCH /hello.txt", 405, &[("Allow", "GET, HEAD")], PageWith("405")),
         case("TRACE /", 405, &[("Allow", "GET, HEAD")], PageWith("405")),
         case("BREW /pot", 501, &[], PageWith("501 Not Implemented")),
         case("get /hello.txt", 501, &[], PageWith("501")),
@@ -159,32 +93,14 @@ fn keep_alive_cases() -> Vec<Case> {
 /// Requests whose response must close the connection.
 fn closing_cases() -> Vec<(&'static str, String, u16)> {
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
-    let huge_head = format!(
-        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "b".repeat(17_000)
-    );
-    let many_fields = format!(
-        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
-        "X-A: b\r\n".repeat(100)
-    );
+    let huge_head = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "b".repeat(17_000));
+    let many_fields = format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "X-A: b\r\n".repeat(100));
     vec![
         ("garbage", "GARBAGE\r\n\r\n".into(), 400),
-        (
-            "space before colon",
-            "GET / HTTP/1.1\r\nHost : t\r\n\r\n".into(),
-            400,
-        ),
+        ("space before colon", "GET / HTTP/1.1\r\nHost : t\r\n\r\n".into(), 400),
         ("missing Host on 1.1", "GET / HTTP/1.1\r\n\r\n".into(), 400),
-        (
-            "duplicate Host",
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "invalid Content-Length",
-            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n".into(),
-            400,
-        ),
+        ("duplicate Host", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(), 400),
+        ("invalid Content-Length", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n".into(), 400),
         (
             "conflicting Content-Length",
             "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".into(),
@@ -192,71 +108,30 @@ fn closing_cases() -> Vec<(&'static str, String, u16)> {
         ),
         (
             "CL with TE",
-            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                .into(),
+            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
             400,
         ),
-        (
-            "TE on 1.0",
-            "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
-            400,
-        ),
+        ("TE on 1.0", "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".into(), 400),
         (
             "TE not ending in chunked",
             "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".into(),
             400,
         ),
-        (
-            "unknown TE",
-            "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".into(),
-            501,
-        ),
-        (
-            "obs-fold",
-            "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n".into(),
-            400,
-        ),
+        ("unknown TE", "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".into(), 501),
+        ("obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n".into(), 400),
         ("bare CR", "GET / HTTP/1.1\rHost: t\r\n\r\n".into(), 400),
-        (
-            "NUL in header",
-            "GET / HTTP/1.1\r\nHost: t\0\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "non-ASCII target in no known form",
-            "GET aaaaaa\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
+        ("NUL in header", "GET / HTTP/1.1\r\nHost: t\0\r\n\r\n".into(), 400),
+        ("non-ASCII target in no known form", "GET aaaaaa\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
         (
             "non-ASCII after a scheme-like prefix",
             "GET http:/\u{e9}/x HTTP/1.1\r\nHost: t\r\n\r\n".into(),
             400,
         ),
-        (
-            "header name garbage",
-            "GET / HTTP/1.1\r\nHost: t\r\nX(Y): z\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "space inside a header name",
-            "GET / HTTP/1.1\r\nHost: t\r\nX Y: z\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "header without colon",
-            "GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "CL with a sign",
-            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc".into(),
-            400,
-        ),
-        (
-            "CL as a list",
-            "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc".into(),
-            400,
-        ),
+        ("header name garbage", "GET / HTTP/1.1\r\nHost: t\r\nX(Y): z\r\n\r\n".into(), 400),
+        ("space inside a header name", "GET / HTTP/1.1\r\nHost: t\r\nX Y: z\r\n\r\n".into(), 400),
+        ("header without colon", "GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n".into(), 400),
+        ("CL with a sign", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc".into(), 400),
+        ("CL as a list", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc".into(), 400),
         (
             "chunked applied twice",
             "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n".into(),
@@ -267,51 +142,19 @@ fn closing_cases() -> Vec<(&'static str, String, u16)> {
         ("too many fields", many_fields, 431),
         ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: t\r\n\r\n".into(), 505),
         ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: t\r\n\r\n".into(), 505),
-        (
-            "body over the limit",
-            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n".into(),
-            413,
-        ),
-        (
-            "dot-dot",
-            "GET /../etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "encoded dot-dot",
-            "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "encoded slash",
-            "GET /sub%2f..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "encoded backslash",
-            "GET /..%5c..%5cetc%5cpasswd HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "encoded NUL",
-            "GET /hello.txt%00.html HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
-        (
-            "bad escape",
-            "GET /%zz HTTP/1.1\r\nHost: t\r\n\r\n".into(),
-            400,
-        ),
+        ("body over the limit", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n".into(), 413),
+        ("dot-dot", "GET /../etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
+        ("encoded dot-dot", "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
+        ("encoded slash", "GET /sub%2f..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
+        ("encoded backslash", "GET /..%5c..%5cetc%5cpasswd HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
+        ("encoded NUL", "GET /hello.txt%00.html HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
+        ("bad escape", "GET /%zz HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400),
         (
             "Connection: close honoured",
             "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into(),
             200,
         ),
-        (
-            "HTTP/1.0 closes by default",
-            "GET /hello.txt HTTP/1.0\r\n\r\n".into(),
-            200,
-        ),
+        ("HTTP/1.0 closes by default", "GET /hello.txt HTTP/1.0\r\n\r\n".into(), 200),
     ]
 }
 
@@ -331,35 +174,17 @@ fn check(case: &Case, response: &Response, context: &str) {
         assert_eq!(response.header(name), Some(*value), "{what}: field {name}");
     }
     for always in ["Date", "Server", "Content-Length"] {
-        assert_eq!(
-            response.headers_named(always),
-            1,
-            "{what}: exactly one {always}"
-        );
+        assert_eq!(response.headers_named(always), 1, "{what}: exactly one {always}");
     }
-    assert!(
-        response.header("Server").unwrap().starts_with("onepoll/"),
-        "{what}"
-    );
+    assert!(response.header("Server").unwrap().starts_with("onepoll/"), "{what}");
     if response.status == 200 {
-        assert!(
-            response.header("Last-Modified").is_some(),
-            "{what}: Last-Modified"
-        );
+        assert!(response.header("Last-Modified").is_some(), "{what}: Last-Modified");
     }
     match &case.body {
         Body::Exactly(text) => assert_eq!(response.body_text(), *text, "{what}: body"),
         Body::PageWith(text) => {
-            assert!(
-                response.body_text().contains(text),
-                "{what}: body {:?}",
-                response.body_text()
-            );
-            assert_eq!(
-                response.header("Content-Type"),
-                Some("text/html; charset=utf-8"),
-                "{what}"
-            );
+            assert!(response.body_text().contains(text), "{what}: body {:?}", response.body_text());
+            assert_eq!(response.header("Content-Type"), Some("text/html; charset=utf-8"), "{what}");
         }
     }
     if !case.line.starts_with("HEAD") {
@@ -371,26 +196,19 @@ fn check(case: &Case, response: &Response, context: &str) {
     }
 }
 
-#[test]
-fn each_case_on_its_own_connection() {
+fn each_case_on_its_own_connection(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     for case in keep_alive_cases() {
         let response = server.exchange(&request_bytes(&case, "HTTP/1.1", "\r\n"));
         check(&case, &response, "fresh connection");
-        assert_eq!(
-            response.header("Connection"),
-            None,
-            "{}: 1.1 keep-alive needs no field",
-            case.line
-        );
+        assert_eq!(response.header("Connection"), None, "{}: 1.1 keep-alive needs no field", case.line);
     }
 }
 
-#[test]
-fn keep_alive_replay_over_one_connection_for_each_version_and_line_ending() {
+fn keep_alive_replay_over_one_connection_for_each_version_and_line_ending(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     for version in ["HTTP/1.1", "HTTP/1.0"] {
         for line_ending in ["\r\n", "\n"] {
             let context = format!("{version} {line_ending:?} replay");
@@ -399,17 +217,8 @@ fn keep_alive_replay_over_one_connection_for_each_version_and_line_ending() {
                 client.send(&request_bytes(&case, version, line_ending));
                 let response = client.response(case.line.starts_with("HEAD"));
                 check(&case, &response, &context);
-                let echoed = if version == "HTTP/1.0" {
-                    Some("keep-alive")
-                } else {
-                    None
-                };
-                assert_eq!(
-                    response.header("Connection"),
-                    echoed,
-                    "{}: {context}",
-                    case.line
-                );
+                let echoed = if version == "HTTP/1.0" { Some("keep-alive") } else { None };
+                assert_eq!(response.header("Connection"), echoed, "{}: {context}", case.line);
             }
             // The connection is still usable after the whole table.
             client.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
@@ -419,17 +228,14 @@ fn keep_alive_replay_over_one_connection_for_each_version_and_line_ending() {
     }
 }
 
-#[test]
-fn errors_that_leave_framing_unknown_get_a_response_and_a_close() {
+fn errors_that_leave_framing_unknown_get_a_response_and_a_close(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     for (name, request, status) in closing_cases() {
         let mut client = server.connect();
         client.send(request.as_bytes());
         // A follow-up request in the same write must never be answered.
-        let _ = client
-            .stream
-            .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        let _ = client.stream.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
         let response = client.response(false);
         assert_eq!(response.status, status, "{name}: {response:?}");
         assert_eq!(response.header("Connection"), Some("close"), "{name}");
@@ -438,19 +244,11 @@ fn errors_that_leave_framing_unknown_get_a_response_and_a_close() {
     }
 }
 
-#[test]
-fn traversal_never_reaches_outside_the_root() {
+fn traversal_never_reaches_outside_the_root(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let secret = site.outside.path().join("secret.txt");
-    let outside_name = site
-        .outside
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let outside_name = site.outside.path().file_name().unwrap().to_str().unwrap().to_owned();
     let targets = [
         "/../../../../../../etc/passwd".to_owned(),
         "/%2e%2e/%2e%2e/%2e%2e/etc/passwd".to_owned(),
@@ -468,17 +266,16 @@ fn traversal_never_reaches_outside_the_root() {
         "/dir-outside/".to_owned(),
     ];
     for target in targets {
-        let response =
-            server.exchange(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        assert!(
-            matches!(response.status, 400 | 403 | 404),
-            "{target}: {}",
-            response.status
-        );
+        let response = server.exchange(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert!(matches!(response.status, 400 | 403 | 404), "{target}: {}", response.status);
         let body = response.body_text();
-        assert!(
-            !body.contains("SECRET") && !body.contains("root:"),
-            "{target} leaked {body:?}"
-        );
+        assert!(!body.contains("SECRET") && !body.contains("root:"), "{target} leaked {body:?}");
     }
+}
+
+engine_tests! {
+    each_case_on_its_own_connection: [event_loop, serial, thread_per_conn, thread_pool];
+    keep_alive_replay_over_one_connection_for_each_version_and_line_ending: [event_loop, serial, thread_per_conn, thread_pool];
+    errors_that_leave_framing_unknown_get_a_response_and_a_close: [event_loop, serial, thread_per_conn, thread_pool];
+    traversal_never_reaches_outside_the_root: [event_loop, serial, thread_per_conn, thread_pool];
 }

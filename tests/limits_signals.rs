@@ -14,11 +14,8 @@ use common::{Client, HELLO, Server, Site, get};
 #[test]
 fn a_slowloris_head_is_closed_at_the_deadline_while_others_are_served() {
     let site = Site::new();
-    let server = Server::start_with(
-        &site.root(),
-        &["--header-timeout", "1", "--idle-timeout", "30"],
-        "debug",
-    );
+    let server =
+        Server::start_with(&site.root(), &["--header-timeout", "1", "--idle-timeout", "30"], "debug");
     let mut slow = server.connect();
     slow.stream.set_nodelay(true).unwrap();
     let started = Instant::now();
@@ -26,40 +23,23 @@ fn a_slowloris_head_is_closed_at_the_deadline_while_others_are_served() {
     let mut closed_after = None;
     for i in 0..40 {
         // One byte every 100 ms: always some progress, never a whole head.
-        if slow
-            .stream
-            .write_all(&[trickle[i.min(trickle.len() - 1)]])
-            .is_err()
-        {
+        if slow.stream.write_all(&[trickle[i.min(trickle.len() - 1)]]).is_err() {
             closed_after = Some(started.elapsed());
             break;
         }
         // Meanwhile another client is served promptly.
         let asked = Instant::now();
         assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "others must not wait on the slow client"
-        );
+        assert!(asked.elapsed() < Duration::from_secs(1), "others must not wait on the slow client");
         thread::sleep(Duration::from_millis(100));
-        if server
-            .log_lines()
-            .iter()
-            .any(|line| line.contains("close: header timeout"))
-        {
+        if server.log_lines().iter().any(|line| line.contains("close: header timeout")) {
             closed_after = Some(started.elapsed());
             break;
         }
     }
     let closed_after = closed_after.expect("the trickling head was never cut off");
-    assert!(
-        closed_after >= Duration::from_secs(1),
-        "closed too early: {closed_after:?}"
-    );
-    assert!(
-        closed_after < Duration::from_secs(5),
-        "closed too late: {closed_after:?}"
-    );
+    assert!(closed_after >= Duration::from_secs(1), "closed too early: {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(5), "closed too late: {closed_after:?}");
     slow.time_until_closed();
 }
 
@@ -77,10 +57,7 @@ fn idle_keep_alive_connections_close_after_the_idle_timeout() {
     assert_eq!(client.response(false).body_text(), HELLO);
     client.time_until_closed();
     let waited = sent.elapsed();
-    assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "{waited:?}");
     server.wait_for_log("close: idle timeout");
 }
 
@@ -102,11 +79,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
 #[test]
 fn at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees() {
     let site = Site::new();
-    let server = Server::start_with(
-        &site.root(),
-        &["--max-conns", "2", "--idle-timeout", "30"],
-        "debug",
-    );
+    let server = Server::start_with(&site.root(), &["--max-conns", "2", "--idle-timeout", "30"], "debug");
     let mut first = server.connect();
     let mut second = server.connect();
     for client in [&mut first, &mut second] {
@@ -115,10 +88,7 @@ fn at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees() {
     }
     let mut third = server.connect(); // the kernel completes the handshake; onepoll does not accept
     third.send(&get("/hello.txt"));
-    third
-        .stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    third.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut byte = [0u8; 1];
     let waited = third.stream.read(&mut byte);
     assert!(
@@ -126,10 +96,7 @@ fn at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees() {
         "third client answered while two were open: {waited:?}"
     );
     drop(first);
-    third
-        .stream
-        .set_read_timeout(Some(common::IO_TIMEOUT))
-        .unwrap();
+    third.stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
     assert_eq!(third.response(false).body_text(), HELLO);
     server.wait_for_log("accept paused: 2 connections open");
 }
@@ -152,10 +119,7 @@ fn running_out_of_descriptors_neither_spins_nor_stalls() {
     let cpu_before = server.cpu_time();
     thread::sleep(Duration::from_secs(1));
     let cpu_used = server.cpu_time() - cpu_before;
-    assert!(
-        cpu_used < Duration::from_millis(300),
-        "spinning: {cpu_used:?} of CPU in 1 s"
-    );
+    assert!(cpu_used < Duration::from_millis(300), "spinning: {cpu_used:?} of CPU in 1 s");
     assert!(server.is_running());
     // Descriptors free up: service resumes, for new clients and for ones from the backlog.
     drop(crowd);
@@ -210,10 +174,7 @@ fn sigterm_lets_a_slow_download_finish_then_exits_zero() {
     server.wait_for_log("shutting down");
     // The idle keep-alive connection is closed at once; new clients are refused.
     idle.time_until_closed();
-    assert!(
-        TcpStream::connect(server.addr).is_err(),
-        "listener still open after SIGTERM"
-    );
+    assert!(TcpStream::connect(server.addr).is_err(), "listener still open after SIGTERM");
 
     // The download, read slowly, still gets every byte.
     let mut chunk = vec![0u8; 256 * 1024];
@@ -240,10 +201,7 @@ fn a_second_signal_exits_at_once() {
     stalled.stream.read_exact(&mut some).unwrap();
     server.signal("INT");
     server.wait_for_log("shutting down");
-    assert!(
-        server.is_running(),
-        "a download is in flight: the first signal must not end it"
-    );
+    assert!(server.is_running(), "a download is in flight: the first signal must not end it");
     server.signal("INT");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(1));
 }
@@ -253,11 +211,7 @@ fn sighup_reopens_the_access_log_and_serving_goes_on() {
     let site = Site::new();
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("access.log");
-    let server = Server::start_with(
-        &site.root(),
-        &["--access-log", log_path.to_str().unwrap()],
-        "info",
-    );
+    let server = Server::start_with(&site.root(), &["--access-log", log_path.to_str().unwrap()], "info");
     assert_eq!(server.exchange(&get("/hello.txt")).status, 200);
     let rotated = logs.path().join("access.log.1");
     fs::rename(&log_path, &rotated).unwrap();
@@ -274,19 +228,10 @@ fn sighup_reopens_the_access_log_and_serving_goes_on() {
         thread::sleep(Duration::from_millis(20));
     };
     let old = fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("\"GET /hello.txt HTTP/1.1\" 200 ") && !old.contains("/missing"), "{old}");
+    assert!(new.contains("\"GET /missing HTTP/1.1\" 404 ") && !new.contains("hello"), "{new}");
     assert!(
-        old.contains("\"GET /hello.txt HTTP/1.1\" 200 ") && !old.contains("/missing"),
-        "{old}"
-    );
-    assert!(
-        new.contains("\"GET /missing HTTP/1.1\" 404 ") && !new.contains("hello"),
-        "{new}"
-    );
-    assert!(
-        !server
-            .log_lines()
-            .iter()
-            .any(|line| line.contains("\"GET /hello.txt")),
+        !server.log_lines().iter().any(|line| line.contains("\"GET /hello.txt")),
         "access lines left stderr"
     );
 }

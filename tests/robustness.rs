@@ -10,18 +10,16 @@ use std::time::Duration;
 
 use common::{BIG_LEN, HELLO, INDEX, Server, Site, big_content, get};
 
-#[test]
-fn twenty_pipelined_requests_in_one_write_are_answered_in_order() {
+fn twenty_pipelined_requests_in_one_write_are_answered_in_order(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let targets = ["/hello.txt", "/", "/missing", "/sub/page.txt", "/style.css"];
     let mut batch = Vec::new();
     let mut expected = Vec::new();
     for i in 0..20 {
         let target = targets[i % targets.len()];
         let method = if i % 7 == 3 { "HEAD" } else { "GET" };
-        batch
-            .extend_from_slice(format!("{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        batch.extend_from_slice(format!("{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
         expected.push((method, target));
     }
     let mut client = server.connect();
@@ -47,10 +45,9 @@ fn twenty_pipelined_requests_in_one_write_are_answered_in_order() {
     assert_eq!(client.response(false).body_text(), HELLO);
 }
 
-#[test]
-fn a_request_dribbled_one_byte_per_write_is_answered() {
+fn a_request_dribbled_one_byte_per_write_is_answered(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let mut client = server.connect();
     client.stream.set_nodelay(true).unwrap();
     let request = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -62,23 +59,17 @@ fn a_request_dribbled_one_byte_per_write_is_answered() {
     assert_eq!(client.response(false).body_text(), INDEX);
 }
 
-#[test]
-fn a_body_that_looks_like_a_request_is_discarded_not_parsed() {
+fn a_body_that_looks_like_a_request_is_discarded_not_parsed(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let smuggled = "GET /sub/page.txt HTTP/1.1\r\nHost: t\r\n\r\n";
     let chunked = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
     for (framing, body) in [
-        (
-            format!("Content-Length: {}", smuggled.len()),
-            smuggled.to_owned(),
-        ),
+        (format!("Content-Length: {}", smuggled.len()), smuggled.to_owned()),
         ("Transfer-Encoding: chunked".to_owned(), chunked),
     ] {
         let mut client = server.connect();
-        client.send(
-            format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n{body}").as_bytes(),
-        );
+        client.send(format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n{body}").as_bytes());
         client.send(&get("/"));
         assert_eq!(client.response(false).body_text(), HELLO, "{framing}");
         // The next response is for `/`, not for the smuggled `/sub/page.txt`.
@@ -86,20 +77,18 @@ fn a_body_that_looks_like_a_request_is_discarded_not_parsed() {
     }
 }
 
-#[test]
-fn a_malformed_chunked_body_closes_after_the_response() {
+fn a_malformed_chunked_body_closes_after_the_response(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let mut client = server.connect();
     client.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.response(false).body_text(), HELLO);
     client.expect_closed();
 }
 
-#[test]
-fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served() {
+fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served(engine: &str) {
     let site = Site::new().with_big_file();
-    let server = Server::start_with(&site.root(), &[], "trace");
+    let server = Server::start_with(&site.root(), &["--engine", engine], "trace");
     let mut slow = server.connect();
     slow.send(&get("/big.bin"));
     let mut received = Vec::with_capacity(BIG_LEN + 1024);
@@ -122,28 +111,17 @@ fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served() {
     }
     let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-    assert!(
-        head.contains(&format!("Content-Length: {BIG_LEN}\r\n")),
-        "{head}"
-    );
+    assert!(head.contains(&format!("Content-Length: {BIG_LEN}\r\n")), "{head}");
     assert_eq!(received.len() - head_end, BIG_LEN);
-    assert!(
-        received[head_end..] == big_content()[..],
-        "body differs from the file"
-    );
+    assert!(received[head_end..] == big_content()[..], "body differs from the file");
     // The socket buffer filled up on the way: this really exercised partial sends, and
     // WRITABLE interest was armed for the wait and dropped once the file was out.
-    server.wait_for_log("sendfile WouldBlock");
-    let armed = server.wait_for_log("epoll_ctl +WRITABLE");
-    let label = armed
-        .split("] ")
-        .nth(1)
-        .unwrap()
-        .split(" epoll_ctl")
-        .next()
-        .unwrap()
-        .to_owned();
-    server.wait_for_log(&format!("{label} epoll_ctl -WRITABLE"));
+    if engine == "event-loop" {
+        server.wait_for_log("sendfile WouldBlock");
+        let armed = server.wait_for_log("epoll_ctl +WRITABLE");
+        let label = armed.split("] ").nth(1).unwrap().split(" epoll_ctl").next().unwrap().to_owned();
+        server.wait_for_log(&format!("{label} epoll_ctl -WRITABLE"));
+    }
     // The file streamed: the server never held anything near its 20 MiB in memory.
     let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let peak_kib: u64 = status
@@ -151,16 +129,12 @@ fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served() {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
         .unwrap();
-    assert!(
-        peak_kib < 8 * 1024,
-        "peak RSS {peak_kib} KiB while sending a {BIG_LEN}-byte file"
-    );
+    assert!(peak_kib < 8 * 1024, "peak RSS {peak_kib} KiB while sending a {BIG_LEN}-byte file");
 }
 
-#[test]
-fn a_client_resetting_mid_download_does_not_disturb_others() {
+fn a_client_resetting_mid_download_does_not_disturb_others(engine: &str) {
     let site = Site::new().with_big_file();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     for _ in 0..5 {
         let mut quitter = server.connect();
         quitter.send(&get("/big.bin"));
@@ -173,31 +147,22 @@ fn a_client_resetting_mid_download_does_not_disturb_others() {
     server.wait_for_log("close: socket error");
     let access = server.wait_for_log("\"GET /big.bin HTTP/1.1\" 200");
     let sent: u64 = access.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(
-        sent < BIG_LEN as u64,
-        "access log should show the bytes actually sent: {access}"
-    );
+    assert!(sent < BIG_LEN as u64, "access log should show the bytes actually sent: {access}");
 }
 
-#[test]
-fn a_client_that_half_closes_still_gets_its_response() {
+fn a_client_that_half_closes_still_gets_its_response(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let mut client = server.connect();
     client.send(&get("/hello.txt"));
     client.shutdown_write();
     let all = client.read_to_close();
-    assert!(
-        all.ends_with(HELLO.as_bytes()),
-        "{}",
-        String::from_utf8_lossy(&all)
-    );
+    assert!(all.ends_with(HELLO.as_bytes()), "{}", String::from_utf8_lossy(&all));
 }
 
-#[test]
-fn many_concurrent_keep_alive_clients_are_served() {
+fn many_concurrent_keep_alive_clients_are_served(engine: &str) {
     let site = Site::new();
-    let server = Server::start(&site.root());
+    let server = Server::start_engine(&site.root(), engine);
     let addr = server.addr;
     let workers: Vec<_> = (0..50)
         .map(|_| {
@@ -224,9 +189,7 @@ fn the_server_runs_exactly_one_thread() {
         client.send(&get("/big.bin"));
     }
     assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
-    let tasks = fs::read_dir(format!("/proc/{}/task", server.pid()))
-        .unwrap()
-        .count();
+    let tasks = fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap().count();
     assert_eq!(tasks, 1, "the default engine must be single-threaded");
 }
 
@@ -239,30 +202,13 @@ fn logs_carry_connection_labels_and_access_lines() {
     client.response(false);
     drop(client);
     let accept = server.wait_for_log(" accept 127.0.0.1:");
-    let label = accept
-        .split(" accept")
-        .next()
-        .unwrap()
-        .split("] ")
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    assert!(
-        label.starts_with("conn=") && label.contains(" fd="),
-        "{accept}"
-    );
+    let label = accept.split(" accept").next().unwrap().split("] ").nth(1).unwrap().to_owned();
+    assert!(label.starts_with("conn=") && label.contains(" fd="), "{accept}");
     server.wait_for_log(&format!("{label} read "));
     server.wait_for_log(&format!("{label} writev "));
     server.wait_for_log(&format!("{label} close: peer closed"));
     // A response that fits the socket buffer never needs WRITABLE interest.
-    assert!(
-        !server
-            .log_lines()
-            .iter()
-            .any(|line| line.contains("WRITABLE")),
-        "{:?}",
-        server.log_lines()
-    );
+    assert!(!server.log_lines().iter().any(|line| line.contains("WRITABLE")), "{:?}", server.log_lines());
     let access = server.wait_for_log("\"GET /hello.txt HTTP/1.1\" 200");
     assert!(access.contains(&label), "{access}");
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
@@ -270,10 +216,9 @@ fn logs_carry_connection_labels_and_access_lines() {
     server.wait_for_log("request head refused: 400 Bad Request: missing Host");
 }
 
-#[test]
-fn a_client_that_pipelines_without_reading_cannot_grow_server_memory() {
+fn a_client_that_pipelines_without_reading_cannot_grow_server_memory(engine: &str) {
     let site = Site::new();
-    let server = Server::start_with(&site.root(), &[], "info");
+    let server = Server::start_with(&site.root(), &["--engine", engine], "info");
     let mut greedy = server.connect();
     let batch = get("/hello.txt").repeat(20_000); // about 700 KB of requests, nothing read back
     let writer = {
@@ -292,13 +237,48 @@ fn a_client_that_pipelines_without_reading_cannot_grow_server_memory() {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
         .unwrap();
-    assert!(
-        rss_kib < 8 * 1024,
-        "RSS {rss_kib} KiB with 20,000 unread pipelined requests"
-    );
+    assert!(rss_kib < 8 * 1024, "RSS {rss_kib} KiB with 20,000 unread pipelined requests");
     // Reading resumes the flow: every response arrives, in order.
     for _ in 0..20_000 {
         assert_eq!(greedy.response(false).body_text(), HELLO);
     }
     writer.join().unwrap();
+}
+
+engine_tests! {
+    twenty_pipelined_requests_in_one_write_are_answered_in_order: [event_loop, serial, thread_per_conn, thread_pool];
+    a_request_dribbled_one_byte_per_write_is_answered: [event_loop, serial, thread_per_conn, thread_pool];
+    a_body_that_looks_like_a_request_is_discarded_not_parsed: [event_loop, serial, thread_per_conn, thread_pool];
+    a_malformed_chunked_body_closes_after_the_response: [event_loop, serial, thread_per_conn, thread_pool];
+    a_client_resetting_mid_download_does_not_disturb_others: [event_loop, serial, thread_per_conn, thread_pool];
+    a_client_that_half_closes_still_gets_its_response: [event_loop, serial, thread_per_conn, thread_pool];
+    a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served: [event_loop, thread_per_conn, thread_pool];
+    many_concurrent_keep_alive_clients_are_served: [event_loop, thread_per_conn, thread_pool];
+    a_client_that_pipelines_without_reading_cannot_grow_server_memory: [event_loop, thread_per_conn, thread_pool];
+}
+
+#[test]
+fn each_engine_has_the_threads_its_design_implies() {
+    let site = Site::new();
+    let cases: [(&[&str], usize); 4] = [
+        (&["--engine", "event-loop"], 1),
+        (&["--engine", "serial"], 1),
+        (&["--engine", "thread-pool", "--threads", "6"], 1 + 6), // fixed, whatever the load
+        (&["--engine", "thread-per-conn"], 1 + 5),
+    ];
+    for (args, threads) in cases {
+        let server = Server::start_with(&site.root(), args, "info");
+        let mut clients: Vec<_> = (0..5).map(|_| server.connect()).collect();
+        // The first client is served by every engine; serial leaves the rest in the backlog.
+        clients[0].send(&get("/hello.txt"));
+        assert_eq!(clients[0].response(false).body_text(), HELLO);
+        if args[1] != "serial" {
+            for client in &mut clients[1..] {
+                client.send(&get("/hello.txt"));
+                assert_eq!(client.response(false).body_text(), HELLO);
+            }
+        }
+        let tasks = fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap().count();
+        assert_eq!(tasks, threads, "{args:?}");
+    }
 }

@@ -97,11 +97,9 @@ pub fn run(listener: std::net::TcpListener, site: &Site, options: Options) -> io
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut event_loop = EventLoop {
         poll,
         listener: Some(listener),
@@ -121,9 +119,7 @@ impl EventLoop<'_> {
     fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = self
-                .next_wakeup()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 // A signal arrived while waiting (mio `Poll::poll` docs): not an error.
@@ -155,10 +151,7 @@ impl EventLoop<'_> {
                     return Ok(Exit::Graceful);
                 }
                 if deadline <= now.mono {
-                    warn!(
-                        "grace period over: closing {} connections",
-                        self.clients.len()
-                    );
+                    warn!("grace period over: closing {} connections", self.clients.len());
                     return Ok(Exit::Graceful);
                 }
             }
@@ -172,14 +165,7 @@ impl EventLoop<'_> {
             Accepting::OutOfDescriptors { retry_at } => Some(retry_at),
             _ => None,
         };
-        [
-            self.timers.first().map(|(at, _)| *at),
-            retry,
-            self.shutdown_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.timers.first().map(|(at, _)| *at), retry, self.shutdown_deadline].into_iter().flatten().min()
     }
 
     /// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in
@@ -218,27 +204,18 @@ impl EventLoop<'_> {
                             "accept paused: {error}; retrying every {ACCEPT_RETRY:?} and whenever a client leaves"
                         );
                     }
-                    self.accepting = Accepting::OutOfDescriptors {
-                        retry_at: now.mono + ACCEPT_RETRY,
-                    };
+                    self.accepting = Accepting::OutOfDescriptors { retry_at: now.mono + ACCEPT_RETRY };
                     return;
                 }
             };
             let entry = self.clients.vacant_entry();
             let key = entry.key();
-            let label = ConnLabel {
-                token: key,
-                fd: stream.as_raw_fd(),
-            };
+            let label = ConnLabel { token: key, fd: stream.as_raw_fd() };
             // Head and body leave in separate syscalls; Nagle would hold the second back for an ACK.
             if let Err(error) = stream.set_nodelay(true) {
                 trace!("{label} set_nodelay: {error}");
             }
-            if let Err(error) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, Token(key), Interest::READABLE)
-            {
+            if let Err(error) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
                 warn!("{label} register failed: {error}");
                 continue;
             }
@@ -246,12 +223,7 @@ impl EventLoop<'_> {
             let conn = Connection::new(stream, label, Some(peer), now);
             let (deadline, _) = conn.deadline(&self.site.limits);
             self.timers.insert((deadline, key));
-            entry.insert(Client {
-                conn,
-                writable_armed: false,
-                closed: false,
-                timer: deadline,
-            });
+            entry.insert(Client { conn, writable_armed: false, closed: false, timer: deadline });
         }
     }
 
@@ -262,12 +234,10 @@ impl EventLoop<'_> {
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
         let site = self.site;
-        let driven = panic::catch_unwind(AssertUnwindSafe(|| client.conn.drive(site, now)));
+        let mut clock = now;
+        let driven = panic::catch_unwind(AssertUnwindSafe(|| client.conn.drive(site, &mut clock)));
         let driven = driven.unwrap_or_else(|_| {
-            error!(
-                "{} panicked while being served; closing it",
-                client.conn.label()
-            );
+            error!("{} panicked while being served; closing it", client.conn.label());
             Verdict::Close(CloseReason::Panicked)
         });
         let verdict = match driven {
@@ -280,16 +250,9 @@ impl EventLoop<'_> {
             Verdict::Close(reason) => Some(reason),
             Verdict::Wait { writable } if writable == client.writable_armed => None,
             Verdict::Wait { writable } => {
-                let interest = if writable {
-                    Interest::READABLE | Interest::WRITABLE
-                } else {
-                    Interest::READABLE
-                };
-                match self.poll.registry().reregister(
-                    client.conn.transport_mut(),
-                    Token(key),
-                    interest,
-                ) {
+                let interest =
+                    if writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                match self.poll.registry().reregister(client.conn.transport_mut(), Token(key), interest) {
                     Ok(()) => {
                         let sign = if writable { "+" } else { "-" };
                         trace!("{} epoll_ctl {sign}WRITABLE", client.conn.label());
@@ -353,10 +316,7 @@ impl EventLoop<'_> {
                     Err(error) => warn!("SIGHUP: cannot reopen the access log: {error}"),
                 },
                 _ if self.shutdown_deadline.is_some() => {
-                    warn!(
-                        "second signal: exiting now with {} connections open",
-                        self.clients.len()
-                    );
+                    warn!("second signal: exiting now with {} connections open", self.clients.len());
                     return Some(Exit::Forced);
                 }
                 _ => self.begin_shutdown(now),

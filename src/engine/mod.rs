@@ -1,4 +1,22 @@
 //! Engines: the shells that move bytes between sockets and a [`crate::connection::Connection`].
-//! The event loop is the default and the point of the project.
+//! All four share the protocol core, the connection state machine and the output code; they
+//! differ only in how they wait. The event loop is the default and the point of the project.
 
+pub mod blocking;
 pub mod event_loop;
+pub mod serial;
+pub mod thread_per_conn;
+pub mod thread_pool;
+
+/// Which engine serves (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// One mio `Poll` loop on one thread (default).
+    EventLoop,
+    /// Blocking, one client at a time.
+    Serial,
+    /// Blocking, one thread per connection.
+    ThreadPerConn,
+    /// Blocking, a fixed pool of `--threads` workers fed by a bounded queue.
+    ThreadPool,
+}

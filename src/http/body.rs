@@ -40,10 +40,7 @@ impl BodyDiscard {
             BodyDiscard::Length { remaining } => {
                 let consumed = (*remaining).min(input.len() as u64);
                 *remaining -= consumed;
-                Ok(DiscardProgress {
-                    consumed: consumed as usize,
-                    finished: *remaining == 0,
-                })
+                Ok(DiscardProgress { consumed: consumed as usize, finished: *remaining == 0 })
             }
             BodyDiscard::Chunked(decoder) => decoder.consume(input),
         }
@@ -108,27 +105,20 @@ impl ChunkedDecoder {
             self.step(input[at])?;
             at += 1;
         }
-        Ok(DiscardProgress {
-            consumed: at,
-            finished: self.state == ChunkState::Done,
-        })
+        Ok(DiscardProgress { consumed: at, finished: self.state == ChunkState::Done })
     }
 
     fn step(&mut self, byte: u8) -> Result<(), HttpError> {
         use ChunkState::*;
         let malformed = || HttpError::BadFraming("malformed chunked body");
         self.state = match (self.state, byte) {
-            (SizeStart, _) => Size {
-                size: hex_value(byte).ok_or_else(malformed)?,
-            },
+            (SizeStart, _) => Size { size: hex_value(byte).ok_or_else(malformed)? },
             (Size { size }, b'\r') => SizeLineFeed { size },
             (Size { size }, b';' | b' ' | b'\t') => Extension { size },
             (Size { size }, _) => {
                 let digit = hex_value(byte).ok_or_else(malformed)?;
                 let size = size.checked_mul(16).and_then(|s| s.checked_add(digit));
-                Size {
-                    size: size.ok_or(HttpError::ContentTooLarge)?,
-                }
+                Size { size: size.ok_or(HttpError::ContentTooLarge)? }
             }
             (Extension { size }, b'\r') => SizeLineFeed { size },
             (Extension { .. }, b'\n') => return Err(malformed()),
@@ -150,11 +140,7 @@ impl ChunkedDecoder {
             (TrailerLineStart | TrailerLine, b'\n') => return Err(malformed()),
             (TrailerLineStart | TrailerLine, _) => {
                 self.count_metadata()?;
-                if byte == b'\r' {
-                    TrailerLineFeed
-                } else {
-                    TrailerLine
-                }
+                if byte == b'\r' { TrailerLineFeed } else { TrailerLine }
             }
             (TrailerLineFeed, b'\n') => TrailerLineStart,
             (FinalLineFeed, b'\n') => Done,
@@ -166,9 +152,7 @@ impl ChunkedDecoder {
     fn count_metadata(&mut self) -> Result<(), HttpError> {
         self.metadata_total += 1;
         if self.metadata_total > MAX_CHUNK_METADATA_BYTES {
-            return Err(HttpError::BadFraming(
-                "chunk extensions or trailers too long",
-            ));
+            return Err(HttpError::BadFraming("chunk extensions or trailers too long"));
         }
         Ok(())
     }
@@ -182,11 +166,7 @@ fn hex_value(byte: u8) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn discard_all(
-        framing: BodyFraming,
-        input: &[u8],
-        step: usize,
-    ) -> Result<DiscardProgress, HttpError> {
+    fn discard_all(framing: BodyFraming, input: &[u8], step: usize) -> Result<DiscardProgress, HttpError> {
         let mut discard = BodyDiscard::for_framing(framing)?.expect("a body");
         let mut consumed = 0;
         while consumed < input.len() {
@@ -194,16 +174,10 @@ mod tests {
             let progress = discard.consume(&input[consumed..end])?;
             consumed += progress.consumed;
             if progress.finished {
-                return Ok(DiscardProgress {
-                    consumed,
-                    finished: true,
-                });
+                return Ok(DiscardProgress { consumed, finished: true });
             }
         }
-        Ok(DiscardProgress {
-            consumed,
-            finished: false,
-        })
+        Ok(DiscardProgress { consumed, finished: false })
     }
 
     #[test]
@@ -214,15 +188,8 @@ mod tests {
     #[test]
     fn length_stops_exactly_at_the_end() {
         for step in [1, 3, 100] {
-            let progress =
-                discard_all(BodyFraming::Length(5), b"helloGET / HTTP/1.1", step).unwrap();
-            assert_eq!(
-                progress,
-                DiscardProgress {
-                    consumed: 5,
-                    finished: true
-                }
-            );
+            let progress = discard_all(BodyFraming::Length(5), b"helloGET / HTTP/1.1", step).unwrap();
+            assert_eq!(progress, DiscardProgress { consumed: 5, finished: true });
         }
     }
 
@@ -242,27 +209,14 @@ mod tests {
         input.extend_from_slice(b"GET /next HTTP/1.1\r\n");
         for step in [1, 2, 7, input.len()] {
             let progress = discard_all(BodyFraming::Chunked, &input, step).unwrap();
-            assert_eq!(
-                progress,
-                DiscardProgress {
-                    consumed: body.len(),
-                    finished: true
-                },
-                "step {step}"
-            );
+            assert_eq!(progress, DiscardProgress { consumed: body.len(), finished: true }, "step {step}");
         }
     }
 
     #[test]
     fn chunked_without_trailers() {
         let progress = discard_all(BodyFraming::Chunked, b"0\r\n\r\nrest", 1).unwrap();
-        assert_eq!(
-            progress,
-            DiscardProgress {
-                consumed: 5,
-                finished: true
-            }
-        );
+        assert_eq!(progress, DiscardProgress { consumed: 5, finished: true });
     }
 
     #[test]
@@ -289,21 +243,13 @@ mod tests {
     #[test]
     fn chunked_counts_against_the_body_limit() {
         let over = format!("{:x}\r\n", MAX_BODY_BYTES + 1);
-        assert_eq!(
-            discard_all(BodyFraming::Chunked, over.as_bytes(), 1),
-            Err(HttpError::ContentTooLarge)
-        );
+        assert_eq!(discard_all(BodyFraming::Chunked, over.as_bytes(), 1), Err(HttpError::ContentTooLarge));
         let overflow = b"fffffffffffffffff\r\n";
-        assert_eq!(
-            discard_all(BodyFraming::Chunked, overflow, 1),
-            Err(HttpError::ContentTooLarge)
-        );
+        assert_eq!(discard_all(BodyFraming::Chunked, overflow, 1), Err(HttpError::ContentTooLarge));
         let endless_extension = format!("1;{}", "x".repeat(MAX_CHUNK_METADATA_BYTES + 1));
         assert_eq!(
             discard_all(BodyFraming::Chunked, endless_extension.as_bytes(), 64),
-            Err(HttpError::BadFraming(
-                "chunk extensions or trailers too long"
-            ))
+            Err(HttpError::BadFraming("chunk extensions or trailers too long"))
         );
     }
 }

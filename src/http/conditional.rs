@@ -17,19 +17,11 @@ impl Validators {
     /// A strong ETag from inode, size and modification time to the nanosecond, so any change
     /// to the file, or its replacement by another file, changes the tag.
     pub fn new(inode: u64, len: u64, modified: Option<SystemTime>, now: SystemTime) -> Validators {
-        let since_epoch = modified
-            .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        let etag = format!(
-            "\"{inode:x}-{len:x}-{:x}.{:x}\"",
-            since_epoch.as_secs(),
-            since_epoch.subsec_nanos()
-        );
+        let since_epoch = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
+        let etag =
+            format!("\"{inode:x}-{len:x}-{:x}.{:x}\"", since_epoch.as_secs(), since_epoch.subsec_nanos());
         let last_modified = modified.map(|m| whole_seconds(m.min(now)));
-        Validators {
-            etag,
-            last_modified,
-        }
+        Validators { etag, last_modified }
     }
 }
 
@@ -49,18 +41,14 @@ pub enum Precondition {
 }
 
 /// RFC 9110 §13.2.2, steps 1–4, for a GET or HEAD of an existing representation.
-pub fn evaluate_preconditions(
-    fields: &RepresentationFields,
-    validators: &Validators,
-) -> Precondition {
+pub fn evaluate_preconditions(fields: &RepresentationFields, validators: &Validators) -> Precondition {
     if let Some(if_match) = &fields.if_match {
         if !list_matches(if_match, &validators.etag, Comparison::Strong) {
             return Precondition::Failed;
         }
-    } else if let (Some(since), Some(modified)) = (
-        parse_date(&fields.if_unmodified_since),
-        validators.last_modified,
-    ) && modified > since
+    } else if let (Some(since), Some(modified)) =
+        (parse_date(&fields.if_unmodified_since), validators.last_modified)
+        && modified > since
     {
         return Precondition::Failed;
     }
@@ -68,10 +56,9 @@ pub fn evaluate_preconditions(
         if list_matches(if_none_match, &validators.etag, Comparison::Weak) {
             return Precondition::NotModified;
         }
-    } else if let (Some(since), Some(modified)) = (
-        parse_date(&fields.if_modified_since),
-        validators.last_modified,
-    ) && modified <= since
+    } else if let (Some(since), Some(modified)) =
+        (parse_date(&fields.if_modified_since), validators.last_modified)
+        && modified <= since
     {
         return Precondition::NotModified;
     }
@@ -80,9 +67,7 @@ pub fn evaluate_preconditions(
 
 /// An HTTP-date, or `None` for anything invalid (which §13.1.3/§13.1.4 say to ignore).
 pub fn parse_date(field: &Option<String>) -> Option<SystemTime> {
-    field
-        .as_deref()
-        .and_then(|text| httpdate::parse_http_date(text).ok())
+    field.as_deref().and_then(|text| httpdate::parse_http_date(text).ok())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,10 +116,7 @@ mod tests {
     }
 
     fn validators() -> Validators {
-        Validators {
-            etag: TAG.into(),
-            last_modified: Some(at(1_795_322_700)),
-        }
+        Validators { etag: TAG.into(), last_modified: Some(at(1_795_322_700)) }
     }
 
     fn fields(pairs: &[(&str, &str)]) -> RepresentationFields {
@@ -169,10 +151,7 @@ mod tests {
     fn last_modified_is_whole_seconds_and_never_after_now() {
         let v = Validators::new(1, 1, Some(at(5) + Duration::from_millis(700)), at(10));
         assert_eq!(v.last_modified, Some(at(5)));
-        assert_eq!(
-            Validators::new(1, 1, Some(at(50)), at(10)).last_modified,
-            Some(at(10))
-        );
+        assert_eq!(Validators::new(1, 1, Some(at(50)), at(10)).last_modified, Some(at(10)));
     }
 
     #[test]
@@ -192,11 +171,7 @@ mod tests {
             ("", Weak, false),
         ];
         for (list, comparison, expected) in cases {
-            assert_eq!(
-                list_matches(list, TAG, comparison),
-                expected,
-                "{list} {comparison:?}"
-            );
+            assert_eq!(list_matches(list, TAG, comparison), expected, "{list} {comparison:?}");
         }
     }
 
@@ -217,10 +192,7 @@ mod tests {
             (vec![("If-Modified-Since", earlier)], Proceed),
             (vec![("If-Modified-Since", "yesterday")], Proceed),
             // If-None-Match wins over If-Modified-Since (§13.1.3).
-            (
-                vec![("If-None-Match", "\"other\""), ("If-Modified-Since", later)],
-                Proceed,
-            ),
+            (vec![("If-None-Match", "\"other\""), ("If-Modified-Since", later)], Proceed),
             (vec![("If-Match", TAG)], Proceed),
             (vec![("If-Match", "*")], Proceed),
             (vec![("If-Match", "\"other\"")], Failed),
@@ -229,21 +201,11 @@ mod tests {
             (vec![("If-Unmodified-Since", earlier)], Failed),
             (vec![("If-Unmodified-Since", "garbage")], Proceed),
             // If-Match wins over If-Unmodified-Since (§13.1.4).
-            (
-                vec![("If-Match", TAG), ("If-Unmodified-Since", earlier)],
-                Proceed,
-            ),
-            (
-                vec![("If-Match", "\"other\""), ("If-None-Match", TAG)],
-                Failed,
-            ),
+            (vec![("If-Match", TAG), ("If-Unmodified-Since", earlier)], Proceed),
+            (vec![("If-Match", "\"other\""), ("If-None-Match", TAG)], Failed),
         ];
         for (pairs, expected) in cases {
-            assert_eq!(
-                evaluate_preconditions(&fields(&pairs), &validators()),
-                expected,
-                "{pairs:?}"
-            );
+            assert_eq!(evaluate_preconditions(&fields(&pairs), &validators()), expected, "{pairs:?}");
         }
     }
 }

@@ -63,10 +63,7 @@ mod tests {
     #[test]
     fn reads_accept_encoding() {
         let accepted = |header: Option<&str>| -> Vec<ContentCoding> {
-            ContentCoding::ALL
-                .into_iter()
-                .filter(|c| c.is_accepted(header))
-                .collect()
+            ContentCoding::ALL.into_iter().filter(|c| c.is_accepted(header)).collect()
         };
         assert_eq!(accepted(None), []);
         assert_eq!(accepted(Some("")), []);

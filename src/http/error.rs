@@ -41,9 +41,7 @@ impl HttpError {
     pub fn status(&self) -> Status {
         match self {
             HttpError::BadRequest(_) | HttpError::BadFraming(_) => Status::BAD_REQUEST,
-            HttpError::UnsupportedTransferCoding | HttpError::NotImplemented => {
-                Status::NOT_IMPLEMENTED
-            }
+            HttpError::UnsupportedTransferCoding | HttpError::NotImplemented => Status::NOT_IMPLEMENTED,
             HttpError::NotFound => Status::NOT_FOUND,
             HttpError::Forbidden => Status::FORBIDDEN,
             HttpError::ServiceUnavailable => Status::SERVICE_UNAVAILABLE,

@@ -19,9 +19,7 @@ mod properties;
 pub use body::{BodyDiscard, DiscardProgress};
 pub use encoding::ContentCoding;
 pub use error::HttpError;
-pub use request::{
-    BodyFraming, Method, Parsed, RepresentationFields, Request, Version, parse_head,
-};
+pub use request::{BodyFraming, Method, Parsed, RepresentationFields, Request, Version, parse_head};
 pub use response::{BodyPlan, FileMeta, Resource, Response, respond};
 pub use target::{SafePath, resolve_target};
 

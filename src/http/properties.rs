@@ -9,8 +9,8 @@ use super::*;
 
 fn arbitrary_target() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
-        "/", "//", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%00", "%", "%zz", "a", "b.txt",
-        "?", "#", "\\", "é", "http://h", "%252e",
+        "/", "//", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%00", "%", "%zz", "a", "b.txt", "?", "#",
+        "\\", "é", "http://h", "%252e",
     ]);
     prop::collection::vec(pieces, 0..16).prop_map(|pieces| pieces.concat())
 }

@@ -33,11 +33,7 @@ pub enum RangeOutcome {
 }
 
 /// Decides ranges for a GET of a representation of `len` bytes.
-pub fn evaluate_range(
-    fields: &RepresentationFields,
-    validators: &Validators,
-    len: u64,
-) -> RangeOutcome {
+pub fn evaluate_range(fields: &RepresentationFields, validators: &Validators, len: u64) -> RangeOutcome {
     let Some(range) = &fields.range else {
         return RangeOutcome::Full;
     };
@@ -49,10 +45,7 @@ pub fn evaluate_range(
     let Some(specs) = parse_range(range) else {
         return RangeOutcome::Full; // §14.2: ignore a Range we cannot parse or whose unit we do not know
     };
-    let mut ranges: Vec<ByteRange> = specs
-        .into_iter()
-        .filter_map(|spec| spec.resolve(len))
-        .collect();
+    let mut ranges: Vec<ByteRange> = specs.into_iter().filter_map(|spec| spec.resolve(len)).collect();
     if ranges.is_empty() {
         return RangeOutcome::Unsatisfiable;
     }
@@ -95,16 +88,12 @@ impl RangeSpec {
     fn resolve(self, len: u64) -> Option<ByteRange> {
         match self {
             RangeSpec::From { first, .. } if first >= len => None,
-            RangeSpec::From { first, last } => Some(ByteRange {
-                first,
-                last: last.map_or(len - 1, |last| last.min(len - 1)),
-            }),
+            RangeSpec::From { first, last } => {
+                Some(ByteRange { first, last: last.map_or(len - 1, |last| last.min(len - 1)) })
+            }
             RangeSpec::Suffix(0) => None,
             RangeSpec::Suffix(_) if len == 0 => None,
-            RangeSpec::Suffix(suffix) => Some(ByteRange {
-                first: len.saturating_sub(suffix),
-                last: len - 1,
-            }),
+            RangeSpec::Suffix(suffix) => Some(ByteRange { first: len.saturating_sub(suffix), last: len - 1 }),
         }
     }
 }
@@ -116,27 +105,17 @@ fn parse_range(value: &str) -> Option<Vec<RangeSpec>> {
         return None;
     }
     let mut specs = Vec::new();
-    for item in set
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
+    for item in set.split(',').map(str::trim).filter(|item| !item.is_empty()) {
         let (first, last) = item.split_once('-')?;
         let spec = match (first.trim(), last.trim()) {
             ("", suffix) => RangeSpec::Suffix(digits(suffix)?),
-            (first, "") => RangeSpec::From {
-                first: digits(first)?,
-                last: None,
-            },
+            (first, "") => RangeSpec::From { first: digits(first)?, last: None },
             (first, last) => {
                 let (first, last) = (digits(first)?, digits(last)?);
                 if last < first {
                     return None; // §14.1.1: invalid, so the whole field is ignored
                 }
-                RangeSpec::From {
-                    first,
-                    last: Some(last),
-                }
+                RangeSpec::From { first, last: Some(last) }
             }
         };
         specs.push(spec);
@@ -166,20 +145,12 @@ mod tests {
     }
 
     fn outcome(range: &str, len: u64) -> RangeOutcome {
-        let fields = RepresentationFields {
-            range: Some(range.into()),
-            ..Default::default()
-        };
+        let fields = RepresentationFields { range: Some(range.into()), ..Default::default() };
         evaluate_range(&fields, &validators(), len)
     }
 
     fn partial(pairs: &[(u64, u64)]) -> RangeOutcome {
-        RangeOutcome::Partial(
-            pairs
-                .iter()
-                .map(|&(first, last)| ByteRange { first, last })
-                .collect(),
-        )
+        RangeOutcome::Partial(pairs.iter().map(|&(first, last)| ByteRange { first, last }).collect())
     }
 
     #[test]
@@ -218,16 +189,9 @@ mod tests {
 
     #[test]
     fn too_many_ranges_means_the_whole_file() {
-        let many: Vec<String> = (0..=MAX_RANGES as u64)
-            .map(|i| format!("{}-{}", i * 2, i * 2))
-            .collect();
-        assert_eq!(
-            outcome(&format!("bytes={}", many.join(",")), 1000),
-            RangeOutcome::Full
-        );
-        let just: Vec<String> = (0..MAX_RANGES as u64)
-            .map(|i| format!("{}-{}", i * 2, i * 2))
-            .collect();
+        let many: Vec<String> = (0..=MAX_RANGES as u64).map(|i| format!("{}-{}", i * 2, i * 2)).collect();
+        assert_eq!(outcome(&format!("bytes={}", many.join(",")), 1000), RangeOutcome::Full);
+        let just: Vec<String> = (0..MAX_RANGES as u64).map(|i| format!("{}-{}", i * 2, i * 2)).collect();
         assert!(
             matches!(outcome(&format!("bytes={}", just.join(",")), 1000), RangeOutcome::Partial(r) if r.len() == MAX_RANGES)
         );
@@ -235,12 +199,7 @@ mod tests {
 
     #[test]
     fn unsatisfiable_and_ignored_ranges() {
-        for range in [
-            "bytes=100-",
-            "bytes=100-200",
-            "bytes=-0",
-            "bytes=500-600,700-",
-        ] {
+        for range in ["bytes=100-", "bytes=100-200", "bytes=-0", "bytes=500-600,700-"] {
             assert_eq!(outcome(range, 100), RangeOutcome::Unsatisfiable, "{range}");
         }
         assert_eq!(outcome("bytes=0-", 0), RangeOutcome::Unsatisfiable);
@@ -282,14 +241,8 @@ mod tests {
     #[test]
     fn ranges_beyond_four_gibibytes() {
         let len = (1u64 << 32) + 1024;
-        assert_eq!(
-            outcome("bytes=2147483647-2147483648", len),
-            partial(&[(2_147_483_647, 2_147_483_648)])
-        );
-        assert_eq!(
-            outcome("bytes=4294967295-4294967296", len),
-            partial(&[(4_294_967_295, 4_294_967_296)])
-        );
+        assert_eq!(outcome("bytes=2147483647-2147483648", len), partial(&[(2_147_483_647, 2_147_483_648)]));
+        assert_eq!(outcome("bytes=4294967295-4294967296", len), partial(&[(4_294_967_295, 4_294_967_296)]));
         assert_eq!(outcome("bytes=-1024", len), partial(&[(1 << 32, len - 1)]));
     }
 }

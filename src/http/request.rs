@@ -20,9 +20,7 @@ pub enum Method {
 
 impl Method {
     fn from_token(token: &str) -> Method {
-        const STANDARD: [&str; 7] = [
-            "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-        ];
+        const STANDARD: [&str; 7] = ["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
@@ -104,12 +102,8 @@ impl RepresentationFields {
             8 if name.eq_ignore_ascii_case("if-range") => (&mut self.if_range, false),
             13 if name.eq_ignore_ascii_case("if-none-match") => (&mut self.if_none_match, true),
             15 if name.eq_ignore_ascii_case("accept-encoding") => (&mut self.accept_encoding, true),
-            17 if name.eq_ignore_ascii_case("if-modified-since") => {
-                (&mut self.if_modified_since, false)
-            }
-            19 if name.eq_ignore_ascii_case("if-unmodified-since") => {
-                (&mut self.if_unmodified_since, false)
-            }
+            17 if name.eq_ignore_ascii_case("if-modified-since") => (&mut self.if_modified_since, false),
+            19 if name.eq_ignore_ascii_case("if-unmodified-since") => (&mut self.if_unmodified_since, false),
             _ => return,
         };
         let value = String::from_utf8_lossy(value.trim_ascii());
@@ -144,17 +138,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
     match parsed.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            Err(HttpError::HeaderFieldsTooLarge)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => Err(HttpError::HeaderFieldsTooLarge),
         Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
         Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD_BYTES => {
             Err(HttpError::HeaderFieldsTooLarge)
         }
-        Ok(httparse::Status::Complete(head_len)) => Ok(Parsed::Complete {
-            request: Request::from_parsed(&parsed)?,
-            head_len,
-        }),
+        Ok(httparse::Status::Complete(head_len)) => {
+            Ok(Parsed::Complete { request: Request::from_parsed(&parsed)?, head_len })
+        }
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeaderFieldsTooLarge),
         Err(httparse::Error::Version) => Err(version_error(&buf[..request_line_len])),
         Err(httparse::Error::HeaderName) => Err(HttpError::BadRequest("invalid header name")),
@@ -175,26 +166,16 @@ fn version_error(request_line: &[u8]) -> HttpError {
         Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
         _ => false,
     };
-    if well_formed {
-        HttpError::VersionNotSupported
-    } else {
-        HttpError::BadRequest("malformed HTTP version")
-    }
+    if well_formed { HttpError::VersionNotSupported } else { HttpError::BadRequest("malformed HTTP version") }
 }
 
 impl Request {
     fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
         // httparse only returns Complete with all three set.
-        let (Some(method), Some(target), Some(minor)) =
-            (parsed.method, parsed.path, parsed.version)
-        else {
+        let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
             return Err(HttpError::BadRequest("incomplete request line"));
         };
-        let version = if minor == 0 {
-            Version::Http10
-        } else {
-            Version::Http11
-        };
+        let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
 
         let mut hosts = 0;
         let mut content_length: Option<u64> = None;
@@ -264,15 +245,11 @@ fn framing(
         return Err(HttpError::BadFraming("Transfer-Encoding in HTTP/1.0"));
     }
     if content_length.is_some() {
-        return Err(HttpError::BadFraming(
-            "Content-Length with Transfer-Encoding",
-        ));
+        return Err(HttpError::BadFraming("Content-Length with Transfer-Encoding"));
     }
     match transfer_codings {
         [only] if only == "chunked" => Ok(BodyFraming::Chunked),
-        [.., last] if last != "chunked" => {
-            Err(HttpError::BadFraming("chunked is not the final coding"))
-        }
+        [.., last] if last != "chunked" => Err(HttpError::BadFraming("chunked is not the final coding")),
         codings if codings.iter().filter(|c| *c == "chunked").count() > 1 => {
             Err(HttpError::BadFraming("chunked applied twice"))
         }
@@ -295,10 +272,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
 /// The non-empty elements of a comma-separated field value (RFC 9110 §5.6.1).
 fn list_items(value: &[u8]) -> Result<impl Iterator<Item = &str>, HttpError> {
     let text = std::str::from_utf8(value).map_err(|_| HttpError::BadRequest("non-ASCII list"))?;
-    Ok(text
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty()))
+    Ok(text.split(',').map(str::trim).filter(|item| !item.is_empty()))
 }
 
 #[cfg(test)]
@@ -308,10 +282,9 @@ mod tests {
     fn complete(bytes: &[u8]) -> (Request, usize) {
         match parse_head(bytes) {
             Ok(Parsed::Complete { request, head_len }) => (request, head_len),
-            other => panic!(
-                "expected a complete head for {:?}, got {other:?}",
-                String::from_utf8_lossy(bytes)
-            ),
+            other => {
+                panic!("expected a complete head for {:?}, got {other:?}", String::from_utf8_lossy(bytes))
+            }
         }
     }
 
@@ -334,11 +307,7 @@ mod tests {
             &b"HEAD /b?q=1 HTTP/1.0\nUser-Agent: t\n\n"[..],
         ] {
             for end in 0..head.len() {
-                assert_eq!(
-                    parse_head(&head[..end]),
-                    Ok(Parsed::Partial),
-                    "prefix {end}"
-                );
+                assert_eq!(parse_head(&head[..end]), Ok(Parsed::Partial), "prefix {end}");
             }
             assert_eq!(complete(head).1, head.len());
         }
@@ -355,50 +324,28 @@ mod tests {
 
     #[test]
     fn ignores_empty_lines_before_the_request_line() {
-        assert_eq!(
-            complete(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                .0
-                .target,
-            "/"
-        );
+        assert_eq!(complete(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").0.target, "/");
     }
 
     #[test]
     fn keep_alive_follows_version_and_connection() {
         let cases: [(&[u8], bool); 6] = [
             (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
-            (
-                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                false,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
-                false,
-            ),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
-            (
-                b"GET / HTTP/1.0\r\nConnection: foo,  Keep-Alive \r\n\r\n",
-                true,
-            ),
+            (b"GET / HTTP/1.0\r\nConnection: foo,  Keep-Alive \r\n\r\n", true),
         ];
         for (head, keep_alive) in cases {
-            assert_eq!(
-                complete(head).0.keep_alive,
-                keep_alive,
-                "{}",
-                String::from_utf8_lossy(head)
-            );
+            assert_eq!(complete(head).0.keep_alive, keep_alive, "{}", String::from_utf8_lossy(head));
         }
     }
 
     #[test]
     fn tells_methods_apart() {
-        let method = |token: &str| {
-            complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .0
-                .method
-        };
+        let method =
+            |token: &str| complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).0.method;
         assert_eq!(method("GET"), Method::Get);
         assert_eq!(method("HEAD"), Method::Head);
         assert_eq!(method("DELETE"), Method::Standard("DELETE"));
@@ -416,10 +363,7 @@ mod tests {
         let fields = request.fields;
         assert_eq!(fields.if_none_match.as_deref(), Some("\"a\", W/\"b\""));
         assert_eq!(fields.range.as_deref(), Some("bytes=0-1"));
-        assert_eq!(
-            fields.if_modified_since.as_deref(),
-            Some("Sun, 22 Nov 2026 04:45:00 GMT")
-        );
+        assert_eq!(fields.if_modified_since.as_deref(), Some("Sun, 22 Nov 2026 04:45:00 GMT"));
         assert_eq!(fields.if_unmodified_since.as_deref(), Some(""));
         assert_eq!(fields.accept_encoding.as_deref(), Some("gzip"));
         assert_eq!((fields.if_match, fields.if_range), (None, None));
@@ -428,30 +372,13 @@ mod tests {
     #[test]
     fn frames_bodies() {
         let cases: [(&[u8], BodyFraming); 4] = [
-            (
-                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n",
-                BodyFraming::Length(12),
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-                BodyFraming::None,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n",
-                BodyFraming::Chunked,
-            ),
-            (
-                b"POST / HTTP/1.0\r\nContent-Length:  7 \r\n\r\n",
-                BodyFraming::Length(7),
-            ),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n", BodyFraming::Length(12)),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", BodyFraming::None),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n", BodyFraming::Chunked),
+            (b"POST / HTTP/1.0\r\nContent-Length:  7 \r\n\r\n", BodyFraming::Length(7)),
         ];
         for (head, body) in cases {
-            assert_eq!(
-                complete(head).0.body,
-                body,
-                "{}",
-                String::from_utf8_lossy(head)
-            );
+            assert_eq!(complete(head).0.body, body, "{}", String::from_utf8_lossy(head));
         }
     }
 
@@ -485,62 +412,27 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", UnsupportedTransferCoding),
         ];
         for (head, error) in cases {
-            assert_eq!(
-                parse_head(head),
-                Err(error),
-                "{}",
-                String::from_utf8_lossy(head)
-            );
+            assert_eq!(parse_head(head), Err(error), "{}", String::from_utf8_lossy(head));
         }
     }
 
     #[test]
     fn enforces_size_limits_even_on_partial_heads() {
-        let long_line = format!(
-            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
-            "a".repeat(MAX_REQUEST_LINE_BYTES)
-        );
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_REQUEST_LINE_BYTES));
         assert_eq!(parse_head(long_line.as_bytes()), Err(HttpError::UriTooLong));
         let unfinished_line = format!("GET /{}", "a".repeat(MAX_REQUEST_LINE_BYTES));
-        assert_eq!(
-            parse_head(unfinished_line.as_bytes()),
-            Err(HttpError::UriTooLong)
-        );
+        assert_eq!(parse_head(unfinished_line.as_bytes()), Err(HttpError::UriTooLong));
 
-        let big_field = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
-            "v".repeat(MAX_HEAD_BYTES)
-        );
-        assert_eq!(
-            parse_head(big_field.as_bytes()),
-            Err(HttpError::HeaderFieldsTooLarge)
-        );
-        let unfinished_field = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nX: {}",
-            "v".repeat(MAX_HEAD_BYTES)
-        );
-        assert_eq!(
-            parse_head(unfinished_field.as_bytes()),
-            Err(HttpError::HeaderFieldsTooLarge)
-        );
+        let big_field = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "v".repeat(MAX_HEAD_BYTES));
+        assert_eq!(parse_head(big_field.as_bytes()), Err(HttpError::HeaderFieldsTooLarge));
+        let unfinished_field = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}", "v".repeat(MAX_HEAD_BYTES));
+        assert_eq!(parse_head(unfinished_field.as_bytes()), Err(HttpError::HeaderFieldsTooLarge));
 
-        let many = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS)
-        );
-        assert_eq!(
-            parse_head(many.as_bytes()),
-            Err(HttpError::HeaderFieldsTooLarge)
-        );
+        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS));
+        assert_eq!(parse_head(many.as_bytes()), Err(HttpError::HeaderFieldsTooLarge));
 
-        let just_fits = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS - 1)
-        );
-        assert!(matches!(
-            parse_head(just_fits.as_bytes()),
-            Ok(Parsed::Complete { .. })
-        ));
+        let just_fits = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS - 1));
+        assert!(matches!(parse_head(just_fits.as_bytes()), Ok(Parsed::Complete { .. })));
     }
 
     #[test]

@@ -43,14 +43,7 @@ pub struct FileMeta<'a> {
 impl<'a> FileMeta<'a> {
     /// A file with no siblings and inode 1.
     pub fn plain(len: u64, modified: Option<SystemTime>, name: &'a [u8]) -> FileMeta<'a> {
-        FileMeta {
-            len,
-            modified,
-            inode: 1,
-            name,
-            encoding: None,
-            has_encoded_variants: false,
-        }
+        FileMeta { len, modified, inode: 1, name, encoding: None, has_encoded_variants: false }
     }
 }
 
@@ -65,10 +58,7 @@ pub enum BodyPlan {
     File { offset: u64, len: u64 },
     /// `multipart/byteranges` (RFC 9110 §14.6): each part's head then its file range, then
     /// the closing delimiter.
-    Multipart {
-        parts: Vec<MultipartPart>,
-        closing: String,
-    },
+    Multipart { parts: Vec<MultipartPart>, closing: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,23 +157,13 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
     let (status, body, content_length) = match ranges {
         RangeOutcome::Unsatisfiable => {
             let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
-            response
-                .headers
-                .push(("Content-Range", format!("bytes */{}", meta.len)));
+            response.headers.push(("Content-Range", format!("bytes */{}", meta.len)));
             return response;
         }
         _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty, None),
-        RangeOutcome::Full => (
-            status,
-            BodyPlan::File {
-                offset: 0,
-                len: meta.len,
-            },
-            Some(meta.len),
-        ),
+        RangeOutcome::Full => (status, BodyPlan::File { offset: 0, len: meta.len }, Some(meta.len)),
         RangeOutcome::Partial(ranges) => {
-            let (plan, len) =
-                partial_body(&ranges, meta.len, content_type, &validators, &mut headers);
+            let (plan, len) = partial_body(&ranges, meta.len, content_type, &validators, &mut headers);
             (Status::PARTIAL_CONTENT, plan, Some(len))
         }
     };
@@ -207,17 +187,8 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
         headers.push(("Vary", "Accept-Encoding".to_owned()));
     }
     push_connection(&mut headers, request.version, request.keep_alive);
-    let body = if request.method == Method::Head {
-        BodyPlan::Empty
-    } else {
-        body
-    };
-    Response {
-        status,
-        headers,
-        body,
-        keep_alive: request.keep_alive,
-    }
+    let body = if request.method == Method::Head { BodyPlan::Empty } else { body };
+    Response { status, headers, body, keep_alive: request.keep_alive }
 }
 
 /// The 206 body for `ranges`: one range as is, several as `multipart/byteranges`. Adds the
@@ -230,26 +201,11 @@ fn partial_body(
     headers: &mut Vec<(&'static str, String)>,
 ) -> (BodyPlan, u64) {
     if let [range] = ranges {
-        headers.push((
-            "Content-Range",
-            format!("bytes {}-{}/{len}", range.first, range.last),
-        ));
-        return (
-            BodyPlan::File {
-                offset: range.first,
-                len: range.byte_count(),
-            },
-            range.byte_count(),
-        );
+        headers.push(("Content-Range", format!("bytes {}-{}/{len}", range.first, range.last)));
+        return (BodyPlan::File { offset: range.first, len: range.byte_count() }, range.byte_count());
     }
     let boundary = multipart_boundary(&validators.etag);
-    headers.insert(
-        2,
-        (
-            "Content-Type",
-            format!("multipart/byteranges; boundary={boundary}"),
-        ),
-    );
+    headers.insert(2, ("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
     let parts: Vec<MultipartPart> = ranges
         .iter()
         .enumerate()
@@ -265,11 +221,8 @@ fn partial_body(
         })
         .collect();
     let closing = format!("\r\n--{boundary}--\r\n");
-    let total = parts
-        .iter()
-        .map(|part| part.head.len() as u64 + part.len)
-        .sum::<u64>()
-        + closing.len() as u64;
+    let total =
+        parts.iter().map(|part| part.head.len() as u64 + part.len).sum::<u64>() + closing.len() as u64;
     (BodyPlan::Multipart { parts, closing }, total)
 }
 
@@ -283,12 +236,7 @@ fn multipart_boundary(etag: &str) -> String {
 }
 
 fn redirect(request: &Request, location: String, now: SystemTime) -> Response {
-    let mut response = page(
-        Status::MOVED_PERMANENTLY,
-        Some(request),
-        request.keep_alive,
-        now,
-    );
+    let mut response = page(Status::MOVED_PERMANENTLY, Some(request), request.keep_alive, now);
     response.headers.insert(2, ("Location", location));
     response
 }
@@ -297,9 +245,7 @@ fn error_page(error: &HttpError, request: Option<&Request>, now: SystemTime) -> 
     let keep_alive = request.is_some_and(|r| r.keep_alive) && !error.closes_connection();
     let mut response = page(error.status(), request, keep_alive, now);
     if *error == HttpError::MethodNotAllowed {
-        response
-            .headers
-            .insert(2, ("Allow", "GET, HEAD".to_owned())); // RFC 9110 §15.5.6
+        response.headers.insert(2, ("Allow", "GET, HEAD".to_owned())); // RFC 9110 §15.5.6
     }
     response
 }
@@ -314,28 +260,16 @@ fn page(status: Status, request: Option<&Request>, keep_alive: bool, now: System
     let mut headers = common_headers(now);
     headers.push(("Content-Type", "text/html; charset=utf-8".to_owned()));
     headers.push(("Content-Length", html.len().to_string()));
-    push_connection(
-        &mut headers,
-        request.map_or(Version::Http11, |r| r.version),
-        keep_alive,
-    );
+    push_connection(&mut headers, request.map_or(Version::Http11, |r| r.version), keep_alive);
     let body = match request.map(|r| &r.method) {
         Some(Method::Head) => BodyPlan::Empty,
         _ => BodyPlan::Page(html),
     };
-    Response {
-        status,
-        headers,
-        body,
-        keep_alive,
-    }
+    Response { status, headers, body, keep_alive }
 }
 
 fn common_headers(now: SystemTime) -> Vec<(&'static str, String)> {
-    vec![
-        ("Server", SERVER_NAME.to_owned()),
-        ("Date", httpdate::fmt_http_date(now)),
-    ]
+    vec![("Server", SERVER_NAME.to_owned()), ("Date", httpdate::fmt_http_date(now))]
 }
 
 /// RFC 9112 §9.3: say `close` whenever we will close; echo `keep-alive` to HTTP/1.0 clients
@@ -367,9 +301,7 @@ pub fn content_type(name: &[u8]) -> &'static str {
         "svg" => "image/svg+xml",
         "wasm" => "application/wasm",
         "" => "application/octet-stream",
-        other => mime_guess::from_ext(other)
-            .first_raw()
-            .unwrap_or("application/octet-stream"),
+        other => mime_guess::from_ext(other).first_raw().unwrap_or("application/octet-stream"),
     }
 }
 
@@ -393,11 +325,7 @@ mod tests {
     }
 
     fn file(len: u64, name: &[u8]) -> Result<Resource<'_>, HttpError> {
-        Ok(Resource::File(FileMeta::plain(
-            len,
-            Some(now() - Duration::from_secs(60)),
-            name,
-        )))
+        Ok(Resource::File(FileMeta::plain(len, Some(now() - Duration::from_secs(60)), name)))
     }
 
     fn head_text(response: &Response) -> String {
@@ -419,35 +347,18 @@ mod tests {
                  Accept-Ranges: bytes\r\n\r\n"
             )
         );
-        assert_eq!(
-            response.body,
-            BodyPlan::File {
-                offset: 0,
-                len: 1234
-            }
-        );
+        assert_eq!(response.body, BodyPlan::File { offset: 0, len: 1234 });
         assert!(response.keep_alive);
     }
 
     #[test]
     fn head_gets_the_same_fields_and_no_body() {
-        let get = respond(
-            Some(&request("GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
-            file(10, b"a.css"),
-            now(),
-        );
-        let head = respond(
-            Some(&request("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")),
-            file(10, b"a.css"),
-            now(),
-        );
+        let get = respond(Some(&request("GET / HTTP/1.1\r\nHost: x\r\n\r\n")), file(10, b"a.css"), now());
+        let head = respond(Some(&request("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")), file(10, b"a.css"), now());
         assert_eq!(head.headers, get.headers);
         assert_eq!(head.body, BodyPlan::Empty);
-        let missing = respond(
-            Some(&request("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")),
-            Err(HttpError::NotFound),
-            now(),
-        );
+        let missing =
+            respond(Some(&request("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")), Err(HttpError::NotFound), now());
         assert_eq!(missing.body, BodyPlan::Empty);
         assert_ne!(missing.header("Content-Length"), Some("0"));
     }
@@ -464,25 +375,13 @@ mod tests {
     fn connection_field_follows_keep_alive() {
         let cases = [
             ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", None, true),
-            (
-                "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                Some("close"),
-                false,
-            ),
+            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Some("close"), false),
             ("GET / HTTP/1.0\r\n\r\n", Some("close"), false),
-            (
-                "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-                Some("keep-alive"),
-                true,
-            ),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Some("keep-alive"), true),
         ];
         for (head, field, keep_alive) in cases {
             let response = respond(Some(&request(head)), file(1, b"a"), now());
-            assert_eq!(
-                (response.header("Connection"), response.keep_alive),
-                (field, keep_alive),
-                "{head}"
-            );
+            assert_eq!((response.header("Connection"), response.keep_alive), (field, keep_alive), "{head}");
         }
     }
 
@@ -502,32 +401,18 @@ mod tests {
             let response = respond(Some(&get), Err(error.clone()), now());
             assert_eq!(response.status.code(), code, "{error}");
             assert_eq!(response.keep_alive, keep_alive, "{error}");
-            assert_eq!(
-                response.header("Connection"),
-                (!keep_alive).then_some("close")
-            );
-            let BodyPlan::Page(html) = &response.body else {
-                panic!("no page for {error}")
-            };
+            assert_eq!(response.header("Connection"), (!keep_alive).then_some("close"));
+            let BodyPlan::Page(html) = &response.body else { panic!("no page for {error}") };
             assert!(html.contains(&format!("<title>{code} ")), "{html}");
-            assert_eq!(
-                response.header("Content-Length"),
-                Some(html.len().to_string().as_str())
-            );
-            assert_eq!(
-                response.header("Content-Type"),
-                Some("text/html; charset=utf-8")
-            );
+            assert_eq!(response.header("Content-Length"), Some(html.len().to_string().as_str()));
+            assert_eq!(response.header("Content-Type"), Some("text/html; charset=utf-8"));
         }
     }
 
     #[test]
     fn unparseable_heads_get_a_closing_error() {
-        for error in [
-            HttpError::UriTooLong,
-            HttpError::HeaderFieldsTooLarge,
-            HttpError::VersionNotSupported,
-        ] {
+        for error in [HttpError::UriTooLong, HttpError::HeaderFieldsTooLarge, HttpError::VersionNotSupported]
+        {
             let response = respond(None, Err(error.clone()), now());
             assert_eq!(response.status, error.status());
             assert_eq!(response.header("Connection"), Some("close"));
@@ -539,11 +424,7 @@ mod tests {
     fn method_not_allowed_lists_the_allowed_ones() {
         let post = request("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n");
         assert_eq!(post.body, BodyFraming::Length(1));
-        let response = respond(
-            Some(&post),
-            post.servable_path().map(|_| unreachable!()),
-            now(),
-        );
+        let response = respond(Some(&post), post.servable_path().map(|_| unreachable!()), now());
         assert_eq!(response.status, Status::METHOD_NOT_ALLOWED);
         assert_eq!(response.header("Allow"), Some("GET, HEAD"));
     }
@@ -553,29 +434,16 @@ mod tests {
         let path = |head: &str| request(head).servable_path();
         assert!(path("GET /a HTTP/1.1\r\nHost: x\r\n\r\n").is_ok());
         assert!(path("HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n").is_ok());
-        assert_eq!(
-            path("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Err(HttpError::MethodNotAllowed)
-        );
-        assert_eq!(
-            path("BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Err(HttpError::NotImplemented)
-        );
-        assert!(matches!(
-            path("GET /.. HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Err(HttpError::BadRequest(_))
-        ));
+        assert_eq!(path("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HttpError::MethodNotAllowed));
+        assert_eq!(path("BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HttpError::NotImplemented));
+        assert!(matches!(path("GET /.. HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HttpError::BadRequest(_))));
     }
 
     #[test]
     fn redirects_directories_to_the_slashed_url() {
         let get = request("GET /docs?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
         let location = get.servable_path().unwrap().directory_location();
-        let response = respond(
-            Some(&get),
-            Ok(Resource::DirectoryWithoutSlash { location }),
-            now(),
-        );
+        let response = respond(Some(&get), Ok(Resource::DirectoryWithoutSlash { location }), now());
         assert_eq!(response.status.code(), 301);
         assert_eq!(response.header("Location"), Some("/docs/?x=1"));
         assert!(response.keep_alive);
@@ -587,10 +455,8 @@ mod tests {
 
     #[test]
     fn not_modified_carries_validators_and_no_body() {
-        let etag = respond(Some(&with("GET /", "")), file(10, b"a.txt"), now())
-            .header("ETag")
-            .unwrap()
-            .to_owned();
+        let etag =
+            respond(Some(&with("GET /", "")), file(10, b"a.txt"), now()).header("ETag").unwrap().to_owned();
         for method in ["GET /", "HEAD /"] {
             let response = respond(
                 Some(&with(method, &format!("If-None-Match: {etag}\r\n"))),
@@ -599,33 +465,18 @@ mod tests {
             );
             assert_eq!(response.status, Status::NOT_MODIFIED, "{method}");
             assert_eq!(response.header("ETag"), Some(etag.as_str()));
-            assert!(
-                response.header("Date").is_some() && response.header("Last-Modified").is_some()
-            );
-            assert_eq!(
-                (
-                    response.header("Content-Length"),
-                    response.header("Content-Type")
-                ),
-                (None, None)
-            );
+            assert!(response.header("Date").is_some() && response.header("Last-Modified").is_some());
+            assert_eq!((response.header("Content-Length"), response.header("Content-Type")), (None, None));
             assert_eq!(response.body, BodyPlan::Empty);
             assert!(response.keep_alive);
         }
         let since = "If-Modified-Since: Sun, 22 Nov 2026 04:44:00 GMT\r\n";
-        assert_eq!(
-            respond(Some(&with("GET /", since)), file(10, b"a"), now()).status,
-            Status::NOT_MODIFIED
-        );
+        assert_eq!(respond(Some(&with("GET /", since)), file(10, b"a"), now()).status, Status::NOT_MODIFIED);
     }
 
     #[test]
     fn failed_preconditions_get_412() {
-        let response = respond(
-            Some(&with("GET /", "If-Match: \"nope\"\r\n")),
-            file(10, b"a"),
-            now(),
-        );
+        let response = respond(Some(&with("GET /", "If-Match: \"nope\"\r\n")), file(10, b"a"), now());
         assert_eq!(response.status, Status::PRECONDITION_FAILED);
         assert!(response.keep_alive);
         let stale = "If-Unmodified-Since: Sun, 22 Nov 2026 04:00:00 GMT\r\n";
@@ -637,52 +488,24 @@ mod tests {
 
     #[test]
     fn a_single_range_gets_206_with_its_content_range() {
-        let response = respond(
-            Some(&with("GET /", "Range: bytes=10-19\r\n")),
-            file(100, b"a.txt"),
-            now(),
-        );
+        let response = respond(Some(&with("GET /", "Range: bytes=10-19\r\n")), file(100, b"a.txt"), now());
         assert_eq!(response.status, Status::PARTIAL_CONTENT);
         assert_eq!(response.header("Content-Range"), Some("bytes 10-19/100"));
         assert_eq!(response.header("Content-Length"), Some("10"));
-        assert_eq!(
-            response.header("Content-Type"),
-            Some("text/plain; charset=utf-8")
-        );
-        assert_eq!(
-            response.body,
-            BodyPlan::File {
-                offset: 10,
-                len: 10
-            }
-        );
+        assert_eq!(response.header("Content-Type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(response.body, BodyPlan::File { offset: 10, len: 10 });
         // HEAD ignores Range (RFC 9110 §14.2).
-        let head = respond(
-            Some(&with("HEAD /", "Range: bytes=10-19\r\n")),
-            file(100, b"a.txt"),
-            now(),
-        );
-        assert_eq!(
-            (head.status, head.header("Content-Length")),
-            (Status::OK, Some("100"))
-        );
+        let head = respond(Some(&with("HEAD /", "Range: bytes=10-19\r\n")), file(100, b"a.txt"), now());
+        assert_eq!((head.status, head.header("Content-Length")), (Status::OK, Some("100")));
     }
 
     #[test]
     fn several_ranges_get_a_multipart_body_whose_length_adds_up() {
-        let response = respond(
-            Some(&with("GET /", "Range: bytes=0-1,5-6\r\n")),
-            file(10, b"a.txt"),
-            now(),
-        );
+        let response = respond(Some(&with("GET /", "Range: bytes=0-1,5-6\r\n")), file(10, b"a.txt"), now());
         assert_eq!(response.status, Status::PARTIAL_CONTENT);
         let content_type = response.header("Content-Type").unwrap();
-        let boundary = content_type
-            .strip_prefix("multipart/byteranges; boundary=")
-            .unwrap();
-        let BodyPlan::Multipart { parts, closing } = &response.body else {
-            panic!("{:?}", response.body)
-        };
+        let boundary = content_type.strip_prefix("multipart/byteranges; boundary=").unwrap();
+        let BodyPlan::Multipart { parts, closing } = &response.body else { panic!("{:?}", response.body) };
         assert_eq!(parts.len(), 2);
         assert_eq!(
             parts[0].head,
@@ -693,25 +516,15 @@ mod tests {
         assert!(parts[1].head.starts_with(&format!("\r\n--{boundary}\r\n")));
         assert_eq!((parts[1].offset, parts[1].len), (5, 2));
         assert_eq!(closing, &format!("\r\n--{boundary}--\r\n"));
-        let total: u64 = parts
-            .iter()
-            .map(|p| p.head.len() as u64 + p.len)
-            .sum::<u64>()
-            + closing.len() as u64;
-        assert_eq!(
-            response.header("Content-Length"),
-            Some(total.to_string().as_str())
-        );
+        let total: u64 =
+            parts.iter().map(|p| p.head.len() as u64 + p.len).sum::<u64>() + closing.len() as u64;
+        assert_eq!(response.header("Content-Length"), Some(total.to_string().as_str()));
         assert_eq!(response.header("Content-Range"), None);
     }
 
     #[test]
     fn unsatisfiable_ranges_get_416_with_the_length() {
-        let response = respond(
-            Some(&with("GET /", "Range: bytes=100-\r\n")),
-            file(100, b"a"),
-            now(),
-        );
+        let response = respond(Some(&with("GET /", "Range: bytes=100-\r\n")), file(100, b"a"), now());
         assert_eq!(response.status, Status::RANGE_NOT_SATISFIABLE);
         assert_eq!(response.header("Content-Range"), Some("bytes */100"));
         assert!(response.keep_alive);
@@ -723,13 +536,7 @@ mod tests {
         let response = respond(Some(&with("GET /", fields)), file(100, b"a"), now());
         assert_eq!(
             (response.status, response.body.clone()),
-            (
-                Status::OK,
-                BodyPlan::File {
-                    offset: 0,
-                    len: 100
-                }
-            )
+            (Status::OK, BodyPlan::File { offset: 0, len: 100 })
         );
     }
 
@@ -743,15 +550,9 @@ mod tests {
         };
         let response = respond(Some(&get), Ok(Resource::File(gzipped)), now());
         assert_eq!(response.header("Content-Encoding"), Some("gzip"));
-        assert_eq!(
-            response.header("Content-Type"),
-            Some("text/javascript; charset=utf-8")
-        );
+        assert_eq!(response.header("Content-Type"), Some("text/javascript; charset=utf-8"));
         assert_eq!(response.header("Vary"), Some("Accept-Encoding"));
-        let identity = FileMeta {
-            has_encoded_variants: true,
-            ..FileMeta::plain(90, None, b"app.js")
-        };
+        let identity = FileMeta { has_encoded_variants: true, ..FileMeta::plain(90, None, b"app.js") };
         let response = respond(Some(&get), Ok(Resource::File(identity)), now());
         assert_eq!(
             (response.header("Content-Encoding"), response.header("Vary")),
@@ -776,12 +577,7 @@ mod tests {
             (b"archive.unknownext", "application/octet-stream"),
             (b".hidden", "application/octet-stream"),
         ] {
-            assert_eq!(
-                content_type(name),
-                expected,
-                "{}",
-                String::from_utf8_lossy(name)
-            );
+            assert_eq!(content_type(name), expected, "{}", String::from_utf8_lossy(name));
         }
     }
 }

@@ -63,11 +63,7 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
 
 /// Resolves an origin-form (`/a/b?q`) or absolute-form (`http://host/a/b?q`) request-target.
 pub fn resolve_target(raw: &str) -> Result<SafePath, HttpError> {
-    let path_and_query = if raw.starts_with('/') {
-        raw
-    } else {
-        absolute_form_path(raw)?
-    };
+    let path_and_query = if raw.starts_with('/') { raw } else { absolute_form_path(raw)? };
     let (path, query) = match path_and_query.split_once('?') {
         Some((path, query)) => (path, Some(query.to_owned())),
         None => (path_and_query, None),
@@ -90,18 +86,12 @@ pub fn resolve_target(raw: &str) -> Result<SafePath, HttpError> {
                 }
             }
             name if name.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) => {
-                return Err(HttpError::BadRequest(
-                    "slash, backslash or NUL in a path segment",
-                ));
+                return Err(HttpError::BadRequest("slash, backslash or NUL in a path segment"));
             }
             _ => segments.push(segment),
         }
     }
-    Ok(SafePath {
-        segments,
-        names_directory,
-        query,
-    })
+    Ok(SafePath { segments, names_directory, query })
 }
 
 /// `http://authority/path?q` → `/path?q`; the authority is not ours to check (we serve one site).
@@ -123,9 +113,7 @@ fn absolute_form_path(raw: &str) -> Result<&str, HttpError> {
     }
     match &rest[authority_end..] {
         "" => Ok("/"),
-        path if path.starts_with('?') => {
-            Err(HttpError::BadRequest("absolute-form target without a path"))
-        }
+        path if path.starts_with('?') => Err(HttpError::BadRequest("absolute-form target without a path")),
         path => Ok(path),
     }
 }
@@ -138,11 +126,9 @@ fn percent_decode_strict(segment: &str) -> Result<Vec<u8>, HttpError> {
     let mut at = 0;
     while at < bytes.len() {
         if bytes[at] == b'%' {
-            let hex = bytes
-                .get(at + 1..at + 3)
-                .ok_or(HttpError::BadRequest("truncated percent-encoding"))?;
-            let text = std::str::from_utf8(hex)
-                .map_err(|_| HttpError::BadRequest("invalid percent-encoding"))?;
+            let hex = bytes.get(at + 1..at + 3).ok_or(HttpError::BadRequest("truncated percent-encoding"))?;
+            let text =
+                std::str::from_utf8(hex).map_err(|_| HttpError::BadRequest("invalid percent-encoding"))?;
             let value = u8::from_str_radix(text, 16)
                 .map_err(|_| HttpError::BadRequest("invalid percent-encoding"))?;
             decoded.push(value);
@@ -161,9 +147,7 @@ mod tests {
 
     fn segments(raw: &str) -> Vec<String> {
         let path = resolve_target(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
-        path.segments()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
+        path.segments().map(|s| String::from_utf8_lossy(s).into_owned()).collect()
     }
 
     #[test]
@@ -199,11 +183,7 @@ mod tests {
             ("/docs?x=/", false),
             ("http://h", true),
         ] {
-            assert_eq!(
-                resolve_target(raw).unwrap().names_directory(),
-                names_directory,
-                "{raw}"
-            );
+            assert_eq!(resolve_target(raw).unwrap().names_directory(), names_directory, "{raw}");
         }
     }
 
@@ -264,14 +244,8 @@ mod tests {
             }
             if let Ok(path) = resolve_target(&raw) {
                 for segment in path.segments() {
-                    assert!(
-                        !segment.is_empty() && segment != b"." && segment != b"..",
-                        "{raw}"
-                    );
-                    assert!(
-                        !segment.iter().any(|b| matches!(b, b'/' | b'\\' | 0)),
-                        "{raw}"
-                    );
+                    assert!(!segment.is_empty() && segment != b"." && segment != b"..", "{raw}");
+                    assert!(!segment.iter().any(|b| matches!(b, b'/' | b'\\' | 0)), "{raw}");
                 }
             }
         }

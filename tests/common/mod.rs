@@ -32,12 +32,14 @@ impl Server {
         Server::start_with(root, &[], "debug")
     }
 
+    /// Starts onepoll with `--engine engine` (a CLI name such as `thread-pool`).
+    pub fn start_engine(root: &Path, engine: &str) -> Server {
+        Server::start_with(root, &["--engine", engine], "debug")
+    }
+
     pub fn start_with(root: &Path, extra_args: &[&str], log_level: &str) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
-        command
-            .arg(root)
-            .args(["--addr", "127.0.0.1", "--port", "0"])
-            .args(extra_args);
+        command.arg(root).args(["--addr", "127.0.0.1", "--port", "0"]).args(extra_args);
         Server::spawn(command, log_level)
     }
 
@@ -78,17 +80,8 @@ impl Server {
         });
         let addr = addr_rx
             .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "onepoll did not report its address; log: {:?}",
-                    log.lock().unwrap()
-                )
-            });
-        Server {
-            child,
-            addr: addr.parse().unwrap(),
-            log,
-        }
+            .unwrap_or_else(|_| panic!("onepoll did not report its address; log: {:?}", log.lock().unwrap()));
+        Server { child, addr: addr.parse().unwrap(), log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,18 +107,10 @@ impl Server {
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
-            if let Some(line) = self
-                .log_lines()
-                .into_iter()
-                .find(|line| line.contains(needle))
-            {
+            if let Some(line) = self.log_lines().into_iter().find(|line| line.contains(needle)) {
                 return line;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}; log: {:?}",
-                self.log_lines()
-            );
+            assert!(Instant::now() < deadline, "no log line with {needle:?}; log: {:?}", self.log_lines());
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -134,11 +119,7 @@ impl Server {
     pub fn wait_for_log_count(&self, needle: &str, count: usize) {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
-            let seen = self
-                .log_lines()
-                .iter()
-                .filter(|line| line.contains(needle))
-                .count();
+            let seen = self.log_lines().iter().filter(|line| line.contains(needle)).count();
             if seen == count {
                 return;
             }
@@ -157,11 +138,8 @@ impl Server {
 
     /// Sends `signal` (e.g. "TERM") to the server's own PID.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
         assert!(status.success(), "kill -{signal}");
     }
 
@@ -194,11 +172,8 @@ impl Drop for Server {
         let _ = self.child.wait();
         // A panic caught by the engine keeps the server up, but it is still a bug.
         if !thread::panicking() {
-            let panics: Vec<String> = self
-                .log_lines()
-                .into_iter()
-                .filter(|line| line.contains("panicked"))
-                .collect();
+            let panics: Vec<String> =
+                self.log_lines().into_iter().filter(|line| line.contains("panicked")).collect();
             assert!(panics.is_empty(), "the server panicked: {panics:?}");
         }
     }
@@ -214,17 +189,11 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
     }
 
     pub fn body_text(&self) -> String {
@@ -243,10 +212,7 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            stream,
-            buffer: Vec::new(),
-        }
+        Client { stream, buffer: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -277,12 +243,7 @@ impl Client {
                 let headers: Vec<(String, String)> = parsed
                     .headers
                     .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
                     .collect();
                 let length: Option<usize> = headers
                     .iter()
@@ -297,11 +258,7 @@ impl Client {
                 }
                 let body = self.buffer[head_len..head_len + body_len].to_vec();
                 self.buffer.drain(..head_len + body_len);
-                return Response {
-                    status,
-                    headers,
-                    body,
-                };
+                return Response { status, headers, body };
             }
             assert!(
                 self.fill() > 0,
@@ -320,17 +277,8 @@ impl Client {
 
     /// Asserts the server closes the connection without sending anything more.
     pub fn expect_closed(&mut self) {
-        assert_eq!(
-            self.fill(),
-            0,
-            "expected close, got {:?}",
-            String::from_utf8_lossy(&self.buffer)
-        );
-        assert!(
-            self.buffer.is_empty(),
-            "unexpected bytes {:?}",
-            String::from_utf8_lossy(&self.buffer)
-        );
+        assert_eq!(self.fill(), 0, "expected close, got {:?}", String::from_utf8_lossy(&self.buffer));
+        assert!(self.buffer.is_empty(), "unexpected bytes {:?}", String::from_utf8_lossy(&self.buffer));
     }
 
     /// Everything until the server closes.
@@ -374,16 +322,9 @@ impl Site {
         fs::write(root.join("no-index/file.txt"), "x\n").unwrap();
         fs::write(outside.path().join("secret.txt"), "SECRET\n").unwrap();
         symlink(root.join("hello.txt"), root.join("link-inside.txt")).unwrap();
-        symlink(
-            outside.path().join("secret.txt"),
-            root.join("link-outside.txt"),
-        )
-        .unwrap();
+        symlink(outside.path().join("secret.txt"), root.join("link-outside.txt")).unwrap();
         symlink(outside.path(), root.join("dir-outside")).unwrap();
-        let made_fifo = Command::new("mkfifo")
-            .arg(root.join("fifo"))
-            .status()
-            .expect("run mkfifo");
+        let made_fifo = Command::new("mkfifo").arg(root.join("fifo")).status().expect("run mkfifo");
         assert!(made_fifo.success(), "mkfifo");
         Site { dir, outside }
     }
@@ -406,4 +347,22 @@ pub fn big_content() -> Vec<u8> {
 /// `GET path` over HTTP/1.1 with a Host field and optional extra lines.
 pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// Runs each named test function (which takes the engine's CLI name) once per listed engine,
+/// as `test_name::engine_name`, so a failure names the engine it happened on.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($test:ident: [$($engine:ident),+ $(,)?];)+) => {
+        $(
+            mod $test {
+                $(
+                    #[test]
+                    fn $engine() {
+                        super::$test(&stringify!($engine).replace('_', "-"));
+                    }
+                )+
+            }
+        )+
+    };
 }

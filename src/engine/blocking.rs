@@ -1,0 +1,63 @@
+//! What the three comparison engines share: serving one connection on a blocking socket, and
+//! accepting with the same back-off the event loop uses when descriptors run out.
+//!
+//! A blocking engine hands the whole connection to [`Connection::drive`] once: with blocking
+//! sockets every read and write waits, so `drive` only returns when the connection is done or
+//! a socket timeout fired (`SO_RCVTIMEO` = idle timeout, `SO_SNDTIMEO` = send timeout, which
+//! the kernel reports as `EAGAIN`, i.e. the same `WouldBlock` verdict the event loop waits on).
+//! There is no header deadline: the read timeout restarts with every byte, which is exactly
+//! the weakness the event loop's timers fix.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, warn};
+
+use crate::connection::{CloseReason, ConnLabel, Connection, LiveClock, Now, Site, Timeout, Verdict};
+
+/// How long accepting pauses after an error such as EMFILE.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// Labels for blocking connections: a counter stands in for the slab key.
+static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(0);
+
+/// Accepts the next connection, sleeping and retrying on errors (EMFILE, ECONNABORTED, ...),
+/// so a full descriptor table neither spins nor ends the engine.
+pub fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept() {
+            Ok(accepted) => return accepted,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                warn!("accept failed: {error}; retrying in {ACCEPT_RETRY:?}");
+                thread::sleep(ACCEPT_RETRY);
+            }
+        }
+    }
+}
+
+/// Serves one connection to the end on the calling thread.
+pub fn serve_blocking(stream: TcpStream, peer: SocketAddr, site: &Site) {
+    let label = ConnLabel { token: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed), fd: stream.as_raw_fd() };
+    debug!("{label} accept {peer}");
+    let limits = site.limits;
+    let configured = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(limits.idle_timeout).filter(|t| !t.is_zero())))
+        .and_then(|()| stream.set_write_timeout(Some(limits.send_timeout).filter(|t| !t.is_zero())));
+    if let Err(error) = configured {
+        debug!("{label} socket options: {error}");
+        return;
+    }
+    let mut connection = Connection::new(stream, label, Some(peer), Now::read());
+    let reason = match connection.drive(site, &mut LiveClock) {
+        Verdict::Close(reason) => reason,
+        Verdict::Wait { writable: true } => CloseReason::Timeout(Timeout::Send),
+        Verdict::Wait { writable: false } => CloseReason::Timeout(Timeout::Idle),
+    };
+    connection.close(reason, &site.access_log);
+}

@@ -1,0 +1,14 @@
+//! The one-at-a-time engine: accept a client, serve it until it closes, then the next. Every
+//! other client waits in the listen backlog meanwhile; this is the baseline the others beat.
+
+use std::net::TcpListener;
+
+use super::blocking::{accept, serve_blocking};
+use crate::connection::Site;
+
+pub fn run(listener: TcpListener, site: &Site) -> ! {
+    loop {
+        let (stream, peer) = accept(&listener);
+        serve_blocking(stream, peer, site);
+    }
+}

@@ -1,0 +1,30 @@
+//! One OS thread per connection, each blocking on its own socket: the classic design whose
+//! memory and scheduling cost grows with the number of clients.
+
+use std::net::TcpListener;
+use std::thread;
+
+use log::warn;
+
+use super::blocking::{ACCEPT_RETRY, accept, serve_blocking};
+use crate::connection::Site;
+
+/// Stack size per connection thread; our frames are shallow, so 64 KiB is plenty and keeps a
+/// thousand idle clients from reserving 2 GiB of address space.
+const THREAD_STACK_BYTES: usize = 64 * 1024;
+
+pub fn run(listener: TcpListener, site: &Site) -> ! {
+    thread::scope(|scope| {
+        loop {
+            let (stream, peer) = accept(&listener);
+            let spawned = thread::Builder::new()
+                .stack_size(THREAD_STACK_BYTES)
+                .spawn_scoped(scope, move || serve_blocking(stream, peer, site));
+            if let Err(error) = spawned {
+                // Out of threads: the client is dropped (closed) and we back off.
+                warn!("cannot start a thread: {error}; retrying in {ACCEPT_RETRY:?}");
+                thread::sleep(ACCEPT_RETRY);
+            }
+        }
+    })
+}

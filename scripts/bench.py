@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Benchmark onepoll's engines against nginx and lighttpd, on loopback only.
+
+The server is pinned to core 0 and wrk to core 1 (taskset). For each server it measures
+requests/s and p99 latency on a 128-byte file with keep-alive at 1, 10, 100 and 1000
+connections, with `Connection: close`, and pipelined x16; MB/s on a 10 MiB file; server CPU
+time per request (utime+stime from /proc before and after); syscalls per request (strace -c
+over a fixed number of requests); RSS idle and with idle keep-alive connections held open.
+Every wrk run must see only 2xx responses, no socket errors, and at least the file's bytes per
+response, or the run is marked invalid.
+
+Writes results/bench-<stamp>.json, results/latest.json, results/latest.md and, with gnuplot,
+results/rps.svg and results/memory.svg. Run it through scripts/bench.sh.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "scripts" / "bench"
+RESULTS = REPO / "results"
+ONEPOLL = REPO / "target" / "release" / "onepoll"
+SMALL_BYTES = 128
+BIG_BYTES = 10 * 1024 * 1024
+SERVER_CPU, CLIENT_CPU = "0", "1"
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def children(pid):
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+class Server:
+    """A server under test: its processes, their CPU time and memory."""
+
+    def __init__(self, name, command, port, run_dir):
+        self.name, self.port, self.run_dir = name, port, run_dir
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU] + command,
+            stdout=subprocess.DEVNULL,
+            stderr=open(run_dir / f"{name}.stderr", "w"),
+            env=dict(os.environ, RUST_LOG="warn"),
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{name} did not start; see {run_dir / (name + '.stderr')}")
+
+    def pids(self):
+        pids = [self.process.pid]
+        for pid in pids:
+            pids.extend(children(pid))
+        return pids
+
+    def workers(self):
+        """Where requests are served: the processes without children (nginx's worker)."""
+        return [pid for pid in self.pids() if not children(pid)] or [self.process.pid]
+
+    def cpu_seconds(self):
+        ticks = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+    def stop(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+def start(name, root, run_dir):
+    port = free_port()
+    if name.startswith("onepoll"):
+        engine = name.split(":", 1)[1]
+        command = [str(ONEPOLL), str(root), "--port", str(port), "--engine", engine,
+                   "--idle-timeout", "120", "--max-conns", "20000"]
+    else:
+        template = (BENCH / f"{name}.conf.template").read_text()
+        config = template.replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@RUN@", str(run_dir))
+        path = run_dir / f"{name}.conf"
+        path.write_text(config)
+        command = ["nginx", "-c", str(path), "-p", str(run_dir)] if name == "nginx" else ["lighttpd", "-D", "-f", str(path)]
+    server = Server(name, command, port, run_dir)
+    time.sleep(0.2)
+    return server
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk(server, path, connections, seconds, headers=(), script=None, env=None):
+    command = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for header in headers:
+        command += ["-H", header]
+    if script:
+        command += ["-s", str(BENCH / script)]
+    command.append(f"http://127.0.0.1:{server.port}{path}")
+    cpu_before = server.cpu_seconds()
+    out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, **(env or {}))).stdout
+    cpu = server.cpu_seconds() - cpu_before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    read = re.search(r"requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
+    bytes_read = float(read.group(1)) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[read.group(2)]
+    p99 = re.search(r"99%\s+([\d.]+)(\w+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    elapsed = float(re.search(r"requests in ([\d.]+)s", out).group(1)) if re.search(r"requests in ([\d.]+)s", out) else seconds
+    result = {
+        "connections": connections,
+        "requests": requests,
+        "rps": round(requests / elapsed, 1),
+        "p99_ms": round(float(p99.group(1)) * UNITS[p99.group(2)], 3) if p99 else None,
+        "mb_per_s": round(bytes_read / elapsed / 1e6, 1),
+        "cpu_us_per_request": round(cpu / requests * 1e6, 2) if requests else None,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "bytes_per_response": round(bytes_read / requests, 1) if requests else 0,
+    }
+    result["valid"] = bool(requests) and result["non_2xx"] == 0 and result["socket_errors"] == 0
+    return result
+
+
+def step(message):
+    print(f"   {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def syscalls_per_request(server, requests, pipeline, seconds):
+    out = server.run_dir / f"strace-{server.name}-{pipeline}.txt"
+    tids = [int(tid) for pid in server.workers() for tid in os.listdir(f"/proc/{pid}/task")]
+    attach = sum((["-p", str(tid)] for tid in tids), [])
+    strace = subprocess.Popen(["strace", "-f", "-c", "-o", str(out)] + attach, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    step(f"strace, pipeline {pipeline}")
+    env = {"BENCH_REQUESTS": str(requests), "BENCH_PIPELINE": str(pipeline)}
+    # wrk always runs its full duration; fixed.lua stops sending after `requests` responses.
+    run = wrk(server, "/small.txt", 10 if server.name != "onepoll:serial" else 1, seconds, script="fixed.lua", env=env)
+    time.sleep(0.3)
+    strace.send_signal(signal.SIGINT)
+    strace.wait()
+    total = [line for line in out.read_text().splitlines() if line.strip().endswith("total")]
+    calls = int(total[-1].split()[3]) if total else 0
+    return round(calls / run["requests"], 2) if run["requests"] else None
+
+
+def hold_idle_connections(server, count):
+    """Opens `count` keep-alive connections that each completed one request, and holds them."""
+    held = []
+    request = b"GET /small.txt HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for _ in range(count):
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        conn.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < SMALL_BYTES:
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise RuntimeError("closed")
+            received += chunk
+        held.append(conn)
+    return held
+
+
+def memory(server, counts):
+    points = {}
+    for count in counts:
+        held = hold_idle_connections(server, count)
+        time.sleep(0.2)
+        points[count] = server.rss_kib()
+        for conn in held:
+            conn.close()
+        time.sleep(0.2)
+    return points
+
+
+def measure(name, root, run_dir, quick):
+    serial = name == "onepoll:serial"
+    seconds = 1 if quick else 5
+    levels = [1] if serial else ([100] if quick else [1, 10, 100, 1000])
+    server = start(name, root, run_dir)
+    result = {"server": name}
+    try:
+        result["idle_rss_kib"] = server.rss_kib()
+        if not serial:
+            # On the fresh process, before load grows any pool: what each idle client costs.
+            step("memory with idle connections")
+            result["rss_kib_by_idle_connections"] = memory(server, [0, 100] if quick else [0, 10, 100, 1000])
+        step("wrk runs")
+        result["keep_alive" = [wrk(server, "/small.txt", c, seconds) for c in levels]
+        c = 1 if serial else 10
+        result["close"] = wrk(server, "/small.txt", c, seconds, headers=["Connection: close"])
+        result["pipelined"] = wrk(server, "/small.txt", c, seconds, script="pipeline.lua")
+        result["big_file"] = wrk(server, "/big.bin", 1 if serial else 4, seconds)
+        requests = 2000 if quick else 20000
+        result["syscalls_per_request"] = syscalls_per_request(server, requests, 1, seconds + 1)
+        result["syscalls_per_pipelined_request"] = syscalls_per_request(server, requests, 16, seconds + 1)
+    finally:
+        server.stop()
+    return result
+
+
+def per_idle_connection(result):
+    points = result.get("rss_kib_by_idle_connections") or {}
+    counts = sorted(int(c) for c in points)
+    if len(counts) < 2:
+        return None
+    low, high = counts[0], counts[-1]
+    return round((points[high] - points[low]) * 1024 / (high - low) / 1000, 2)  # kB per connection
+
+
+def markdown(report):
+    rows = []
+    head = ("| server | rps c=1 | rps c=10 | rps c=100 | rps c=1000 | p99 c=100 (ms) | close rps | pipelined rps "
+            "| 10 MiB MB/s | CPU µs/req | CPU µs/req pipelined | syscalls/req | syscalls/req pipelined "
+            "| idle RSS (KiB) | kB per idle conn |")
+    rows.append(head)
+    rows.append("|" + "---|" * head.count("|")[:-1] if False else "|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
+    for r in report["results"]:
+        by_c = {k["connections"]: k for k in r["keep_alive"]}
+        def cell(run, key):
+            if not run:
+                return "n/a"
+            value = run.get(key)
+            return ("%s" % value) + ("" if run["valid"] else " (invalid)")
+        ka100 = by_c.get(100) or by_c.get(1)
+        rows.append("| " + " | ".join([
+            r["server"],
+            cell(by_c.get(1), "rps"), cell(by_c.get(10), "rps"), cell(by_c.get(100), "rps"), cell(by_c.get(1000), "rps"),
+            cell(by_c.get(100), "p99_ms"),
+            cell(r["close"], "rps"), cell(r["pipelined"], "rps"), cell(r["big_file"], "mb_per_s"),
+            cell(ka100, "cpu_us_per_request"), cell(r["pipelined"], "cpu_us_per_request"),
+            str(r["syscalls_per_request"]), str(r["syscalls_per_pipelined_request"]),
+            str(r["idle_rss_kib"]), str(per_idle_connection(r)),
+        ]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def goals(report):
+    by_name = {r["server"]: r for r in report["results"]}
+    ours, anchor = by_name.get("onepoll:event-loop"), by_name.get("lighttpd")
+    if not ours:
+        return ""
+    def cpu(r, key):
+        run = r[key] if key != "keep_alive" else ({k["connections"]: k for k in r[key]}.get(100) or r[key][-1])
+        return run["cpu_us_per_request"]
+    lines = ["| goal | onepoll | lighttpd | ratio | target | met |", "|---|---|---|---|---|---|"]
+    def ratio_row(label, key, target):
+        if not anchor:
+            return
+        a, b = cpu(ours, key), cpu(anchor, key)
+        ratio = round(a / b, 2) if a and b else None
+        lines.append(f"| {label} | {a} | {b} | {ratio} | ≤ {target}× | {'yes' if ratio is not None and ratio <= target else 'no'} |")
+    ratio_row("CPU µs per keep-alive request", "keep_alive", 0.6)
+    ratio_row("CPU µs per pipelined request", "pipelined", 0.35)
+    ratio_row("CPU µs per 10 MiB download", "big_file", 0.9)
+    def abs_row(label, value, target):
+        lines.append(f"| {label} | {value} | | | ≤ {target} | {'yes' if value is not None and value <= target else 'no'} |")
+    abs_row("syscalls per keep-alive request", ours["syscalls_per_request"], 2)
+    abs_row("syscalls per pipelined request", ours["syscalls_per_pipelined_request"], 0.3)
+    abs_row("kB RSS per idle keep-alive connection", per_idle_connection(ours), 0.5)
+    abs_row("idle RSS (MB)", round(ours["idle_rss_kib"] / 1024, 2), 1.5)
+    return "\n".join(lines) + "\n"
+
+
+def plot(report):
+    if not shutil.which("gnuplot"):
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="onepoll-plot-"))
+    rps_lines, mem_lines = [], []
+    for r in report["results"]:
+        safe = r["server"].replace(":", "-")
+        points = [(k["connections"], k["rps"]) for k in r["keep_alive"] if k["valid"]]
+        if len(points) > 1:
+            (data_dir / f"{safe}.rps").write_text("".join(f"{c} {v}\n" for c, v in points))
+            rps_lines.append(f"'{data_dir}/{safe}.rps' with linespoints title '{r['server']}'")
+        mem = r.get("rss_kib_by_idle_connections") or {}
+        if len(mem) > 1:
+            (data_dir / f"{safe}.mem").write_text("".join(f"{max(int(c), 1)} {v / 1024}\n" for c, v in sorted(mem.items(), key=lambda kv: int(kv[0]))))
+            mem_lines.append(f"'{data_dir}/{safe}.mem' with linespoints title '{r['server']}'")
+    common = "set terminal svg size 800,480 dynamic background rgb 'white'; set logscale x; set key left top; set grid;"
+    if rps_lines:
+        subprocess.run(["gnuplot", "-e", common + f"set output '{RESULTS}/rps.svg'; set xlabel 'keep-alive connections';"
+                        f" set ylabel 'requests/s (128 B file)'; plot " + ", ".join(rps_lines)], check=False)
+    if mem_lines:
+        subprocess.run(["gnuplot", "-e", common + f"set output '{RESULTS}/memory.svg'; set xlabel 'idle keep-alive connections (0 drawn at 1)';"
+                        f" set ylabel 'server RSS (MiB)'; plot " + ", ".join(mem_lines)], check=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs")
+    parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
+    args = parser.parse_args()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 held connections and more
+    servers = ["onepoll:event-loop", "onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:serial"]
+    servers += [name for name in ("nginx", "lighttpd") if shutil.which(name)]
+    if args.servers:
+        servers = [s for s in args.servers.split(",") if s]
+    run_dir = Path(tempfile.mkdtemp(prefix="onepoll-bench-"))
+    run_dir.chmod(0o755)  # nginx's worker runs as nobody and must reach the root
+    root = run_dir / "root"
+    root.mkdir()
+    (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
+    (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "scripts/bench.sh" + (" --quick" if args.quick else "") + (f" --servers {args.servers}" if args.servers else ""),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()},
+        "results": [],
+    }
+    for name in servers:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        report["results"].append(measure(name, root, run_dir, args.quick))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(report, indent=2)
+    (RESULTS / f"bench-{stamp}.json").write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    table = markdown(report)
+    summary = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
+               f"({report['machine']['cpu']}), server pinned to core 0, wrk to core 1.\n\n{table}\n{goals(report)}")
+    (RESULTS / "latest.md").write_text(summary)
+    plot(report)
+    print(summary)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Benchmarks onepoll's engines (and nginx / lighttpd when installed) on loopback.
+#   scripts/bench.sh            full run (about 5 minutes)
+#   scripts/bench.sh --quick    under a minute
+#   scripts/bench.sh --servers onepoll:event-loop,lighttpd
+# Installs wrk, strace and gnuplot from Debian's packages when missing (needs root), builds the
+# release binary, and writes results/ (see scripts/bench.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in wrk strace gnuplot taskset; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    packages=()
+    for tool in "${missing[@]}"; do
+        case "$tool" in gnuplot) packages+=(gnuplot-nox) ;; taskset) packages+=(util-linux) ;; *) packages+=("$tool") ;; esac
+    done
+    echo "installing ${packages[*]} (apt-get)" >&2
+    apt-get update -qq && apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+cargo build --release --quiet
+exec python3 scripts/bench.py "$@"

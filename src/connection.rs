@@ -181,6 +181,11 @@ pub struct Connection<T> {
     head_started: Option<Instant>,
     /// The server is shutting down: answer what was asked, with `Connection: close`.
     draining: bool,
+    /// The last read was short on an edge-triggered socket: nothing more to read until the
+    /// next readiness event.
+    socket_drained: bool,
+    /// The readiness event said the peer hung up (or failed): read on to EOF or the error.
+    peer_hung_up: bool,
 }
 
 impl<T: Transport> Connection<T> {
@@ -195,6 +200,8 @@ impl<T: Transport> Connection<T> {
             last_progress: now.mono,
             head_started: None,
             draining: false,
+            socket_drained: false,
+            peer_hung_up: false,
         }
     }
 
@@ -236,7 +243,17 @@ impl<T: Transport> Connection<T> {
             if !needs_input {
                 continue; // more requests are buffered; the output now has room for them
             }
-            // Edge-triggered readiness (mio `Poll` docs): read until WouldBlock before waiting.
+            if self.socket_drained {
+                // A short read on an edge-triggered socket drained it (epoll(7), Q9): new data
+                // brings a new event, so the read that would only say WouldBlock is skipped.
+                // It also means every request read in a turn was read before that turn's
+                // responses went out, which keeps the file cache exact (see file_cache).
+                self.socket_drained = false;
+                self.input.release_if_empty();
+                return Verdict::Wait { writable: false };
+            }
+            // Edge-triggered readiness (mio `Poll` docs): read until drained before waiting.
+            let space = self.input.space();
             match self.input.read_from(&mut self.transport) {
                 Ok(0) => {
                     trace!("{} read EOF", self.label);
@@ -250,6 +267,8 @@ impl<T: Transport> Connection<T> {
                 Ok(read) => {
                     trace!("{} read {read}B", self.label);
                     self.last_progress = now.mono;
+                    self.socket_drained =
+                        read < space && self.transport.short_read_drains() && !self.peer_hung_up;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{} read WouldBlock", self.label);
@@ -276,6 +295,13 @@ impl<T: Transport> Connection<T> {
     /// True when nothing is in flight: no output, no partial request, no body being read.
     pub fn is_idle(&self) -> bool {
         self.output.is_empty() && self.input.is_empty() && matches!(self.phase, Phase::Head)
+    }
+
+    /// Tells the connection its readiness event reported a hang-up or error (EPOLLRDHUP,
+    /// EPOLLERR), so `drive` reads until it sees the EOF or the error instead of stopping
+    /// after a short read.
+    pub fn note_hang_up(&mut self) {
+        self.peer_hung_up = true;
     }
 
     /// From now on every response says `Connection: close`; the engine closes idle ones.
@@ -332,9 +358,9 @@ impl<T: Transport> Connection<T> {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
-            Ok(_) => request
-                .servable_path()
-                .and_then(|path| site.root.find(&path, request.fields.accept_encoding.as_deref())),
+            Ok(_) => request.check_method().and_then(|()| {
+                site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
+            }),
             Err(error) => Err(error.clone()),
         };
         let keep_alive = self.queue_response(Some(&request), found, now);
@@ -355,7 +381,7 @@ impl<T: Transport> Connection<T> {
     ) -> bool {
         let response = respond(request, found.as_ref().map(Found::resource).map_err(Clone::clone), now);
         let file = match found {
-            Ok(Found::File(opened)) => Some(opened.file),
+            Ok(Found::File(opened)) => Some(opened.body),
             _ => None,
         };
         let request_line = request.map_or_else(
@@ -419,6 +445,11 @@ impl InputBuffer {
     fn consume(&mut self, count: usize) {
         self.bytes.copy_within(count..self.filled, 0);
         self.filled -= count;
+    }
+
+    /// How many bytes the next `read_from` may take.
+    fn space(&self) -> usize {
+        if self.bytes.is_empty() { INPUT_CAPACITY } else { self.bytes.len() - self.filled }
     }
 
     fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {

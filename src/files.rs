@@ -1,27 +1,41 @@
-//! The filesystem edge: from a [`SafePath`] to an open regular file under the root, or the
-//! reason there is none, as an [`HttpError`].
+//! The filesystem edge: from a request-target to an open regular file under the root (or its
+//! cached contents), or the reason there is none, as an [`HttpError`].
 //!
 //! The safety rule is simple and checked in one place: the canonical path (every symlink
 //! followed) of whatever we open must lie under the canonical root. A symlink may point
-//! anywhere inside the root; one that leads outside is refused with 403.
+//! anywhere inside the root; one that leads outside is refused with 403. With the cache on
+//! (event loop only), small files found on symlink-free paths are answered from memory.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::http::{ContentCoding, FileMeta, HttpError, Resource, SafePath};
+use crate::file_cache::{CachedResource, FileCache};
+use crate::http::{ContentCoding, FileMeta, HttpError, Resource, SafePath, resolve_target};
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
 
 /// The served directory, canonicalised once at start-up.
-#[derive(Debug, Clone)]
 pub struct Root {
     canonical: PathBuf,
+    /// Small files in memory, when the engine reads the cache's change events.
+    cache: Option<Mutex<FileCache>>,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Root")
+            .field("canonical", &self.canonical)
+            .field("cached", &self.cache.is_some())
+            .finish()
+    }
 }
 
 impl Root {
@@ -31,11 +45,64 @@ impl Root {
         if !canonical.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Root { canonical })
+        Ok(Root { canonical, cache: None })
     }
 
     pub fn path(&self) -> &Path {
         &self.canonical
+    }
+
+    /// Turns the small-file cache on; the caller must call [`Root::process_cache_events`]
+    /// whenever the returned descriptor is readable, before serving anything else.
+    pub fn enable_cache(&mut self) -> io::Result<RawFd> {
+        let cache = FileCache::new()?;
+        let fd = cache.fd();
+        self.cache = Some(Mutex::new(cache));
+        Ok(fd)
+    }
+
+    pub fn process_cache_events(&self) {
+        if let Some(mut cache) = self.lock_cache() {
+            cache.process_events();
+        }
+    }
+
+    fn lock_cache(&self) -> Option<MutexGuard<'_, FileCache>> {
+        self.cache.as_ref().map(|cache| cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Resolves a request-target (RFC 9112 §3.2) and finds what it names: from the cache when
+    /// it can, otherwise from the filesystem.
+    pub fn find_target(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
+        let key = target.split('?').next().filter(|path| path.starts_with('/'));
+        if let (Some(mut cache), Some(key)) = (self.lock_cache(), key) {
+            if let Some(hit) = cache.get(key) {
+                return Ok(Found::File(from_cache(&hit, accept_encoding)));
+            }
+            let path = resolve_target(target)?;
+            if let Some(loaded) = self
+                .cacheable_file(&path)
+                .and_then(|(file, name)| cache.load(&self.canonical, key, &file, &name))
+            {
+                return Ok(Found::File(from_cache(&loaded, accept_encoding)));
+            }
+            drop(cache);
+            return self.find(&path, accept_encoding);
+        }
+        self.find(&resolve_target(target)?, accept_encoding)
+    }
+
+    /// The file `path` would serve, with its type-setting name, if no symlink is involved.
+    fn cacheable_file(&self, path: &SafePath) -> Option<(PathBuf, Vec<u8>)> {
+        let mut joined = self.canonical.clone();
+        joined.extend(path.segments().map(OsStr::from_bytes));
+        let (file, name) = if path.names_directory() {
+            (joined.join(INDEX_FILE), INDEX_FILE.as_bytes().to_vec())
+        } else {
+            let name = path.segments().last()?.to_vec();
+            (joined, name)
+        };
+        (fs::canonicalize(&file).ok()? == file).then_some((file, name))
     }
 
     /// Looks `path` up under the root and opens what it names: the file itself, or its
@@ -134,35 +201,62 @@ impl Found {
     }
 }
 
-/// A regular file, open for reading, with the metadata of that very open file.
+/// A regular file to send, with the metadata of that very file.
 #[derive(Debug)]
 pub struct OpenedFile {
-    pub file: File,
+    pub body: FileBody,
     pub len: u64,
     pub modified: Option<SystemTime>,
     pub inode: u64,
     /// The name the client asked for (`index.html` for a directory), which sets the type.
     pub name: Vec<u8>,
-    /// Set when `file` is a precompressed sibling in this coding.
+    /// Set when the body is a precompressed sibling in this coding.
     pub encoding: Option<ContentCoding>,
     /// The requested file has precompressed siblings (sent or not).
     pub has_encoded_variants: bool,
 }
 
+/// Where a file's bytes come from.
+#[derive(Debug)]
+pub enum FileBody {
+    /// An open file, streamed with sendfile.
+    Open(File),
+    /// The whole file, from the cache.
+    Cached(Arc<[u8]>),
+}
+
+/// The representation of a cached resource that `accept_encoding` allows, best first.
+fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> OpenedFile {
+    let chosen = resource.variants.iter().zip(ContentCoding::ALL).find_map(|(variant, coding)| {
+        variant.as_ref().filter(|_| coding.is_accepted(accept_encoding)).map(|v| (v, Some(coding)))
+    });
+    let (file, encoding) = chosen.unwrap_or((&resource.identity, None));
+    OpenedFile {
+        body: FileBody::Cached(Arc::clone(&file.content)),
+        len: file.content.len() as u64,
+        modified: file.modified,
+        inode: file.inode,
+        name: resource.name.clone(),
+        encoding,
+        has_encoded_variants: resource.variants.iter().any(Option::is_some),
+    }
+}
+
+/// Opens for reading without following a FIFO into a blocking open (`O_NONBLOCK` is harmless
+/// for regular files).
+pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
+}
+
 fn open_regular(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Result<OpenedFile, HttpError> {
-    // O_NONBLOCK: opening a FIFO that slipped in after the stat must not block the loop.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(not_servable)?;
+    let file = open_nonblocking(path).map_err(not_servable)?;
     // Trust only the metadata of the file actually opened (no stat-then-open race).
     let metadata = file.metadata().map_err(not_servable)?;
     if !metadata.is_file() {
         return Err(if metadata.is_dir() { HttpError::NotFound } else { HttpError::Forbidden });
     }
     Ok(OpenedFile {
-        file,
+        body: FileBody::Open(file),
         len: metadata.len(),
         modified: metadata.modified().ok(),
         inode: metadata.ino(),

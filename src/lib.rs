@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod config;
 pub mod connection;
 pub mod engine;
+pub mod file_cache;
 pub mod files;
 pub mod http;
 pub mod output;

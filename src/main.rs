@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let root = match Root::new(&config.root) {
+    let mut root = match Root::new(&config.root) {
         Ok(root) => root,
         Err(error) => {
             return fail(format_args!("cannot serve {}: {error}", config.root.display()));
@@ -47,8 +47,14 @@ fn main() -> ExitCode {
         idle_timeout: config.idle_timeout,
         send_timeout: config.send_timeout,
     };
+    // Only the event loop reads the cache's change events, so only it gets the cache.
+    let file_changes = match config.engine {
+        Engine::EventLoop => root.enable_cache().map_err(|error| log::warn!("file cache off: {error}")).ok(),
+        _ => None,
+    };
     let site = Site { root, limits, access_log };
-    let options = Options { max_conns: config.max_conns as usize, grace_period: config.grace_period };
+    let options =
+        Options { max_conns: config.max_conns as usize, grace_period: config.grace_period, file_changes };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match config.engine {
         Engine::EventLoop => {}

@@ -13,10 +13,12 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use log::trace;
 
 use crate::access_log::AccessLog;
+use crate::files::FileBody;
 use crate::http::{BodyPlan, Response};
 use crate::sys;
 
@@ -27,6 +29,10 @@ pub trait Transport: Read + Write {
 
     /// Makes reads return `WouldBlock` instead of waiting, for the last reads before a close.
     fn stop_blocking(&mut self) -> io::Result<()>;
+
+    /// Whether a read that returns less than asked proves the socket empty until the next
+    /// readiness event: true for edge-triggered, non-blocking sockets.
+    fn short_read_drains(&self) -> bool;
 }
 
 impl Transport for mio::net::TcpStream {
@@ -38,6 +44,10 @@ impl Transport for mio::net::TcpStream {
     fn stop_blocking(&mut self) -> io::Result<()> {
         Ok(()) // mio sockets never block
     }
+
+    fn short_read_drains(&self) -> bool {
+        true
+    }
 }
 
 impl Transport for std::net::TcpStream {
@@ -47,6 +57,10 @@ impl Transport for std::net::TcpStream {
 
     fn stop_blocking(&mut self) -> io::Result<()> {
         self.set_nonblocking(true)
+    }
+
+    fn short_read_drains(&self) -> bool {
+        false
     }
 }
 
@@ -75,6 +89,8 @@ pub struct Output {
     segments: VecDeque<Segment>,
     /// The file that every `Segment::File` reads from.
     file: Option<File>,
+    /// The cached contents that file ranges come from instead, for small files.
+    cached: Option<Arc<[u8]>>,
     /// Set once `sendfile` turned out not to work for this file or socket.
     copy_fallback: bool,
     access: AccessRecord,
@@ -84,6 +100,8 @@ pub struct Output {
 enum Segment {
     /// Head, generated page or multipart delimiters; `sent` bytes of it are out.
     Bytes { bytes: Vec<u8>, sent: usize },
+    /// `content[start..end]` of a cached file, shared rather than copied; `start` advances.
+    Shared { content: Arc<[u8]>, start: usize, end: usize },
     /// File bytes from `offset` (the next to send) up to, not including, `end`.
     File { offset: u64, end: u64 },
 }
@@ -91,10 +109,15 @@ enum Segment {
 impl Output {
     /// The output for `response`; `file` must be the opened file whenever its body plan reads
     /// from one.
-    pub fn new(response: &Response, file: Option<File>, access: AccessRecord) -> Output {
+    pub fn new(response: &Response, body: Option<FileBody>, access: AccessRecord) -> Output {
         let mut head = Vec::with_capacity(256);
         response.write_head(&mut head);
-        let mut output = Output { segments: VecDeque::new(), file, copy_fallback: false, access };
+        let (file, cached) = match body {
+            Some(FileBody::Open(file)) => (Some(file), None),
+            Some(FileBody::Cached(content)) => (None, Some(content)),
+            None => (None, None),
+        };
+        let mut output = Output { segments: VecDeque::new(), file, cached, copy_fallback: false, access };
         output.push_bytes(&head);
         match &response.body {
             BodyPlan::Empty => {}
@@ -119,7 +142,13 @@ impl Output {
     }
 
     fn push_file(&mut self, offset: u64, len: u64) {
-        if len > 0 && self.file.is_some() {
+        if len == 0 {
+            return;
+        }
+        if let Some(content) = &self.cached {
+            let (start, end) = (offset as usize, (offset + len) as usize);
+            self.segments.push_back(Segment::Shared { content: Arc::clone(content), start, end });
+        } else if self.file.is_some() {
             self.segments.push_back(Segment::File { offset, end: offset + len });
         }
     }
@@ -153,6 +182,11 @@ impl Output {
                 let taken = sent.min(bytes.len() - *done);
                 *done += taken;
                 (taken, *done == bytes.len())
+            }
+            Some(Segment::Shared { start, end, .. }) => {
+                let taken = sent.min(*end - *start);
+                *start += taken;
+                (taken, start == end)
             }
             Some(Segment::File { offset, end }) => {
                 let taken = sent.min(usize::try_from(*end - *offset).unwrap_or(usize::MAX));
@@ -218,7 +252,9 @@ impl OutputQueue {
                     self.finish_front(label, access_log);
                     continue;
                 }
-                Some(Segment::Bytes { .. }) => (self.write_bytes(transport), "writev"),
+                Some(Segment::Bytes { .. } | Segment::Shared { .. }) => {
+                    (self.write_bytes(transport), "writev")
+                }
                 Some(Segment::File { .. }) => {
                     let result = front.send_file_segment(transport);
                     (result, if front.copy_fallback { "read+write" } else { "sendfile" })
@@ -254,10 +290,11 @@ impl OutputQueue {
         let mut count = 0;
         'outputs: for output in &self.pending {
             for segment in &output.segments {
-                let Segment::Bytes { bytes, sent } = segment else {
-                    break 'outputs;
+                slices[count] = match segment {
+                    Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
+                    Segment::Shared { content, start, end } => IoSlice::new(&content[*start..*end]),
+                    Segment::File { .. } => break 'outputs,
                 };
-                slices[count] = IoSlice::new(&bytes[*sent..]);
                 count += 1;
                 if count == MAX_IOVECS {
                     break 'outputs;
@@ -366,6 +403,10 @@ mod tests {
             Ok(())
         }
 
+        fn short_read_drains(&self) -> bool {
+            true
+        }
+
         fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
             self.calls.push("sendfile");
             if !self.sendfile_works {
@@ -408,7 +449,7 @@ mod tests {
         let mut expected = Vec::new();
         response.write_head(&mut expected);
         expected.extend_from_slice(content);
-        (Output::new(&response, Some(file), access()), expected)
+        (Output::new(&response, Some(FileBody::Open(file)), access()), expected)
     }
 
     /// Calls `send_some` until it reports `All`, as an engine would after each writable event.

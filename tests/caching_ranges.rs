@@ -260,7 +260,42 @@ fn precompressed_siblings_are_served_when_accepted(engine: &str) {
     );
 }
 
+/// The small-file cache (event loop) must never serve what is no longer on disk.
+fn changes_on_disk_are_seen_by_the_very_next_request(engine: &str) {
+    let site = Site::new();
+    let root = site.root();
+    let server = Server::start_engine(&root, engine);
+    let mut client = server.connect();
+    let mut fetch = |path: &str, fields: &str| {
+        client.send(&with(path, fields));
+        client.response(false)
+    };
+    assert_eq!(fetch("/sub/page.txt", "").body_text(), "sub page\n");
+    fs::write(root.join("sub/page.txt"), "rewritten in place\n").unwrap();
+    assert_eq!(fetch("/sub/page.txt", "").body_text(), "rewritten in place\n");
+    // Atomic replace, as deploy tools and editors do it.
+    fs::write(root.join("sub/.page.tmp"), "renamed over\n").unwrap();
+    fs::rename(root.join("sub/.page.tmp"), root.join("sub/page.txt")).unwrap();
+    assert_eq!(fetch("/sub/page.txt", "").body_text(), "renamed over\n");
+    // A sibling appears: the file now varies, and gzip clients get it.
+    fs::write(root.join("sub/page.txt.gz"), "GZ").unwrap();
+    let gz = fetch("/sub/page.txt", "Accept-Encoding: gzip\r\n");
+    assert_eq!((gz.header("Content-Encoding"), gz.body_text().as_str()), (Some("gzip"), "GZ"));
+    // A whole directory renamed away.
+    fs::rename(root.join("sub"), root.join("moved")).unwrap();
+    assert_eq!(fetch("/sub/page.txt", "").status, 404);
+    assert_eq!(fetch("/moved/page.txt", "").body_text(), "renamed over\n");
+    fs::remove_file(root.join("moved/page.txt")).unwrap();
+    assert_eq!(fetch("/moved/page.txt", "").status, 404);
+    // Symlinked paths are never cached: re-pointing the link takes effect at once.
+    assert_eq!(fetch("/link-inside.txt", "").body_text(), HELLO);
+    fs::remove_file(root.join("link-inside.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("style.css"), root.join("link-inside.txt")).unwrap();
+    assert_eq!(fetch("/link-inside.txt", "").body_text(), "body { color: red }\n");
+}
+
 engine_tests! {
+    changes_on_disk_are_seen_by_the_very_next_request: [event_loop, serial, thread_per_conn, thread_pool];
     etags_and_dates_give_304_and_412_on_a_keep_alive_connection: [event_loop, serial, thread_per_conn, thread_pool];
     single_ranges: [event_loop, serial, thread_per_conn, thread_pool];
     if_range_decides_between_part_and_whole: [event_loop, serial, thread_per_conn, thread_pool];

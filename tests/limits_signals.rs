@@ -111,8 +111,11 @@ fn running_out_of_descriptors_neither_spins_nor_stalls() {
     // Far more clients than descriptors; the surplus waits in the backlog.
     let crowd: Vec<Client> = (0..40).map(|_| server.connect()).collect();
     server.wait_for_log("accept paused");
-    // Opening a file now fails for want of a descriptor: 503, and the connection lives on.
+    // A file already in the small-file cache needs no descriptor and is still served...
     early.send(&get("/hello.txt"));
+    assert_eq!(early.response(false).body_text(), HELLO);
+    // ...but opening another fails for want of one: 503, and the connection lives on.
+    early.send(&get("/style.css"));
     let refused = early.response(false);
     assert_eq!(refused.status, 503);
     // While paused the loop sleeps instead of spinning on the readable listener.

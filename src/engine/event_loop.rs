@@ -13,12 +13,13 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -30,6 +31,8 @@ use crate::connection::{CloseReason, ConnLabel, Connection, Now, Site, Verdict};
 const LISTENER: Token = Token(usize::MAX);
 /// The self-pipe that signal-hook writes to from its signal handler.
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The file cache's inotify descriptor: something under the root changed.
+const FILE_CHANGES: Token = Token(usize::MAX - 2);
 /// Most events taken from one `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
 /// How long accepting pauses after running out of descriptors before it is tried again.
@@ -42,6 +45,8 @@ pub struct Options {
     pub max_conns: usize,
     /// How long responses in flight may take to finish after SIGTERM/SIGINT.
     pub grace_period: Duration,
+    /// The file cache's change descriptor (`Root::enable_cache`), if the cache is on.
+    pub file_changes: Option<RawFd>,
 }
 
 /// How the loop ended.
@@ -100,6 +105,9 @@ pub fn run(listener: std::net::TcpListener, site: &Site, options: Options) -> io
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    if let Some(fd) = options.file_changes {
+        poll.registry().register(&mut SourceFd(&fd), FILE_CHANGES, Interest::READABLE)?;
+    }
     let mut event_loop = EventLoop {
         poll,
         listener: Some(listener),
@@ -127,15 +135,27 @@ impl EventLoop<'_> {
                 Err(error) => return Err(error),
             }
             let now = Now::read(); // the clock is read once per loop turn
+            // Changes on disk first, so no request in this batch is answered from a stale cache.
+            if events.iter().any(|event| event.token() == FILE_CHANGES) {
+                self.site.root.process_cache_events();
+            }
             for event in events.iter() {
                 match event.token() {
+                    FILE_CHANGES => {}
                     LISTENER => self.accept_all(now),
                     SIGNALS => {
                         if self.handle_signals(now) == Some(Exit::Forced) {
                             return Ok(Exit::Forced);
                         }
                     }
-                    Token(key) => self.drive(key, now),
+                    Token(key) => {
+                        if (event.is_read_closed() || event.is_error())
+                            && let Some(client) = self.clients.get_mut(key)
+                        {
+                            client.conn.note_hang_up();
+                        }
+                        self.drive(key, now)
+                    }
                 }
             }
             self.expire_timers(now);

@@ -112,8 +112,13 @@ impl Request {
     /// The path this request may be served from: only GET and HEAD get as far as the
     /// filesystem; every other method is refused before the target is even looked at.
     pub fn servable_path(&self) -> Result<SafePath, HttpError> {
+        self.check_method().and_then(|()| super::resolve_target(&self.target))
+    }
+
+    /// Only GET and HEAD are served: 405 for other standard methods, 501 for unknown ones.
+    pub fn check_method(&self) -> Result<(), HttpError> {
         match self.method {
-            Method::Get | Method::Head => super::resolve_target(&self.target),
+            Method::Get | Method::Head => Ok(()),
             Method::Standard(_) => Err(HttpError::MethodNotAllowed),
             Method::Unknown(_) => Err(HttpError::NotImplemented),
         }

@@ -1,0 +1,152 @@
+//! A bounded cache of small files (contents and metadata), so a hot request costs no path walk,
+//! open, stat or sendfile: its body goes out in the same `writev` as its head.
+//!
+//! It stays exact with inotify. Before a file is read into the cache, every directory from the
+//! root down to the file's own is watched; any change the kernel reports in any of them empties
+//! the whole cache, and the event loop reads the inotify descriptor before it serves anything
+//! else in a turn. Only paths without symlinks are cached, so those watches cover everything a
+//! lookup depended on. Blocking engines run without the cache (nobody would read the events).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use inotify::{Inotify, WatchMask};
+use log::{debug, warn};
+
+use crate::http::ContentCoding;
+
+/// Largest file kept in memory; larger ones stream from disk with sendfile.
+pub const MAX_CACHED_FILE_BYTES: u64 = 32 * 1024;
+/// Most cached paths; the cache is emptied when it would grow past this.
+const MAX_ENTRIES: usize = 1024;
+
+/// One small regular file, read whole.
+#[derive(Debug, Clone)]
+pub struct CachedFile {
+    pub content: Arc<[u8]>,
+    pub modified: Option<SystemTime>,
+    pub inode: u64,
+}
+
+/// Everything a request for one path can be answered with.
+#[derive(Debug)]
+pub struct CachedResource {
+    /// The name that sets the type (`index.html` for a directory).
+    pub name: Vec<u8>,
+    pub identity: CachedFile,
+    /// Precompressed siblings, in `ContentCoding::ALL` order.
+    pub variants: [Option<CachedFile>; 2],
+}
+
+pub struct FileCache {
+    inotify: Inotify,
+    /// Directories already watched.
+    watched: HashSet<PathBuf>,
+    /// Keyed by the request path exactly as sent (origin-form, query removed).
+    entries: HashMap<String, Arc<CachedResource>>,
+}
+
+impl FileCache {
+    pub fn new() -> io::Result<FileCache> {
+        Ok(FileCache { inotify: Inotify::init()?, watched: HashSet::new(), entries: HashMap::new() })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.inotify.as_raw_fd()
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<CachedResource>> {
+        self.entries.get(key).cloned()
+    }
+
+    /// Reads `file` (a canonical path without symlinks under `root`) and its small siblings into
+    /// the cache under `key`. Returns `None`, caching nothing, when any of them is too large,
+    /// is not a regular file, or cannot be read.
+    pub fn load(&mut self, root: &Path, key: &str, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
+        let directory = file.parent()?;
+        self.watch_down_to(root, directory).ok()?; // before reading: no change can slip between
+        let identity = read_small(file)?;
+        let mut variants = [None, None];
+        for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
+            let mut sibling = file.as_os_str().to_owned();
+            sibling.push(coding.file_suffix());
+            match fs::symlink_metadata(&sibling) {
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Ok(meta) if meta.is_file() => *slot = Some(read_small(Path::new(&sibling))?),
+                _ => return None, // a symlinked or odd sibling: leave it to the uncached path
+            }
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        let resource = Arc::new(CachedResource { name: name.to_vec(), identity, variants });
+        self.entries.insert(key.to_owned(), Arc::clone(&resource));
+        Some(resource)
+    }
+
+    fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {
+        let mask = WatchMask::MODIFY
+            | WatchMask::ATTRIB
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVED_FROM
+            | WatchMask::MOVED_TO
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF;
+        let mut dir = directory;
+        loop {
+            if !self.watched.contains(dir) {
+                self.inotify.watches().add(dir, mask)?;
+                self.watched.insert(dir.to_path_buf());
+            }
+            if dir == root {
+                return Ok(());
+            }
+            dir =
+                dir.parent().filter(|parent| parent.starts_with(root)).ok_or(io::ErrorKind::InvalidInput)?;
+        }
+    }
+
+    /// Drains the inotify descriptor; any change empties the cache. Returns whether it did.
+    pub fn process_events(&mut self) -> bool {
+        let mut buffer = [0u8; 4096];
+        let mut changed = false;
+        loop {
+            match self.inotify.read_events(&mut buffer) {
+                Ok(events) => changed |= events.count() > 0,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    warn!("inotify: {error}; emptying the file cache");
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if changed && !self.entries.is_empty() {
+            debug!("file cache: {} entries dropped after a change on disk", self.entries.len());
+            self.entries.clear();
+        }
+        changed
+    }
+}
+
+fn read_small(path: &Path) -> Option<CachedFile> {
+    let mut file = crate::files::open_nonblocking(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_CACHED_FILE_BYTES {
+        return None;
+    }
+    let mut content = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut content).ok()?;
+    if content.len() as u64 != meta.len() {
+        return None; // changed while we read it
+    }
+    Some(CachedFile { content: content.into(), modified: meta.modified().ok(), inode: meta.ino() })
+}

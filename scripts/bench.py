@@ -218,7 +218,7 @@ def measure(name, root, run_dir, quick):
             step("memory with idle connections")
             result["rss_kib_by_idle_connections"] = memory(server, [0, 100] if quick else [0, 10, 100, 1000])
         step("wrk runs")
-        result["keep_alive" = [wrk(server, "/small.txt", c, seconds) for c in levels]
+        result["keep_alive"] = [wrk(server, "/small.txt", c, seconds) for c in levels]
         c = 1 if serial else 10
         result["close"] = wrk(server, "/small.txt", c, seconds, headers=["Connection: close"])
         result["pipelined"] = wrk(server, "/small.txt", c, seconds, script="pipeline.lua")

@@ -29,6 +29,12 @@ impl AccessLog {
         Ok(AccessLog { file: Mutex::new(Some((path.to_path_buf(), file))) })
     }
 
+    /// Whether lines go anywhere; when not, callers skip building them.
+    pub fn is_enabled(&self) -> bool {
+        log::log_enabled!(log::Level::Info)
+            || self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_some()
+    }
+
     /// One line for a finished (or abandoned) response. A failing write is reported on the
     /// logger, never allowed to stop serving.
     pub fn record(&self, label: &dyn Display, access: &AccessRecord) {

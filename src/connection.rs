@@ -250,6 +250,7 @@ impl<T: Transport> Connection<T> {
                 // responses went out, which keeps the file cache exact (see file_cache).
                 self.socket_drained = false;
                 self.input.release_if_empty();
+                self.output.release_if_empty();
                 return Verdict::Wait { writable: false };
             }
             // Edge-triggered readiness (mio `Poll` docs): read until drained before waiting.
@@ -273,6 +274,7 @@ impl<T: Transport> Connection<T> {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{} read WouldBlock", self.label);
                     self.input.release_if_empty();
+                    self.output.release_if_empty();
                     return Verdict::Wait { writable: false };
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -346,7 +348,7 @@ impl<T: Transport> Connection<T> {
                     }
                     Err(error) => {
                         debug!("{} request head refused: {error}", self.label);
-                        self.queue_response(None, Err(error), now);
+                        self.queue_response(None, Err(error), &site.access_log, now);
                     }
                 },
             }
@@ -363,7 +365,7 @@ impl<T: Transport> Connection<T> {
             }),
             Err(error) => Err(error.clone()),
         };
-        let keep_alive = self.queue_response(Some(&request), found, now);
+        let keep_alive = self.queue_response(Some(&request), found, &site.access_log, now);
         if keep_alive {
             match body {
                 Ok(Some(discard)) => self.enter(Phase::Body(discard)),
@@ -377,6 +379,7 @@ impl<T: Transport> Connection<T> {
         &mut self,
         request: Option<&Request>,
         found: Result<Found, HttpError>,
+        access_log: &AccessLog,
         now: SystemTime,
     ) -> bool {
         let response = respond(request, found.as_ref().map(Found::resource).map_err(Clone::clone), now);
@@ -384,10 +387,11 @@ impl<T: Transport> Connection<T> {
             Ok(Found::File(opened)) => Some(opened.body),
             _ => None,
         };
-        let request_line = request.map_or_else(
-            || "-".to_owned(),
-            |r| format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
-        );
+        let request_line = match request {
+            _ if !access_log.is_enabled() => String::new(),
+            Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
+            None => "-".to_owned(),
+        };
         let access =
             AccessRecord { peer: self.peer, request_line, status: response.status.code(), bytes_sent: 0 };
         self.output.push(Output::new(&response, file, access));
@@ -420,11 +424,12 @@ impl<T: Transport> Connection<T> {
     }
 }
 
-/// Request bytes read but not yet consumed. Allocated on first read and released whenever it
-/// empties, so an idle keep-alive connection holds no buffer.
+/// Request bytes read but not yet consumed. Taken from a per-thread pool on first read and given
+/// back whenever it empties, so an idle keep-alive connection holds no buffer, and a busy one
+/// costs no allocation or zeroing per request.
 #[derive(Debug, Default)]
 struct InputBuffer {
-    /// Zero-filled storage of `INPUT_CAPACITY` bytes, or empty while idle.
+    /// Storage of `INPUT_CAPACITY` bytes, or empty while idle.
     bytes: Vec<u8>,
     /// `bytes[..filled]` holds unconsumed input.
     filled: usize,
@@ -432,6 +437,13 @@ struct InputBuffer {
 
 /// One more than the largest head, so a head that fills the buffer is known to be too large.
 const INPUT_CAPACITY: usize = MAX_HEAD_BYTES + 1;
+/// Most idle buffers a thread keeps for reuse.
+const POOLED_BUFFERS: usize = 64;
+
+thread_local! {
+    /// Input buffers not in use, already `INPUT_CAPACITY` long; their old bytes are never read.
+    static BUFFER_POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl InputBuffer {
     fn data(&self) -> &[u8] {
@@ -454,7 +466,7 @@ impl InputBuffer {
 
     fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
         if self.bytes.is_empty() {
-            self.bytes = vec![0; INPUT_CAPACITY];
+            self.bytes = BUFFER_POOL.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0; INPUT_CAPACITY]);
         }
         if self.filled == self.bytes.len() {
             // Unreachable: a full buffer always fails to parse (431) before we read again.
@@ -466,8 +478,13 @@ impl InputBuffer {
     }
 
     fn release_if_empty(&mut self) {
-        if self.filled == 0 {
-            self.bytes = Vec::new();
+        if self.filled == 0 && !self.bytes.is_empty() {
+            let buffer = std::mem::take(&mut self.bytes);
+            BUFFER_POOL.with_borrow_mut(|pool| {
+                if pool.len() < POOLED_BUFFERS {
+                    pool.push(buffer);
+                }
+            });
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct CachedFile {
 #[derive(Debug)]
 pub struct CachedResource {
     /// The name that sets the type (`index.html` for a directory).
-    pub name: Vec<u8>,
+    pub name: Arc<[u8]>,
     pub identity: CachedFile,
     /// Precompressed siblings, in `ContentCoding::ALL` order.
     pub variants: [Option<CachedFile>; 2],
@@ -85,7 +85,7 @@ impl FileCache {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
-        let resource = Arc::new(CachedResource { name: name.to_vec(), identity, variants });
+        let resource = Arc::new(CachedResource { name: name.into(), identity, variants });
         self.entries.insert(key.to_owned(), Arc::clone(&resource));
         Some(resource)
     }

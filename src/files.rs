@@ -209,7 +209,7 @@ pub struct OpenedFile {
     pub modified: Option<SystemTime>,
     pub inode: u64,
     /// The name the client asked for (`index.html` for a directory), which sets the type.
-    pub name: Vec<u8>,
+    pub name: Arc<[u8]>,
     /// Set when the body is a precompressed sibling in this coding.
     pub encoding: Option<ContentCoding>,
     /// The requested file has precompressed siblings (sent or not).
@@ -236,7 +236,7 @@ fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> Opene
         len: file.content.len() as u64,
         modified: file.modified,
         inode: file.inode,
-        name: resource.name.clone(),
+        name: Arc::clone(&resource.name),
         encoding,
         has_encoded_variants: resource.variants.iter().any(Option::is_some),
     }
@@ -260,7 +260,7 @@ fn open_regular(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Re
         len: metadata.len(),
         modified: metadata.modified().ok(),
         inode: metadata.ino(),
-        name: name.to_vec(),
+        name: name.into(),
         encoding,
         has_encoded_variants: false,
     })

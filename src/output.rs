@@ -329,6 +329,13 @@ impl OutputQueue {
         }
     }
 
+    /// Frees the queue's storage once it is empty, so an idle connection holds none.
+    pub fn release_if_empty(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
+    }
+
     /// Bytes written to the socket over the queue's life; a change means the client is reading.
     pub fn bytes_sent(&self) -> u64 {
         self.bytes_sent

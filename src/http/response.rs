@@ -74,7 +74,7 @@ pub struct MultipartPart {
 pub struct Response {
     pub status: Status,
     /// Header fields in the order they are sent, `Date` and `Server` included.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Headers,
     pub body: BodyPlan,
     /// False when the connection must close after this response.
     pub keep_alive: bool,
@@ -83,10 +83,7 @@ pub struct Response {
 impl Response {
     /// The value of the first field called `name` (ASCII case-insensitive), for tests and logs.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(field, _)| field.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        self.headers.get(name)
     }
 
     /// Serializes the status line and header section (RFC 9112 §4, §5).
@@ -98,13 +95,79 @@ impl Response {
         out.push(b' ');
         out.extend_from_slice(self.status.reason().as_bytes());
         out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter() {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Header fields with all their values in one string, so building a response costs two
+/// allocations however many fields it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Name and the byte range of its value in `text`, in sending order.
+    fields: Vec<(&'static str, usize, usize)>,
+    text: String,
+}
+
+impl Headers {
+    fn with_capacity() -> Headers {
+        Headers { fields: Vec::with_capacity(12), text: String::with_capacity(256) }
+    }
+
+    pub fn push(&mut self, name: &'static str, value: impl std::fmt::Display) {
+        let field = self.append(name, value);
+        self.fields.push(field);
+    }
+
+    /// Adds a field at `index` in sending order.
+    pub fn insert(&mut self, index: usize, name: &'static str, value: impl std::fmt::Display) {
+        let field = self.append(name, value);
+        self.fields.insert(index.min(self.fields.len()), field);
+    }
+
+    fn append(&mut self, name: &'static str, value: impl std::fmt::Display) -> (&'static str, usize, usize) {
+        use std::fmt::Write;
+        let start = self.text.len();
+        let _ = write!(self.text, "{value}");
+        (name, start, self.text.len())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.fields.iter().map(|&(name, start, end)| (name, &self.text[start..end]))
+    }
+}
+
+/// An IMF-fixdate (RFC 9110 §5.6.7), formatted at most once per second per thread: many
+/// responses share a second. Memoization only; the result depends on `time` alone.
+fn http_date(time: SystemTime) -> impl std::fmt::Display {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let second = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(cached_second, text)| {
+        if *cached_second != second {
+            *text = httpdate::fmt_http_date(time);
+            *cached_second = second;
+        }
+        DateText(text.as_bytes().try_into().unwrap_or([b' '; 29]))
+    })
+}
+
+/// An IMF-fixdate is always 29 ASCII bytes.
+struct DateText([u8; 29]);
+
+impl std::fmt::Display for DateText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.0).unwrap_or_default())
     }
 }
 
@@ -162,7 +225,7 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
     let (status, body, content_length) = match ranges {
         RangeOutcome::Unsatisfiable => {
             let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
-            response.headers.push(("Content-Range", format!("bytes */{}", meta.len)));
+            response.headers.push("Content-Range", format_args!("bytes */{}", meta.len));
             return response;
         }
         _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty, None),
@@ -174,22 +237,22 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
     };
     if let Some(len) = content_length {
         if !matches!(body, BodyPlan::Multipart { .. }) {
-            headers.insert(2, ("Content-Type", content_type.to_owned()));
+            headers.insert(2, "Content-Type", content_type);
         }
-        headers.insert(3, ("Content-Length", len.to_string()));
+        headers.insert(3, "Content-Length", len);
     }
     if let Some(modified) = validators.last_modified {
-        headers.push(("Last-Modified", httpdate::fmt_http_date(modified)));
+        headers.push("Last-Modified", http_date(modified));
     }
-    headers.push(("ETag", validators.etag));
+    headers.push("ETag", &validators.etag);
     if status != Status::NOT_MODIFIED {
-        headers.push(("Accept-Ranges", "bytes".to_owned()));
+        headers.push("Accept-Ranges", "bytes");
     }
     if let Some(coding) = meta.encoding {
-        headers.push(("Content-Encoding", coding.token().to_owned()));
+        headers.push("Content-Encoding", coding.token());
     }
     if meta.has_encoded_variants {
-        headers.push(("Vary", "Accept-Encoding".to_owned()));
+        headers.push("Vary", "Accept-Encoding");
     }
     push_connection(&mut headers, request.version, request.keep_alive);
     let body = if request.method == Method::Head { BodyPlan::Empty } else { body };
@@ -203,14 +266,14 @@ fn partial_body(
     len: u64,
     content_type: &str,
     validators: &Validators,
-    headers: &mut Vec<(&'static str, String)>,
+    headers: &mut Headers,
 ) -> (BodyPlan, u64) {
     if let [range] = ranges {
-        headers.push(("Content-Range", format!("bytes {}-{}/{len}", range.first, range.last)));
+        headers.push("Content-Range", format_args!("bytes {}-{}/{len}", range.first, range.last));
         return (BodyPlan::File { offset: range.first, len: range.byte_count() }, range.byte_count());
     }
     let boundary = multipart_boundary(&validators.etag);
-    headers.insert(2, ("Content-Type", format!("multipart/byteranges; boundary={boundary}")));
+    headers.insert(2, "Content-Type", format_args!("multipart/byteranges; boundary={boundary}"));
     let parts: Vec<MultipartPart> = ranges
         .iter()
         .enumerate()
@@ -242,7 +305,7 @@ fn multipart_boundary(etag: &str) -> String {
 
 fn redirect(request: &Request, location: String, now: SystemTime) -> Response {
     let mut response = page(Status::MOVED_PERMANENTLY, Some(request), request.keep_alive, now);
-    response.headers.insert(2, ("Location", location));
+    response.headers.insert(2, "Location", location);
     response
 }
 
@@ -250,7 +313,7 @@ fn error_page(error: &HttpError, request: Option<&Request>, now: SystemTime) -> 
     let keep_alive = request.is_some_and(|r| r.keep_alive) && !error.closes_connection();
     let mut response = page(error.status(), request, keep_alive, now);
     if *error == HttpError::MethodNotAllowed {
-        response.headers.insert(2, ("Allow", "GET, HEAD".to_owned())); // RFC 9110 §15.5.6
+        response.headers.insert(2, "Allow", "GET, HEAD"); // RFC 9110 §15.5.6
     }
     response
 }
@@ -263,8 +326,8 @@ fn page(status: Status, request: Option<&Request>, keep_alive: bool, now: System
          <body><h1>{code} {reason}</h1><hr><p>{SERVER_NAME}</p></body></html>\n"
     );
     let mut headers = common_headers(now);
-    headers.push(("Content-Type", "text/html; charset=utf-8".to_owned()));
-    headers.push(("Content-Length", html.len().to_string()));
+    headers.push("Content-Type", "text/html; charset=utf-8");
+    headers.push("Content-Length", html.len());
     push_connection(&mut headers, request.map_or(Version::Http11, |r| r.version), keep_alive);
     let body = match request.map(|r| &r.method) {
         Some(Method::Head) => BodyPlan::Empty,
@@ -273,16 +336,19 @@ fn page(status: Status, request: Option<&Request>, keep_alive: bool, now: System
     Response { status, headers, body, keep_alive }
 }
 
-fn common_headers(now: SystemTime) -> Vec<(&'static str, String)> {
-    vec![("Server", SERVER_NAME.to_owned()), ("Date", httpdate::fmt_http_date(now))]
+fn common_headers(now: SystemTime) -> Headers {
+    let mut headers = Headers::with_capacity();
+    headers.push("Server", SERVER_NAME);
+    headers.push("Date", http_date(now));
+    headers
 }
 
 /// RFC 9112 §9.3: say `close` whenever we will close; echo `keep-alive` to HTTP/1.0 clients
 /// that asked for it, since for them persistence is opt-in.
-fn push_connection(headers: &mut Vec<(&'static str, String)>, version: Version, keep_alive: bool) {
+fn push_connection(headers: &mut Headers, version: Version, keep_alive: bool) {
     match (keep_alive, version) {
-        (false, _) => headers.push(("Connection", "close".to_owned())),
-        (true, Version::Http10) => headers.push(("Connection", "keep-alive".to_owned())),
+        (false, _) => headers.push("Connection", "close"),
+        (true, Version::Http10) => headers.push("Connection", "keep-alive"),
         (true, Version::Http11) => {}
     }
 }

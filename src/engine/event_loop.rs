@@ -7,9 +7,10 @@
 //! clients leave the slab only after the whole event batch, so a key reused by `accept` can
 //! never receive an event that was meant for its previous owner.
 //!
-//! Timers: every client has exactly one deadline (header, idle or send, whichever applies now),
-//! kept in an ordered set; `epoll_wait` sleeps until the nearest one. The clock is read once per
-//! loop turn.
+//! Timers: every client has one entry in an ordered set, never later than its real deadline
+//! (header, idle or send, whichever applies now); `epoll_wait` sleeps until the nearest. An entry
+//! that fires early is re-armed at the real deadline, so progress costs no set update. The clock
+//! is read once per loop turn.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -288,12 +289,20 @@ impl EventLoop<'_> {
             self.closed.push((key, reason));
             return;
         }
+        // Re-arm only when the deadline moved earlier. A later one (the usual case: progress
+        // pushed it back) is found when the armed timer fires early, so a busy keep-alive
+        // connection costs no timer-set update per request.
         let (deadline, _) = client.conn.deadline(&self.site.limits);
-        if deadline != client.timer {
-            self.timers.remove(&(client.timer, key));
-            self.timers.insert((deadline, key));
-            client.timer = deadline;
+        if deadline < client.timer {
+            self.rearm(key, deadline);
         }
+    }
+
+    fn rearm(&mut self, key: usize, deadline: Instant) {
+        let client = &mut self.clients[key];
+        self.timers.remove(&(client.timer, key));
+        self.timers.insert((deadline, key));
+        client.timer = deadline;
     }
 
     fn expire_timers(&mut self, now: Now) {
@@ -301,13 +310,19 @@ impl EventLoop<'_> {
             if deadline > now.mono {
                 break;
             }
-            self.timers.pop_first();
             let client = &mut self.clients[key];
-            if !client.closed {
-                let (_, timeout) = client.conn.deadline(&self.site.limits);
-                client.closed = true;
-                self.closed.push((key, CloseReason::Timeout(timeout)));
+            if client.closed {
+                self.timers.pop_first();
+                continue;
             }
+            let (actual, timeout) = client.conn.deadline(&self.site.limits);
+            if actual > now.mono {
+                self.rearm(key, actual); // it fired early: the connection made progress since
+                continue;
+            }
+            self.timers.pop_first();
+            client.closed = true;
+            self.closed.push((key, CloseReason::Timeout(timeout)));
         }
     }
 

@@ -146,19 +146,26 @@ impl Headers {
     }
 }
 
-/// An IMF-fixdate (RFC 9110 §5.6.7), formatted at most once per second per thread: many
-/// responses share a second. Memoization only; the result depends on `time` alone.
+/// An IMF-fixdate (RFC 9110 §5.6.7), formatted at most once per distinct second per thread:
+/// `Date` and the `Last-Modified` of hot files repeat from one response to the next.
+/// Memoization only; the result depends on `time` alone.
 fn http_date(time: SystemTime) -> impl std::fmt::Display {
+    /// Recently formatted seconds, replaced round-robin.
+    const SLOTS: usize = 4;
+    /// (second, its text) pairs, and the slot to replace next.
+    type Recent = ([(u64, [u8; 29]); SLOTS], usize);
     thread_local! {
-        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(([(u64::MAX, [b' '; 29]); SLOTS], 0)) };
     }
     let second = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    LAST.with_borrow_mut(|(cached_second, text)| {
-        if *cached_second != second {
-            *text = httpdate::fmt_http_date(time);
-            *cached_second = second;
+    RECENT.with_borrow_mut(|(slots, next)| {
+        if let Some((_, text)) = slots.iter().find(|(cached, _)| *cached == second) {
+            return DateText(*text);
         }
-        DateText(text.as_bytes().try_into().unwrap_or([b' '; 29]))
+        let text = httpdate::fmt_http_date(time).as_bytes().try_into().unwrap_or([b' '; 29]);
+        slots[*next] = (second, text);
+        *next = (*next + 1) % SLOTS;
+        DateText(text)
     })
 }
 

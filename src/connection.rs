@@ -105,6 +105,9 @@ impl fmt::Display for ConnLabel {
 pub enum Verdict {
     /// Wait for readability, and for writability too when `writable` (output is pending).
     Wait { writable: bool },
+    /// Ready to write more, but gave way to the others: drive again soon without waiting for
+    /// an event (edge-triggered readiness would not report this socket again).
+    Yield,
     /// Close the connection now.
     Close(CloseReason),
 }
@@ -234,6 +237,7 @@ impl<T: Transport> Connection<T> {
             match self.output.send_some(&mut self.transport, &self.label, &site.access_log) {
                 Ok(Flushed::All) => {}
                 Ok(Flushed::Blocked) => return Verdict::Wait { writable: true },
+                Ok(Flushed::Yielded) => return Verdict::Yield,
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
             }
             if let Phase::Closing(reason) = self.phase {

@@ -66,8 +66,12 @@ impl Transport for std::net::TcpStream {
 
 /// Most byte slices handed to one `writev` (well under `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
-/// Most bytes asked of one `sendfile`; the socket buffer usually takes less.
-const MAX_SENDFILE_BYTES: usize = 1 << 30;
+/// Most bytes asked of one `sendfile`. Smaller calls let the kernel's copy into this socket
+/// overlap with the client draining it (lighttpd uses the same 256 KiB).
+const MAX_SENDFILE_BYTES: usize = 256 * 1024;
+/// Bytes one `send_some` call writes before it yields, so one fast download cannot starve the
+/// other clients of the loop.
+pub const SEND_BUDGET_BYTES: u64 = 512 * 1024;
 /// Bytes moved per read+write when `sendfile` is unavailable.
 const COPY_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -214,6 +218,8 @@ pub enum Flushed {
     All,
     /// The socket would block; wait for it to become writable.
     Blocked,
+    /// `SEND_BUDGET_BYTES` went out and more is pending: come back after the others.
+    Yielded,
 }
 
 /// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
@@ -246,7 +252,11 @@ impl OutputQueue {
         label: &dyn Display,
         access_log: &AccessLog,
     ) -> io::Result<Flushed> {
+        let budget_end = self.bytes_sent + SEND_BUDGET_BYTES;
         while let Some(front) = self.pending.front_mut() {
+            if self.bytes_sent >= budget_end {
+                return Ok(Flushed::Yielded);
+            }
             let (result, syscall) = match front.segments.front() {
                 None => {
                     self.finish_front(label, access_log);

@@ -54,10 +54,13 @@ pub fn serve_blocking(stream: TcpStream, peer: SocketAddr, site: &Site) {
         return;
     }
     let mut connection = Connection::new(stream, label, Some(peer), Now::read());
-    let reason = match connection.drive(site, &mut LiveClock) {
-        Verdict::Close(reason) => reason,
-        Verdict::Wait { writable: true } => CloseReason::Timeout(Timeout::Send),
-        Verdict::Wait { writable: false } => CloseReason::Timeout(Timeout::Idle),
+    let reason = loop {
+        match connection.drive(site, &mut LiveClock) {
+            Verdict::Yield => {} // the thread is this connection's alone: carry on
+            Verdict::Close(reason) => break reason,
+            Verdict::Wait { writable: true } => break CloseReason::Timeout(Timeout::Send),
+            Verdict::Wait { writable: false } => break CloseReason::Timeout(Timeout::Idle),
+        }
     };
     connection.close(reason, &site.access_log);
 }

@@ -91,6 +91,8 @@ struct EventLoop<'a> {
     timers: BTreeSet<(Instant, usize)>,
     /// Clients closed this turn, with why.
     closed: Vec<(usize, CloseReason)>,
+    /// Clients that yielded with output still to send: driven again next turn.
+    yielded: Vec<usize>,
     accepting: Accepting,
     /// Set by the first SIGTERM/SIGINT: when the grace period ends.
     shutdown_deadline: Option<Instant>,
@@ -116,6 +118,7 @@ pub fn run(listener: std::net::TcpListener, site: &Site, options: Options) -> io
         clients: Slab::new(),
         timers: BTreeSet::new(),
         closed: Vec::new(),
+        yielded: Vec::new(),
         accepting: Accepting::Open,
         shutdown_deadline: None,
         site,
@@ -128,7 +131,10 @@ impl EventLoop<'_> {
     fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = match self.yielded.is_empty() {
+                true => self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now())),
+                false => Some(Duration::ZERO), // yielded clients are waiting: just collect events
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 // A signal arrived while waiting (mio `Poll::poll` docs): not an error.
@@ -158,6 +164,9 @@ impl EventLoop<'_> {
                         self.drive(key, now)
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.yielded) {
+                self.drive(key, now);
             }
             self.expire_timers(now);
             if let Accepting::OutOfDescriptors { retry_at } = self.accepting
@@ -269,6 +278,10 @@ impl EventLoop<'_> {
         };
         let reason = match verdict {
             Verdict::Close(reason) => Some(reason),
+            Verdict::Yield => {
+                self.yielded.push(key);
+                None
+            }
             Verdict::Wait { writable } if writable == client.writable_armed => None,
             Verdict::Wait { writable } => {
                 let interest =
@@ -331,6 +344,7 @@ impl EventLoop<'_> {
             return;
         }
         for (key, reason) in self.closed.drain(..) {
+            self.yielded.retain(|yielded| *yielded != key); // the key may soon be reused
             let client = self.clients.remove(key);
             self.timers.remove(&(client.timer, key));
             client.conn.close(reason, &self.site.access_log);

@@ -441,8 +441,8 @@ struct InputBuffer {
 
 /// One more than the largest head, so a head that fills the buffer is known to be too large.
 const INPUT_CAPACITY: usize = MAX_HEAD_BYTES + 1;
-/// Most idle buffers a thread keeps for reuse.
-const POOLED_BUFFERS: usize = 64;
+/// Most idle buffers a thread keeps for reuse (128 KiB).
+const POOLED_BUFFERS: usize = 8;
 
 thread_local! {
     /// Input buffers not in use, already `INPUT_CAPACITY` long; their old bytes are never read.
@@ -482,13 +482,27 @@ impl InputBuffer {
     }
 
     fn release_if_empty(&mut self) {
-        if self.filled == 0 && !self.bytes.is_empty() {
-            let buffer = std::mem::take(&mut self.bytes);
-            BUFFER_POOL.with_borrow_mut(|pool| {
-                if pool.len() < POOLED_BUFFERS {
-                    pool.push(buffer);
-                }
-            });
+        if self.filled == 0 {
+            self.give_back();
         }
+    }
+
+    fn give_back(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let buffer = std::mem::take(&mut self.bytes);
+        BUFFER_POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buffer);
+            }
+        });
+    }
+}
+
+impl Drop for InputBuffer {
+    /// A closing connection (whose last read was often just the EOF) returns its buffer too.
+    fn drop(&mut self) {
+        self.give_back();
     }
 }

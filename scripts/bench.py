@@ -166,8 +166,8 @@ def syscalls_per_request(server, requests, pipeline, seconds):
     time.sleep(0.5)
     step(f"strace, pipeline {pipeline}")
     env = {"BENCH_REQUESTS": str(requests), "BENCH_PIPELINE": str(pipeline)}
-    # wrk always runs its full duration; fixed.lua stops sending after `requests` responses.
-    run = wrk(server, "/small.txt", 10 if server.name != "onepoll:serial" else 1, seconds, script="fixed.lua", env=env)
+    # wrk always runs its full duration; requests.lua stops sending after `requests` responses.
+    run = wrk(server, "/small.txt", 10 if server.name != "onepoll:serial" else 1, seconds, script="requests.lua", env=env)
     time.sleep(0.3)
     strace.send_signal(signal.SIGINT)
     strace.wait()
@@ -225,7 +225,7 @@ def measure(name, root, run_dir, quick):
         result["keep_alive"] = [wrk(server, "/small.txt", c, seconds) for c in levels]
         c = 1 if serial else 10
         result["close"] = wrk(server, "/small.txt", c, seconds, headers=["Connection: close"])
-        result["pipelined"] = wrk(server, "/small.txt", c, seconds, script="pipeline.lua")
+        result["pipelined"] = wrk(server, "/small.txt", c, seconds, script="requests.lua", env={"BENCH_PIPELINE": "16"})
         result["big_file"] = wrk(server, "/big.bin", 1 if serial else 4, seconds)
         requests = 2000 if quick else 20000
         result["syscalls_per_request"] = syscalls_per_request(server, requests, 1, seconds + 1)
@@ -328,7 +328,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs")
     parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     args = parser.parse_args()
+    if args.render:
+        publish(json.loads(Path(args.render).read_text()), "quick" if "--quick" in json.loads(Path(args.render).read_text())["command"] else "latest")
+        return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 held connections and more
     servers = ["onepoll:event-loop", "onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:serial"]
@@ -352,16 +356,21 @@ def main():
         report["results"].append(measure(name, root, run_dir, args.quick))
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    text = json.dumps(report, indent=2)
-    (RESULTS / f"bench-{stamp}.json").write_text(text)
-    (RESULTS / "latest.json").write_text(text)
+    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
+    publish(report, "quick" if args.quick else "latest")
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def publish(report, stem):
+    """results/<stem>.json and .md, and for full runs the plots the README shows."""
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
     summary = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
                f"({report['machine']['cpu']}), server pinned to core 0, wrk to core 1.\n\n{table}\n{goals(report)}")
-    (RESULTS / "latest.md").write_text(summary)
-    plot(report)
+    (RESULTS / f"{stem}.md").write_text(summary)
+    if stem == "latest":
+        plot(report)
     print(summary)
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def cpu_model():

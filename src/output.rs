@@ -121,8 +121,9 @@ impl Output {
             Some(FileBody::Cached(content)) => (None, Some(content)),
             None => (None, None),
         };
-        let mut output = Output { segments: VecDeque::new(), file, cached, copy_fallback: false, access };
-        output.push_bytes(&head);
+        let mut segments = VecDeque::with_capacity(3);
+        segments.push_back(Segment::Bytes { bytes: head, sent: 0 });
+        let mut output = Output { segments, file, cached, copy_fallback: false, access };
         match &response.body {
             BodyPlan::Empty => {}
             BodyPlan::Page(page) => output.push_bytes(page.as_bytes()),

@@ -69,7 +69,7 @@ pub fn evaluate_range(fields: &RepresentationFields, validators: &Validators, le
 fn if_range_holds(if_range: &str, validators: &Validators) -> bool {
     let value = if_range.trim();
     if value.starts_with('"') || value.starts_with("W/") {
-        return !value.starts_with("W/") && value == validators.etag;
+        return !value.starts_with("W/") && value == validators.etag.as_str();
     }
     matches!((parse_date(&Some(value.to_owned())), validators.last_modified), (Some(date), Some(modified)) if date == modified)
 }

@@ -110,13 +110,16 @@ impl Response {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     /// Name and the byte range of its value in `text`, in sending order.
-    fields: Vec<(&'static str, usize, usize)>,
+    fields: Vec<Field>,
     text: String,
 }
 
 impl Headers {
+    /// Storage from a per-thread pool: responses come and go, their buffers stay.
     fn with_capacity() -> Headers {
-        Headers { fields: Vec::with_capacity(12), text: String::with_capacity(256) }
+        let pooled = HEADER_BUFFERS.with_borrow_mut(Vec::pop);
+        let (fields, text) = pooled.unwrap_or_else(|| (Vec::with_capacity(12), String::with_capacity(256)));
+        Headers { fields, text }
     }
 
     pub fn push(&mut self, name: &'static str, value: impl std::fmt::Display) {
@@ -130,7 +133,7 @@ impl Headers {
         self.fields.insert(index.min(self.fields.len()), field);
     }
 
-    fn append(&mut self, name: &'static str, value: impl std::fmt::Display) -> (&'static str, usize, usize) {
+    fn append(&mut self, name: &'static str, value: impl std::fmt::Display) -> Field {
         use std::fmt::Write;
         let start = self.text.len();
         let _ = write!(self.text, "{value}");
@@ -143,6 +146,33 @@ impl Headers {
 
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.fields.iter().map(|&(name, start, end)| (name, &self.text[start..end]))
+    }
+}
+
+/// A header field: its name and the range of its value in `Headers::text`.
+type Field = (&'static str, usize, usize);
+
+/// Most header buffers a thread keeps for reuse.
+const POOLED_HEADER_BUFFERS: usize = 16;
+
+thread_local! {
+    /// Emptied header storage, ready for the next response (memory reuse only, no state).
+    static HEADER_BUFFERS: std::cell::RefCell<Vec<(Vec<Field>, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Headers {
+    fn drop(&mut self) {
+        let (mut fields, mut text) = (std::mem::take(&mut self.fields), std::mem::take(&mut self.text));
+        if fields.capacity() == 0 {
+            return;
+        }
+        fields.clear();
+        text.clear();
+        HEADER_BUFFERS.with_borrow_mut(|pool| {
+            if pool.len() < POOLED_HEADER_BUFFERS {
+                pool.push((fields, text));
+            }
+        });
     }
 }
 
@@ -251,7 +281,7 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
     if let Some(modified) = validators.last_modified {
         headers.push("Last-Modified", http_date(modified));
     }
-    headers.push("ETag", &validators.etag);
+    headers.push("ETag", validators.etag);
     if status != Status::NOT_MODIFIED {
         headers.push("Accept-Ranges", "bytes");
     }

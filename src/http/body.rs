@@ -9,8 +9,9 @@ use super::{BodyFraming, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 pub enum BodyDiscard {
     /// `Content-Length` framing: this many bytes are still to come.
     Length { remaining: u64 },
-    /// Chunked framing, decoded byte by byte so no size is ever trusted blindly.
-    Chunked(ChunkedDecoder),
+    /// Chunked framing, decoded byte by byte so no size is ever trusted blindly. Boxed: it is
+    /// rare, and every connection's state is as large as its largest variant.
+    Chunked(Box<ChunkedDecoder>),
 }
 
 /// What one call to [`BodyDiscard::consume`] achieved.
@@ -30,7 +31,7 @@ impl BodyDiscard {
             BodyFraming::None => Ok(None),
             BodyFraming::Length(len) if len > MAX_BODY_BYTES => Err(HttpError::ContentTooLarge),
             BodyFraming::Length(len) => Ok(Some(BodyDiscard::Length { remaining: len })),
-            BodyFraming::Chunked => Ok(Some(BodyDiscard::Chunked(ChunkedDecoder::default()))),
+            BodyFraming::Chunked => Ok(Some(BodyDiscard::Chunked(Box::default()))),
         }
     }
 

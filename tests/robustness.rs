@@ -123,12 +123,7 @@ fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served(engine:
         server.wait_for_log(&format!("{label} epoll_ctl -WRITABLE"));
     }
     // The file streamed: the server never held anything near its 20 MiB in memory.
-    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
+    let peak_kib = server.memory_kib("VmHWM");
     assert!(peak_kib < 8 * 1024, "peak RSS {peak_kib} KiB while sending a {BIG_LEN}-byte file");
 }
 
@@ -231,12 +226,7 @@ fn a_client_that_pipelines_without_reading_cannot_grow_server_memory(engine: &st
     thread::sleep(Duration::from_millis(500));
     // Others are served while the greedy client's responses pile up unread.
     assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
-    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
+    let rss_kib = server.memory_kib("VmRSS");
     assert!(rss_kib < 8 * 1024, "RSS {rss_kib} KiB with 20,000 unread pipelined requests");
     // Reading resumes the flow: every response arrives, in order.
     for _ in 0..20_000 {

@@ -155,6 +155,17 @@ impl Server {
         None
     }
 
+    /// A memory figure of the server in KiB from `/proc/<pid>/status`, e.g. `VmRSS` or `VmHWM`
+    /// (the peak).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
     /// CPU time (user + system) the server has used so far, from `/proc/<pid>/stat`.
     pub fn cpu_time(&self) -> Duration {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();

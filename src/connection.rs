@@ -17,6 +17,7 @@ use crate::access_log::AccessLog;
 use crate::files::{Found, Root};
 use crate::http::{BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, parse_head, respond};
 use crate::output::{AccessRecord, Flushed, Output, OutputQueue, Transport};
+use crate::recycle::FreeList;
 
 /// Most responses queued on one connection; past this we stop parsing (and so reading) until
 /// the client takes what it asked for, which bounds memory however much it pipelines.
@@ -446,7 +447,7 @@ const POOLED_BUFFERS: usize = 8;
 
 thread_local! {
     /// Input buffers not in use, already `INPUT_CAPACITY` long; their old bytes are never read.
-    static BUFFER_POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_BUFFERS: FreeList<Vec<u8>> = const { FreeList::new(POOLED_BUFFERS) };
 }
 
 impl InputBuffer {
@@ -470,7 +471,7 @@ impl InputBuffer {
 
     fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
         if self.bytes.is_empty() {
-            self.bytes = BUFFER_POOL.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0; INPUT_CAPACITY]);
+            self.bytes = SPARE_BUFFERS.with(FreeList::take).unwrap_or_else(|| vec![0; INPUT_CAPACITY]);
         }
         if self.filled == self.bytes.len() {
             // Unreachable: a full buffer always fails to parse (431) before we read again.
@@ -492,11 +493,7 @@ impl InputBuffer {
             return;
         }
         let buffer = std::mem::take(&mut self.bytes);
-        BUFFER_POOL.with_borrow_mut(|pool| {
-            if pool.len() < POOLED_BUFFERS {
-                pool.push(buffer);
-            }
-        });
+        SPARE_BUFFERS.with(|spares| spares.give(buffer));
     }
 }
 

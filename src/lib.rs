@@ -12,4 +12,5 @@ pub mod file_cache;
 pub mod files;
 pub mod http;
 pub mod output;
+pub mod recycle;
 mod sys;

@@ -20,6 +20,7 @@ use log::trace;
 use crate::access_log::AccessLog;
 use crate::files::FileBody;
 use crate::http::{BodyPlan, Response};
+use crate::recycle::FreeList;
 use crate::sys;
 
 /// A byte stream we can also `sendfile(2)` into.
@@ -114,14 +115,14 @@ impl Output {
     /// The output for `response`; `file` must be the opened file whenever its body plan reads
     /// from one.
     pub fn new(response: &Response, body: Option<FileBody>, access: AccessRecord) -> Output {
-        let mut head = Vec::with_capacity(256);
+        let mut head = SPARE_HEADS.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(256));
         response.write_head(&mut head);
         let (file, cached) = match body {
             Some(FileBody::Open(file)) => (Some(file), None),
             Some(FileBody::Cached(content)) => (None, Some(content)),
             None => (None, None),
         };
-        let mut segments = VecDeque::with_capacity(3);
+        let mut segments = SPARE_SEGMENTS.with(FreeList::take).unwrap_or_else(|| VecDeque::with_capacity(3));
         segments.push_back(Segment::Bytes { bytes: head, sent: 0 });
         let mut output = Output { segments, file, cached, copy_fallback: false, access };
         match &response.body {
@@ -200,11 +201,43 @@ impl Output {
             }
             None => (0, false),
         };
-        if finished {
-            self.segments.pop_front();
+        if finished && let Some(Segment::Bytes { bytes, .. }) = self.segments.pop_front() {
+            recycle_bytes(bytes);
         }
         self.access.bytes_sent += taken as u64;
         taken
+    }
+}
+
+impl Drop for Output {
+    /// Hands the segment deque and any head buffer back for the next response.
+    fn drop(&mut self) {
+        let mut segments = std::mem::take(&mut self.segments);
+        for segment in segments.drain(..) {
+            if let Segment::Bytes { bytes, .. } = segment {
+                recycle_bytes(bytes);
+            }
+        }
+        if segments.capacity() > 0 && segments.capacity() <= 8 {
+            SPARE_SEGMENTS.with(|spares| spares.give(segments));
+        }
+    }
+}
+
+/// Most spare head buffers and segment deques a thread keeps.
+const SPARES_PER_THREAD: usize = 64;
+/// Larger byte buffers (big error pages, multipart delimiters) are not kept.
+const MAX_SPARE_HEAD_BYTES: usize = 4096;
+
+thread_local! {
+    static SPARE_HEADS: FreeList<Vec<u8>> = const { FreeList::new(SPARES_PER_THREAD) };
+    static SPARE_SEGMENTS: FreeList<VecDeque<Segment>> = const { FreeList::new(SPARES_PER_THREAD) };
+}
+
+fn recycle_bytes(mut bytes: Vec<u8>) {
+    if bytes.capacity() <= MAX_SPARE_HEAD_BYTES {
+        bytes.clear();
+        SPARE_HEADS.with(|spares| spares.give(bytes));
     }
 }
 

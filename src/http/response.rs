@@ -10,6 +10,7 @@ use super::conditional::{Precondition, Validators, evaluate_preconditions};
 use super::encoding::ContentCoding;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
+use crate::recycle::FreeList;
 
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
@@ -117,7 +118,7 @@ pub struct Headers {
 impl Headers {
     /// Storage from a per-thread pool: responses come and go, their buffers stay.
     fn with_capacity() -> Headers {
-        let pooled = HEADER_BUFFERS.with_borrow_mut(Vec::pop);
+        let pooled = SPARE_HEADERS.with(FreeList::take);
         let (fields, text) = pooled.unwrap_or_else(|| (Vec::with_capacity(12), String::with_capacity(256)));
         Headers { fields, text }
     }
@@ -157,7 +158,7 @@ const POOLED_HEADER_BUFFERS: usize = 16;
 
 thread_local! {
     /// Emptied header storage, ready for the next response (memory reuse only, no state).
-    static HEADER_BUFFERS: std::cell::RefCell<Vec<(Vec<Field>, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_HEADERS: FreeList<(Vec<Field>, String)> = const { FreeList::new(POOLED_HEADER_BUFFERS) };
 }
 
 impl Drop for Headers {
@@ -168,11 +169,7 @@ impl Drop for Headers {
         }
         fields.clear();
         text.clear();
-        HEADER_BUFFERS.with_borrow_mut(|pool| {
-            if pool.len() < POOLED_HEADER_BUFFERS {
-                pool.push((fields, text));
-            }
-        });
+        SPARE_HEADERS.with(|spares| spares.give((fields, text)));
     }
 }
 

@@ -38,10 +38,13 @@ impl AccessLog {
     /// One line for a finished (or abandoned) response. A failing write is reported on the
     /// logger, never allowed to stop serving.
     pub fn record(&self, label: &dyn Display, access: &AccessRecord) {
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if file.is_none() && !log::log_enabled!(log::Level::Info) {
+            return; // access lines are off: build nothing
+        }
         let peer = access.peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string());
         let line =
             format!("{label} {peer} \"{}\" {} {}", access.request_line, access.status, access.bytes_sent);
-        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match file.as_mut() {
             None => info!("{line}"),
             Some((path, file)) => {

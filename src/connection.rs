@@ -436,7 +436,9 @@ impl<T: Transport> Connection<T> {
 struct InputBuffer {
     /// Storage of `INPUT_CAPACITY` bytes, or empty while idle.
     bytes: Vec<u8>,
-    /// `bytes[..filled]` holds unconsumed input.
+    /// `bytes[start..filled]` holds unconsumed input. Consuming a request moves `start`;
+    /// the bytes are moved to the front only before a read, not once per pipelined request.
+    start: usize,
     filled: usize,
 }
 
@@ -452,26 +454,32 @@ thread_local! {
 
 impl InputBuffer {
     fn data(&self) -> &[u8] {
-        &self.bytes[..self.filled]
+        &self.bytes[self.start..self.filled]
     }
 
     fn is_empty(&self) -> bool {
-        self.filled == 0
+        self.start == self.filled
     }
 
     fn consume(&mut self, count: usize) {
-        self.bytes.copy_within(count..self.filled, 0);
-        self.filled -= count;
+        self.start += count;
+        if self.start == self.filled {
+            (self.start, self.filled) = (0, 0);
+        }
     }
 
     /// How many bytes the next `read_from` may take.
     fn space(&self) -> usize {
-        if self.bytes.is_empty() { INPUT_CAPACITY } else { self.bytes.len() - self.filled }
+        INPUT_CAPACITY - (self.filled - self.start)
     }
 
     fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
         if self.bytes.is_empty() {
             self.bytes = SPARE_BUFFERS.with(FreeList::take).unwrap_or_else(|| vec![0; INPUT_CAPACITY]);
+        }
+        if self.start > 0 {
+            self.bytes.copy_within(self.start..self.filled, 0);
+            (self.start, self.filled) = (0, self.filled - self.start);
         }
         if self.filled == self.bytes.len() {
             // Unreachable: a full buffer always fails to parse (431) before we read again.
@@ -483,7 +491,7 @@ impl InputBuffer {
     }
 
     fn release_if_empty(&mut self) {
-        if self.filled == 0 {
+        if self.is_empty() {
             self.give_back();
         }
     }

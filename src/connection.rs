@@ -228,6 +228,11 @@ impl<T: Transport> Connection<T> {
         }
         let partial_head = matches!(self.phase, Phase::Head) && !self.input.is_empty();
         self.head_started = if partial_head { Some(self.head_started.unwrap_or(now.mono)) } else { None };
+        if let Verdict::Close(_) = verdict {
+            // Free the buffer now, not when the engine drops us after its batch: a burst of
+            // closing clients then shares one buffer instead of each allocating its own.
+            self.input.give_back();
+        }
         verdict
     }
 
@@ -501,6 +506,7 @@ impl InputBuffer {
             return;
         }
         let buffer = std::mem::take(&mut self.bytes);
+        (self.start, self.filled) = (0, 0); // whatever was unconsumed is dropped with it
         SPARE_BUFFERS.with(|spares| spares.give(buffer));
     }
 }

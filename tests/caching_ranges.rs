@@ -295,11 +295,13 @@ fn changes_on_disk_are_seen_by_the_very_next_request(engine: &str) {
 }
 
 engine_tests! {
-    changes_on_disk_are_seen_by_the_very_next_request: [event_loop, serial, thread_per_conn, thread_pool];
-    etags_and_dates_give_304_and_412_on_a_keep_alive_connection: [event_loop, serial, thread_per_conn, thread_pool];
-    single_ranges: [event_loop, serial, thread_per_conn, thread_pool];
-    if_range_decides_between_part_and_whole: [event_loop, serial, thread_per_conn, thread_pool];
-    several_ranges_come_back_as_multipart_byteranges: [event_loop, serial, thread_per_conn, thread_pool];
-    ranges_of_a_sparse_file_beyond_4_gib: [event_loop, serial, thread_per_conn, thread_pool];
-    precompressed_siblings_are_served_when_accepted: [event_loop, serial, thread_per_conn, thread_pool];
+    all: [
+        changes_on_disk_are_seen_by_the_very_next_request,
+        etags_and_dates_give_304_and_412_on_a_keep_alive_connection,
+        single_ranges,
+        if_range_decides_between_part_and_whole,
+        several_ranges_come_back_as_multipart_byteranges,
+        ranges_of_a_sparse_file_beyond_4_gib,
+        precompressed_siblings_are_served_when_accepted,
+    ];
 }

@@ -73,6 +73,8 @@ fn curl_downloads_a_large_file_intact(engine: &str) {
 }
 
 engine_tests! {
-    curl_fetches_pages_heads_and_redirects: [event_loop, serial, thread_per_conn, thread_pool];
-    curl_downloads_a_large_file_intact: [event_loop, serial, thread_per_conn, thread_pool];
+    all: [
+        curl_fetches_pages_heads_and_redirects,
+        curl_downloads_a_large_file_intact,
+    ];
 }

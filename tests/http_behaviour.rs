@@ -274,8 +274,10 @@ fn traversal_never_reaches_outside_the_root(engine: &str) {
 }
 
 engine_tests! {
-    each_case_on_its_own_connection: [event_loop, serial, thread_per_conn, thread_pool];
-    keep_alive_replay_over_one_connection_for_each_version_and_line_ending: [event_loop, serial, thread_per_conn, thread_pool];
-    errors_that_leave_framing_unknown_get_a_response_and_a_close: [event_loop, serial, thread_per_conn, thread_pool];
-    traversal_never_reaches_outside_the_root: [event_loop, serial, thread_per_conn, thread_pool];
+    all: [
+        each_case_on_its_own_connection,
+        keep_alive_replay_over_one_connection_for_each_version_and_line_ending,
+        errors_that_leave_framing_unknown_get_a_response_and_a_close,
+        traversal_never_reaches_outside_the_root,
+    ];
 }

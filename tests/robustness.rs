@@ -236,15 +236,19 @@ fn a_client_that_pipelines_without_reading_cannot_grow_server_memory(engine: &st
 }
 
 engine_tests! {
-    twenty_pipelined_requests_in_one_write_are_answered_in_order: [event_loop, serial, thread_per_conn, thread_pool];
-    a_request_dribbled_one_byte_per_write_is_answered: [event_loop, serial, thread_per_conn, thread_pool];
-    a_body_that_looks_like_a_request_is_discarded_not_parsed: [event_loop, serial, thread_per_conn, thread_pool];
-    a_malformed_chunked_body_closes_after_the_response: [event_loop, serial, thread_per_conn, thread_pool];
-    a_client_resetting_mid_download_does_not_disturb_others: [event_loop, serial, thread_per_conn, thread_pool];
-    a_client_that_half_closes_still_gets_its_response: [event_loop, serial, thread_per_conn, thread_pool];
-    a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served: [event_loop, thread_per_conn, thread_pool];
-    many_concurrent_keep_alive_clients_are_served: [event_loop, thread_per_conn, thread_pool];
-    a_client_that_pipelines_without_reading_cannot_grow_server_memory: [event_loop, thread_per_conn, thread_pool];
+    all: [
+        twenty_pipelined_requests_in_one_write_are_answered_in_order,
+        a_request_dribbled_one_byte_per_write_is_answered,
+        a_body_that_looks_like_a_request_is_discarded_not_parsed,
+        a_malformed_chunked_body_closes_after_the_response,
+        a_client_resetting_mid_download_does_not_disturb_others,
+        a_client_that_half_closes_still_gets_its_response,
+    ];
+    concurrent: [
+        a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served,
+        many_concurrent_keep_alive_clients_are_served,
+        a_client_that_pipelines_without_reading_cannot_grow_server_memory,
+    ];
 }
 
 #[test]

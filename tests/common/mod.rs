@@ -363,20 +363,23 @@ pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
 }
 
-/// Runs each named test function (which takes the engine's CLI name) once per listed engine,
-/// as `test_name::engine_name`, so a failure names the engine it happened on.
+/// Runs each listed test function (which takes the engine's CLI name) once per engine, as
+/// `test_name::engine_name`, so a failure names the engine it happened on: `all` on the four
+/// engines, `concurrent` on the three that serve clients at the same time (not `serial`).
 #[macro_export]
 macro_rules! engine_tests {
-    ($($test:ident: [$($engine:ident),+ $(,)?];)+) => {
-        $(
-            mod $test {
-                $(
-                    #[test]
-                    fn $engine() {
-                        super::$test(&stringify!($engine).replace('_', "-"));
-                    }
-                )+
-            }
-        )+
+    (all: [$($all:ident),* $(,)?]; $(concurrent: [$($concurrent:ident),* $(,)?];)?) => {
+        $( $crate::engine_tests!(@each $all: event_loop, serial, thread_per_conn, thread_pool); )*
+        $($( $crate::engine_tests!(@each $concurrent: event_loop, thread_per_conn, thread_pool); )*)?
+    };
+    (@each $test:ident: $($engine:ident),+) => {
+        mod $test {
+            $(
+                #[test]
+                fn $engine() {
+                    super::$test(&stringify!($engine).replace('_', "-"));
+                }
+            )+
+        }
     };
 }

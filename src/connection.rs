@@ -2,8 +2,10 @@
 //!
 //! The event loop calls [`Connection::drive`] when the socket may be ready; `drive` does all the
 //! work that is possible without blocking and returns a [`Verdict`]: which readiness to wait
-//! for next, or that the connection is finished and why. The cycle is RFC 9112's: read, answer
-//! every complete request already buffered (pipelining) in order, flush the batch, read again.
+//! for next, to yield to the other clients, or that the connection is finished and why. A
+//! blocking engine calls `drive` once and it runs the connection to its end. The cycle is RFC
+//! 9112's: read, answer every complete request already buffered (pipelining) in order, flush
+//! the batch, read again.
 
 use std::fmt;
 use std::io::{self, Read};

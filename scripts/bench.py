@@ -228,8 +228,9 @@ def measure(name, root, run_dir, quick):
         result["pipelined"] = wrk(server, "/small.txt", c, seconds, script="requests.lua", env={"BENCH_PIPELINE": "16"})
         result["big_file"] = wrk(server, "/big.bin", 1 if serial else 4, seconds)
         requests = 2000 if quick else 20000
-        result["syscalls_per_request"] = syscalls_per_request(server, requests, 1, seconds + 1)
-        result["syscalls_per_pipelined_request"] = syscalls_per_request(server, requests, 16, seconds + 1)
+        strace_seconds = seconds if quick else seconds + 1
+        result["syscalls_per_request"] = syscalls_per_request(server, requests, 1, strace_seconds)
+        result["syscalls_per_pipelined_request"] = syscalls_per_request(server, requests, 16, strace_seconds)
     finally:
         server.stop()
     return result
@@ -326,7 +327,7 @@ def plot(report):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs")
+    parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs, 4 servers")
     parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     args = parser.parse_args()
@@ -335,7 +336,9 @@ def main():
         return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 held connections and more
-    servers = ["onepoll:event-loop", "onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:serial"]
+    servers = ["onepoll:event-loop", "onepoll:thread-pool"]
+    if not args.quick:  # --quick keeps to the default engine, one blocking engine and the anchors
+        servers += ["onepoll:thread-per-conn", "onepoll:serial"]
     servers += [name for name in ("nginx", "lighttpd") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]

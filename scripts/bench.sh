@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks onepoll's engines (and nginx / lighttpd when installed) on loopback.
 #   scripts/bench.sh            full run (about 5 minutes)
-#   scripts/bench.sh --quick    under a minute
+#   scripts/bench.sh --quick    under a minute (event loop, thread pool, nginx, lighttpd)
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
 # Installs wrk, strace and gnuplot from Debian's packages when missing (needs root), builds the
 # release binary, and writes results/ (see scripts/bench.py).

@@ -98,7 +98,12 @@ class Server:
         return total
 
     def stop(self):
-        self.process.send_signal(signal.SIGKILL)
+        # Every process of the server by PID (nginx's worker would outlive a killed master).
+        for pid in reversed(self.pids()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.process.wait()
 
 

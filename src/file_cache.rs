@@ -48,8 +48,10 @@ pub struct FileCache {
     inotify: Inotify,
     /// Directories already watched.
     watched: HashSet<PathBuf>,
-    /// Keyed by the request path exactly as sent (origin-form, query removed).
-    entries: HashMap<String, Arc<CachedResource>>,
+    /// Keyed by the request path exactly as sent (origin-form, query removed). `None` marks a
+    /// real, symlink-free file too large to cache, so its requests skip straight to sendfile
+    /// instead of walking the path twice; only existing files get such an entry.
+    entries: HashMap<String, Option<Arc<CachedResource>>>,
 }
 
 impl FileCache {
@@ -61,16 +63,27 @@ impl FileCache {
         self.inotify.as_raw_fd()
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<CachedResource>> {
+    /// `Some(Some(_))`: cached; `Some(None)`: known not cacheable; `None`: not looked at yet.
+    pub fn get(&self, key: &str) -> Option<Option<Arc<CachedResource>>> {
         self.entries.get(key).cloned()
     }
 
     /// Reads `file` (a canonical path without symlinks under `root`) and its small siblings into
-    /// the cache under `key`. Returns `None`, caching nothing, when any of them is too large,
-    /// is not a regular file, or cannot be read.
+    /// the cache under `key`. Returns `None` when any of them is too large, is not a regular
+    /// file, or cannot be read; the key is then remembered as not cacheable until the next
+    /// change on disk.
     pub fn load(&mut self, root: &Path, key: &str, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
         let directory = file.parent()?;
         self.watch_down_to(root, directory).ok()?; // before reading: no change can slip between
+        let loaded = self.read_resource(file, name);
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(key.to_owned(), loaded.clone());
+        loaded
+    }
+
+    fn read_resource(&self, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
         let identity = read_small(file)?;
         let mut variants = [None, None];
         for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
@@ -82,12 +95,7 @@ impl FileCache {
                 _ => return None, // a symlinked or odd sibling: leave it to the uncached path
             }
         }
-        if self.entries.len() >= MAX_ENTRIES {
-            self.entries.clear();
-        }
-        let resource = Arc::new(CachedResource { name: name.into(), identity, variants });
-        self.entries.insert(key.to_owned(), Arc::clone(&resource));
-        Some(resource)
+        Some(Arc::new(CachedResource { name: name.into(), identity, variants }))
     }
 
     fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {

@@ -76,8 +76,13 @@ impl Root {
     pub fn find_target(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
         let key = target.split('?').next().filter(|path| path.starts_with('/'));
         if let (Some(mut cache), Some(key)) = (self.lock_cache(), key) {
-            if let Some(hit) = cache.get(key) {
-                return Ok(Found::File(from_cache(&hit, accept_encoding)));
+            match cache.get(key) {
+                Some(Some(hit)) => return Ok(Found::File(from_cache(&hit, accept_encoding))),
+                Some(None) => {
+                    drop(cache); // known too large to cache: the filesystem path, walked once
+                    return self.find(&resolve_target(target)?, accept_encoding);
+                }
+                None => {}
             }
             let path = resolve_target(target)?;
             if let Some(loaded) = self

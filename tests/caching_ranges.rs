@@ -287,6 +287,15 @@ fn changes_on_disk_are_seen_by_the_very_next_request(engine: &str) {
     assert_eq!(fetch("/moved/page.txt", "").body_text(), "renamed over\n");
     fs::remove_file(root.join("moved/page.txt")).unwrap();
     assert_eq!(fetch("/moved/page.txt", "").status, 404);
+    // A file too large to cache is remembered as such; rewritten small, it is served anew.
+    let large = "L".repeat(100_000);
+    fs::write(root.join("grows.txt"), &large).unwrap();
+    assert_eq!(fetch("/grows.txt", "").body_text(), large);
+    assert_eq!(fetch("/grows.txt", "").body_text(), large);
+    fs::write(root.join("grows.txt"), "small now\n").unwrap();
+    assert_eq!(fetch("/grows.txt", "").body_text(), "small now\n");
+    fs::write(root.join("grows.txt"), &large).unwrap();
+    assert_eq!(fetch("/grows.txt", "").body_text(), large);
     // Symlinked paths are never cached: re-pointing the link takes effect at once.
     assert_eq!(fetch("/link-inside.txt", "").body_text(), HELLO);
     fs::remove_file(root.join("link-inside.txt")).unwrap();

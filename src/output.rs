@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use log::trace;
+use socket2::SockRef;
 
 use crate::access_log::AccessLog;
 use crate::files::FileBody;
@@ -34,6 +35,12 @@ pub trait Transport: Read + Write {
     /// Whether a read that returns less than asked proves the socket empty until the next
     /// readiness event: true for edge-triggered, non-blocking sockets.
     fn short_read_drains(&self) -> bool;
+
+    /// Writes `slices` saying more follows at once (`MSG_MORE`), so a response head and the
+    /// `sendfile` body after it leave in full packets instead of a small head packet first.
+    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_vectored(slices)
+    }
 }
 
 impl Transport for mio::net::TcpStream {
@@ -49,6 +56,10 @@ impl Transport for mio::net::TcpStream {
     fn short_read_drains(&self) -> bool {
         true
     }
+
+    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_io(|| SockRef::from(&*self).send_vectored_with_flags(slices, libc::MSG_MORE))
+    }
 }
 
 impl Transport for std::net::TcpStream {
@@ -62,6 +73,10 @@ impl Transport for std::net::TcpStream {
 
     fn short_read_drains(&self) -> bool {
         false
+    }
+
+    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        SockRef::from(&*self).send_vectored_with_flags(slices, libc::MSG_MORE)
     }
 }
 
@@ -332,12 +347,16 @@ impl OutputQueue {
     fn write_bytes<T: Transport>(&self, transport: &mut T) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let mut count = 0;
+        let mut file_follows = false;
         'outputs: for output in &self.pending {
             for segment in &output.segments {
                 slices[count] = match segment {
                     Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
                     Segment::Shared { content, start, end } => IoSlice::new(&content[*start..*end]),
-                    Segment::File { .. } => break 'outputs,
+                    Segment::File { .. } => {
+                        file_follows = true;
+                        break 'outputs;
+                    }
                 };
                 count += 1;
                 if count == MAX_IOVECS {
@@ -345,7 +364,10 @@ impl OutputQueue {
                 }
             }
         }
-        transport.write_vectored(&slices[..count])
+        match file_follows {
+            true => transport.write_vectored_more(&slices[..count]),
+            false => transport.write_vectored(&slices[..count]),
+        }
     }
 
     /// Moves cursors past `sent` bytes just written, finishing every output they complete.
@@ -458,6 +480,12 @@ mod tests {
             true
         }
 
+        fn write_vectored_more(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let result = self.write_vectored(bufs);
+            *self.calls.last_mut().unwrap() = "writev+more";
+            result
+        }
+
         fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
             self.calls.push("sendfile");
             if !self.sendfile_works {
@@ -557,7 +585,7 @@ mod tests {
         queue.push(file);
         let mut socket = FakeSocket::new(&[], true);
         send_all(&mut queue, &mut socket);
-        assert_eq!(socket.calls, ["writev", "sendfile"]);
+        assert_eq!(socket.calls, ["writev+more", "sendfile"]);
     }
 
     #[test]

@@ -33,6 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "scripts" / "bench"
 RESULTS = REPO / "results"
 ONEPOLL = REPO / "target" / "release" / "onepoll"
+# The same code linked statically against musl (bench.sh builds it when rustup has the target):
+# no shared libc to map, which is most of the idle RSS on a small machine.
+ONEPOLL_MUSL = REPO / "target" / "x86_64-unknown-linux-musl" / "release" / "onepoll"
 SMALL_BYTES = 128
 BIG_BYTES = 10 * 1024 * 1024
 SERVER_CPU, CLIENT_CPU = "0", "1"
@@ -111,7 +114,8 @@ def start(name, root, run_dir):
     port = free_port()
     if name.startswith("onepoll"):
         engine = name.split(":", 1)[1]
-        command = [str(ONEPOLL), str(root), "--port", str(port), "--engine", engine,
+        binary = ONEPOLL_MUSL if name.startswith("onepoll-musl") else ONEPOLL
+        command = [str(binary), str(root), "--port", str(port), "--engine", engine,
                    "--idle-timeout", "120", "--max-conns", "20000"]
     else:
         template = (BENCH / f"{name}.conf.template").read_text()
@@ -303,6 +307,8 @@ def goals(report):
     abs_row("syscalls per pipelined request", ours["syscalls_per_pipelined_request"], 0.3)
     abs_row("kB RSS per idle keep-alive connection", per_idle_connection(ours), 0.5)
     abs_row("idle RSS (MB)", round(ours["idle_rss_kib"] / 1024, 2), 1.5)
+    if musl := by_name.get("onepoll-musl:event-loop"):
+        abs_row("idle RSS, static musl build (MB)", round(musl["idle_rss_kib"] / 1024, 2), 1.5)
     return "\n".join(lines) + "\n"
 
 
@@ -344,6 +350,8 @@ def main():
     servers = ["onepoll:event-loop", "onepoll:thread-pool"]
     if not args.quick:  # --quick keeps to the default engine, one blocking engine and the anchors
         servers += ["onepoll:thread-per-conn", "onepoll:serial"]
+    if ONEPOLL_MUSL.exists():
+        servers.append("onepoll-musl:event-loop")
     servers += [name for name in ("nginx", "lighttpd") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]

@@ -20,4 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 cargo build --release --quiet
+# A static musl build too (the small-machine option), when rustup has or can fetch the target.
+musl=x86_64-unknown-linux-musl
+if command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx "$musl" || rustup target add "$musl" >/dev/null 2>&1; }; then
+    cargo build --release --quiet --target "$musl"
+else
+    echo "no $musl target: skipping onepoll-musl" >&2
+fi
 exec python3 scripts/bench.py "$@"

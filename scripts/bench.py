@@ -116,7 +116,7 @@ def start(name, root, run_dir):
         engine = name.split(":", 1)[1]
         binary = ONEPOLL_MUSL if name.startswith("onepoll-musl") else ONEPOLL
         command = [str(binary), str(root), "--port", str(port), "--engine", engine,
-                   "--idle-timeout", "120", "--max-conns", "20000"]
+                   "--idle-timeout", "120", "--max-conns", "20000", "--access-log", "off"]
     else:
         template = (BENCH / f"{name}.conf.template").read_text()
         config = template.replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@RUN@", str(run_dir))

@@ -1,64 +1,137 @@
-//! Command-line configuration.
+//! Command-line configuration. Every flag can also come from an `ONEPOLL_*` environment
+//! variable (the flag wins), so a service unit or container can configure onepoll without
+//! editing its command line.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::engine::Engine;
+use crate::http::ExtraHeader;
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about)]
+#[command(version, about, max_term_width = 100)]
 pub struct Config {
     /// Directory to serve.
-    #[arg(default_value = "www")]
+    #[arg(default_value = "www", env = "ONEPOLL_ROOT")]
     pub root: PathBuf,
 
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address to listen on (when no --listen is given).
+    #[arg(long, default_value = "127.0.0.1", env = "ONEPOLL_ADDR", help_heading = "Listening")]
     pub addr: IpAddr,
 
-    /// Port to listen on; 0 picks a free one (the log says which).
-    #[arg(long, default_value_t = 8080)]
+    /// Port to listen on (when no --listen is given); 0 picks a free one (the log says which).
+    #[arg(long, default_value_t = 8080, env = "ONEPOLL_PORT", help_heading = "Listening")]
     pub port: u16,
 
+    /// Listen on ADDR:PORT; repeat for several, e.g. `--listen 0.0.0.0:80 --listen [::]:80`
+    /// (IPv6 listeners are IPv6-only, so the pair is dual-stack). Replaces --addr/--port.
+    /// Ignored when a service manager passes listening sockets (systemd socket activation).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "ONEPOLL_LISTEN",
+        value_delimiter = ',',
+        help_heading = "Listening"
+    )]
+    pub listen: Vec<SocketAddr>,
+
     /// How connections are served: one event loop, or a blocking design to compare it with.
-    #[arg(long, value_enum, default_value_t = Engine::EventLoop, help_heading = "Engine")]
+    #[arg(long, value_enum, default_value_t = Engine::EventLoop, env = "ONEPOLL_ENGINE", help_heading = "Engine")]
     pub engine: Engine,
 
     /// Worker threads for `--engine thread-pool` (default: the number of cores).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Engine")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), env = "ONEPOLL_THREADS", help_heading = "Engine")]
     pub threads: Option<u32>,
 
+    /// Worker processes, each one event loop on one thread with its own SO_REUSEPORT
+    /// listeners, under a supervisor that restarts crashed workers and forwards signals.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64), env = "ONEPOLL_WORKERS", help_heading = "Engine")]
+    pub workers: u32,
+
     /// Seconds a request head may take to arrive in full, from its first byte (slowloris).
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, help_heading = "Limits")]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, env = "ONEPOLL_HEADER_TIMEOUT", help_heading = "Limits")]
     pub header_timeout: Duration,
 
     /// Seconds an idle keep-alive connection is kept open.
-    #[arg(long, value_name = "SECS", default_value = "15", value_parser = seconds, help_heading = "Limits")]
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = seconds, env = "ONEPOLL_IDLE_TIMEOUT", help_heading = "Limits")]
     pub idle_timeout: Duration,
 
     /// Seconds a client may accept no response bytes before it is dropped.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds, help_heading = "Limits")]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds, env = "ONEPOLL_SEND_TIMEOUT", help_heading = "Limits")]
     pub send_timeout: Duration,
 
-    /// Most open client connections; beyond it new ones wait in the listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    /// Most open client connections (per worker); beyond it new ones wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "ONEPOLL_MAX_CONNS", help_heading = "Limits")]
     pub max_conns: u32,
 
     /// Seconds that responses in flight get to finish after SIGTERM or SIGINT.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, help_heading = "Limits")]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, env = "ONEPOLL_GRACE_PERIOD", help_heading = "Limits")]
     pub grace_period: Duration,
 
-    /// Write access lines to FILE (reopened on SIGHUP) instead of the log on stderr.
-    #[arg(long, value_name = "FILE", help_heading = "Logging")]
-    pub access_log: Option<PathBuf>,
+    /// Access log in Combined Log Format: `-` for stdout, `off`, or a FILE (reopened on SIGHUP).
+    /// Diagnostics always go to stderr, at the level RUST_LOG sets (default info).
+    #[arg(
+        long,
+        value_name = "FILE|-|off",
+        default_value = "-",
+        env = "ONEPOLL_ACCESS_LOG",
+        help_heading = "Logging"
+    )]
+    pub access_log: String,
+
+    /// Add this header to every response, e.g. `--header 'Cache-Control: max-age=60'`;
+    /// repeatable (HSTS, CORS, ...). Several can also be given as `ONEPOLL_HEADER`, one per line.
+    #[arg(long = "header", value_name = "'NAME: VALUE'", value_parser = header, env = "ONEPOLL_HEADER", value_delimiter = '\n', help_heading = "Site")]
+    pub headers: Vec<ExtraHeader>,
+
+    /// Serve FILE (relative to the root, e.g. index.html) for GET/HEAD of paths that do not
+    /// exist and have no extension: the client-side routes of a single-page app.
+    #[arg(long, value_name = "FILE", env = "ONEPOLL_SPA_FALLBACK", help_heading = "Site")]
+    pub spa_fallback: Option<String>,
+
+    /// List the contents of directories that have no index.html (off: 403).
+    #[arg(long, env = "ONEPOLL_LISTING", help_heading = "Site")]
+    pub listing: bool,
+
+    /// Serve FILE (relative to the root) as the body of every 404 response.
+    #[arg(long = "404-page", value_name = "FILE", env = "ONEPOLL_404_PAGE", help_heading = "Site")]
+    pub not_found_page: Option<String>,
+
+    /// After binding, switch to this user (and its groups); onepoll refuses to serve as
+    /// root if asked to drop and the switch fails.
+    #[arg(long, value_name = "NAME", env = "ONEPOLL_USER", help_heading = "Process")]
+    pub user: Option<String>,
+
+    /// After binding, confine the process to DIR (chroot; needs root). The root directory
+    /// and the 404 page are then paths inside DIR.
+    #[arg(long, value_name = "DIR", env = "ONEPOLL_CHROOT", help_heading = "Process")]
+    pub chroot: Option<PathBuf>,
+
+    /// Write the process ID to FILE at start and remove it at exit.
+    #[arg(long, value_name = "FILE", env = "ONEPOLL_PIDFILE", help_heading = "Process")]
+    pub pidfile: Option<PathBuf>,
+}
+
+impl Config {
+    /// The addresses to bind when no listener is inherited.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        match self.listen.is_empty() {
+            true => vec![SocketAddr::new(self.addr, self.port)],
+            false => self.listen.clone(),
+        }
+    }
 }
 
 /// Whole or fractional seconds, e.g. `10` or `0.5`.
 fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text.parse().map_err(|_| format!("not a number of seconds: {text}"))?;
     Duration::try_from_secs_f64(value).map_err(|_| format!("not a duration: {text}"))
+}
+
+fn header(text: &str) -> Result<ExtraHeader, String> {
+    ExtraHeader::parse(text).map_err(|error| error.to_owned())
 }

@@ -17,7 +17,9 @@ use log::{debug, trace};
 
 use crate::access_log::AccessLog;
 use crate::files::{Found, Root};
-use crate::http::{BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, parse_head, respond};
+use crate::http::{
+    BodyDiscard, ExtraHeader, HttpError, MAX_HEAD_BYTES, Parsed, Request, logged_fields, parse_head, respond,
+};
 use crate::output::{AccessRecord, Flushed, Output, OutputQueue, Transport};
 use crate::recycle::FreeList;
 
@@ -34,7 +36,12 @@ pub struct Site {
     pub root: Root,
     pub limits: Limits,
     pub access_log: AccessLog,
+    /// Added to every response (`--header`).
+    pub headers: Vec<ExtraHeader>,
 }
+
+/// `Referer` and `User-Agent` for the access log, when it is on.
+type LoggedFields = (Option<String>, Option<String>);
 
 /// Per-connection time limits.
 #[derive(Debug, Clone, Copy)]
@@ -355,12 +362,16 @@ impl<T: Transport> Connection<T> {
                 Phase::Head => match parse_head(self.input.data()) {
                     Ok(Parsed::Partial) => return true,
                     Ok(Parsed::Complete { request, head_len }) => {
+                        let logged = match site.access_log.is_enabled() {
+                            true => logged_fields(&self.input.data()[..head_len]),
+                            false => (None, None),
+                        };
                         self.input.consume(head_len);
-                        self.answer(request, site, now);
+                        self.answer(request, logged, site, now);
                     }
                     Err(error) => {
                         debug!("{} request head refused: {error}", self.label);
-                        self.queue_response(None, Err(error), &site.access_log, now);
+                        self.queue_response(None, Err(error), (None, None), site, now);
                     }
                 },
             }
@@ -368,7 +379,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Queues the response to one request and moves to whatever comes after it.
-    fn answer(&mut self, mut request: Request, site: &Site, now: SystemTime) {
+    fn answer(&mut self, mut request: Request, logged: LoggedFields, site: &Site, now: SystemTime) {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
@@ -377,7 +388,7 @@ impl<T: Transport> Connection<T> {
             }),
             Err(error) => Err(error.clone()),
         };
-        let keep_alive = self.queue_response(Some(&request), found, &site.access_log, now);
+        let keep_alive = self.queue_response(Some(&request), found, logged, site, now);
         if keep_alive {
             match body {
                 Ok(Some(discard)) => self.enter(Phase::Body(discard)),
@@ -391,21 +402,28 @@ impl<T: Transport> Connection<T> {
         &mut self,
         request: Option<&Request>,
         found: Result<Found, HttpError>,
-        access_log: &AccessLog,
+        (referer, user_agent): LoggedFields,
+        site: &Site,
         now: SystemTime,
     ) -> bool {
-        let response = respond(request, found.as_ref().map(Found::resource).map_err(Clone::clone), now);
-        let file = match found {
-            Ok(Found::File(opened)) => Some(opened.body),
-            _ => None,
-        };
+        let mut response = respond(request, found.as_ref().map(Found::resource).map_err(Clone::clone), now);
+        response.add_headers(&site.headers);
+        let file = found.ok().and_then(Found::into_body);
         let request_line = match request {
-            _ if !access_log.is_enabled() => String::new(),
+            _ if !site.access_log.is_enabled() => String::new(),
             Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
             None => "-".to_owned(),
         };
-        let access =
-            AccessRecord { peer: self.peer, request_line, status: response.status.code(), bytes_sent: 0 };
+        let access = AccessRecord {
+            peer: self.peer,
+            request_line,
+            referer,
+            user_agent,
+            received: now,
+            status: response.status.code(),
+            head_bytes: 0,
+            bytes_sent: 0,
+        };
         self.output.push(Output::new(&response, file, access));
         if !response.keep_alive {
             self.enter(Phase::Closing(CloseReason::ResponseSaidClose));

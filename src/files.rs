@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::file_cache::{CachedResource, FileCache};
-use crate::http::{ContentCoding, FileMeta, HttpError, Resource, SafePath, resolve_target};
+use crate::http::{
+    ContentCoding, FileMeta, HttpError, ListingEntry, Resource, SafePath, render_listing, resolve_target,
+};
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
@@ -27,6 +29,25 @@ pub struct Root {
     canonical: PathBuf,
     /// Small files in memory, when the engine reads the cache's change events.
     cache: Option<Mutex<FileCache>>,
+    options: SiteOptions,
+}
+
+/// What to serve when a path names nothing, and whether directories are listed.
+#[derive(Debug, Clone, Default)]
+pub struct SiteOptions {
+    /// Request-target (`/index.html`) served for missing paths without an extension.
+    pub spa_fallback: Option<String>,
+    /// List directories that have no index file.
+    pub listing: bool,
+    /// Request-target of the page whose bytes every 404 carries.
+    pub not_found_page: Option<String>,
+}
+
+impl SiteOptions {
+    /// A file path relative to the root (`index.html`, `/errors/404.html`) as a target.
+    pub fn target_for(file: &str) -> String {
+        format!("/{}", file.trim_start_matches('/'))
+    }
 }
 
 impl std::fmt::Debug for Root {
@@ -45,7 +66,11 @@ impl Root {
         if !canonical.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Root { canonical, cache: None })
+        Ok(Root { canonical, cache: None, options: SiteOptions::default() })
+    }
+
+    pub fn with_options(self, options: SiteOptions) -> Root {
+        Root { options, ..self }
     }
 
     pub fn path(&self) -> &Path {
@@ -71,9 +96,32 @@ impl Root {
         self.cache.as_ref().map(|cache| cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    /// Resolves a request-target (RFC 9112 §3.2) and finds what it names: from the cache when
-    /// it can, otherwise from the filesystem.
+    /// Resolves a request-target (RFC 9112 §3.2) and finds what it names; when that is
+    /// nothing, the single-page-app fallback or the operator's 404 page, if configured.
     pub fn find_target(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
+        let found = self.find_exact(target, accept_encoding);
+        if !matches!(found, Err(HttpError::NotFound)) {
+            return found;
+        }
+        if let Some(fallback) = &self.options.spa_fallback
+            && is_client_route(target)
+        {
+            let found = self.find_exact(fallback, accept_encoding);
+            if !matches!(found, Err(HttpError::NotFound)) {
+                return found;
+            }
+        }
+        match &self.options.not_found_page {
+            Some(page) => match self.find_exact(page, None) {
+                Ok(Found::File(opened)) => Ok(Found::NotFoundPage(opened)),
+                _ => found,
+            },
+            None => found,
+        }
+    }
+
+    /// What `target` itself names: from the cache when it can, otherwise from the filesystem.
+    fn find_exact(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
         let key = target.split('?').next().filter(|path| path.starts_with('/'));
         if let (Some(mut cache), Some(key)) = (self.lock_cache(), key) {
             match cache.get(key) {
@@ -122,7 +170,10 @@ impl Root {
                 return Ok(Found::DirectoryWithoutSlash { location: path.directory_location() });
             }
             let index = canonical.join(INDEX_FILE);
-            let canonical_index = self.canonicalize_inside(&index)?;
+            let canonical_index = match self.canonicalize_inside(&index) {
+                Err(HttpError::NotFound) if self.options.listing => return list_directory(&canonical, path),
+                other => other?,
+            };
             return self.open_representation(
                 &index,
                 &canonical_index,
@@ -185,25 +236,74 @@ pub enum Found {
     DirectoryWithoutSlash {
         location: String,
     },
+    /// The HTML listing of a directory without an index file.
+    Listing(String),
+    /// Nothing was found; this is the operator's 404 page.
+    NotFoundPage(OpenedFile),
 }
 
 impl Found {
     /// The plain facts the decision function needs; the file handle stays here.
     pub fn resource(&self) -> Resource<'_> {
         match self {
-            Found::File(opened) => Resource::File(FileMeta {
-                len: opened.len,
-                modified: opened.modified,
-                inode: opened.inode,
-                name: &opened.name,
-                encoding: opened.encoding,
-                has_encoded_variants: opened.has_encoded_variants,
-            }),
+            Found::File(opened) => Resource::File(opened.meta()),
             Found::DirectoryWithoutSlash { location } => {
                 Resource::DirectoryWithoutSlash { location: location.clone() }
             }
+            Found::Listing(html) => Resource::Listing(html),
+            Found::NotFoundPage(opened) => Resource::NotFoundPage(opened.meta()),
         }
     }
+
+    /// The file whose bytes the response carries, if any.
+    pub fn into_body(self) -> Option<FileBody> {
+        match self {
+            Found::File(opened) | Found::NotFoundPage(opened) => Some(opened.body),
+            Found::DirectoryWithoutSlash { .. } | Found::Listing(_) => None,
+        }
+    }
+}
+
+impl OpenedFile {
+    fn meta(&self) -> FileMeta<'_> {
+        FileMeta {
+            len: self.len,
+            modified: self.modified,
+            inode: self.inode,
+            name: &self.name,
+            encoding: self.encoding,
+            has_encoded_variants: self.has_encoded_variants,
+        }
+    }
+}
+
+/// A path a single-page app routes on the client: its last segment has no extension
+/// (`/users/42`, not `/app.js` or `/logo.png`, whose absence is a real 404).
+fn is_client_route(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or_default();
+    !path.rsplit('/').next().unwrap_or_default().contains('.')
+}
+
+/// The listing page of the directory at `canonical`, reached as `path`.
+fn list_directory(canonical: &Path, path: &SafePath) -> Result<Found, HttpError> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(canonical).map_err(not_servable)? {
+        let Ok(entry) = entry else { continue };
+        // Follows symlinks like serving does; a dangling one is skipped.
+        let Ok(metadata) = fs::metadata(entry.path()) else { continue };
+        entries.push(ListingEntry {
+            name: entry.file_name().as_bytes().to_vec(),
+            is_dir: metadata.is_dir(),
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        });
+    }
+    let mut directory = b"/".to_vec();
+    for segment in path.segments() {
+        directory.extend_from_slice(segment);
+        directory.push(b'/');
+    }
+    Ok(Found::Listing(render_listing(&directory, &mut entries)))
 }
 
 /// A regular file to send, with the metadata of that very file.

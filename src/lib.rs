@@ -7,10 +7,13 @@
 pub mod access_log;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod engine;
 pub mod file_cache;
 pub mod files;
 pub mod http;
+pub mod listen;
 pub mod output;
 pub mod recycle;
+pub mod supervisor;
 mod sys;

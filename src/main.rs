@@ -1,47 +1,98 @@
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::Parser;
 use log::info;
 
-use onepoll::access_log::AccessLog;
+use onepoll::access_log::{AccessLog, Destination};
 use onepoll::config::Config;
 use onepoll::connection::{Limits, Site};
+use onepoll::daemon::{self, PidFile};
 use onepoll::engine::event_loop::{self, Exit, Options};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
-use onepoll::files::Root;
+use onepoll::files::{Root, SiteOptions};
+use onepoll::listen;
+use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 
 fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-
-    let mut root = match Root::new(&config.root) {
-        Ok(root) => root,
-        Err(error) => {
-            return fail(format_args!("cannot serve {}: {error}", config.root.display()));
-        }
-    };
-    let access_log = match &config.access_log {
-        None => AccessLog::to_logger(),
-        Some(path) => match AccessLog::to_file(path) {
-            Ok(log) => log,
-            Err(error) => {
-                return fail(format_args!("cannot open access log {}: {error}", path.display()));
-            }
+    let worker = std::env::var(WORKER_ENV).ok();
+    if let Some(index) = &worker {
+        info!("worker {index} starting (pid {})", std::process::id());
+    }
+    // The root is checked before binding, so a typo costs one clear line; under --chroot it
+    // is a path inside the chroot and can only be opened after entering it.
+    let root_before_chroot = match config.chroot {
+        Some(_) => None,
+        None => match open_root(&config) {
+            Ok(root) => Some(root),
+            Err(message) => return fail(format_args!("{message}")),
         },
     };
-    let listener = match TcpListener::bind(SocketAddr::new(config.addr, config.port)) {
-        Ok(listener) => listener,
-        Err(error) => {
-            return fail(format_args!("cannot listen on {}:{}: {error}", config.addr, config.port));
+    let inherited = match listen::inherited() {
+        Ok(inherited) => inherited,
+        Err(error) => return fail(format_args!("cannot use the inherited listening sockets: {error}")),
+    };
+    if worker.is_none() && config.workers > 1 {
+        return supervise(&config, inherited);
+    }
+    let listeners = match inherited {
+        Some(listeners) => {
+            if worker.is_none() {
+                info!("using {} listening sockets passed by the service manager", listeners.len());
+            }
+            listeners
         }
+        None => match bind_all(&config.listen_addrs(), false) {
+            Ok(listeners) => listeners,
+            Err(message) => return fail(format_args!("{message}")),
+        },
     };
-    let local = match listener.local_addr() {
-        Ok(local) => local,
-        Err(error) => return fail(format_args!("cannot read the listening address: {error}")),
+    for listener in &listeners {
+        match listener.local_addr() {
+            Ok(local) => info!("listening on http://{local}/ serving {}", config.root.display()),
+            Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
+        }
+    }
+    // Privileged work first (log files, pid file), then give privileges up, then the root:
+    // after a chroot, the root is a path inside it.
+    let access_log =
+        match AccessLog::open(&Destination::parse(&config.access_log), config.engine == Engine::EventLoop) {
+            Ok(log) => log,
+            Err(error) => return fail(format_args!("cannot open access log {}: {error}", config.access_log)),
+        };
+    let _pidfile = match (&config.pidfile, &worker) {
+        (Some(path), None) => match PidFile::create(path) {
+            Ok(pidfile) => Some(pidfile),
+            Err(error) => return fail(format_args!("cannot write pid file {}: {error}", path.display())),
+        },
+        _ => None,
     };
-    info!("listening on http://{local}/ serving {}", config.root.display());
+    if let Err(error) = daemon::drop_privileges(config.user.as_deref(), config.chroot.as_deref()) {
+        return fail(format_args!("cannot drop privileges: {error}"));
+    }
+    let root = match root_before_chroot.map_or_else(|| open_root(&config), Ok) {
+        Ok(root) => root,
+        Err(message) => return fail(format_args!("{message}")),
+    };
+    serve(&config, listeners, root, access_log)
+}
 
+fn open_root(config: &Config) -> Result<Root, String> {
+    let options = SiteOptions {
+        spa_fallback: config.spa_fallback.as_deref().map(SiteOptions::target_for),
+        listing: config.listing,
+        not_found_page: config.not_found_page.as_deref().map(SiteOptions::target_for),
+    };
+    match Root::new(&config.root) {
+        Ok(root) => Ok(root.with_options(options)),
+        Err(error) => Err(format!("cannot serve {}: {error}", config.root.display())),
+    }
+}
+
+/// Runs the chosen engine on `listeners` until it ends.
+fn serve(config: &Config, listeners: Vec<TcpListener>, mut root: Root, access_log: AccessLog) -> ExitCode {
     let limits = Limits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
@@ -52,21 +103,85 @@ fn main() -> ExitCode {
         Engine::EventLoop => root.enable_cache().map_err(|error| log::warn!("file cache off: {error}")).ok(),
         _ => None,
     };
-    let site = Site { root, limits, access_log };
-    let options =
-        Options { max_conns: config.max_conns as usize, grace_period: config.grace_period, file_changes };
+    let site = Site { root, limits, access_log, headers: config.headers.clone() };
+    let options = Options {
+        max_conns: config.max_conns as usize,
+        grace_period: config.grace_period,
+        file_changes,
+        on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match config.engine {
         Engine::EventLoop => {}
-        Engine::Serial => serial::run(listener, &site),
-        Engine::ThreadPerConn => thread_per_conn::run(listener, &site),
-        Engine::ThreadPool => thread_pool::run(listener, &site, config.threads.map_or(cores, |n| n as usize)),
+        Engine::Serial => match <[TcpListener; 1]>::try_from(listeners) {
+            Ok([listener]) => serial::run(listener, &site),
+            Err(_) => return fail(format_args!("--engine serial serves exactly one listener")),
+        },
+        Engine::ThreadPerConn => thread_per_conn::run(listeners, &site),
+        Engine::ThreadPool => {
+            thread_pool::run(listeners, &site, config.threads.map_or(cores, |n| n as usize))
+        }
     }
-    match event_loop::run(listener, &site, options) {
+    daemon::notify(sd_notify::NotifyState::Ready);
+    let exit = event_loop::run(listeners, &site, options);
+    site.access_log.flush();
+    match exit {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
         Err(error) => fail(format_args!("event loop failed: {error}")),
     }
+}
+
+/// `--workers N`: bind (or take over) the listeners here, then run the workers on them.
+fn supervise(config: &Config, inherited: Option<Vec<TcpListener>>) -> ExitCode {
+    if config.engine != Engine::EventLoop {
+        return fail(format_args!("--workers runs event-loop workers only"));
+    }
+    let workers = config.workers as usize;
+    let listeners = match inherited {
+        Some(shared) => WorkerListeners::Shared(shared),
+        None => {
+            let mut sets: Vec<Vec<TcpListener>> = Vec::with_capacity(workers);
+            let mut addrs = config.listen_addrs();
+            for _ in 0..workers {
+                match bind_all(&addrs, true) {
+                    Ok(set) => {
+                        // Port 0 resolved for the first set: the others join those ports.
+                        addrs = set.iter().filter_map(|listener| listener.local_addr().ok()).collect();
+                        sets.push(set);
+                    }
+                    Err(message) => return fail(format_args!("{message}")),
+                }
+            }
+            for local in &addrs {
+                info!("listening on http://{local}/ with {workers} workers");
+            }
+            WorkerListeners::PerWorker(sets)
+        }
+    };
+    let _pidfile = match &config.pidfile {
+        Some(path) => match PidFile::create(path) {
+            Ok(pidfile) => Some(pidfile),
+            Err(error) => return fail(format_args!("cannot write pid file {}: {error}", path.display())),
+        },
+        None => None,
+    };
+    match supervisor::run(listeners, workers) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => fail(format_args!("supervisor failed: {error}")),
+    }
+}
+
+/// Binds every address; with `reuse_port`, so that other sets can bind the same ports.
+fn bind_all(addrs: &[std::net::SocketAddr], reuse_port: bool) -> Result<Vec<TcpListener>, String> {
+    let mut listeners = Vec::new();
+    for &addr in addrs {
+        let listener =
+            listen::bind(addr, reuse_port).map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// One line on stderr and exit code 1: what an operator's service manager shows.

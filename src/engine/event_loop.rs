@@ -1,6 +1,6 @@
 //! The default engine: one thread, one `mio::Poll`, every socket non-blocking.
 //!
-//! This file knows mio and slab and nothing of HTTP. The listener and the signal pipe have
+//! This file knows mio and slab and nothing of HTTP. Each listener and the signal pipe have
 //! their own tokens; each client lives in a `Slab` whose key is its `Token`. On every event the
 //! loop calls the connection's `drive` and obeys the verdict: arm WRITABLE only while output is
 //! pending (so a response that fits the socket buffer costs no `epoll_ctl`), or close. Closed
@@ -28,12 +28,15 @@ use slab::Slab;
 
 use crate::connection::{CloseReason, ConnLabel, Connection, Now, Site, Verdict};
 
-/// The listener's token; client tokens are slab keys, which never reach these two.
-const LISTENER: Token = Token(usize::MAX);
-/// The self-pipe that signal-hook writes to from its signal handler.
-const SIGNALS: Token = Token(usize::MAX - 1);
+/// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
+/// keys, which never reach this top range.
+const SIGNALS: Token = Token(usize::MAX);
 /// The file cache's inotify descriptor: something under the root changed.
-const FILE_CHANGES: Token = Token(usize::MAX - 2);
+const FILE_CHANGES: Token = Token(usize::MAX - 1);
+/// Most listening sockets one loop serves.
+pub const MAX_LISTENERS: usize = 64;
+/// Listener `i` has token `FIRST_LISTENER + i`.
+const FIRST_LISTENER: usize = usize::MAX - 1 - MAX_LISTENERS;
 /// Most events taken from one `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
 /// How long accepting pauses after running out of descriptors before it is tried again.
@@ -48,6 +51,8 @@ pub struct Options {
     pub grace_period: Duration,
     /// The file cache's change descriptor (`Root::enable_cache`), if the cache is on.
     pub file_changes: Option<RawFd>,
+    /// Called once when a graceful shutdown begins (to tell the service manager).
+    pub on_shutdown: fn(),
 }
 
 /// How the loop ended.
@@ -83,8 +88,8 @@ enum Accepting {
 
 struct EventLoop<'a> {
     poll: Poll,
-    /// `None` once shutdown has begun (the socket is closed, new clients are refused).
-    listener: Option<TcpListener>,
+    /// Emptied once shutdown has begun (the sockets close, so new clients are refused).
+    listeners: Vec<TcpListener>,
     signals: Signals,
     clients: Slab<Client>,
     /// (deadline, slab key) for every open client.
@@ -100,12 +105,22 @@ struct EventLoop<'a> {
     options: Options,
 }
 
-/// Serves `listener` from this thread until a signal ends it.
-pub fn run(listener: std::net::TcpListener, site: &Site, options: Options) -> io::Result<Exit> {
-    listener.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(listener);
+/// Serves `listeners` from this thread until a signal ends it.
+pub fn run(listeners: Vec<std::net::TcpListener>, site: &Site, options: Options) -> io::Result<Exit> {
+    if listeners.len() > MAX_LISTENERS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("more than {MAX_LISTENERS} listeners"),
+        ));
+    }
     let poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut registered = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
+        registered.push(listener);
+    }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     if let Some(fd) = options.file_changes {
@@ -113,7 +128,7 @@ pub fn run(listener: std::net::TcpListener, site: &Site, options: Options) -> io
     }
     let mut event_loop = EventLoop {
         poll,
-        listener: Some(listener),
+        listeners: registered,
         signals,
         clients: Slab::new(),
         timers: BTreeSet::new(),
@@ -149,12 +164,12 @@ impl EventLoop<'_> {
             for event in events.iter() {
                 match event.token() {
                     FILE_CHANGES => {}
-                    LISTENER => self.accept_all(now),
                     SIGNALS => {
                         if self.handle_signals(now) == Some(Exit::Forced) {
                             return Ok(Exit::Forced);
                         }
                     }
+                    Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER, now),
                     Token(key) => {
                         if (event.is_read_closed() || event.is_error())
                             && let Some(client) = self.clients.get_mut(key)
@@ -172,9 +187,10 @@ impl EventLoop<'_> {
             if let Accepting::OutOfDescriptors { retry_at } = self.accepting
                 && retry_at <= now.mono
             {
-                self.accept_all(now);
+                self.resume_accepting(now);
             }
             self.remove_closed(now);
+            self.site.access_log.flush(); // this turn's lines, in one write
             if let Some(deadline) = self.shutdown_deadline {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -198,11 +214,18 @@ impl EventLoop<'_> {
         [self.timers.first().map(|(at, _)| *at), retry, self.shutdown_deadline].into_iter().flatten().min()
     }
 
+    /// Drains every listener once accepting was paused: their edges may have passed meanwhile.
+    fn resume_accepting(&mut self, now: Now) {
+        for index in 0..self.listeners.len() {
+            self.accept_from(index, now);
+        }
+    }
+
     /// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in
     /// the backlog would get no further event. Pauses at `max_conns` or out of descriptors.
-    fn accept_all(&mut self, now: Now) {
-        let Some(listener) = &self.listener else {
-            return;
+    fn accept_from(&mut self, index: usize, now: Now) {
+        let Some(listener) = self.listeners.get(index) else {
+            return; // shut down since the event was queued
         };
         loop {
             if self.clients.len() >= self.options.max_conns {
@@ -350,7 +373,7 @@ impl EventLoop<'_> {
             client.conn.close(reason, &self.site.access_log);
         }
         if self.accepting != Accepting::Open {
-            self.accept_all(now); // a slot or a descriptor just came free
+            self.resume_accepting(now); // a slot or a descriptor just came free
         }
     }
 
@@ -377,10 +400,11 @@ impl EventLoop<'_> {
     /// Stops accepting (the listening socket closes, so new clients are refused rather than
     /// left waiting), closes idle connections, and lets the rest finish what they were asked.
     fn begin_shutdown(&mut self, now: Now) {
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.shutdown_deadline = Some(now.mono + self.options.grace_period);
+        (self.options.on_shutdown)();
         info!(
             "shutting down: finishing {} connections within {:?}",
             self.clients.len(),

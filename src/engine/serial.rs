@@ -1,5 +1,6 @@
 //! The one-at-a-time engine: accept a client, serve it until it closes, then the next. Every
 //! other client waits in the listen backlog meanwhile; this is the baseline the others beat.
+//! It serves one listener: waiting on two would already need a poller.
 
 use std::net::TcpListener;
 

@@ -13,18 +13,33 @@ use crate::connection::Site;
 /// thousand idle clients from reserving 2 GiB of address space.
 const THREAD_STACK_BYTES: usize = 64 * 1024;
 
-pub fn run(listener: TcpListener, site: &Site) -> ! {
+pub fn run(listeners: Vec<TcpListener>, site: &Site) -> ! {
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next().expect("at least one listener");
     thread::scope(|scope| {
-        loop {
-            let (stream, peer) = accept(&listener);
-            let spawned = thread::Builder::new()
-                .stack_size(THREAD_STACK_BYTES)
-                .spawn_scoped(scope, move || serve_blocking(stream, peer, site));
-            if let Err(error) = spawned {
-                // Out of threads: the client is dropped (closed) and we back off.
-                warn!("cannot start a thread: {error}; retrying in {ACCEPT_RETRY:?}");
-                thread::sleep(ACCEPT_RETRY);
-            }
+        // Each further listener gets an accepting thread of its own; this one takes the first.
+        for listener in listeners {
+            scope.spawn(move || accept_forever(&listener, site, scope));
         }
-    })
+        accept_forever(&first, site, scope);
+    });
+    unreachable!("accepting never ends")
+}
+
+fn accept_forever<'scope>(
+    listener: &TcpListener,
+    site: &'scope Site,
+    scope: &'scope thread::Scope<'scope, '_>,
+) {
+    loop {
+        let (stream, peer) = accept(listener);
+        let spawned = thread::Builder::new()
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn_scoped(scope, move || serve_blocking(stream, peer, site));
+        if let Err(error) = spawned {
+            // Out of threads: the client is dropped (closed) and we back off.
+            warn!("cannot start a thread: {error}; retrying in {ACCEPT_RETRY:?}");
+            thread::sleep(ACCEPT_RETRY);
+        }
+    }
 }

@@ -3,14 +3,14 @@
 //! loop blocks (leaving the rest in the kernel backlog) while the queue is full.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use super::blocking::{accept, serve_blocking};
 use crate::connection::Site;
 
-pub fn run(listener: TcpListener, site: &Site, threads: usize) -> ! {
+pub fn run(listeners: Vec<TcpListener>, site: &Site, threads: usize) -> ! {
     let (queue, jobs) = sync_channel::<(TcpStream, SocketAddr)>(threads);
     let jobs = Arc::new(Mutex::new(jobs));
     thread::scope(|scope| {
@@ -18,13 +18,25 @@ pub fn run(listener: TcpListener, site: &Site, threads: usize) -> ! {
             let jobs = Arc::clone(&jobs);
             scope.spawn(move || work(&jobs, site));
         }
-        loop {
-            let accepted = accept(&listener);
-            if queue.send(accepted).is_err() {
-                unreachable!("workers never exit while the queue is open");
-            }
+        // This thread accepts from the first listener, a thread each from any others, all
+        // feeding the one queue.
+        let mut listeners = listeners.into_iter();
+        let first = listeners.next().expect("at least one listener");
+        for listener in listeners {
+            let queue = queue.clone();
+            scope.spawn(move || accept_into(&listener, &queue));
         }
-    })
+        accept_into(&first, &queue);
+    });
+    unreachable!("accepting never ends")
+}
+
+fn accept_into(listener: &TcpListener, queue: &SyncSender<(TcpStream, SocketAddr)>) {
+    loop {
+        if queue.send(accept(listener)).is_err() {
+            unreachable!("workers never exit while the queue is open");
+        }
+    }
 }
 
 fn work(jobs: &Mutex<Receiver<(TcpStream, SocketAddr)>>, site: &Site) {

@@ -8,6 +8,7 @@ pub mod body;
 pub mod conditional;
 pub mod encoding;
 pub mod error;
+pub mod listing;
 pub mod range;
 pub mod request;
 pub mod response;
@@ -19,8 +20,11 @@ mod properties;
 pub use body::{BodyDiscard, DiscardProgress};
 pub use encoding::ContentCoding;
 pub use error::HttpError;
-pub use request::{BodyFraming, Method, Parsed, RepresentationFields, Request, Version, parse_head};
-pub use response::{BodyPlan, FileMeta, Resource, Response, respond};
+pub use listing::{ListingEntry, render_listing};
+pub use request::{
+    BodyFraming, Method, Parsed, RepresentationFields, Request, Version, logged_fields, parse_head,
+};
+pub use response::{BodyPlan, ExtraHeader, FileMeta, Resource, Response, respond};
 pub use target::{SafePath, resolve_target};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).

@@ -156,6 +156,21 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
     }
 }
 
+/// The `Referer` and `User-Agent` of a head `parse_head` accepted, for the access log: looked
+/// up only while a log is on, so serving with logging off never copies them.
+pub fn logged_fields(head: &[u8]) -> (Option<String>, Option<String>) {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    if parsed.parse(head).is_err() {
+        return (None, None);
+    }
+    let find = |name: &str| {
+        let field = parsed.headers.iter().find(|field| field.name.eq_ignore_ascii_case(name))?;
+        Some(String::from_utf8_lossy(field.value).into_owned())
+    };
+    (find("referer"), find("user-agent"))
+}
+
 /// httparse rejects every version but 1.0 and 1.1 alike; RFC 9110 §15.6.6 wants 505 only for a
 /// well-formed version we do not support, and 400 for garbage.
 fn version_error(request_line: &[u8]) -> HttpError {
@@ -277,6 +292,13 @@ fn list_items(value: &[u8]) -> Result<impl Iterator<Item = &str>, HttpError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn logged_fields_are_found_case_insensitively() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nuser-AGENT: curl/8\r\nReferer: http://a/\r\n\r\n";
+        assert_eq!(logged_fields(head), (Some("http://a/".into()), Some("curl/8".into())));
+        assert_eq!(logged_fields(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), (None, None));
+    }
+
     use super::*;
 
     fn complete(bytes: &[u8]) -> (Request, usize) {

@@ -22,6 +22,10 @@ pub enum Resource<'a> {
     File(FileMeta<'a>),
     /// A directory named without its trailing slash: redirect to `location`.
     DirectoryWithoutSlash { location: String },
+    /// A generated HTML listing of a directory that has no index file (`--listing`).
+    Listing(&'a str),
+    /// Nothing was found, and the operator's 404 page (`--404-page`) is this file.
+    NotFoundPage(FileMeta<'a>),
 }
 
 /// The facts about a file that the response depends on.
@@ -103,6 +107,59 @@ impl Response {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A header field the operator adds to every response (`--header 'Name: value'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraHeader {
+    /// Leaked once at start-up: the configuration lives as long as the process, and header
+    /// names are `&'static str` everywhere else.
+    name: &'static str,
+    value: String,
+}
+
+/// Fields that frame the message or the connection: only onepoll may set them, or a client
+/// could be told a wrong length.
+const FRAMING_FIELDS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "trailer",
+    "te",
+    "content-range",
+];
+
+impl ExtraHeader {
+    /// Parses `Name: value`: the name must be a token (RFC 9110 §5.1), the value visible
+    /// characters, spaces and tabs only (no CR/LF: no header injection), and framing fields
+    /// are refused.
+    pub fn parse(text: &str) -> Result<ExtraHeader, &'static str> {
+        let (name, value) = text.split_once(':').ok_or("expected 'Name: value'")?;
+        let value = value.trim_matches([' ', '\t']);
+        let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err("the header name must be a token (letters, digits, -)");
+        }
+        if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return Err("the header value must be printable ASCII");
+        }
+        if FRAMING_FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field)) {
+            return Err("onepoll sets that header itself");
+        }
+        Ok(ExtraHeader { name: Box::leak(name.into()), value: value.to_owned() })
+    }
+}
+
+impl Response {
+    /// Appends the operator's headers (to every response, errors included, so HSTS and CORS
+    /// hold everywhere).
+    pub fn add_headers(&mut self, extra: &[ExtraHeader]) {
+        for header in extra {
+            self.headers.push(header.name, &header.value);
+        }
     }
 }
 
@@ -237,8 +294,24 @@ pub fn respond(
     match found {
         Ok(Resource::File(meta)) => file_response(request, &meta, now),
         Ok(Resource::DirectoryWithoutSlash { location }) => redirect(request, location, now),
+        Ok(Resource::Listing(html)) => generated(Status::OK, html.to_owned(), request, now),
+        Ok(Resource::NotFoundPage(meta)) => not_found_page(request, &meta, now),
         Err(error) => error_page(&error, Some(request), now),
     }
+}
+
+/// The operator's 404 page: the file's bytes under status 404, without validators or ranges
+/// (they describe the page, not the missing resource).
+fn not_found_page(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Response {
+    let mut headers = common_headers(now);
+    headers.push("Content-Type", content_type(meta.name));
+    headers.push("Content-Length", meta.len);
+    push_connection(&mut headers, request.version, request.keep_alive);
+    let body = match request.method {
+        Method::Head => BodyPlan::Empty,
+        _ => BodyPlan::File { offset: 0, len: meta.len },
+    };
+    Response { status: Status::NOT_FOUND, headers, body, keep_alive: request.keep_alive }
 }
 
 fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Response {
@@ -359,6 +432,23 @@ fn page(status: Status, request: Option<&Request>, keep_alive: bool, now: System
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
          <body><h1>{code} {reason}</h1><hr><p>{SERVER_NAME}</p></body></html>\n"
     );
+    html_response(status, html, request, keep_alive, now)
+}
+
+/// A page we generated for a request that succeeded (a directory listing).
+fn generated(status: Status, html: String, request: &Request, now: SystemTime) -> Response {
+    let mut response = html_response(status, html, Some(request), request.keep_alive, now);
+    response.headers.insert(2, "Cache-Control", "no-cache"); // it changes with the directory
+    response
+}
+
+fn html_response(
+    status: Status,
+    html: String,
+    request: Option<&Request>,
+    keep_alive: bool,
+    now: SystemTime,
+) -> Response {
     let mut headers = common_headers(now);
     headers.push("Content-Type", "text/html; charset=utf-8");
     headers.push("Content-Length", html.len());

@@ -45,7 +45,7 @@ impl SafePath {
 }
 
 /// Bytes that must be percent-encoded inside one path segment (RFC 3986 §3.3).
-const PATH_SEGMENT: &AsciiSet = &CONTROLS
+pub(crate) const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')

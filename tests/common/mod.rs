@@ -61,13 +61,21 @@ impl Server {
         let mut child = command
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start onepoll");
         let (addr_tx, addr_rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let log_sink = Arc::clone(&log);
+        // Access lines (stdout) join the log lines (stderr) in one list, in arrival order.
+        let stdout = child.stdout.take().unwrap();
+        let access_sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                access_sink.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -113,6 +121,14 @@ impl Server {
             assert!(Instant::now() < deadline, "no log line with {needle:?}; log: {:?}", self.log_lines());
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for the access line of `request_line` (`GET /x HTTP/1.1`) with `status`, and
+    /// returns the body bytes it reports.
+    pub fn wait_for_access(&self, request_line: &str, status: u16) -> u64 {
+        let line = self.wait_for_log(&format!("\"{request_line}\" {status} "));
+        let after = line.split(&format!("\" {status} ")).nth(1).unwrap();
+        after.split(' ').next().unwrap().parse().unwrap()
     }
 
     /// Waits until exactly `count` log lines contain `needle` (access lines trail responses).

@@ -1,0 +1,167 @@
+//! `--workers N`: N onepoll processes, each one single-threaded event loop, under a parent
+//! that owns the listening sockets. Cores are used by processes, not threads, so each worker
+//! stays the simple one-`Poll` program the rest of this crate describes.
+//!
+//! The parent binds, per worker, its own set of `SO_REUSEPORT` listeners (the kernel spreads
+//! new connections over the workers' accept queues), or shares the sockets systemd passed it.
+//! A worker is the same binary started with `ONEPOLL_WORKER=<index>` and its listeners passed
+//! the `LISTEN_FDS` way. Because the parent keeps every socket open, connections that arrive
+//! while a crashed worker restarts wait in its queue instead of being refused. The parent
+//! forwards SIGTERM/SIGINT (graceful drain) and SIGHUP (log reopen) and exits when every
+//! worker has.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::daemon;
+use crate::listen;
+
+/// The environment variable that makes a process a worker: its index.
+pub const WORKER_ENV: &str = "ONEPOLL_WORKER";
+/// How often exited workers are looked for when no signal wakes the parent.
+const CHILD_CHECK: Duration = Duration::from_millis(100);
+/// A worker that dies sooner than this after starting is restarted only after this long, so a
+/// worker that cannot start does not spin the parent.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Which listeners each worker gets.
+pub enum WorkerListeners {
+    /// Worker `i` gets set `i` (bound here with `SO_REUSEPORT`).
+    PerWorker(Vec<Vec<TcpListener>>),
+    /// Every worker gets the same sockets (inherited from systemd).
+    Shared(Vec<TcpListener>),
+}
+
+impl WorkerListeners {
+    fn for_worker(&self, index: usize) -> &[TcpListener] {
+        match self {
+            WorkerListeners::PerWorker(sets) => &sets[index],
+            WorkerListeners::Shared(set) => set,
+        }
+    }
+
+    fn count(&self, workers: usize) -> usize {
+        match self {
+            WorkerListeners::PerWorker(sets) => sets.len(),
+            WorkerListeners::Shared(_) => workers,
+        }
+    }
+}
+
+struct Worker {
+    child: Option<Child>,
+    started: Instant,
+    /// When a crashed worker may be started again.
+    restart_at: Option<Instant>,
+}
+
+/// Runs `workers` worker processes until a signal ends them all. Returns true when every
+/// worker exited cleanly after a graceful shutdown.
+pub fn run(listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
+    let mut poll = Poll::new()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    poll.registry().register(&mut signals, Token(0), Interest::READABLE)?;
+    let count = listeners.count(workers);
+    let mut pool: Vec<Worker> = Vec::with_capacity(count);
+    for index in 0..count {
+        pool.push(Worker {
+            child: Some(spawn(index, listeners.for_worker(index))?),
+            started: Instant::now(),
+            restart_at: None,
+        });
+    }
+    info!("supervisor: {count} workers started");
+    daemon::notify(sd_notify::NotifyState::Ready);
+    let mut stopping = false;
+    let mut all_clean = true;
+    let mut events = Events::with_capacity(8);
+    loop {
+        match poll.poll(&mut events, Some(CHILD_CHECK)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+        for signal in signals.pending() {
+            let forward = match signal {
+                SIGHUP => Signal::SIGHUP,
+                _ => {
+                    if !stopping {
+                        info!("supervisor: stopping {count} workers");
+                        daemon::notify(sd_notify::NotifyState::Stopping);
+                    }
+                    stopping = true;
+                    Signal::SIGTERM // a second one makes workers exit at once, as it would us
+                }
+            };
+            for worker in &pool {
+                if let Some(child) = &worker.child {
+                    let _ = kill(Pid::from_raw(child.id() as i32), forward);
+                }
+            }
+        }
+        let now = Instant::now();
+        for (index, worker) in pool.iter_mut().enumerate() {
+            if let Some(status) = worker.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
+                worker.child = None;
+                if stopping {
+                    all_clean &= status.success();
+                    info!("supervisor: worker {index} exited ({})", describe(status));
+                    continue;
+                }
+                warn!("supervisor: worker {index} died ({}); restarting it", describe(status));
+                let quick = now.duration_since(worker.started) < RESTART_DELAY;
+                worker.restart_at = Some(if quick { now + RESTART_DELAY } else { now });
+            }
+            if !stopping && worker.child.is_none() && worker.restart_at.is_some_and(|at| at <= now) {
+                match spawn(index, listeners.for_worker(index)) {
+                    Ok(child) => {
+                        *worker = Worker { child: Some(child), started: now, restart_at: None };
+                    }
+                    Err(error) => {
+                        error!("supervisor: cannot restart worker {index}: {error}");
+                        worker.restart_at = Some(now + RESTART_DELAY);
+                    }
+                }
+            }
+        }
+        if stopping && pool.iter().all(|worker| worker.child.is_none()) {
+            info!("supervisor: all workers exited");
+            return Ok(all_clean);
+        }
+    }
+}
+
+/// Starts worker `index` with `listeners` as its inherited sockets.
+fn spawn(index: usize, listeners: &[TcpListener]) -> io::Result<Child> {
+    // Only this one child may inherit these sockets: CLOEXEC comes back right after the spawn.
+    let environment = listen::pass_to_child(listeners, true)?;
+    let spawned = Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .process_group(0) // a terminal's Ctrl-C reaches the parent only; it forwards one TERM
+        .env(WORKER_ENV, index.to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("NOTIFY_SOCKET") // only the parent talks to systemd
+        .envs(environment)
+        .spawn();
+    listen::pass_to_child(listeners, false)?;
+    spawned
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => status.to_string(),
+    }
+}

@@ -57,7 +57,8 @@ impl Server {
         Server::spawn(command, "debug")
     }
 
-    fn spawn(mut command: Command, log_level: &str) -> Server {
+    /// Starts `command` (onepoll, or a wrapper that execs it) and waits for its address.
+    pub fn spawn(mut command: Command, log_level: &str) -> Server {
         let mut child = command
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
@@ -105,6 +106,13 @@ impl Server {
         let mut client = self.connect();
         client.send(request);
         client.response(request.starts_with(b"HEAD"))
+    }
+
+    /// `args` plus environment variables `envs`.
+    pub fn start_with_env(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+        command.arg(root).args(["--addr", "127.0.0.1", "--port", "0"]).args(args).envs(envs.iter().copied());
+        Server::spawn(command, "info")
     }
 
     pub fn log_lines(&self) -> Vec<String> {

@@ -1,0 +1,161 @@
+//! What operators ask of a static server beyond files: their own headers, a single-page-app
+//! fallback, directory listings that survive hostile names, a custom 404 page, settings from
+//! the environment, and a Combined Log Format access log.
+
+mod common;
+
+use std::fs;
+
+use common::{HELLO, INDEX, SUB_INDEX, Server, Site, get};
+
+engine_tests! {
+    all: [
+        extra_headers_go_on_every_response,
+        spa_fallback_serves_the_app_for_routes_but_not_for_missing_assets,
+        listing_is_opt_in_and_escapes_hostile_names,
+        the_404_page_is_served_with_status_404,
+    ];
+}
+
+fn head(path: &str) -> Vec<u8> {
+    format!("HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+fn extra_headers_go_on_every_response(engine: &str) {
+    let site = Site::new();
+    let args = [
+        "--engine",
+        engine,
+        "--header",
+        "Cache-Control: max-age=60",
+        "--header",
+        "Strict-Transport-Security:max-age=31536000 ",
+    ];
+    let server = Server::start_with(&site.root(), &args, "info");
+    let ok = server.exchange(&get("/hello.txt"));
+    let missing = server.exchange(&get("/missing"));
+    for response in [&ok, &missing] {
+        assert_eq!(response.header("Cache-Control"), Some("max-age=60"), "{response:?}");
+        assert_eq!(response.header("Strict-Transport-Security"), Some("max-age=31536000"), "{response:?}");
+    }
+    assert_eq!((ok.status, ok.body_text().as_str()), (200, HELLO));
+    assert_eq!(missing.status, 404);
+}
+
+fn spa_fallback_serves_the_app_for_routes_but_not_for_missing_assets(engine: &str) {
+    let site = Site::new();
+    let server =
+        Server::start_with(&site.root(), &["--engine", engine, "--spa-fallback", "index.html"], "info");
+    for route in ["/users/42", "/settings?tab=1", "/deep/route/here"] {
+        let response = server.exchange(&get(route));
+        assert_eq!((response.status, response.body_text().as_str()), (200, INDEX), "{route}");
+    }
+    assert_eq!(server.exchange(&get("/missing.js")).status, 404);
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    assert_eq!(server.exchange(&get("/sub/")).body_text(), SUB_INDEX);
+    assert_eq!(server.exchange(&get("/../etc/passwd")).status, 400, "a bad target stays bad");
+}
+
+fn listing_is_opt_in_and_escapes_hostile_names(engine: &str) {
+    let site = Site::new();
+    let dir = site.root().join("no-index");
+    for hostile in ["<img src=x onerror=alert(1)>.txt", "a\"b'c&d.txt", "javascript:alert(1)"] {
+        fs::write(dir.join(hostile), "x").unwrap();
+    }
+    fs::create_dir(dir.join("child")).unwrap();
+    let closed = Server::start_with(&site.root(), &["--engine", engine], "info");
+    assert_eq!(closed.exchange(&get("/no-index/")).status, 404, "listing is off by default");
+    let server = Server::start_with(&site.root(), &["--engine", engine, "--listing"], "info");
+    let listing = server.exchange(&get("/no-index/"));
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.header("Content-Type"), Some("text/html; charset=utf-8"));
+    let html = listing.body_text();
+    assert!(html.contains("<a href=\"./file.txt\">file.txt</a>"), "{html}");
+    assert!(html.contains("<a href=\"./child/\">child/</a>"), "{html}");
+    assert!(!html.contains("<img"), "{html}");
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;.txt"), "{html}");
+    assert!(html.contains("a&quot;b&#39;c&amp;d.txt"), "{html}");
+    assert!(html.contains("href=\"./javascript:alert(1)\""), "{html}");
+    // Every link leads back to the file it names.
+    assert_eq!(server.exchange(&get("/no-index/a%22b'c&d.txt")).body_text(), "x");
+    assert_eq!(server.exchange(&get("/sub/")).body_text(), SUB_INDEX, "an index still wins");
+    let headers_only = server.exchange(&head("/no-index/"));
+    assert!(headers_only.body.is_empty() && headers_only.status == 200);
+}
+
+fn the_404_page_is_served_with_status_404(engine: &str) {
+    let site = Site::new();
+    fs::write(site.root().join("404.html"), "<h1>lost?</h1>\n").unwrap();
+    let server = Server::start_with(&site.root(), &["--engine", engine, "--404-page", "404.html"], "info");
+    let missing = server.exchange(&get("/nowhere"));
+    assert_eq!((missing.status, missing.body_text().as_str()), (404, "<h1>lost?</h1>\n"));
+    assert_eq!(missing.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(missing.header("ETag"), None, "validators describe the page, not the resource");
+    let headers_only = server.exchange(&head("/nowhere"));
+    assert_eq!((headers_only.status, headers_only.body.len()), (404, 0));
+    assert_eq!(headers_only.header("Content-Length"), Some("15"));
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    fs::remove_file(site.root().join("404.html")).unwrap();
+    let fallback = server.exchange(&get("/nowhere"));
+    assert_eq!(fallback.status, 404);
+    assert!(fallback.body_text().contains("404 Not Found"), "a missing 404 page falls back to ours");
+}
+
+#[test]
+fn settings_come_from_the_environment_and_flags_win() {
+    let site = Site::new();
+    let envs = [("ONEPOLL_LISTING", "true"), ("ONEPOLL_HEADER", "X-From: env\nX-Other: two")];
+    let server = Server::start_with_env(&site.root(), &[], &envs);
+    let listing = server.exchange(&get("/no-index/"));
+    assert_eq!(listing.status, 200);
+    assert_eq!((listing.header("X-From"), listing.header("X-Other")), (Some("env"), Some("two")));
+    let overridden = Server::start_with_env(&site.root(), &["--header", "X-From: flag"], &envs);
+    let response = overridden.exchange(&get("/hello.txt"));
+    assert_eq!((response.header("X-From"), response.header("X-Other")), (Some("flag"), None));
+}
+
+#[test]
+fn hostile_or_framing_headers_are_refused_at_start() {
+    let site = Site::new();
+    for bad in [
+        "X-Bad: a\r\nInjected: b",
+        "Content-Length: 5",
+        "No colon",
+        "Bad Name: x",
+        "Transfer-Encoding: chunked",
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .arg(site.root())
+            .args(["--port", "0", "--header", bad])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad:?} was accepted");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--header"), "{bad:?}");
+    }
+}
+
+#[test]
+fn access_lines_are_combined_log_format_on_stdout() {
+    let site = Site::new();
+    let server = Server::start_with(&site.root(), &[], "info");
+    let mut client = server.connect();
+    client.send(
+        b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: agent \"x\"/1.0\r\nReferer: http://ref/\r\n\r\n",
+    );
+    assert_eq!(client.response(false).status, 200);
+    let line = server.wait_for_log("\"GET /hello.txt HTTP/1.1\" 200 13 ");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.ends_with(
+            " +0000] \"GET /hello.txt HTTP/1.1\" 200 13 \"http://ref/\" \"agent \\x22x\\x22/1.0\""
+        ),
+        "{line}"
+    );
+    let fields: Vec<&str> = line.split(['[', ']']).collect();
+    assert_eq!(fields[1].len(), "22/Nov/2026:07:00:00 +0000".len(), "{line}");
+    let quiet = Server::start_with(&site.root(), &["--access-log", "off"], "info");
+    assert_eq!(quiet.exchange(&get("/hello.txt")).status, 200);
+    assert_eq!(quiet.exchange(&get("/missing")).status, 404);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(quiet.log_lines().iter().all(|line| !line.contains("GET")), "{:?}", quiet.log_lines());
+}

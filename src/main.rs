@@ -49,12 +49,6 @@ fn main() -> ExitCode {
             Err(message) => return fail(format_args!("{message}")),
         },
     };
-    for listener in &listeners {
-        match listener.local_addr() {
-            Ok(local) => info!("listening on http://{local}/ serving {}", config.root.display()),
-            Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
-        }
-    }
     // Privileged work first (log files, pid file), then give privileges up, then the root:
     // after a chroot, the root is a path inside it.
     let access_log =
@@ -76,6 +70,13 @@ fn main() -> ExitCode {
         Ok(root) => root,
         Err(message) => return fail(format_args!("{message}")),
     };
+    // Said last, once everything that could still fail has not: the "ready" line.
+    for listener in &listeners {
+        match listener.local_addr() {
+            Ok(local) => info!("listening on http://{local}/ serving {}", config.root.display()),
+            Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
+        }
+    }
     serve(&config, listeners, root, access_log)
 }
 

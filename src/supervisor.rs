@@ -67,7 +67,7 @@ struct Worker {
 
 /// Runs `workers` worker processes until a signal ends them all. Returns true when every
 /// worker exited cleanly after a graceful shutdown.
-pub fn run(listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
+pub fn run(mut listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry().register(&mut signals, Token(0), Interest::READABLE)?;
@@ -98,6 +98,8 @@ pub fn run(listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
                     if !stopping {
                         info!("supervisor: stopping {count} workers");
                         daemon::notify(sd_notify::NotifyState::Stopping);
+                        // Our copies close too, so new clients are refused, not left queued.
+                        listeners = WorkerListeners::Shared(Vec::new());
                     }
                     stopping = true;
                     Signal::SIGTERM // a second one makes workers exit at once, as it would us

@@ -93,7 +93,7 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "ONEPOLL_SPA_FALLBACK", help_heading = "Site")]
     pub spa_fallback: Option<String>,
 
-    /// List the contents of directories that have no index.html (off: 403).
+    /// List the contents of directories that have no index.html (without it they are 404).
     #[arg(long, env = "ONEPOLL_LISTING", help_heading = "Site")]
     pub listing: bool,
 

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let worker = std::env::var(WORKER_ENV).ok();
     if let Some(index) = &worker {
+        if let Err(error) = supervisor::bind_to_supervisor() {
+            return fail(format_args!("worker {index}: {error}"));
+        }
         info!("worker {index} starting (pid {})", std::process::id());
     }
     // The root is checked before binding, so a typo costs one clear line; under --chroot it

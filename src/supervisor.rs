@@ -28,6 +28,9 @@ use crate::listen;
 
 /// The environment variable that makes a process a worker: its index.
 pub const WORKER_ENV: &str = "ONEPOLL_WORKER";
+/// The supervisor's PID, so a worker can tell whether its parent is still the one that
+/// started it.
+const SUPERVISOR_ENV: &str = "ONEPOLL_SUPERVISOR";
 /// How often exited workers are looked for when no signal wakes the parent.
 const CHILD_CHECK: Duration = Duration::from_millis(100);
 /// A worker that dies sooner than this after starting is restarted only after this long, so a
@@ -143,6 +146,17 @@ pub fn run(mut listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
     }
 }
 
+/// Called first thing in a worker: if the supervisor dies, even by SIGKILL, the kernel sends
+/// this worker SIGTERM, so it drains and exits instead of serving on unsupervised.
+pub fn bind_to_supervisor() -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    let expected = std::env::var(SUPERVISOR_ENV).ok().and_then(|pid| pid.parse::<i32>().ok());
+    if expected != Some(nix::unistd::getppid().as_raw()) {
+        return Err(io::Error::other("the supervisor exited before this worker started"));
+    }
+    Ok(())
+}
+
 /// Starts worker `index` with `listeners` as its inherited sockets.
 fn spawn(index: usize, listeners: &[TcpListener]) -> io::Result<Child> {
     // Only this one child may inherit these sockets: CLOEXEC comes back right after the spawn.
@@ -151,6 +165,7 @@ fn spawn(index: usize, listeners: &[TcpListener]) -> io::Result<Child> {
         .args(std::env::args_os().skip(1))
         .process_group(0) // a terminal's Ctrl-C reaches the parent only; it forwards one TERM
         .env(WORKER_ENV, index.to_string())
+        .env(SUPERVISOR_ENV, std::process::id().to_string())
         .env_remove("LISTEN_PID")
         .env_remove("NOTIFY_SOCKET") // only the parent talks to systemd
         .envs(environment)

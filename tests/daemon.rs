@@ -161,6 +161,21 @@ fn workers_are_single_threaded_processes_restarted_when_they_die() {
 }
 
 #[test]
+fn workers_exit_when_the_supervisor_is_killed() {
+    let site = Site::new();
+    let server = Server::start_with(&site.root(), &["--workers", "2"], "info");
+    eventually("two workers", || children(server.pid()).len() == 2);
+    let workers = children(server.pid());
+    drop(server); // SIGKILL: no chance to stop its workers itself
+    eventually("the workers to exit", || {
+        workers.iter().all(|worker| {
+            let stat = fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.rsplit(')').next().unwrap().trim_start().starts_with('Z')
+        })
+    });
+}
+
+#[test]
 fn sigterm_drains_every_worker_then_the_supervisor_exits_zero() {
     let site = Site::new().with_big_file();
     let mut server = Server::start_with(&site.root(), &["--workers", "2", "--grace-period", "20"], "info");

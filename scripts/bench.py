@@ -58,10 +58,10 @@ def children(pid):
 class Server:
     """A server under test: its processes, their CPU time and memory."""
 
-    def __init__(self, name, command, port, run_dir):
+    def __init__(self, name, command, port, run_dir, cpus=SERVER_CPU):
         self.name, self.port, self.run_dir = name, port, run_dir
         self.process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU] + command,
+            ["taskset", "-c", cpus] + command,
             stdout=subprocess.DEVNULL,
             stderr=open(run_dir / f"{name}.stderr", "w"),
             env=dict(os.environ, RUST_LOG="warn"),
@@ -336,11 +336,40 @@ def plot(report):
                         f" set ylabel 'server RSS (MiB)'; plot " + ", ".join(mem_lines)], check=False)
 
 
+def workers_scaling(root, run_dir, seconds=5):
+    """`--workers 1` against `--workers 2`, each on both cores with wrk (2 threads) sharing them:
+    on a 2-core machine the load generator competes with the second worker, so this shows what
+    a second process buys when nothing is pinned, not a clean 2x."""
+    rows = []
+    for workers in (1, 2):
+        port = free_port()
+        command = [str(ONEPOLL), str(root), "--port", str(port), "--workers", str(workers),
+                   "--idle-timeout", "120", "--access-log", "off"]
+        server = Server(f"onepoll --workers {workers}", command, port, run_dir, cpus="0,1")
+        try:
+            time.sleep(0.5)
+            row = {"workers": workers}
+            for label, path, connections in (("keep_alive", "/small.txt", 100), ("big_file", "/big.bin", 4)):
+                out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+                                      f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+                requests = int(re.search(r"(\d+) requests in", out).group(1))
+                elapsed = float(re.search(r"requests in ([\d.]+)s", out).group(1))
+                bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out) or re.search(r"Socket errors", out)
+                row[label] = {"rps": round(requests / elapsed, 1), "valid": requests > 0 and not bad}
+                if label == "big_file":
+                    row[label]["mb_per_s"] = round(requests * BIG_BYTES / elapsed / 1e6, 1)
+            rows.append(row)
+        finally:
+            server.stop()
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs, 4 servers")
     parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
+    parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
     args = parser.parse_args()
     if args.render:
         publish(json.loads(Path(args.render).read_text()), "quick" if "--quick" in json.loads(Path(args.render).read_text())["command"] else "latest")
@@ -361,6 +390,20 @@ def main():
     root.mkdir()
     (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
     (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
+    if args.workers_scaling:
+        rows = workers_scaling(root, run_dir)
+        lines = ["| workers | keep-alive req/s (c=100) | 10 MiB MB/s (c=4) | all responses 200 |", "|---|---|---|---|"]
+        for row in rows:
+            valid = row["keep_alive"]["valid"] and row["big_file"]["valid"]
+            lines.append(f"| {row['workers']} | {row['keep_alive']['rps']} | {row['big_file']['mb_per_s']} | {'yes' if valid else 'NO'} |")
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        text = (f"Measured {date} with `scripts/bench.sh --workers-scaling` on {os.cpu_count()} cores "
+                f"({cpu_model()}), server and wrk -t2 sharing all cores.\n\n" + "\n".join(lines) + "\n")
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "workers.md").write_text(text)
+        print(text)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "scripts/bench.sh" + (" --quick" if args.quick else "") + (f" --servers {args.servers}" if args.servers else ""),

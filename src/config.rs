@@ -39,6 +39,15 @@ pub struct Config {
     )]
     pub listen: Vec<SocketAddr>,
 
+    /// Also serve Echo (RFC 862) on this port, TCP and UDP, from the same event loop; on the
+    /// address of --addr (or of the first --listen).
+    #[arg(long, value_name = "PORT", env = "ONEPOLL_ECHO_PORT", help_heading = "Listening")]
+    pub echo_port: Option<u16>,
+
+    /// Also serve Daytime (RFC 867) on this port, TCP and UDP, like --echo-port.
+    #[arg(long, value_name = "PORT", env = "ONEPOLL_DAYTIME_PORT", help_heading = "Listening")]
+    pub daytime_port: Option<u16>,
+
     /// How connections are served: one event loop, or a blocking design to compare it with.
     #[arg(long, value_enum, default_value_t = Engine::EventLoop, env = "ONEPOLL_ENGINE", help_heading = "Engine")]
     pub engine: Engine,

@@ -15,5 +15,6 @@ pub mod http;
 pub mod listen;
 pub mod output;
 pub mod recycle;
+pub mod seed;
 pub mod supervisor;
 mod sys;

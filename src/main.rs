@@ -8,10 +8,11 @@ use onepoll::access_log::{AccessLog, Destination};
 use onepoll::config::Config;
 use onepoll::connection::{Limits, Site};
 use onepoll::daemon::{self, PidFile};
-use onepoll::engine::event_loop::{self, Exit, Options};
+use onepoll::engine::event_loop::{self, Exit, Options, Service};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, SiteOptions};
 use onepoll::listen;
+use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 
 fn main() -> ExitCode {
@@ -37,6 +38,11 @@ fn main() -> ExitCode {
         Ok(inherited) => inherited,
         Err(error) => return fail(format_args!("cannot use the inherited listening sockets: {error}")),
     };
+    let seeds = [(Seed::Echo, config.echo_port), (Seed::Daytime, config.daytime_port)];
+    let seeds: Vec<(Seed, u16)> = seeds.into_iter().filter_map(|(seed, port)| Some((seed, port?))).collect();
+    if !seeds.is_empty() && (config.workers > 1 || config.engine != Engine::EventLoop) {
+        return fail(format_args!("--echo-port and --daytime-port need the event loop and one worker"));
+    }
     if worker.is_none() && config.workers > 1 {
         return supervise(&config, inherited);
     }
@@ -51,6 +57,10 @@ fn main() -> ExitCode {
             Ok(listeners) => listeners,
             Err(message) => return fail(format_args!("{message}")),
         },
+    };
+    let seed_sockets = match bind_seeds(&config, &seeds) {
+        Ok(sockets) => sockets,
+        Err(message) => return fail(format_args!("{message}")),
     };
     // Privileged work first (log files, pid file), then give privileges up, then the root:
     // after a chroot, the root is a path inside it.
@@ -80,7 +90,31 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    serve(&config, listeners, root, access_log)
+    serve(&config, listeners, seed_sockets, root, access_log)
+}
+
+/// Seed protocol sockets: a TCP listener and a UDP socket per configured port.
+struct SeedSockets {
+    listeners: Vec<(TcpListener, Seed)>,
+    datagrams: Vec<(std::net::UdpSocket, Seed)>,
+}
+
+fn bind_seeds(config: &Config, seeds: &[(Seed, u16)]) -> Result<SeedSockets, String> {
+    let ip = config.listen_addrs()[0].ip();
+    let mut sockets = SeedSockets { listeners: Vec::new(), datagrams: Vec::new() };
+    for &(seed, port) in seeds {
+        let addr = std::net::SocketAddr::new(ip, port);
+        let listener = listen::bind(addr, false)
+            .map_err(|error| format!("cannot listen on {addr} ({seed}): {error}"))?;
+        // Port 0 picks one for TCP; UDP takes the same number.
+        let addr = listener.local_addr().map_err(|error| error.to_string())?;
+        let datagram = std::net::UdpSocket::bind(addr)
+            .map_err(|error| format!("cannot bind udp {addr} ({seed}): {error}"))?;
+        info!("{seed} (TCP and UDP) on {addr}");
+        sockets.listeners.push((listener, seed));
+        sockets.datagrams.push((datagram, seed));
+    }
+    Ok(sockets)
 }
 
 fn open_root(config: &Config) -> Result<Root, String> {
@@ -96,7 +130,13 @@ fn open_root(config: &Config) -> Result<Root, String> {
 }
 
 /// Runs the chosen engine on `listeners` until it ends.
-fn serve(config: &Config, listeners: Vec<TcpListener>, mut root: Root, access_log: AccessLog) -> ExitCode {
+fn serve(
+    config: &Config,
+    listeners: Vec<TcpListener>,
+    seeds: SeedSockets,
+    mut root: Root,
+    access_log: AccessLog,
+) -> ExitCode {
     let limits = Limits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
@@ -127,7 +167,10 @@ fn serve(config: &Config, listeners: Vec<TcpListener>, mut root: Root, access_lo
         }
     }
     daemon::notify(sd_notify::NotifyState::Ready);
-    let exit = event_loop::run(listeners, &site, options);
+    let mut all: Vec<(TcpListener, Service)> =
+        listeners.into_iter().map(|listener| (listener, Service::Http)).collect();
+    all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Service::Seed(seed))));
+    let exit = event_loop::run(all, seeds.datagrams, &site, options);
     site.access_log.flush();
     match exit {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,

@@ -1,12 +1,70 @@
-// Lists every resource this page loaded, with its size, using the Resource Timing API.
-"use strict";
-window.addEventListener("load", () => {
-  const list = document.getElementById("resources");
+// The page checks what served it and reports into its own DOM and title, so a headless
+// browser (scripts/browser-check.sh) can tell whether every resource arrived with the right
+// type. Loaded as a module: browsers refuse module scripts without a JavaScript MIME type.
+import { checks, expectType } from "./checks.mjs";
+
+const results = [];
+
+async function run(name, check) {
+  try {
+    const detail = await check();
+    results.push({ name, ok: true, detail });
+  } catch (error) {
+    results.push({ name, ok: false, detail: String(error.message || error) });
+  }
+}
+
+async function main() {
+  await run("stylesheet applied", async () => {
+    const value = getComputedStyle(document.documentElement).getPropertyValue("--served-by").trim();
+    if (value !== "onepoll") throw new Error(`--served-by is "${value}"`);
+    return "text/css";
+  });
+  for (const id of ["logo", "pattern"]) {
+    await run(`${id} image decoded`, async () => {
+      const image = document.getElementById(id);
+      await image.decode();
+      return `${image.naturalWidth}x${image.naturalHeight}`;
+    });
+  }
+  await run("wasm compiled while streaming", async () => {
+    // instantiateStreaming insists on Content-Type: application/wasm.
+    const { instance } = await WebAssembly.instantiateStreaming(fetch("add.wasm"));
+    const sum = instance.exports.add(2, 3);
+    if (sum !== 5) throw new Error(`add(2, 3) = ${sum}`);
+    return "add(2, 3) = 5";
+  });
+  await run("range request", async () => {
+    const response = await fetch("media.bin", { headers: { Range: "bytes=1000-1999" } });
+    if (response.status !== 206) throw new Error(`status ${response.status}`);
+    const range = response.headers.get("Content-Range");
+    if (range !== "bytes 1000-1999/102400") throw new Error(`Content-Range ${range}`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    if (bytes.length !== 1000) throw new Error(`${bytes.length} bytes`);
+    bytes.forEach((byte, i) => {
+      if (byte !== (1000 + i) % 251) throw new Error(`byte ${1000 + i} is ${byte}`);
+    });
+    return range;
+  });
+  for (const [path, type] of checks) {
+    await run(`type of ${path}`, () => expectType(path, type));
+  }
+  report();
+}
+
+function report() {
+  const list = document.getElementById("checks");
   list.textContent = "";
-  for (const entry of performance.getEntriesByType("resource")) {
+  for (const { name, ok, detail } of results) {
     const item = document.createElement("li");
-    item.className = "ok";
-    item.textContent = `${new URL(entry.name).pathname} (${entry.transferSize || entry.encodedBodySize} bytes)`;
+    item.className = ok ? "ok" : "fail";
+    item.dataset.check = ok ? "ok" : "fail";
+    item.textContent = `${ok ? "ok" : "FAIL"}: ${name} (${detail})`;
     list.appendChild(item);
   }
-});
+  const failed = results.filter((result) => !result.ok).length;
+  document.body.dataset.checks = failed ? "failed" : "passed";
+  document.title = failed ? `onepoll: ${failed} of ${results.length} checks FAILED` : `onepoll: all ${results.length} checks passed`;
+}
+
+main();

@@ -19,24 +19,37 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{CloseReason, ConnLabel, Connection, Now, Site, Verdict};
+use crate::access_log::AccessLog;
+use crate::connection::{CloseReason, ConnLabel, Connection, Limits, Now, Site, Timeout, Verdict};
+use crate::seed::{Seed, SeedConnection, datagram_reply};
 
 /// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
 /// keys, which never reach this top range.
 const SIGNALS: Token = Token(usize::MAX);
 /// The file cache's inotify descriptor: something under the root changed.
 const FILE_CHANGES: Token = Token(usize::MAX - 1);
-/// Most listening sockets one loop serves.
+/// Most listening (and, separately, datagram) sockets one loop serves.
 pub const MAX_LISTENERS: usize = 64;
 /// Listener `i` has token `FIRST_LISTENER + i`.
 const FIRST_LISTENER: usize = usize::MAX - 1 - MAX_LISTENERS;
+/// Datagram socket `i` has token `FIRST_DATAGRAM + i`.
+const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
+/// Largest datagram read (and echoed); the kernel truncates longer ones.
+const MAX_DATAGRAM_BYTES: usize = 2048;
+
+/// What a listening socket's clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Http,
+    Seed(Seed),
+}
 /// Most events taken from one `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
 /// How long accepting pauses after running out of descriptors before it is tried again.
@@ -65,13 +78,75 @@ pub enum Exit {
 }
 
 struct Client {
-    conn: Connection<TcpStream>,
+    conn: Served,
     /// Whether WRITABLE is part of the registered interest.
     writable_armed: bool,
     /// Closed during the current turn; removed from the slab after it.
     closed: bool,
     /// The deadline this client has in the timer set.
     timer: Instant,
+}
+
+/// A client of any service: the loop treats them alike, by their verdicts.
+enum Served {
+    Http(Connection<TcpStream>),
+    Seed(SeedConnection),
+}
+
+impl Served {
+    fn label(&self) -> ConnLabel {
+        match self {
+            Served::Http(conn) => conn.label(),
+            Served::Seed(conn) => conn.label(),
+        }
+    }
+
+    fn drive(&mut self, site: &Site, mut now: Now) -> Verdict {
+        match self {
+            Served::Http(conn) => conn.drive(site, &mut now),
+            Served::Seed(conn) => conn.drive(now.mono),
+        }
+    }
+
+    fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        match self {
+            Served::Http(conn) => conn.deadline(limits),
+            Served::Seed(conn) => conn.deadline(limits),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        match self {
+            Served::Http(conn) => conn.is_idle(),
+            Served::Seed(conn) => conn.is_idle(),
+        }
+    }
+
+    fn stream_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Served::Http(conn) => conn.transport_mut(),
+            Served::Seed(conn) => conn.stream_mut(),
+        }
+    }
+
+    fn note_hang_up(&mut self) {
+        if let Served::Http(conn) = self {
+            conn.note_hang_up(); // a seed connection reads on to EOF anyway
+        }
+    }
+
+    fn begin_draining(&mut self) {
+        if let Served::Http(conn) = self {
+            conn.begin_draining();
+        }
+    }
+
+    fn close(self, reason: CloseReason, access_log: &AccessLog) {
+        match self {
+            Served::Http(conn) => conn.close(reason, access_log),
+            Served::Seed(conn) => conn.close(reason),
+        }
+    }
 }
 
 /// Why accepting is paused, if it is.
@@ -89,7 +164,9 @@ enum Accepting {
 struct EventLoop<'a> {
     poll: Poll,
     /// Emptied once shutdown has begun (the sockets close, so new clients are refused).
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Service)>,
+    /// UDP sockets of the seed protocols; emptied at shutdown too.
+    datagrams: Vec<(UdpSocket, Seed)>,
     signals: Signals,
     clients: Slab<Client>,
     /// (deadline, slab key) for every open client.
@@ -105,21 +182,34 @@ struct EventLoop<'a> {
     options: Options,
 }
 
-/// Serves `listeners` from this thread until a signal ends it.
-pub fn run(listeners: Vec<std::net::TcpListener>, site: &Site, options: Options) -> io::Result<Exit> {
-    if listeners.len() > MAX_LISTENERS {
+/// Serves `listeners` (and the seed protocols' `datagrams`) from this thread until a signal
+/// ends it.
+pub fn run(
+    listeners: Vec<(std::net::TcpListener, Service)>,
+    datagrams: Vec<(std::net::UdpSocket, Seed)>,
+    site: &Site,
+    options: Options,
+) -> io::Result<Exit> {
+    if listeners.len() > MAX_LISTENERS || datagrams.len() > MAX_LISTENERS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("more than {MAX_LISTENERS} listeners"),
+            format!("more than {MAX_LISTENERS} sockets"),
         ));
     }
     let poll = Poll::new()?;
     let mut registered = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, (listener, service)) in listeners.into_iter().enumerate() {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
-        registered.push(listener);
+        registered.push((listener, service));
+    }
+    let mut registered_datagrams = Vec::with_capacity(datagrams.len());
+    for (index, (socket, seed)) in datagrams.into_iter().enumerate() {
+        socket.set_nonblocking(true)?;
+        let mut socket = UdpSocket::from_std(socket);
+        poll.registry().register(&mut socket, Token(FIRST_DATAGRAM + index), Interest::READABLE)?;
+        registered_datagrams.push((socket, seed));
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -129,6 +219,7 @@ pub fn run(listeners: Vec<std::net::TcpListener>, site: &Site, options: Options)
     let mut event_loop = EventLoop {
         poll,
         listeners: registered,
+        datagrams: registered_datagrams,
         signals,
         clients: Slab::new(),
         timers: BTreeSet::new(),
@@ -170,6 +261,9 @@ impl EventLoop<'_> {
                         }
                     }
                     Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER, now),
+                    Token(token) if token >= FIRST_DATAGRAM => {
+                        self.answer_datagrams(token - FIRST_DATAGRAM, now)
+                    }
                     Token(key) => {
                         if (event.is_read_closed() || event.is_error())
                             && let Some(client) = self.clients.get_mut(key)
@@ -224,7 +318,7 @@ impl EventLoop<'_> {
     /// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in
     /// the backlog would get no further event. Pauses at `max_conns` or out of descriptors.
     fn accept_from(&mut self, index: usize, now: Now) {
-        let Some(listener) = self.listeners.get(index) else {
+        let Some(&(ref listener, service)) = self.listeners.get(index) else {
             return; // shut down since the event was queued
         };
         loop {
@@ -272,8 +366,18 @@ impl EventLoop<'_> {
                 warn!("{label} register failed: {error}");
                 continue;
             }
-            debug!("{label} accept {peer}");
-            let conn = Connection::new(stream, label, Some(peer), now);
+            let conn = match service {
+                Service::Http => {
+                    debug!("{label} accept {peer}");
+                    Served::Http(Connection::new(stream, label, Some(peer), now))
+                }
+                Service::Seed(seed) => {
+                    debug!("{label} accept {peer} ({seed})");
+                    // Daytime speaks first: drive it this turn, with no event to wait for.
+                    self.yielded.push(key);
+                    Served::Seed(SeedConnection::new(seed, stream, label, now.mono, now.wall))
+                }
+            };
             let (deadline, _) = conn.deadline(&self.site.limits);
             self.timers.insert((deadline, key));
             entry.insert(Client { conn, writable_armed: false, closed: false, timer: deadline });
@@ -287,8 +391,7 @@ impl EventLoop<'_> {
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
         let site = self.site;
-        let mut clock = now;
-        let driven = panic::catch_unwind(AssertUnwindSafe(|| client.conn.drive(site, &mut clock)));
+        let driven = panic::catch_unwind(AssertUnwindSafe(|| client.conn.drive(site, now)));
         let driven = driven.unwrap_or_else(|_| {
             error!("{} panicked while being served; closing it", client.conn.label());
             Verdict::Close(CloseReason::Panicked)
@@ -309,7 +412,7 @@ impl EventLoop<'_> {
             Verdict::Wait { writable } => {
                 let interest =
                     if writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                match self.poll.registry().reregister(client.conn.transport_mut(), Token(key), interest) {
+                match self.poll.registry().reregister(client.conn.stream_mut(), Token(key), interest) {
                     Ok(()) => {
                         let sign = if writable { "+" } else { "-" };
                         trace!("{} epoll_ctl {sign}WRITABLE", client.conn.label());
@@ -331,6 +434,40 @@ impl EventLoop<'_> {
         let (deadline, _) = client.conn.deadline(&self.site.limits);
         if deadline < client.timer {
             self.rearm(key, deadline);
+        }
+    }
+
+    /// Answers every datagram waiting on seed socket `index`, until `WouldBlock`. A reply the
+    /// socket cannot take right now is dropped: UDP promises no delivery, and the loop must
+    /// not wait on one client.
+    fn answer_datagrams(&mut self, index: usize, now: Now) {
+        let Some((socket, seed)) = self.datagrams.get(index) else {
+            return;
+        };
+        let mut datagram = [0u8; MAX_DATAGRAM_BYTES];
+        loop {
+            let (len, peer) = match socket.recv_from(&mut datagram) {
+                Ok(received) => received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                // ECONNREFUSED is the ICMP answer to an earlier reply, reported once: read on.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue;
+                }
+                Err(error) => {
+                    debug!("{seed} udp recv_from: {error}");
+                    return;
+                }
+            };
+            let reply = datagram_reply(*seed, &datagram[..len], now.wall);
+            match socket.send_to(&reply, peer) {
+                Ok(sent) => trace!("{seed} udp {peer} {len}B in, {sent}B out"),
+                Err(error) => debug!("{seed} udp reply to {peer} dropped: {error}"),
+            }
         }
     }
 
@@ -400,8 +537,11 @@ impl EventLoop<'_> {
     /// Stops accepting (the listening socket closes, so new clients are refused rather than
     /// left waiting), closes idle connections, and lets the rest finish what they were asked.
     fn begin_shutdown(&mut self, now: Now) {
-        for mut listener in self.listeners.drain(..) {
+        for (mut listener, _) in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
+        }
+        for (mut socket, _) in self.datagrams.drain(..) {
+            let _ = self.poll.registry().deregister(&mut socket);
         }
         self.shutdown_deadline = Some(now.mono + self.options.grace_period);
         (self.options.on_shutdown)();

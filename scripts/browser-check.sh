@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A real browser against onepoll: serves www/ and loads it in headless Chromium (Debian's
+# package, installed when missing). The page checks itself (www/app.js): stylesheet applied,
+# both images decoded, a JavaScript module imported, a WebAssembly module compiled while it
+# streamed (needs application/wasm), a Range request answered 206 with the right bytes, and
+# every resource's Content-Type. It writes the outcome into its DOM and title; this script
+# reads them from --dump-dom, saves a screenshot to results/browser.png, shows the requests the
+# browser made (the access log), and exits non-zero if any check failed. Loopback only,
+# bounded (about 10 s after the install), stops the server it started by PID.
+#   scripts/browser-check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null; then
+    echo "installing chromium (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+cargo build --release --quiet
+run=$(mktemp -d)
+server_pid=""
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$run"; }
+trap cleanup EXIT
+
+./target/release/onepoll www --port 0 >"$run/access.log" 2>"$run/server.log" &
+server_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$run/server.log" && break; sleep 0.05; done
+url=$(grep -o 'http://[^/]*/' "$run/server.log" | head -1)
+[ -n "$url" ] || { cat "$run/server.log"; exit 1; }
+
+browse() {
+    timeout 60 chromium --headless --no-sandbox --disable-gpu --no-first-run \
+        --disable-background-networking --disable-dev-shm-usage --user-data-dir="$run/profile" \
+        --virtual-time-budget=5000 "$@" "$url" 2>>"$run/chromium.log"
+}
+dom=$(browse --dump-dom)
+mkdir -p results
+browse --screenshot="$PWD/results/browser.png" --window-size=1000,900 >/dev/null
+
+echo "$(chromium --version) loaded $url"
+echo "$dom" | grep -o '<li class="[a-z]*" data-check="[a-z]*">[^<]*' | sed 's/<li [^>]*>/  /'
+echo "title: $(echo "$dom" | grep -o '<title>[^<]*' | sed 's/<title>//')"
+echo "requests the browser made (access log):"
+sed 's/^/  /' "$run/access.log"
+echo "screenshot: results/browser.png"
+echo "$dom" | grep -q 'data-checks="passed"' || { echo "FAILED: not every check passed" >&2; exit 1; }
+! echo "$dom" | grep -q 'data-check="fail"'

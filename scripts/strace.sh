@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Watch onepoll's event loop at work: runs it under `strace -f` with a readable syscall filter
+# and drives it through five scenes, printing each trace with every line labelled, followed by
+# the RUST_LOG=debug lines of the same scene (`conn=<token> fd=<fd>` is the socket in the trace):
+#   1. one keep-alive connection, two requests (curl)
+#   2. 16 pipelined requests in one write (bash's /dev/tcp: curl no longer pipelines)
+#   3. a 10 MiB download (curl)
+#   4. an idle keep-alive connection closed by --idle-timeout 1
+#   5. the same request as scene 1 on --engine thread-per-conn, for contrast
+# Installs strace and curl when missing. Loopback only, about 10 s, stops what it starts by PID.
+#   scripts/strace.sh            all scenes
+#   scripts/strace.sh 3          one scene
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v strace >/dev/null || need+=(strace)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+cargo build --release --quiet
+run=$(mktemp -d)
+cp -r www "$run/root"
+head -c $((10 * 1024 * 1024)) /dev/zero > "$run/root/big.bin"
+trap 'rm -rf "$run"' EXIT
+
+syscalls=epoll_wait,epoll_ctl,accept4,read,recvfrom,writev,sendmsg,sendfile,write,close,openat,statx,readlink,shutdown,clone3,futex
+label() { # one trace line -> the line and why it is there
+    local why
+    case "$1" in
+        *epoll_wait*) why="sleep until a socket is ready or the next timer is due" ;;
+        *accept4*EAGAIN*) why="listen queue empty: accepting stops (edge-triggered rule)" ;;
+        *accept4*) why="a new client: non-blocking socket, slab key = token" ;;
+        *epoll_ctl*EPOLL_CTL_ADD*) why="register the client for READABLE (edge-triggered)" ;;
+        *epoll_ctl*EPOLLOUT*) why="socket full: arm WRITABLE until the output drains" ;;
+        *epoll_ctl*EPOLL_CTL_MOD*) why="output drained: back to READABLE only" ;;
+        *epoll_ctl*EPOLL_CTL_DEL*) why="stop watching the listener (shutdown)" ;;
+        *recvfrom*EAGAIN*|*read\(*EAGAIN*) why="nothing more to read: wait for the next edge" ;;
+        *recvfrom*"= 0"|*read\(*"= 0") why="EOF: the client closed" ;;
+        *recvfrom*|*read\(*) why="read what the client sent (a short read drains the socket)" ;;
+        *sendmsg*MSG_MORE*) why="response head, MSG_MORE: it rides with the file body" ;;
+        *writev*|*sendmsg*) why="response head and small body (cache hit) in one call" ;;
+        *sendfile*EAGAIN*) why="socket buffer full: wait for WRITABLE" ;;
+        *sendfile*) why="file body, copied by the kernel (at most 256 KiB per call)" ;;
+        *readlink*|*statx*|*openat*) why="find the file under the root (cache miss or large file)" ;;
+        *shutdown*) why="no more responses: send FIN, then drain unread input" ;;
+        *close*) why="close the descriptor" ;;
+        *clone3*) why="a new thread (thread-per-conn)" ;;
+        *futex*) why="thread synchronisation" ;;
+        *write\(2*) why="a log line (stderr)" ;;
+        *) why="" ;;
+    esac
+    printf '  %-96.96s  # %s\n' "$1" "$why"
+}
+
+scene() { # number, title, driver function, onepoll arguments...
+    local number=$1 title=$2 driver=$3
+    shift 3
+    if [ -n "${only:-}" ] && [ "$only" != "$number" ]; then return; fi
+    local port trace="$run/trace-$number" log="$run/log-$number"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    RUST_LOG=debug strace -f -qq -s 48 -e trace="$syscalls" -e signal=none -o "$trace" \
+        ./target/release/onepoll "$run/root" --port "$port" --access-log off "$@" 2>"$log" &
+    local strace_pid=$!
+    for _ in $(seq 100); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.05; done
+    local mark
+    mark=$(wc -l <"$trace")
+    "$driver" "$port"
+    sleep 0.3
+    local server_pid
+    server_pid=$(pgrep -P "$strace_pid" -x onepoll || true)
+    [ -n "$server_pid" ] && kill -TERM "$server_pid"
+    wait "$strace_pid" || true
+    echo
+    echo "== $number. $title"
+    echo "   (onepoll $* ; strace -f -e trace=$syscalls)"
+    tail -n +"$((mark + 1))" "$trace" | grep -v -e 'write(2,' -e '+++ exited' -e 'resumed>' | sed 's/^[0-9]* *//' |
+        head -n 60 | while IFS= read -r line; do label "$line"; done
+    echo "   -- the same scene in the log (RUST_LOG=debug):"
+    grep -e ' conn=' -e 'shutting down' "$log" | sed 's/^\[[^]]*\] */     /' | head -n 20
+}
+
+keep_alive() { curl -s -o /dev/null -o /dev/null "http://127.0.0.1:$1/" "http://127.0.0.1:$1/style.css"; }
+pipelined() {
+    local requests="" i
+    for i in $(seq 15); do requests+="GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"; done
+    requests+="GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf "$requests" >&3
+    cat <&3 >/dev/null
+    exec 3<&-
+}
+download() { curl -s -o /dev/null "http://127.0.0.1:$1/big.bin"; }
+idle() {
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+    sleep 1.5 # longer than --idle-timeout 1: the server closes, cat sees EOF
+    timeout 2 cat <&3 >/dev/null || true
+    exec 3<&-
+}
+
+only=${1:-}
+scene 1 "one keep-alive connection, two requests" keep_alive
+scene 2 "16 pipelined requests in one write" pipelined
+scene 3 "a 10 MiB download" download
+scene 4 "an idle keep-alive connection meets --idle-timeout 1" idle --idle-timeout 1
+scene 5 "scene 1 again, on --engine thread-per-conn" keep_alive --engine thread-per-conn

@@ -1,0 +1,252 @@
+//! The seed protocols every server book starts with, served by the same event loop as HTTP
+//! (`--echo-port`, `--daytime-port`): Echo (RFC 862) sends back whatever arrives, Daytime
+//! (RFC 867) sends the time as one line. Each runs over TCP, as a connection in the loop's slab
+//! with its own tiny state machine, and over UDP, one reply per datagram.
+//!
+//! They are HTTP with everything but the loop taken away: read until `WouldBlock`, write what
+//! is pending, wait for WRITABLE only while something is, close on EOF or a timeout. Echo also
+//! shows backpressure: while the client is not reading its echo, we stop reading from it, so a
+//! client that only sends fills its own socket buffers, never our memory.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::time::{Instant, SystemTime};
+
+use log::{debug, trace};
+use mio::net::TcpStream;
+
+use crate::connection::{CloseReason, ConnLabel, Limits, Timeout, Verdict};
+
+/// Bytes of echo held per connection: reading stops while this much waits to go back.
+pub const ECHO_BUFFER_BYTES: usize = 4096;
+
+/// The seed protocol a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    Echo,
+    Daytime,
+}
+
+impl fmt::Display for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Seed::Echo => "echo",
+            Seed::Daytime => "daytime",
+        })
+    }
+}
+
+/// One TCP client of a seed protocol.
+pub struct SeedConnection {
+    stream: TcpStream,
+    label: ConnLabel,
+    state: SeedState,
+    /// Last time bytes moved either way (or the accept).
+    last_progress: Instant,
+}
+
+enum SeedState {
+    /// Echo: `buffer[sent..]` still has to go back; reading stops while the buffer is full.
+    /// After the client's EOF (`read_closed`), the rest is sent and the connection closes.
+    Echoing { buffer: Vec<u8>, sent: usize, read_closed: bool },
+    /// Daytime: the line, `sent` bytes of it already out; the connection closes after it.
+    Telling { line: Vec<u8>, sent: usize },
+}
+
+impl SeedConnection {
+    pub fn new(
+        seed: Seed,
+        stream: TcpStream,
+        label: ConnLabel,
+        now: Instant,
+        wall: SystemTime,
+    ) -> SeedConnection {
+        let state = match seed {
+            Seed::Echo => SeedState::Echoing { buffer: Vec::new(), sent: 0, read_closed: false },
+            Seed::Daytime => SeedState::Telling { line: daytime_line(wall).into_bytes(), sent: 0 },
+        };
+        SeedConnection { stream, label, state, last_progress: now }
+    }
+
+    pub fn label(&self) -> ConnLabel {
+        self.label
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Whether closing now loses nothing the client was promised.
+    pub fn is_idle(&self) -> bool {
+        match &self.state {
+            SeedState::Echoing { buffer, sent, .. } => *sent == buffer.len(),
+            SeedState::Telling { .. } => false,
+        }
+    }
+
+    /// When to give up: idle (nothing to send) or send timeout (the client is not reading).
+    pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        match self.is_idle() {
+            true => (self.last_progress + limits.idle_timeout, Timeout::Idle),
+            false => (self.last_progress + limits.send_timeout, Timeout::Send),
+        }
+    }
+
+    /// Does all the reading and writing possible without blocking.
+    pub fn drive(&mut self, now: Instant) -> Verdict {
+        match self.step(now) {
+            Ok(verdict) => verdict,
+            Err(error) => Verdict::Close(CloseReason::Io(error.kind())),
+        }
+    }
+
+    fn step(&mut self, now: Instant) -> io::Result<Verdict> {
+        let label = self.label;
+        match &mut self.state {
+            SeedState::Telling { line, sent } => {
+                if !write_pending(&mut self.stream, line, sent, &label, &mut self.last_progress, now)? {
+                    return Ok(Verdict::Wait { writable: true });
+                }
+                Ok(Verdict::Close(CloseReason::ResponseSaidClose))
+            }
+            SeedState::Echoing { buffer, sent, read_closed } => loop {
+                // Write first: only an emptied buffer makes room to read more (backpressure).
+                if !write_pending(&mut self.stream, buffer, sent, &label, &mut self.last_progress, now)? {
+                    return Ok(Verdict::Wait { writable: true });
+                }
+                buffer.clear();
+                *sent = 0;
+                if *read_closed {
+                    return Ok(Verdict::Close(CloseReason::PeerClosed));
+                }
+                buffer.resize(ECHO_BUFFER_BYTES, 0);
+                match self.stream.read(buffer) {
+                    Ok(0) => {
+                        trace!("{label} read EOF");
+                        buffer.clear();
+                        *read_closed = true;
+                    }
+                    Ok(read) => {
+                        trace!("{label} read {read}B");
+                        buffer.truncate(read);
+                        self.last_progress = now;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        buffer.clear();
+                        return Ok(Verdict::Wait { writable: false });
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => buffer.clear(),
+                    Err(error) => return Err(error),
+                }
+            },
+        }
+    }
+
+    pub fn close(self, reason: CloseReason) {
+        debug!("{} close: {reason}", self.label);
+    }
+}
+
+/// Writes `bytes[*sent..]` until done (true) or the socket is full (false).
+fn write_pending(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    sent: &mut usize,
+    label: &ConnLabel,
+    last_progress: &mut Instant,
+    now: Instant,
+) -> io::Result<bool> {
+    while *sent < bytes.len() {
+        match stream.write(&bytes[*sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                trace!("{label} write {written}B");
+                *sent += written;
+                *last_progress = now;
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                trace!("{label} write WouldBlock");
+                return Ok(false);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
+}
+
+/// The reply to one datagram: the same bytes (echo) or the time (daytime, whatever was sent).
+pub fn datagram_reply(seed: Seed, request: &[u8], wall: SystemTime) -> Vec<u8> {
+    match seed {
+        Seed::Echo => request.to_vec(),
+        Seed::Daytime => daytime_line(wall).into_bytes(),
+    }
+}
+
+/// RFC 867 leaves the format free and suggests `Weekday, Month Day, Year HH:MM:SS-Zone`:
+/// `Sunday, November 22, 2026 03:24:29-UTC`, ending in CRLF.
+pub fn daytime_line(wall: SystemTime) -> String {
+    const DAYS: [(&str, &str); 7] = [
+        ("Mon", "Monday"),
+        ("Tue", "Tuesday"),
+        ("Wed", "Wednesday"),
+        ("Thu", "Thursday"),
+        ("Fri", "Friday"),
+        ("Sat", "Saturday"),
+        ("Sun", "Sunday"),
+    ];
+    const MONTHS: [(&str, &str); 12] = [
+        ("Jan", "January"),
+        ("Feb", "February"),
+        ("Mar", "March"),
+        ("Apr", "April"),
+        ("May", "May"),
+        ("Jun", "June"),
+        ("Jul", "July"),
+        ("Aug", "August"),
+        ("Sep", "September"),
+        ("Oct", "October"),
+        ("Nov", "November"),
+        ("Dec", "December"),
+    ];
+    // The IMF-fixdate `Sun, 22 Nov 2026 03:24:29 GMT`, rearranged with the names spelled out.
+    let imf = httpdate::fmt_http_date(wall);
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|part| !part.is_empty()).collect();
+    let long = |table: &[(&'static str, &'static str)], short: &str| {
+        table.iter().find(|(abbreviation, _)| *abbreviation == short).map_or("?", |(_, name)| *name)
+    };
+    match parts[..] {
+        [weekday, day, month, year, clock, _] => format!(
+            "{}, {} {}, {year} {clock}-UTC\r\n",
+            long(&DAYS, weekday),
+            long(&MONTHS, month),
+            day.trim_start_matches('0')
+        ),
+        _ => format!("{imf}\r\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn daytime_is_the_rfc_867_suggested_format() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_317_869); // 2026-11-22 03:24:29 UTC
+        assert_eq!(daytime_line(at), "Sunday, November 22, 2026 03:24:29-UTC\r\n");
+        let first = UNIX_EPOCH + Duration::from_secs(1_772_323_200 + 86_400); // 2026-03-02
+        assert_eq!(daytime_line(first), "Monday, March 2, 2026 00:00:00-UTC\r\n");
+    }
+
+    #[test]
+    fn datagrams_get_their_bytes_back_or_the_time() {
+        let at = UNIX_EPOCH;
+        assert_eq!(datagram_reply(Seed::Echo, b"ping\n", at), b"ping\n");
+        assert_eq!(
+            datagram_reply(Seed::Daytime, b"anything", at),
+            b"Thursday, January 1, 1970 00:00:00-UTC\r\n"
+        );
+    }
+}

@@ -23,32 +23,60 @@ head -c $((10 * 1024 * 1024)) /dev/zero > "$run/root/big.bin"
 trap 'rm -rf "$run"' EXIT
 
 syscalls=epoll_wait,epoll_ctl,accept4,read,recvfrom,writev,sendmsg,sendfile,write,close,openat,statx,readlink,shutdown,clone3,futex
-label() { # one trace line -> the line and why it is there
-    local why
+label() { # one trace line -> why it is there
     case "$1" in
-        *epoll_wait*) why="sleep until a socket is ready or the next timer is due" ;;
-        *accept4*EAGAIN*) why="listen queue empty: accepting stops (edge-triggered rule)" ;;
-        *accept4*) why="a new client: non-blocking socket, slab key = token" ;;
-        *epoll_ctl*EPOLL_CTL_ADD*) why="register the client for READABLE (edge-triggered)" ;;
-        *epoll_ctl*EPOLLOUT*) why="socket full: arm WRITABLE until the output drains" ;;
-        *epoll_ctl*EPOLL_CTL_MOD*) why="output drained: back to READABLE only" ;;
-        *epoll_ctl*EPOLL_CTL_DEL*) why="stop watching the listener (shutdown)" ;;
-        *recvfrom*EAGAIN*|*read\(*EAGAIN*) why="nothing more to read: wait for the next edge" ;;
-        *recvfrom*"= 0"|*read\(*"= 0") why="EOF: the client closed" ;;
-        *recvfrom*|*read\(*) why="read what the client sent (a short read drains the socket)" ;;
-        *sendmsg*MSG_MORE*) why="response head, MSG_MORE: it rides with the file body" ;;
-        *writev*|*sendmsg*) why="response head and small body (cache hit) in one call" ;;
-        *sendfile*EAGAIN*) why="socket buffer full: wait for WRITABLE" ;;
-        *sendfile*) why="file body, copied by the kernel (at most 256 KiB per call)" ;;
-        *readlink*|*statx*|*openat*) why="find the file under the root (cache miss or large file)" ;;
-        *shutdown*) why="no more responses: send FIN, then drain unread input" ;;
-        *close*) why="close the descriptor" ;;
-        *clone3*) why="a new thread (thread-per-conn)" ;;
-        *futex*) why="thread synchronisation" ;;
-        *write\(2*) why="a log line (stderr)" ;;
-        *) why="" ;;
+        *epoll_wait*EINTR*) echo "a signal interrupted the wait: the loop simply waits again" ;;
+        *epoll_wait*u64=18446744073709551615*) echo "the signal pipe's token is ready: a signal (SIGTERM) arrived" ;;
+        *epoll_wait*", 0)"*) echo "after yielding (512 KiB sent): collect events without sleeping" ;;
+        *epoll_wait*) echo "sleep until a socket is ready or the nearest timer (the timeout, ms) is due" ;;
+        *accept4*unfinished*) echo "a blocking accept: this thread sleeps here until the next client" ;;
+        *accept4*EAGAIN*) echo "listen queue empty: stop accepting (edge-triggered: drain until EAGAIN)" ;;
+        *accept4*) echo "a new client (event loop: non-blocking; its slab key becomes its token)" ;;
+        *epoll_ctl*EPOLL_CTL_ADD*) echo "register the client for READABLE, edge-triggered" ;;
+        *epoll_ctl*EPOLLOUT*) echo "socket buffer full: arm WRITABLE until the output drains" ;;
+        *epoll_ctl*EPOLL_CTL_MOD*) echo "output drained: back to READABLE only" ;;
+        *epoll_ctl*EPOLL_CTL_DEL*) echo "shutting down: stop watching the listener" ;;
+        *recvfrom*MSG_DONTWAIT*) echo "signal-hook's self-pipe: which signal it was" ;;
+        *recvfrom*EAGAIN*) echo "nothing more to read (here: unread input drained before close)" ;;
+        *recvfrom*"= 0"*) echo "EOF: the client closed its side" ;;
+        *recvfrom*) echo "the request(s); a short read proves the edge-triggered socket drained" ;;
+        *read\(*"= 0"*) echo "end of the file" ;;
+        *read\(*) echo "read a small file into the cache (inotify watches its directory first)" ;;
+        *sendmsg*MSG_MORE*) echo "response head with MSG_MORE: it leaves in one packet with the body" ;;
+        *writev*) echo "response head and body in one call (small bodies come from the cache)" ;;
+        *sendfile*EAGAIN*) echo "socket buffer full: wait for WRITABLE" ;;
+        *sendfile*) echo "file body, copied by the kernel, at most 256 KiB per call" ;;
+        *readlink*) echo "resolve the path, symlink by symlink: it must stay inside the root" ;;
+        *statx*.br*|*statx*.gz*) echo "a precompressed sibling to send instead?" ;;
+        *statx*|*openat*) echo "open the file and trust only the metadata of what was opened" ;;
+        *shutdown*) echo "no more responses: FIN first" ;;
+        *close*) echo "close the descriptor" ;;
+        *clone3*) echo "a new thread for this connection (thread-per-conn)" ;;
+        *futex*) echo "thread synchronisation" ;;
+        *) echo "" ;;
     esac
-    printf '  %-96.96s  # %s\n' "$1" "$why"
+}
+
+# Prints labelled lines. A long download repeats sendfile and the yield's epoll_wait: after
+# the first dozen such lines the rest are counted, not printed.
+print_labelled() {
+    local line bulk=0 hidden=0
+    while IFS= read -r line; do
+        case "$line" in
+            sendfile*|*"epoll_wait("*", 0)"*)
+                bulk=$((bulk + 1))
+                if [ "$bulk" -gt 12 ]; then hidden=$((hidden + 1)); continue; fi ;;
+            *)
+                if [ "$hidden" -gt 0 ]; then
+                    printf '  %-96s  # %d more lines of the same sendfile / epoll_wait pattern\n' "..." "$hidden"
+                    hidden=0
+                fi ;;
+        esac
+        printf '  %-96.96s  # %s\n' "$line" "$(label "$line")"
+    done
+    if [ "$hidden" -gt 0 ]; then
+        printf '  %-96s  # %d more lines of the same sendfile / epoll_wait pattern\n' "..." "$hidden"
+    fi
 }
 
 scene() { # number, title, driver function, onepoll arguments...
@@ -73,7 +101,7 @@ scene() { # number, title, driver function, onepoll arguments...
     echo "== $number. $title"
     echo "   (onepoll $* ; strace -f -e trace=$syscalls)"
     tail -n +"$((mark + 1))" "$trace" | grep -v -e 'write(2,' -e '+++ exited' -e 'resumed>' | sed 's/^[0-9]* *//' |
-        head -n 60 | while IFS= read -r line; do label "$line"; done
+        print_labelled
     echo "   -- the same scene in the log (RUST_LOG=debug):"
     grep -e ' conn=' -e 'shutting down' "$log" | sed 's/^\[[^]]*\] */     /' | head -n 20
 }

@@ -22,7 +22,7 @@ cp -r www "$run/root"
 head -c $((10 * 1024 * 1024)) /dev/zero > "$run/root/big.bin"
 trap 'rm -rf "$run"' EXIT
 
-syscalls=epoll_wait,epoll_ctl,accept4,read,recvfrom,writev,sendmsg,sendfile,write,close,openat,statx,readlink,shutdown,clone3,futex
+syscalls=epoll_wait,epoll_ctl,accept4,read,recvfrom,writev,sendmsg,sendfile,write,close,openat,statx,readlink,inotify_add_watch,shutdown,clone3,futex
 label() { # one trace line -> why it is there
     case "$1" in
         *epoll_wait*EINTR*) echo "a signal interrupted the wait: the loop simply waits again" ;;
@@ -47,6 +47,7 @@ label() { # one trace line -> why it is there
         *sendfile*EAGAIN*) echo "socket buffer full: wait for WRITABLE" ;;
         *sendfile*) echo "file body, copied by the kernel, at most 256 KiB per call" ;;
         *readlink*) echo "resolve the path, symlink by symlink: it must stay inside the root" ;;
+        *inotify_add_watch*) echo "watch the directory before caching a file from it" ;;
         *statx*.br*|*statx*.gz*) echo "a precompressed sibling to send instead?" ;;
         *statx*|*openat*) echo "open the file and trust only the metadata of what was opened" ;;
         *shutdown*) echo "no more responses: FIN first" ;;

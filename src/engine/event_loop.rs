@@ -1,11 +1,19 @@
 //! The default engine: one thread, one `mio::Poll`, every socket non-blocking.
 //!
-//! This file knows mio and slab and nothing of HTTP. Each listener and the signal pipe have
-//! their own tokens; each client lives in a `Slab` whose key is its `Token`. On every event the
-//! loop calls the connection's `drive` and obeys the verdict: arm WRITABLE only while output is
-//! pending (so a response that fits the socket buffer costs no `epoll_ctl`), or close. Closed
-//! clients leave the slab only after the whole event batch, so a key reused by `accept` can
-//! never receive an event that was meant for its previous owner.
+//! This file knows mio and slab and nothing of HTTP. Each listener, datagram socket and the
+//! signal pipe have their own tokens; each client (HTTP, or echo/daytime) lives in a `Slab`
+//! whose key is its `Token`. On every event the loop calls the client's `drive` and obeys the
+//! verdict: arm WRITABLE only while output is pending (so a response that fits the socket
+//! buffer costs no `epoll_ctl`), yield, or close. Closed clients leave the slab only after the
+//! whole event batch, so a key reused by `accept` can never receive an event that was meant for
+//! its previous owner.
+//!
+//! Readiness is edge-triggered (mio registers `EPOLLET`): an event says the state *changed*, not
+//! that it holds, and no new event comes while it stays the same. Hence the rules from mio's
+//! [`Poll`](https://docs.rs/mio/latest/mio/struct.Poll.html) docs ("Draining readiness",
+//! "Spurious events") that every socket here follows: accept, read and write until
+//! `WouldBlock` (or a short read, which proves a TCP socket empty; epoll(7)); treat every event
+//! as a hint, letting the result of the I/O decide; and retry `poll` on `Interrupted`.
 //!
 //! Timers: every client has one entry in an ordered set, never later than its real deadline
 //! (header, idle or send, whichever applies now); `epoll_wait` sleeps until the nearest. An entry

@@ -38,7 +38,7 @@ pub fn render_listing(directory: &[u8], entries: &mut Vec<ListingEntry>) -> Stri
         let slash = if entry.is_dir { "/" } else { "" };
         // "./" keeps a name with a colon a relative path, never a scheme such as javascript:.
         let href = escape_html(&percent_encode(&entry.name, PATH_SEGMENT).to_string());
-        let text = escape_html(&String::from_utf8_lossy(&entry.name));
+        let text = escape_html(&displayable(&entry.name));
         let size = if entry.is_dir { "-".to_owned() } else { entry.len.to_string() };
         let modified = entry.modified.map(httpdate::fmt_http_date).unwrap_or_default();
         let _ = writeln!(
@@ -48,6 +48,12 @@ pub fn render_listing(directory: &[u8], entries: &mut Vec<ListingEntry>) -> Stri
     }
     html.push_str("</table><hr></body></html>\n");
     html
+}
+
+/// A name as text: invalid UTF-8 and control characters (a newline is legal in a file name)
+/// shown as U+FFFD; the link keeps the exact bytes, percent-encoded.
+fn displayable(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
 }
 
 /// Text safe inside HTML element content and double- or single-quoted attributes.
@@ -81,6 +87,7 @@ mod tests {
             entry(b"a\"onmouseover=\"x", false),
             entry(b"javascript:alert(1)", false),
             entry(b"caf\xe9 & more", false),
+            entry(b"two\nlines", false),
         ];
         let html = render_listing(b"/d<i>r/", &mut entries);
         assert!(!html.contains("<script>"), "{html}");
@@ -90,6 +97,7 @@ mod tests {
         assert!(html.contains("href=\"./javascript:alert(1)\""), "{html}");
         assert!(html.contains("href=\"./caf%E9%20&amp;%20more\""), "{html}");
         assert!(html.contains("caf\u{fffd} &amp; more"), "{html}");
+        assert!(html.contains("href=\"./two%0Alines\">two\u{fffd}lines</a>"), "{html}");
         assert!(html.contains("<title>Index of /d&lt;i&gt;r/</title>"), "{html}");
     }
 

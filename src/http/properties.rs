@@ -33,6 +33,23 @@ proptest! {
     }
 
     #[test]
+    fn a_listing_entry_is_one_relative_link_whatever_its_name(
+        name in prop::collection::vec(any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..40),
+        is_dir in any::<bool>(),
+    ) {
+        prop_assume!(!name.starts_with(b"."));
+        let mut entries = vec![ListingEntry { name, is_dir, len: 1, modified: None }];
+        let html = render_listing(b"/d/", &mut entries);
+        let rows: Vec<&str> = html.lines().filter(|line| line.starts_with("<tr><td><a href=\"./")).collect();
+        prop_assert_eq!(rows.len(), 1, "{}", html);
+        // Exactly the markup we wrote: one link, its href quoted once, no tag from the name.
+        let row = rows[0];
+        prop_assert_eq!(row.matches('<').count(), 10, "{}", row);
+        prop_assert_eq!(row.matches('"').count(), 2, "{}", row);
+        prop_assert!(!row.contains('\n') && !row.contains('\'') , "{}", row);
+    }
+
+    #[test]
     fn parsing_never_panics_and_never_overreads(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         if let Ok(Parsed::Complete { head_len, .. }) = parse_head(&bytes) {
             prop_assert!(head_len <= bytes.len());

@@ -26,9 +26,11 @@ for _ in $(seq 100); do grep -q "listening on" "$run/server.log" && break; sleep
 url=$(grep -o 'http://[^/]*/' "$run/server.log" | head -1)
 [ -n "$url" ] || { cat "$run/server.log"; exit 1; }
 
-browse() {
+browse() { # a fresh profile each time: nothing comes from an earlier run's cache
+    local profile
+    profile=$(mktemp -d -p "$run")
     timeout 60 chromium --headless --no-sandbox --disable-gpu --no-first-run \
-        --disable-background-networking --disable-dev-shm-usage --user-data-dir="$run/profile" \
+        --disable-background-networking --disable-dev-shm-usage --user-data-dir="$profile" \
         --virtual-time-budget=5000 "$@" "$url" 2>>"$run/chromium.log"
 }
 dom=$(browse --dump-dom)

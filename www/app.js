@@ -35,7 +35,7 @@ async function main() {
     return "add(2, 3) = 5";
   });
   await run("range request", async () => {
-    const response = await fetch("media.bin", { headers: { Range: "bytes=1000-1999" } });
+    const response = await fetch("media.bin", { headers: { Range: "bytes=1000-1999" }, cache: "no-store" });
     if (response.status !== 206) throw new Error(`status ${response.status}`);
     const range = response.headers.get("Content-Range");
     if (range !== "bytes 1000-1999/102400") throw new Error(`Content-Range ${range}`);

@@ -12,7 +12,8 @@ export const checks = [
 ];
 
 export async function expectType(path, type) {
-  const response = await fetch(path, { method: "HEAD" });
+  // no-store: ask onepoll itself, not the copy the page load left in the HTTP cache.
+  const response = await fetch(path, { method: "HEAD", cache: "no-store" });
   const actual = response.headers.get("Content-Type");
   if (!response.ok || actual !== type) throw new Error(`${response.status} ${actual}`);
   return actual;

@@ -3,6 +3,8 @@
 //! editing its command line.
 
 use std::net::{IpAddr, SocketAddr};
+
+use crate::listen::ListenAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,17 +29,17 @@ pub struct Config {
     #[arg(long, default_value_t = 8080, env = "ONEPOLL_PORT", help_heading = "Listening")]
     pub port: u16,
 
-    /// Listen on ADDR:PORT; repeat for several, e.g. `--listen 0.0.0.0:80 --listen [::]:80`
-    /// (IPv6 listeners are IPv6-only, so the pair is dual-stack). Replaces --addr/--port.
-    /// Ignored when a service manager passes listening sockets (systemd socket activation).
+    /// Listen on ADDR:PORT or unix:/PATH; repeat for several, e.g. `--listen 0.0.0.0:80
+    /// --listen [::]:80` (IPv6 listeners are IPv6-only, so the pair is dual-stack). Replaces
+    /// --addr/--port. Ignored when a service manager passes listening sockets (systemd).
     #[arg(
         long,
-        value_name = "ADDR:PORT",
+        value_name = "ADDR:PORT|unix:/PATH",
         env = "ONEPOLL_LISTEN",
         value_delimiter = ',',
         help_heading = "Listening"
     )]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
 
     /// Also serve Echo (RFC 862) on this port, TCP and UDP, from the same event loop; on the
     /// address of --addr (or of the first --listen).
@@ -127,9 +129,9 @@ pub struct Config {
 
 impl Config {
     /// The addresses to bind when no listener is inherited.
-    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+    pub fn listen_addrs(&self) -> Vec<ListenAddr> {
         match self.listen.is_empty() {
-            true => vec![SocketAddr::new(self.addr, self.port)],
+            true => vec![ListenAddr::Tcp(SocketAddr::new(self.addr, self.port))],
             false => self.listen.clone(),
         }
     }

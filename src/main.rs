@@ -1,4 +1,4 @@
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,7 +11,7 @@ use onepoll::daemon::{self, PidFile};
 use onepoll::engine::event_loop::{self, Exit, Options, Service};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, SiteOptions};
-use onepoll::listen;
+use onepoll::listen::{self, ListenAddr, Listener};
 use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 
@@ -34,6 +34,10 @@ fn main() -> ExitCode {
             Err(message) => return fail(format_args!("{message}")),
         },
     };
+    let unix_listener = config.listen_addrs().iter().any(|addr| matches!(addr, ListenAddr::Unix(_)));
+    if unix_listener && config.engine != Engine::EventLoop {
+        return fail(format_args!("the blocking engines serve TCP listeners only"));
+    }
     let inherited = match listen::inherited() {
         Ok(inherited) => inherited,
         Err(error) => return fail(format_args!("cannot use the inherited listening sockets: {error}")),
@@ -85,8 +89,8 @@ fn main() -> ExitCode {
     };
     // Said last, once everything that could still fail has not: the "ready" line.
     for listener in &listeners {
-        match listener.local_addr() {
-            Ok(local) => info!("listening on http://{local}/ serving {}", config.root.display()),
+        match listener.local() {
+            Ok(local) => info!("listening on {} serving {}", local.url(), config.root.display()),
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
@@ -95,23 +99,27 @@ fn main() -> ExitCode {
 
 /// Seed protocol sockets: a TCP listener and a UDP socket per configured port.
 struct SeedSockets {
-    listeners: Vec<(TcpListener, Seed)>,
+    listeners: Vec<(Listener, Seed)>,
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
 }
 
 fn bind_seeds(config: &Config, seeds: &[(Seed, u16)]) -> Result<SeedSockets, String> {
-    let ip = config.listen_addrs()[0].ip();
+    let first_tcp = config.listen_addrs().into_iter().find_map(|addr| match addr {
+        ListenAddr::Tcp(addr) => Some(addr.ip()),
+        ListenAddr::Unix(_) => None,
+    });
+    let ip = first_tcp.unwrap_or(config.addr);
     let mut sockets = SeedSockets { listeners: Vec::new(), datagrams: Vec::new() };
     for &(seed, port) in seeds {
-        let addr = std::net::SocketAddr::new(ip, port);
-        let listener = listen::bind(addr, false)
+        let addr = SocketAddr::new(ip, port);
+        let listener = listen::bind_tcp(addr, false)
             .map_err(|error| format!("cannot listen on {addr} ({seed}): {error}"))?;
         // Port 0 picks one for TCP; UDP takes the same number.
         let addr = listener.local_addr().map_err(|error| error.to_string())?;
         let datagram = std::net::UdpSocket::bind(addr)
             .map_err(|error| format!("cannot bind udp {addr} ({seed}): {error}"))?;
         info!("{seed} (TCP and UDP) on {addr}");
-        sockets.listeners.push((listener, seed));
+        sockets.listeners.push((Listener::Tcp(listener), seed));
         sockets.datagrams.push((datagram, seed));
     }
     Ok(sockets)
@@ -132,7 +140,7 @@ fn open_root(config: &Config) -> Result<Root, String> {
 /// Runs the chosen engine on `listeners` until it ends.
 fn serve(
     config: &Config,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     seeds: SeedSockets,
     mut root: Root,
     access_log: AccessLog,
@@ -155,19 +163,17 @@ fn serve(
         on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match config.engine {
-        Engine::EventLoop => {}
-        Engine::Serial => match <[TcpListener; 1]>::try_from(listeners) {
-            Ok([listener]) => serial::run(listener, &site),
-            Err(_) => return fail(format_args!("--engine serial serves exactly one listener")),
-        },
-        Engine::ThreadPerConn => thread_per_conn::run(listeners, &site),
-        Engine::ThreadPool => {
-            thread_pool::run(listeners, &site, config.threads.map_or(cores, |n| n as usize))
-        }
+    if config.engine != Engine::EventLoop {
+        // The blocking engines are for comparing designs on TCP; Unix sockets are a daemon feature.
+        let Some(listeners) =
+            listeners.into_iter().map(Listener::into_tcp).collect::<Option<Vec<TcpListener>>>()
+        else {
+            return fail(format_args!("the blocking engines serve TCP listeners only"));
+        };
+        serve_blocking(config, listeners, &site, cores);
     }
     daemon::notify(sd_notify::NotifyState::Ready);
-    let mut all: Vec<(TcpListener, Service)> =
+    let mut all: Vec<(Listener, Service)> =
         listeners.into_iter().map(|listener| (listener, Service::Http)).collect();
     all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Service::Seed(seed))));
     let exit = event_loop::run(all, seeds.datagrams, &site, options);
@@ -179,29 +185,49 @@ fn serve(
     }
 }
 
+/// The comparison engines never return.
+fn serve_blocking(config: &Config, listeners: Vec<TcpListener>, site: &Site, cores: usize) -> ! {
+    match config.engine {
+        Engine::EventLoop => unreachable!("the event loop is not a blocking engine"),
+        Engine::Serial => match <[TcpListener; 1]>::try_from(listeners) {
+            Ok([listener]) => serial::run(listener, site),
+            Err(_) => {
+                eprintln!("onepoll: --engine serial serves exactly one listener");
+                std::process::exit(1)
+            }
+        },
+        Engine::ThreadPerConn => thread_per_conn::run(listeners, site),
+        Engine::ThreadPool => thread_pool::run(listeners, site, config.threads.map_or(cores, |n| n as usize)),
+    }
+}
+
 /// `--workers N`: bind (or take over) the listeners here, then run the workers on them.
-fn supervise(config: &Config, inherited: Option<Vec<TcpListener>>) -> ExitCode {
+fn supervise(config: &Config, inherited: Option<Vec<Listener>>) -> ExitCode {
     if config.engine != Engine::EventLoop {
         return fail(format_args!("--workers runs event-loop workers only"));
+    }
+    if inherited.is_none() && config.listen_addrs().iter().any(|addr| matches!(addr, ListenAddr::Unix(_))) {
+        // SO_REUSEPORT has no Unix counterpart: one path, one socket.
+        return fail(format_args!("--listen unix:... with --workers needs systemd socket activation"));
     }
     let workers = config.workers as usize;
     let listeners = match inherited {
         Some(shared) => WorkerListeners::Shared(shared),
         None => {
-            let mut sets: Vec<Vec<TcpListener>> = Vec::with_capacity(workers);
+            let mut sets: Vec<Vec<Listener>> = Vec::with_capacity(workers);
             let mut addrs = config.listen_addrs();
             for _ in 0..workers {
                 match bind_all(&addrs, true) {
                     Ok(set) => {
                         // Port 0 resolved for the first set: the others join those ports.
-                        addrs = set.iter().filter_map(|listener| listener.local_addr().ok()).collect();
+                        addrs = set.iter().filter_map(|listener| listener.local().ok()).collect();
                         sets.push(set);
                     }
                     Err(message) => return fail(format_args!("{message}")),
                 }
             }
             for local in &addrs {
-                info!("listening on http://{local}/ with {workers} workers");
+                info!("listening on {} with {workers} workers", local.url());
             }
             WorkerListeners::PerWorker(sets)
         }
@@ -221,9 +247,9 @@ fn supervise(config: &Config, inherited: Option<Vec<TcpListener>>) -> ExitCode {
 }
 
 /// Binds every address; with `reuse_port`, so that other sets can bind the same ports.
-fn bind_all(addrs: &[std::net::SocketAddr], reuse_port: bool) -> Result<Vec<TcpListener>, String> {
+fn bind_all(addrs: &[ListenAddr], reuse_port: bool) -> Result<Vec<Listener>, String> {
     let mut listeners = Vec::new();
-    for &addr in addrs {
+    for addr in addrs {
         let listener =
             listen::bind(addr, reuse_port).map_err(|error| format!("cannot listen on {addr}: {error}"))?;
         listeners.push(listener);

@@ -44,25 +44,6 @@ pub trait Transport: Read + Write {
     }
 }
 
-impl Transport for mio::net::TcpStream {
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        // mio's `try_io` is the documented way to run a raw syscall on its socket.
-        self.try_io(|| sys::sendfile(self.as_raw_fd(), file, offset, len))
-    }
-
-    fn stop_blocking(&mut self) -> io::Result<()> {
-        Ok(()) // mio sockets never block
-    }
-
-    fn short_read_drains(&self) -> bool {
-        true
-    }
-
-    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_io(|| SockRef::from(&*self).send_vectored_with_flags(slices, libc::MSG_MORE))
-    }
-}
-
 impl Transport for std::net::TcpStream {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
         sys::sendfile(self.as_raw_fd(), file, offset, len)

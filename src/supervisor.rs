@@ -10,8 +10,8 @@
 //! forwards SIGTERM/SIGINT (graceful drain) and SIGHUP (log reopen) and exits when every
 //! worker has.
 
+use crate::listen::Listener;
 use std::io;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -40,13 +40,13 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Which listeners each worker gets.
 pub enum WorkerListeners {
     /// Worker `i` gets set `i` (bound here with `SO_REUSEPORT`).
-    PerWorker(Vec<Vec<TcpListener>>),
+    PerWorker(Vec<Vec<Listener>>),
     /// Every worker gets the same sockets (inherited from systemd).
-    Shared(Vec<TcpListener>),
+    Shared(Vec<Listener>),
 }
 
 impl WorkerListeners {
-    fn for_worker(&self, index: usize) -> &[TcpListener] {
+    fn for_worker(&self, index: usize) -> &[Listener] {
         match self {
             WorkerListeners::PerWorker(sets) => &sets[index],
             WorkerListeners::Shared(set) => set,
@@ -158,7 +158,7 @@ pub fn bind_to_supervisor() -> io::Result<()> {
 }
 
 /// Starts worker `index` with `listeners` as its inherited sockets.
-fn spawn(index: usize, listeners: &[TcpListener]) -> io::Result<Child> {
+fn spawn(index: usize, listeners: &[Listener]) -> io::Result<Child> {
     // Only this one child may inherit these sockets: CLOEXEC comes back right after the spawn.
     let environment = listen::pass_to_child(listeners, true)?;
     let spawned = Command::new(std::env::current_exe()?)

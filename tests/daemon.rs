@@ -291,3 +291,77 @@ fn sighup_reaches_the_workers_access_logs() {
         BufReader::new(fs::File::open(&log).unwrap()).lines().count() == 10
     });
 }
+
+/// `GET path` with `Connection: close` over a Unix socket; the whole response as text.
+fn ask_unix(path: &std::path::Path, target: &str) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {target} HTTP/1.1\r\nHost: u\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn serves_a_unix_socket_next_to_tcp() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("onepoll.sock");
+    let unix = format!("unix:{}", socket.display());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+    command.arg(site.root()).args(["--listen", "127.0.0.1:0", "--listen", &unix]);
+    let server = Server::spawn(command, "info");
+    server.wait_for_log(&format!("listening on {unix} serving"));
+    let response = ask_unix(&socket, "/hello.txt");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n") && response.ends_with(HELLO), "{response}");
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    // A Unix peer has no address: the access line says "-".
+    let line = server.wait_for_log("\"GET /hello.txt HTTP/1.1\" 200 13 \"-\"");
+    assert!(server.log_lines().iter().any(|l| l.starts_with("- - - [")), "{line}");
+    if Command::new("curl").arg("--version").output().is_ok() {
+        let curl = Command::new("curl")
+            .args(["-s", "--unix-socket", socket.to_str().unwrap(), "http://localhost/hello.txt"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&curl.stdout), HELLO);
+    }
+    assert_eq!(thread_count(server.pid()), 1);
+}
+
+#[test]
+fn unix_sockets_are_refused_where_they_cannot_work() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let unix = format!("unix:{}", dir.path().join("s.sock").display());
+    for extra in [&["--workers", "2"][..], &["--engine", "thread-pool"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .arg(site.root())
+            .args(["--listen", &unix])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("onepoll: ") && (stderr.contains("unix") || stderr.contains("TCP")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn socket_activation_passes_a_unix_socket_too() {
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    let mut child = activated(&site, &[socket.display().to_string()], &[]);
+    eventually("the socket file", || socket.exists());
+    let response = ask_unix(&socket, "/hello.txt");
+    assert!(response.ends_with(HELLO), "{response}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

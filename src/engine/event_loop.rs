@@ -27,7 +27,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::event::Source;
+use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -36,7 +37,10 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::connection::{CloseReason, ConnLabel, Connection, Limits, Now, Site, Timeout, Verdict};
+use crate::listen::Listener;
 use crate::seed::{Seed, SeedConnection, datagram_reply};
+
+use super::stream::{PollListener, Stream};
 
 /// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
 /// keys, which never reach this top range.
@@ -97,7 +101,7 @@ struct Client {
 
 /// A client of any service: the loop treats them alike, by their verdicts.
 enum Served {
-    Http(Connection<TcpStream>),
+    Http(Connection<Stream>),
     Seed(SeedConnection),
 }
 
@@ -130,7 +134,7 @@ impl Served {
         }
     }
 
-    fn stream_mut(&mut self) -> &mut TcpStream {
+    fn stream_mut(&mut self) -> &mut dyn Source {
         match self {
             Served::Http(conn) => conn.transport_mut(),
             Served::Seed(conn) => conn.stream_mut(),
@@ -172,7 +176,7 @@ enum Accepting {
 struct EventLoop<'a> {
     poll: Poll,
     /// Emptied once shutdown has begun (the sockets close, so new clients are refused).
-    listeners: Vec<(TcpListener, Service)>,
+    listeners: Vec<(PollListener, Service)>,
     /// UDP sockets of the seed protocols; emptied at shutdown too.
     datagrams: Vec<(UdpSocket, Seed)>,
     signals: Signals,
@@ -193,7 +197,7 @@ struct EventLoop<'a> {
 /// Serves `listeners` (and the seed protocols' `datagrams`) from this thread until a signal
 /// ends it.
 pub fn run(
-    listeners: Vec<(std::net::TcpListener, Service)>,
+    listeners: Vec<(Listener, Service)>,
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
     site: &Site,
     options: Options,
@@ -207,8 +211,7 @@ pub fn run(
     let poll = Poll::new()?;
     let mut registered = Vec::with_capacity(listeners.len());
     for (index, (listener, service)) in listeners.into_iter().enumerate() {
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
+        let mut listener = PollListener::from_listener(listener)?;
         poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
         registered.push((listener, service));
     }
@@ -366,25 +369,26 @@ impl EventLoop<'_> {
             let entry = self.clients.vacant_entry();
             let key = entry.key();
             let label = ConnLabel { token: key, fd: stream.as_raw_fd() };
-            // Head and body leave in separate syscalls; Nagle would hold the second back for an ACK.
-            if let Err(error) = stream.set_nodelay(true) {
+            if let Err(error) = stream.set_nodelay() {
                 trace!("{label} set_nodelay: {error}");
             }
             if let Err(error) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
                 warn!("{label} register failed: {error}");
                 continue;
             }
-            let conn = match service {
-                Service::Http => {
-                    debug!("{label} accept {peer}");
-                    Served::Http(Connection::new(stream, label, Some(peer), now))
+            let from = peer.map_or_else(|| "a unix socket".to_owned(), |peer| peer.to_string());
+            let conn = match (service, stream) {
+                (Service::Http, stream) => {
+                    debug!("{label} accept {from}");
+                    Served::Http(Connection::new(stream, label, peer, now))
                 }
-                Service::Seed(seed) => {
-                    debug!("{label} accept {peer} ({seed})");
+                (Service::Seed(seed), Stream::Tcp(stream)) => {
+                    debug!("{label} accept {from} ({seed})");
                     // Daytime speaks first: drive it this turn, with no event to wait for.
                     self.yielded.push(key);
                     Served::Seed(SeedConnection::new(seed, stream, label, now.mono, now.wall))
                 }
+                (Service::Seed(_), Stream::Unix(_)) => continue, // seed listeners are TCP only
             };
             let (deadline, _) = conn.deadline(&self.site.limits);
             self.timers.insert((deadline, key));

@@ -5,6 +5,7 @@
 pub mod blocking;
 pub mod event_loop;
 pub mod serial;
+pub mod stream;
 pub mod thread_per_conn;
 pub mod thread_pool;
 

@@ -87,6 +87,15 @@ fn main() -> ExitCode {
         Ok(root) => root,
         Err(message) => return fail(format_args!("{message}")),
     };
+    // Signals are caught from here on (the event loop handles them), so a SIGTERM that follows
+    // the ready line at once still means a graceful stop. Blocking engines keep the defaults.
+    let signals = match config.engine {
+        Engine::EventLoop => match event_loop::shutdown_signals() {
+            Ok(signals) => Some(signals),
+            Err(error) => return fail(format_args!("cannot handle signals: {error}")),
+        },
+        _ => None,
+    };
     // Said last, once everything that could still fail has not: the "ready" line.
     for listener in &listeners {
         match listener.local() {
@@ -94,7 +103,7 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    serve(&config, listeners, seed_sockets, root, access_log)
+    serve(&config, listeners, seed_sockets, signals, root, access_log)
 }
 
 /// Seed protocol sockets: a TCP listener and a UDP socket per configured port.
@@ -142,6 +151,7 @@ fn serve(
     config: &Config,
     listeners: Vec<Listener>,
     seeds: SeedSockets,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
     mut root: Root,
     access_log: AccessLog,
 ) -> ExitCode {
@@ -176,7 +186,10 @@ fn serve(
     let mut all: Vec<(Listener, Service)> =
         listeners.into_iter().map(|listener| (listener, Service::Http)).collect();
     all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Service::Seed(seed))));
-    let exit = event_loop::run(all, seeds.datagrams, &site, options);
+    let Some(signals) = signals else {
+        return fail(format_args!("the event loop needs its signal handlers"));
+    };
+    let exit = event_loop::run(all, seeds.datagrams, signals, &site, options);
     site.access_log.flush();
     match exit {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
@@ -211,6 +224,11 @@ fn supervise(config: &Config, inherited: Option<Vec<Listener>>) -> ExitCode {
         return fail(format_args!("--listen unix:... with --workers needs systemd socket activation"));
     }
     let workers = config.workers as usize;
+    // Caught before anything says "listening", as in a single process.
+    let signals = match event_loop::shutdown_signals() {
+        Ok(signals) => signals,
+        Err(error) => return fail(format_args!("cannot handle signals: {error}")),
+    };
     let listeners = match inherited {
         Some(shared) => WorkerListeners::Shared(shared),
         None => {
@@ -239,7 +257,7 @@ fn supervise(config: &Config, inherited: Option<Vec<Listener>>) -> ExitCode {
         },
         None => None,
     };
-    match supervisor::run(listeners, workers) {
+    match supervisor::run(listeners, workers, signals) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => fail(format_args!("supervisor failed: {error}")),

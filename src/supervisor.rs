@@ -12,7 +12,7 @@
 
 use crate::listen::Listener;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
 
 use crate::daemon;
@@ -70,9 +70,9 @@ struct Worker {
 
 /// Runs `workers` worker processes until a signal ends them all. Returns true when every
 /// worker exited cleanly after a graceful shutdown.
-pub fn run(mut listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
+pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> io::Result<bool> {
     let mut poll = Poll::new()?;
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = signals;
     poll.registry().register(&mut signals, Token(0), Interest::READABLE)?;
     let count = listeners.count(workers);
     let mut pool: Vec<Worker> = Vec::with_capacity(count);
@@ -119,7 +119,9 @@ pub fn run(mut listeners: WorkerListeners, workers: usize) -> io::Result<bool> {
             if let Some(status) = worker.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
                 worker.child = None;
                 if stopping {
-                    all_clean &= status.success();
+                    // Killed by the TERM we forwarded before it could catch it: stopped as asked.
+                    let stopped_early = status.signal() == Some(Signal::SIGTERM as i32);
+                    all_clean &= status.success() || stopped_early;
                     info!("supervisor: worker {index} exited ({})", describe(status));
                     continue;
                 }
@@ -175,7 +177,6 @@ fn spawn(index: usize, listeners: &[Listener]) -> io::Result<Child> {
 }
 
 fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("signal {signal}"),

@@ -67,6 +67,11 @@ const EVENTS_PER_POLL: usize = 1024;
 /// How long accepting pauses after running out of descriptors before it is tried again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
+/// The signals the loop handles: SIGTERM/SIGINT (graceful stop), SIGHUP (log reopen).
+pub fn shutdown_signals() -> io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP])
+}
+
 /// Engine settings that are not per connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -195,10 +200,12 @@ struct EventLoop<'a> {
 }
 
 /// Serves `listeners` (and the seed protocols' `datagrams`) from this thread until a signal
-/// ends it.
+/// ends it. `signals` comes from [`shutdown_signals`], created before the server says it is
+/// ready, so no early SIGTERM can meet the default action and kill it mid-start.
 pub fn run(
     listeners: Vec<(Listener, Service)>,
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
+    signals: Signals,
     site: &Site,
     options: Options,
 ) -> io::Result<Exit> {
@@ -222,7 +229,7 @@ pub fn run(
         poll.registry().register(&mut socket, Token(FIRST_DATAGRAM + index), Interest::READABLE)?;
         registered_datagrams.push((socket, seed));
     }
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = signals;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     if let Some(fd) = options.file_changes {
         poll.registry().register(&mut SourceFd(&fd), FILE_CHANGES, Interest::READABLE)?;

@@ -146,13 +146,15 @@ impl FileCache {
 }
 
 fn read_small(path: &Path) -> Option<CachedFile> {
-    let mut file = crate::files::open_nonblocking(path).ok()?;
+    let file = crate::files::open_nonblocking(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_CACHED_FILE_BYTES {
         return None;
     }
-    let mut content = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut content).ok()?;
+    let mut content = Vec::with_capacity(meta.len() as usize + 1);
+    // Through `take`, not `File::read_to_end`, which would stat the file a second time for a
+    // size hint we already have; one byte more than expected shows a file that grew.
+    (&file).take(meta.len() + 1).read_to_end(&mut content).ok()?;
     if content.len() as u64 != meta.len() {
         return None; // changed while we read it
     }

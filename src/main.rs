@@ -17,13 +17,22 @@ use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let worker = std::env::var(WORKER_ENV).ok();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(index) = worker.clone() {
+        // Workers share stderr: each line says which worker wrote it.
+        logger.format(move |out, record| {
+            use std::io::Write;
+            let (time, level, target) = (out.timestamp(), record.level(), record.target());
+            writeln!(out, "[{time} {level:<5} {target}] worker={index} {}", record.args())
+        });
+    }
+    logger.init();
     if let Some(index) = &worker {
         if let Err(error) = supervisor::bind_to_supervisor() {
             return fail(format_args!("worker {index}: {error}"));
         }
-        info!("worker {index} starting (pid {})", std::process::id());
+        info!("starting (pid {})", std::process::id());
     }
     // The root is checked before binding, so a typo costs one clear line; under --chroot it
     // is a path inside the chroot and can only be opened after entering it.

@@ -148,6 +148,8 @@ fn workers_are_single_threaded_processes_restarted_when_they_die() {
     for _ in 0..20 {
         assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
     }
+    // Each worker's log lines carry its index.
+    server.wait_for_log("] worker=1 listening on http://");
     Command::new("kill").args(["-KILL", &workers[0].to_string()]).status().unwrap();
     server.wait_for_log("worker 0 died (signal 9); restarting it");
     eventually("a replacement worker", || {

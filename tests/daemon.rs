@@ -189,15 +189,7 @@ fn sigterm_drains_every_worker_then_the_supervisor_exits_zero() {
     server.signal("TERM");
     server.wait_for_log("supervisor: stopping 2 workers");
     eventually("the listeners to close", || TcpStream::connect(server.addr).is_err());
-    let mut chunk = vec![0u8; 256 * 1024];
-    loop {
-        let n = download.stream.read(&mut chunk).unwrap();
-        if n == 0 {
-            break;
-        }
-        got += n;
-        thread::sleep(Duration::from_millis(1));
-    }
+    got += download.read_slowly_to_end(Duration::from_millis(1));
     assert!(got > common::BIG_LEN, "the whole download arrived: {got}");
     assert_eq!(server.wait_exit(IO_TIMEOUT), Some(0));
     for worker in workers {

@@ -184,15 +184,7 @@ fn sigterm_lets_a_slow_download_finish_then_exits_zero() {
     assert!(TcpStream::connect(server.addr).is_err(), "listener still open after SIGTERM");
 
     // The download, read slowly, still gets every byte.
-    let mut chunk = vec![0u8; 256 * 1024];
-    loop {
-        let n = download.stream.read(&mut chunk).unwrap();
-        if n == 0 {
-            break;
-        }
-        got += n;
-        thread::sleep(Duration::from_millis(2));
-    }
+    got += download.read_slowly_to_end(Duration::from_millis(2));
     let head_len = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert_eq!(got - head_len, ten_mib.len());
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));

@@ -253,6 +253,21 @@ impl Client {
         Client { stream, buffer: Vec::new() }
     }
 
+    /// Reads until the server closes, 256 KiB at a time with `pause` between reads (a slow
+    /// client); returns how many bytes came.
+    pub fn read_slowly_to_end(&mut self, pause: Duration) -> usize {
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        loop {
+            let n = self.stream.read(&mut chunk).expect("read until the server closes");
+            if n == 0 {
+                return total;
+            }
+            total += n;
+            thread::sleep(pause);
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send request");
     }

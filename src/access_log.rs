@@ -27,6 +27,8 @@ pub struct AccessLog {
     sink: Mutex<Sink>,
     /// Hold lines until `flush` (the event loop) instead of writing each at once.
     buffered: bool,
+    /// The sink is not `Off` (fixed at start, so asking costs no lock on the hot path).
+    writes_lines: bool,
 }
 
 #[derive(Debug)]
@@ -57,7 +59,7 @@ impl Destination {
 
 impl AccessLog {
     pub fn off() -> AccessLog {
-        AccessLog { sink: Mutex::new(Sink::Off), buffered: false }
+        AccessLog { sink: Mutex::new(Sink::Off), buffered: false, writes_lines: false }
     }
 
     /// Opens the destination (a file is created if missing and appended to). `buffered` lines
@@ -70,12 +72,13 @@ impl AccessLog {
                 Sink::File { path: path.clone(), file: open_append(path)?, pending: Vec::new() }
             }
         };
-        Ok(AccessLog { sink: Mutex::new(sink), buffered })
+        let writes_lines = !matches!(sink, Sink::Off);
+        Ok(AccessLog { sink: Mutex::new(sink), buffered, writes_lines })
     }
 
     /// Whether anything reads the request details; when not, callers skip collecting them.
     pub fn is_enabled(&self) -> bool {
-        log::log_enabled!(log::Level::Debug) || !matches!(*self.lock(), Sink::Off)
+        self.writes_lines || log::log_enabled!(log::Level::Debug)
     }
 
     /// One line for a finished (or abandoned) response. At debug level the same facts also go
@@ -101,6 +104,9 @@ impl AccessLog {
     /// Writes the buffered lines. A failing write is reported on stderr, never allowed to stop
     /// serving; the lines are dropped rather than kept growing.
     pub fn flush(&self) {
+        if !self.writes_lines {
+            return;
+        }
         let mut sink = self.lock();
         write_pending(&mut sink);
     }

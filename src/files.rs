@@ -18,7 +18,8 @@ use std::time::SystemTime;
 
 use crate::file_cache::{CachedResource, FileCache};
 use crate::http::{
-    ContentCoding, FileMeta, HttpError, ListingEntry, Resource, SafePath, render_listing, resolve_target,
+    ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Resource, SafePath, render_listing,
+    resolve_target,
 };
 
 /// The file served for a path that names a directory.
@@ -287,8 +288,16 @@ fn is_client_route(target: &str) -> bool {
 /// The listing page of the directory at `canonical`, reached as `path`.
 fn list_directory(canonical: &Path, path: &SafePath) -> Result<Found, HttpError> {
     let mut entries = Vec::new();
+    let mut truncated = false;
     for entry in fs::read_dir(canonical).map_err(not_servable)? {
         let Ok(entry) = entry else { continue };
+        if entry.file_name().as_bytes().starts_with(b".") {
+            continue; // hidden in the listing anyway: no stat, and not counted
+        }
+        if entries.len() == MAX_LISTED_ENTRIES {
+            truncated = true;
+            break;
+        }
         // Follows symlinks like serving does; a dangling one is skipped.
         let Ok(metadata) = fs::metadata(entry.path()) else { continue };
         entries.push(ListingEntry {
@@ -303,7 +312,7 @@ fn list_directory(canonical: &Path, path: &SafePath) -> Result<Found, HttpError>
         directory.extend_from_slice(segment);
         directory.push(b'/');
     }
-    Ok(Found::Listing(render_listing(&directory, &mut entries)))
+    Ok(Found::Listing(render_listing(&directory, &mut entries, truncated)))
 }
 
 /// A regular file to send, with the metadata of that very file.

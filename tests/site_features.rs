@@ -159,3 +159,27 @@ fn access_lines_are_combined_log_format_on_stdout() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(quiet.log_lines().iter().all(|line| !line.contains("GET")), "{:?}", quiet.log_lines());
 }
+
+#[test]
+fn a_huge_directory_is_listed_only_in_part() {
+    let site = Site::new();
+    let big = site.root().join("big-dir");
+    fs::create_dir(&big).unwrap();
+    let count = onepoll::http::MAX_LISTED_ENTRIES + 50;
+    for i in 0..count {
+        fs::write(big.join(format!("f{i:05}")), "").unwrap();
+    }
+    let server = Server::start_with(&site.root(), &["--listing"], "info");
+    let mut lister = server.connect();
+    lister.send(&get("/big-dir/"));
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    let listing = lister.response(false);
+    assert_eq!(listing.status, 200);
+    let html = listing.body_text();
+    assert_eq!(html.matches("<tr><td><a href=\"./f").count(), onepoll::http::MAX_LISTED_ENTRIES);
+    assert!(
+        html.contains("Only the first 10000 entries the directory yielded are listed."),
+        "tail: {}",
+        &html[html.len() - 200..]
+    );
+}

@@ -9,6 +9,10 @@ use percent_encoding::percent_encode;
 
 use super::target::PATH_SEGMENT;
 
+/// Most entries a listing shows. Reading a directory is synchronous, so a huge one would stall
+/// the loop (and make a page nobody reads): past this many the listing stops and says so.
+pub const MAX_LISTED_ENTRIES: usize = 10_000;
+
 /// One directory entry, as read from the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListingEntry {
@@ -22,8 +26,8 @@ pub struct ListingEntry {
 
 /// The listing of `directory` (the decoded URL path, ending in `/`): a parent link, then
 /// subdirectories and files, each group sorted by name. Entries starting with `.` are
-/// hidden, as nginx's autoindex does.
-pub fn render_listing(directory: &[u8], entries: &mut Vec<ListingEntry>) -> String {
+/// hidden, as nginx's autoindex does. `truncated`: the directory holds more than `entries`.
+pub fn render_listing(directory: &[u8], entries: &mut Vec<ListingEntry>, truncated: bool) -> String {
     entries.retain(|entry| !entry.name.starts_with(b"."));
     entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
     let title = escape_html(&String::from_utf8_lossy(directory));
@@ -46,7 +50,14 @@ pub fn render_listing(directory: &[u8], entries: &mut Vec<ListingEntry>) -> Stri
             "<tr><td><a href=\"./{href}{slash}\">{text}{slash}</a></td><td>{size}</td><td>{modified}</td></tr>"
         );
     }
-    html.push_str("</table><hr></body></html>\n");
+    html.push_str("</table>");
+    if truncated {
+        let _ = write!(
+            html,
+            "<p>Only the first {MAX_LISTED_ENTRIES} entries the directory yielded are listed.</p>"
+        );
+    }
+    html.push_str("<hr></body></html>\n");
     html
 }
 
@@ -89,7 +100,7 @@ mod tests {
             entry(b"caf\xe9 & more", false),
             entry(b"two\nlines", false),
         ];
-        let html = render_listing(b"/d<i>r/", &mut entries);
+        let html = render_listing(b"/d<i>r/", &mut entries, false);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;.html"), "{html}");
         assert!(html.contains("href=\"./%3Cscript%3Ealert(1)%3C%2Fscript%3E.html\""), "{html}");
@@ -105,11 +116,13 @@ mod tests {
     fn directories_first_sorted_and_dotfiles_hidden() {
         let mut entries =
             vec![entry(b"b.txt", false), entry(b".git", true), entry(b"z", true), entry(b"a.txt", false)];
-        let html = render_listing(b"/", &mut entries);
+        let html = render_listing(b"/", &mut entries, false);
         let order: Vec<usize> =
             ["./z/", "./a.txt", "./b.txt"].iter().map(|href| html.find(href).unwrap()).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{html}");
         assert!(!html.contains(".git") && !html.contains("../"), "{html}");
-        assert!(render_listing(b"/sub/", &mut Vec::new()).contains("href=\"../\""));
+        assert!(render_listing(b"/sub/", &mut Vec::new(), false).contains("href=\"../\""));
+        assert!(!html.contains("Only the first"));
+        assert!(render_listing(b"/", &mut Vec::new(), true).contains("Only the first 10000 entries"));
     }
 }

@@ -20,7 +20,7 @@ mod properties;
 pub use body::{BodyDiscard, DiscardProgress};
 pub use encoding::ContentCoding;
 pub use error::HttpError;
-pub use listing::{ListingEntry, render_listing};
+pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use request::{
     BodyFraming, Method, Parsed, RepresentationFields, Request, Version, logged_fields, parse_head,
 };

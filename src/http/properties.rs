@@ -39,7 +39,7 @@ proptest! {
     ) {
         prop_assume!(!name.starts_with(b"."));
         let mut entries = vec![ListingEntry { name, is_dir, len: 1, modified: None }];
-        let html = render_listing(b"/d/", &mut entries);
+        let html = render_listing(b"/d/", &mut entries, false);
         let rows: Vec<&str> = html.lines().filter(|line| line.starts_with("<tr><td><a href=\"./")).collect();
         prop_assert_eq!(rows.len(), 1, "{}", html);
         // Exactly the markup we wrote: one link, its href quoted once, no tag from the name.

@@ -13,12 +13,19 @@ use std::io::{self, Read, Write};
 use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UdpSocket};
 
 use crate::connection::{CloseReason, ConnLabel, Limits, Timeout, Verdict};
 
 /// Bytes of echo held per connection: reading stops while this much waits to go back.
 pub const ECHO_BUFFER_BYTES: usize = 4096;
+/// Bytes one echo client may bounce per drive before it yields: a client that reads as fast as
+/// it writes never leaves the socket empty, and must not keep the loop to itself.
+pub const ECHO_BYTES_PER_DRIVE: usize = 64 * 1024;
+/// Datagrams one seed socket answers per loop turn, for the same reason.
+pub const DATAGRAMS_PER_TURN: usize = 64;
+/// Largest datagram read (and echoed); the kernel truncates longer ones.
+const MAX_DATAGRAM_BYTES: usize = 2048;
 
 /// The seed protocol a socket speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,36 +116,43 @@ impl SeedConnection {
                 }
                 Ok(Verdict::Close(CloseReason::ResponseSaidClose))
             }
-            SeedState::Echoing { buffer, sent, read_closed } => loop {
-                // Write first: only an emptied buffer makes room to read more (backpressure).
-                if !write_pending(&mut self.stream, buffer, sent, &label, &mut self.last_progress, now)? {
-                    return Ok(Verdict::Wait { writable: true });
-                }
-                buffer.clear();
-                *sent = 0;
-                if *read_closed {
-                    return Ok(Verdict::Close(CloseReason::PeerClosed));
-                }
-                buffer.resize(ECHO_BUFFER_BYTES, 0);
-                match self.stream.read(buffer) {
-                    Ok(0) => {
-                        trace!("{label} read EOF");
-                        buffer.clear();
-                        *read_closed = true;
+            SeedState::Echoing { buffer, sent, read_closed } => {
+                let mut bounced = 0;
+                loop {
+                    // Write first: only an emptied buffer makes room to read more (backpressure).
+                    if !write_pending(&mut self.stream, buffer, sent, &label, &mut self.last_progress, now)? {
+                        return Ok(Verdict::Wait { writable: true });
                     }
-                    Ok(read) => {
-                        trace!("{label} read {read}B");
-                        buffer.truncate(read);
-                        self.last_progress = now;
+                    bounced += buffer.len();
+                    buffer.clear();
+                    *sent = 0;
+                    if *read_closed {
+                        return Ok(Verdict::Close(CloseReason::PeerClosed));
                     }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        buffer.clear();
-                        return Ok(Verdict::Wait { writable: false });
+                    if bounced >= ECHO_BYTES_PER_DRIVE {
+                        return Ok(Verdict::Yield);
                     }
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => buffer.clear(),
-                    Err(error) => return Err(error),
+                    buffer.resize(ECHO_BUFFER_BYTES, 0);
+                    match self.stream.read(buffer) {
+                        Ok(0) => {
+                            trace!("{label} read EOF");
+                            buffer.clear();
+                            *read_closed = true;
+                        }
+                        Ok(read) => {
+                            trace!("{label} read {read}B");
+                            buffer.truncate(read);
+                            self.last_progress = now;
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                            buffer.clear();
+                            return Ok(Verdict::Wait { writable: false });
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => buffer.clear(),
+                        Err(error) => return Err(error),
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -173,6 +187,44 @@ fn write_pending(
         }
     }
     Ok(true)
+}
+
+/// Whether a datagram socket was emptied or stopped at its budget with datagrams left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    Drained,
+    BudgetSpent,
+}
+
+/// Answers up to [`DATAGRAMS_PER_TURN`] datagrams on `socket`, until `WouldBlock`. A reply the
+/// socket cannot take right now is dropped: UDP promises no delivery, and the loop must not
+/// wait on one client.
+pub fn answer_datagrams(socket: &UdpSocket, seed: Seed, wall: SystemTime) -> Answered {
+    let mut datagram = [0u8; MAX_DATAGRAM_BYTES];
+    let mut answered = 0;
+    while answered < DATAGRAMS_PER_TURN {
+        let (len, peer) = match socket.recv_from(&mut datagram) {
+            Ok(received) => received,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Answered::Drained,
+            // ECONNREFUSED is the ICMP answer to an earlier reply, reported once: read on.
+            Err(error)
+                if matches!(error.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                debug!("{seed} udp recv_from: {error}");
+                return Answered::Drained;
+            }
+        };
+        answered += 1;
+        let reply = datagram_reply(seed, &datagram[..len], wall);
+        match socket.send_to(&reply, peer) {
+            Ok(sent) => trace!("{seed} udp {peer} {len}B in, {sent}B out"),
+            Err(error) => debug!("{seed} udp reply to {peer} dropped: {error}"),
+        }
+    }
+    Answered::BudgetSpent
 }
 
 /// The reply to one datagram: the same bytes (echo) or the time (daytime, whatever was sent).
@@ -238,6 +290,48 @@ mod tests {
         assert_eq!(daytime_line(at), "Sunday, November 22, 2026 03:24:29-UTC\r\n");
         let first = UNIX_EPOCH + Duration::from_secs(1_772_323_200 + 86_400); // 2026-03-02
         assert_eq!(daytime_line(first), "Monday, March 2, 2026 00:00:00-UTC\r\n");
+    }
+
+    #[test]
+    fn an_echo_client_that_keeps_sending_yields_after_its_budget() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut written = 0;
+        while written < 4 * ECHO_BYTES_PER_DRIVE {
+            match client.write(&[b'x'; 8192]) {
+                Ok(n) => written += n,
+                Err(_) => break, // the buffers are full
+            }
+        }
+        assert!(written > 2 * ECHO_BYTES_PER_DRIVE, "only {written} bytes fit the socket buffers");
+        let label = ConnLabel { token: 0, fd: 0 };
+        let now = Instant::now();
+        let mut conn = SeedConnection::new(Seed::Echo, TcpStream::from_std(server), label, now, UNIX_EPOCH);
+        // More is waiting and the client has room for the echo, yet the drive gives way.
+        assert_eq!(conn.drive(now), Verdict::Yield);
+    }
+
+    #[test]
+    fn a_datagram_socket_answers_a_budget_per_turn() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let waiting = DATAGRAMS_PER_TURN + 10;
+        for i in 0..waiting {
+            client.send_to(&[i as u8; 100], server.local_addr().unwrap()).unwrap();
+        }
+        server.set_nonblocking(true).unwrap();
+        let server = UdpSocket::from_std(server);
+        assert_eq!(answer_datagrams(&server, Seed::Echo, UNIX_EPOCH), Answered::BudgetSpent);
+        assert_eq!(answer_datagrams(&server, Seed::Echo, UNIX_EPOCH), Answered::Drained);
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = [0u8; 200];
+        for i in 0..waiting {
+            let (len, _) = client.recv_from(&mut reply).unwrap();
+            assert_eq!(&reply[..len], &[i as u8; 100][..]);
+        }
     }
 
     #[test]

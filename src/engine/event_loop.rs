@@ -38,7 +38,7 @@ use slab::Slab;
 use crate::access_log::AccessLog;
 use crate::connection::{CloseReason, ConnLabel, Connection, Limits, Now, Site, Timeout, Verdict};
 use crate::listen::Listener;
-use crate::seed::{Seed, SeedConnection, datagram_reply};
+use crate::seed::{self, Answered, Seed, SeedConnection};
 
 use super::stream::{PollListener, Stream};
 
@@ -53,8 +53,6 @@ pub const MAX_LISTENERS: usize = 64;
 const FIRST_LISTENER: usize = usize::MAX - 1 - MAX_LISTENERS;
 /// Datagram socket `i` has token `FIRST_DATAGRAM + i`.
 const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
-/// Largest datagram read (and echoed); the kernel truncates longer ones.
-const MAX_DATAGRAM_BYTES: usize = 2048;
 
 /// What a listening socket's clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +190,8 @@ struct EventLoop<'a> {
     closed: Vec<(usize, CloseReason)>,
     /// Clients that yielded with output still to send: driven again next turn.
     yielded: Vec<usize>,
+    /// Datagram sockets that spent their budget with datagrams left: answered again next turn.
+    datagrams_yielded: Vec<usize>,
     accepting: Accepting,
     /// Set by the first SIGTERM/SIGINT: when the grace period ends.
     shutdown_deadline: Option<Instant>,
@@ -243,6 +243,7 @@ pub fn run(
         timers: BTreeSet::new(),
         closed: Vec::new(),
         yielded: Vec::new(),
+        datagrams_yielded: Vec::new(),
         accepting: Accepting::Open,
         shutdown_deadline: None,
         site,
@@ -255,7 +256,7 @@ impl EventLoop<'_> {
     fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = match self.yielded.is_empty() {
+            let timeout = match self.yielded.is_empty() && self.datagrams_yielded.is_empty() {
                 true => self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now())),
                 false => Some(Duration::ZERO), // yielded clients are waiting: just collect events
             };
@@ -294,6 +295,9 @@ impl EventLoop<'_> {
             }
             for key in std::mem::take(&mut self.yielded) {
                 self.drive(key, now);
+            }
+            for index in std::mem::take(&mut self.datagrams_yielded) {
+                self.answer_datagrams(index, now);
             }
             self.expire_timers(now);
             if let Accepting::OutOfDescriptors { retry_at } = self.accepting
@@ -456,37 +460,14 @@ impl EventLoop<'_> {
         }
     }
 
-    /// Answers every datagram waiting on seed socket `index`, until `WouldBlock`. A reply the
-    /// socket cannot take right now is dropped: UDP promises no delivery, and the loop must
-    /// not wait on one client.
+    /// Answers the datagrams waiting on seed socket `index`; a socket that still has some
+    /// after its budget is answered again next turn, after the others had theirs.
     fn answer_datagrams(&mut self, index: usize, now: Now) {
         let Some((socket, seed)) = self.datagrams.get(index) else {
             return;
         };
-        let mut datagram = [0u8; MAX_DATAGRAM_BYTES];
-        loop {
-            let (len, peer) = match socket.recv_from(&mut datagram) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                // ECONNREFUSED is the ICMP answer to an earlier reply, reported once: read on.
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
-                    continue;
-                }
-                Err(error) => {
-                    debug!("{seed} udp recv_from: {error}");
-                    return;
-                }
-            };
-            let reply = datagram_reply(*seed, &datagram[..len], now.wall);
-            match socket.send_to(&reply, peer) {
-                Ok(sent) => trace!("{seed} udp {peer} {len}B in, {sent}B out"),
-                Err(error) => debug!("{seed} udp reply to {peer} dropped: {error}"),
-            }
+        if seed::answer_datagrams(socket, *seed, now.wall) == Answered::BudgetSpent {
+            self.datagrams_yielded.push(index);
         }
     }
 

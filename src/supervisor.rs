@@ -70,7 +70,7 @@ struct Worker {
 
 /// Runs `workers` worker processes until a signal ends them all. Returns true when every
 /// worker exited cleanly after a graceful shutdown.
-pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> io::Result<bool> {
+pub fn run(listeners: WorkerListeners, workers: usize, signals: Signals) -> io::Result<bool> {
     let mut poll = Poll::new()?;
     let mut signals = signals;
     poll.registry().register(&mut signals, Token(0), Interest::READABLE)?;
@@ -84,8 +84,10 @@ pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> 
         });
     }
     info!("supervisor: {count} workers started");
+    // `None` once stopping: our copies of the sockets are closed, so new clients are refused
+    // instead of queued, and no worker is restarted.
+    let mut listeners = Some(listeners);
     daemon::notify(sd_notify::NotifyState::Ready);
-    let mut stopping = false;
     let mut all_clean = true;
     let mut events = Events::with_capacity(8);
     loop {
@@ -98,13 +100,10 @@ pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> 
             let forward = match signal {
                 SIGHUP => Signal::SIGHUP,
                 _ => {
-                    if !stopping {
+                    if listeners.take().is_some() {
                         info!("supervisor: stopping {count} workers");
                         daemon::notify(sd_notify::NotifyState::Stopping);
-                        // Our copies close too, so new clients are refused, not left queued.
-                        listeners = WorkerListeners::Shared(Vec::new());
                     }
-                    stopping = true;
                     Signal::SIGTERM // a second one makes workers exit at once, as it would us
                 }
             };
@@ -118,7 +117,7 @@ pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> 
         for (index, worker) in pool.iter_mut().enumerate() {
             if let Some(status) = worker.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
                 worker.child = None;
-                if stopping {
+                if listeners.is_none() {
                     // Killed by the TERM we forwarded before it could catch it: stopped as asked.
                     let stopped_early = status.signal() == Some(Signal::SIGTERM as i32);
                     all_clean &= status.success() || stopped_early;
@@ -129,7 +128,8 @@ pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> 
                 let quick = now.duration_since(worker.started) < RESTART_DELAY;
                 worker.restart_at = Some(if quick { now + RESTART_DELAY } else { now });
             }
-            if !stopping && worker.child.is_none() && worker.restart_at.is_some_and(|at| at <= now) {
+            let Some(listeners) = &listeners else { continue };
+            if worker.child.is_none() && worker.restart_at.is_some_and(|at| at <= now) {
                 match spawn(index, listeners.for_worker(index)) {
                     Ok(child) => {
                         *worker = Worker { child: Some(child), started: now, restart_at: None };
@@ -141,7 +141,7 @@ pub fn run(mut listeners: WorkerListeners, workers: usize, signals: Signals) -> 
                 }
             }
         }
-        if stopping && pool.iter().all(|worker| worker.child.is_none()) {
+        if listeners.is_none() && pool.iter().all(|worker| worker.child.is_none()) {
             info!("supervisor: all workers exited");
             return Ok(all_clean);
         }

@@ -175,6 +175,12 @@ pub fn logged_fields(head: &[u8]) -> (Option<String>, Option<String>) {
 /// well-formed version we do not support, and 400 for garbage.
 fn version_error(request_line: &[u8]) -> HttpError {
     let line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    // RFC 9112 §3: `method SP request-target SP HTTP-version`. httparse stops at the first
+    // space after the target, so a raw space inside the target (`GET /a b HTTP/1.1`) reaches
+    // us as a bad version; the line has more than three parts and is malformed.
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return HttpError::BadRequest("malformed request line");
+    }
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     let well_formed = match version.strip_prefix(b"HTTP/") {
         Some([major]) => major.is_ascii_digit(),
@@ -193,6 +199,7 @@ impl Request {
         let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
 
         let mut hosts = 0;
+        let mut host: Option<&[u8]> = None;
         let mut content_length: Option<u64> = None;
         let mut transfer_codings: Vec<String> = Vec::new();
         let (mut saw_close, mut saw_keep_alive) = (false, false);
@@ -201,6 +208,7 @@ impl Request {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
+                host = Some(field.value);
             } else if name.eq_ignore_ascii_case("content-length") {
                 // nginx's rule, stricter than RFC 9110 §8.6 allows: any repeat is refused, so
                 // no two parties can disagree about which one counts.
@@ -225,6 +233,9 @@ impl Request {
         if hosts > 1 {
             return Err(HttpError::BadRequest("duplicate Host"));
         }
+        if host.is_some_and(|value| !is_valid_host(value)) {
+            return Err(HttpError::BadRequest("invalid Host"));
+        }
         if hosts == 0 && version == Version::Http11 {
             return Err(HttpError::BadRequest("missing Host")); // RFC 9112 §3.2
         }
@@ -242,6 +253,47 @@ impl Request {
             fields,
         })
     }
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name, an IPv4
+/// address (a reg-name syntactically) or a bracketed IPv6 literal, then optional port digits.
+/// Empty is allowed (RFC 9112 §3.2: a target without an authority).
+fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
+            let address = std::str::from_utf8(&literal[..close]).ok();
+            if address.and_then(|text| text.parse::<std::net::Ipv6Addr>().ok()).is_none() {
+                return false;
+            }
+            match &literal[close + 1..] {
+                [] => return true,
+                [b':', port @ ..] => (&b""[..], port),
+                _ => return false,
+            }
+        }
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &b""[..]),
+        },
+    };
+    port.iter().all(u8::is_ascii_digit) && is_reg_name(host)
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2).
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let [first, tail @ ..] = rest {
+        rest = match first {
+            b'%' => match tail {
+                [high, low, after @ ..] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => after,
+                _ => return false,
+            },
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(b) => tail,
+            _ => return false,
+        };
+    }
+    true
 }
 
 /// RFC 9112 §6.3: decide how the body is delimited, refusing every ambiguous combination.
@@ -420,6 +472,23 @@ mod tests {
             (b"PRI * HTTP/2.0\r\n\r\n", VersionNotSupported),
             (b"GET / HTTP/1.1x\r\nHost: x\r\n\r\n", BadRequest("invalid line ending")),
             (b"GET / http/1.1\r\nHost: x\r\n\r\n", BadRequest("malformed HTTP version")),
+            // RFC 9112 §3: a raw space inside the target makes a malformed request line, not a
+            // version we do not support.
+            (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest("malformed request line")),
+            (b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest("malformed request line")),
+            (b"GET /a HTTP/1.1 HTTP/1.1\r\nHost: x\r\n\r\n", BadRequest("invalid line ending")),
+            // RFC 9110 §7.2: Host = uri-host [ ":" port ].
+            (b"GET / HTTP/1.1\r\nHost: bad/host\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: user@host\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: host:80x\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: host:8:0\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: [nothex]\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: h\xc3\xa9\r\n\r\n", BadRequest("invalid Host")),
+            (b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", BadRequest("invalid Host")),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", BadFraming("invalid Content-Length")),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\n", BadFraming("invalid Content-Length")),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", BadFraming("invalid Content-Length")),
@@ -435,6 +504,27 @@ mod tests {
         ];
         for (head, error) in cases {
             assert_eq!(parse_head(head), Err(error), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn accepts_every_form_of_host() {
+        for host in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com.",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::ffff:192.0.2.1]",
+            "xn--bcher-kva.example",
+            "a-b_c~d!$&'()*+,;=%41",
+            "host:",
+            "",
+        ] {
+            let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(matches!(parse_head(head.as_bytes()), Ok(Parsed::Complete { .. })), "{host:?}");
         }
     }
 

@@ -108,6 +108,11 @@ pub struct Config {
     #[arg(long, env = "ONEPOLL_LISTING", help_heading = "Site")]
     pub listing: bool,
 
+    /// Serve and list dotfiles (`/.env`, `/.git/`). Without it any path with a segment that
+    /// starts with `.` is 404, except under `/.well-known/` (RFC 8615: ACME, security.txt).
+    #[arg(long, env = "ONEPOLL_HIDDEN", help_heading = "Site")]
+    pub hidden: bool,
+
     /// Serve FILE (relative to the root) as the body of every 404 response.
     #[arg(long = "404-page", value_name = "FILE", env = "ONEPOLL_404_PAGE", help_heading = "Site")]
     pub not_found_page: Option<String>,

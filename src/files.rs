@@ -18,8 +18,8 @@ use std::time::SystemTime;
 
 use crate::file_cache::{CachedResource, FileCache};
 use crate::http::{
-    ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Resource, SafePath, render_listing,
-    resolve_target,
+    ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Resource, SafePath, is_hidden_name,
+    render_listing, resolve_target,
 };
 
 /// The file served for a path that names a directory.
@@ -42,6 +42,8 @@ pub struct SiteOptions {
     pub listing: bool,
     /// Request-target of the page whose bytes every 404 carries.
     pub not_found_page: Option<String>,
+    /// Serve and list dotfiles too (`--hidden`); otherwise they are 404 outside `/.well-known/`.
+    pub hidden: bool,
 }
 
 impl SiteOptions {
@@ -129,11 +131,12 @@ impl Root {
                 Some(Some(hit)) => return Ok(Found::File(from_cache(&hit, accept_encoding))),
                 Some(None) => {
                     drop(cache); // known too large to cache: the filesystem path, walked once
-                    return self.find(&resolve_target(target)?, accept_encoding);
+                    return self.find(&self.resolve(target)?, accept_encoding);
                 }
                 None => {}
             }
-            let path = resolve_target(target)?;
+            // Only what `resolve` allows is ever loaded, so a hit needs no second check.
+            let path = self.resolve(target)?;
             if let Some(loaded) = self
                 .cacheable_file(&path)
                 .and_then(|(file, name)| cache.load(&self.canonical, key, &file, &name))
@@ -143,7 +146,16 @@ impl Root {
             drop(cache);
             return self.find(&path, accept_encoding);
         }
-        self.find(&resolve_target(target)?, accept_encoding)
+        self.find(&self.resolve(target)?, accept_encoding)
+    }
+
+    /// The safe path `target` names, if it may be served: hidden paths are 404 unless `--hidden`.
+    fn resolve(&self, target: &str) -> Result<SafePath, HttpError> {
+        let path = resolve_target(target)?;
+        match path.is_hidden() && !self.options.hidden {
+            true => Err(HttpError::NotFound),
+            false => Ok(path),
+        }
     }
 
     /// The file `path` would serve, with its type-setting name, if no symlink is involved.
@@ -172,7 +184,9 @@ impl Root {
             }
             let index = canonical.join(INDEX_FILE);
             let canonical_index = match self.canonicalize_inside(&index) {
-                Err(HttpError::NotFound) if self.options.listing => return list_directory(&canonical, path),
+                Err(HttpError::NotFound) if self.options.listing => {
+                    return list_directory(&canonical, path, self.options.hidden);
+                }
                 other => other?,
             };
             return self.open_representation(
@@ -285,14 +299,15 @@ fn is_client_route(target: &str) -> bool {
     !path.rsplit('/').next().unwrap_or_default().contains('.')
 }
 
-/// The listing page of the directory at `canonical`, reached as `path`.
-fn list_directory(canonical: &Path, path: &SafePath) -> Result<Found, HttpError> {
+/// The listing page of the directory at `canonical`, reached as `path`; dotfiles only when
+/// `show_hidden`.
+fn list_directory(canonical: &Path, path: &SafePath, show_hidden: bool) -> Result<Found, HttpError> {
     let mut entries = Vec::new();
     let mut truncated = false;
     for entry in fs::read_dir(canonical).map_err(not_servable)? {
         let Ok(entry) = entry else { continue };
-        if entry.file_name().as_bytes().starts_with(b".") {
-            continue; // hidden in the listing anyway: no stat, and not counted
+        if !show_hidden && is_hidden_name(entry.file_name().as_bytes()) {
+            continue; // skipped before any stat, and not counted
         }
         if entries.len() == MAX_LISTED_ENTRIES {
             truncated = true;

@@ -147,6 +147,7 @@ fn open_root(config: &Config) -> Result<Root, String> {
     let options = SiteOptions {
         spa_fallback: config.spa_fallback.as_deref().map(SiteOptions::target_for),
         listing: config.listing,
+        hidden: config.hidden,
         not_found_page: config.not_found_page.as_deref().map(SiteOptions::target_for),
     };
     match Root::new(&config.root) {

@@ -14,6 +14,7 @@ engine_tests! {
         spa_fallback_serves_the_app_for_routes_but_not_for_missing_assets,
         listing_is_opt_in_and_escapes_hostile_names,
         the_404_page_is_served_with_status_404,
+        hidden_paths_are_404_except_well_known_unless_asked_for,
     ];
 }
 
@@ -99,6 +100,45 @@ fn the_404_page_is_served_with_status_404(engine: &str) {
     let fallback = server.exchange(&get("/nowhere"));
     assert_eq!(fallback.status, 404);
     assert!(fallback.body_text().contains("404 Not Found"), "a missing 404 page falls back to ours");
+}
+
+/// Dotfiles (`.env`, `.git/`) are 404 like miniserve and hosted static servers answer them;
+/// RFC 8615's `/.well-known/` stays served so ACME HTTP-01 and security.txt work.
+fn hidden_paths_are_404_except_well_known_unless_asked_for(engine: &str) {
+    let site = Site::new();
+    let root = site.root();
+    fs::write(root.join(".env"), "SECRET=1").unwrap();
+    fs::create_dir_all(root.join(".git")).unwrap();
+    fs::write(root.join(".git/config"), "[core]").unwrap();
+    fs::write(root.join("sub/.hidden.txt"), "h").unwrap();
+    fs::create_dir_all(root.join(".well-known/acme-challenge")).unwrap();
+    fs::write(root.join(".well-known/acme-challenge/token-1"), "token-1.key").unwrap();
+    fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+    let hidden = ["/.env", "/%2eenv", "/.git/config", "/.git/", "/sub/.hidden.txt", "/sub/../.env"];
+    let server = Server::start_with(&root, &["--engine", engine], "info");
+    for path in hidden {
+        // Asked twice: the second time a cache would answer if the first had filled it.
+        for _ in 0..2 {
+            let response = server.exchange(&get(path));
+            assert_eq!(response.status, 404, "{path}");
+            assert!(!response.body_text().contains("SECRET") && !response.body_text().contains("[core]"));
+        }
+    }
+    let challenge = server.exchange(&get("/.well-known/acme-challenge/token-1"));
+    assert_eq!((challenge.status, challenge.body_text().as_str()), (200, "token-1.key"));
+    assert_eq!(server.exchange(&get("/.well-known/security.txt")).status, 200);
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+    let listing = Server::start_with(&root, &["--engine", engine, "--listing"], "info");
+    let html = listing.exchange(&get("/.well-known/")).body_text();
+    assert!(html.contains("acme-challenge/") && !html.contains(".env"), "{html}");
+
+    let open = Server::start_with(&root, &["--engine", engine, "--hidden", "--listing"], "info");
+    for (path, body) in [("/.env", "SECRET=1"), ("/.git/config", "[core]"), ("/sub/.hidden.txt", "h")] {
+        let response = open.exchange(&get(path));
+        assert_eq!((response.status, response.body_text().as_str()), (200, body), "{path}");
+    }
+    let html = open.exchange(&get("/.git/")).body_text();
+    assert!(html.contains("./config"), "--hidden lists dotfiles too: {html}");
 }
 
 #[test]

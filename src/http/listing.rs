@@ -25,10 +25,10 @@ pub struct ListingEntry {
 }
 
 /// The listing of `directory` (the decoded URL path, ending in `/`): a parent link, then
-/// subdirectories and files, each group sorted by name. Entries starting with `.` are
-/// hidden, as nginx's autoindex does. `truncated`: the directory holds more than `entries`.
-pub fn render_listing(directory: &[u8], entries: &mut Vec<ListingEntry>, truncated: bool) -> String {
-    entries.retain(|entry| !entry.name.starts_with(b"."));
+/// subdirectories and files, each group sorted by name. The filesystem edge leaves hidden
+/// names out before it collects them (unless `--hidden`). `truncated`: the directory holds
+/// more than `entries`.
+pub fn render_listing(directory: &[u8], entries: &mut [ListingEntry], truncated: bool) -> String {
     entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
     let title = escape_html(&String::from_utf8_lossy(directory));
     let mut html = format!(
@@ -113,14 +113,14 @@ mod tests {
     }
 
     #[test]
-    fn directories_first_sorted_and_dotfiles_hidden() {
+    fn directories_first_then_files_each_sorted() {
         let mut entries =
             vec![entry(b"b.txt", false), entry(b".git", true), entry(b"z", true), entry(b"a.txt", false)];
         let html = render_listing(b"/", &mut entries, false);
         let order: Vec<usize> =
-            ["./z/", "./a.txt", "./b.txt"].iter().map(|href| html.find(href).unwrap()).collect();
+            ["./.git/", "./z/", "./a.txt", "./b.txt"].iter().map(|href| html.find(href).unwrap()).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{html}");
-        assert!(!html.contains(".git") && !html.contains("../"), "{html}");
+        assert!(!html.contains("../"), "{html}");
         assert!(render_listing(b"/sub/", &mut Vec::new(), false).contains("href=\"../\""));
         assert!(!html.contains("Only the first"));
         assert!(render_listing(b"/", &mut Vec::new(), true).contains("Only the first 10000 entries"));

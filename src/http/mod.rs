@@ -25,7 +25,7 @@ pub use request::{
     BodyFraming, Method, Parsed, RepresentationFields, Request, Version, logged_fields, parse_head,
 };
 pub use response::{BodyPlan, ExtraHeader, FileMeta, Resource, Response, respond};
-pub use target::{SafePath, resolve_target};
+pub use target::{SafePath, is_hidden_name, resolve_target};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;

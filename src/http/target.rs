@@ -27,6 +27,18 @@ impl SafePath {
         self.names_directory
     }
 
+    /// Whether a segment is a dotfile or dot-directory (`/.env`, `/.git/config`) outside
+    /// `/.well-known/`, which RFC 8615 reserves for things meant to be fetched (ACME HTTP-01
+    /// challenges, security.txt).
+    pub fn is_hidden(&self) -> bool {
+        let mut segments = self.segments();
+        match segments.next() {
+            Some(b".well-known") => false,
+            Some(first) => is_hidden_name(first) || segments.any(is_hidden_name),
+            None => false,
+        }
+    }
+
     /// Where to send a client that asked for a directory without the trailing slash: the same
     /// path, re-encoded from the normalised segments (so `//host` can never become an open
     /// redirect), with a slash and the original query.
@@ -42,6 +54,11 @@ impl SafePath {
         }
         location
     }
+}
+
+/// A file or directory name that is hidden unless `--hidden`: it starts with a dot.
+pub fn is_hidden_name(name: &[u8]) -> bool {
+    name.starts_with(b".")
 }
 
 /// Bytes that must be percent-encoded inside one path segment (RFC 3986 §3.3).
@@ -148,6 +165,19 @@ mod tests {
     fn segments(raw: &str) -> Vec<String> {
         let path = resolve_target(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
         path.segments().map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    }
+
+    #[test]
+    fn dot_segments_are_hidden_outside_well_known() {
+        let hidden = |raw: &str| resolve_target(raw).unwrap().is_hidden();
+        for raw in ["/.env", "/%2Eenv", "/.git/config", "/.git/", "/a/.b/c", "/a/b/.c", "/x/../.env"] {
+            assert!(hidden(raw), "{raw}");
+        }
+        for raw in
+            ["/", "/a.b", "/a/b.", "/.well-known/acme-challenge/t", "/.well-known/.x", "/./a", "/a/..."]
+        {
+            assert_eq!(hidden(raw), raw == "/a/...", "{raw}");
+        }
     }
 
     #[test]

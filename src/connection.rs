@@ -7,21 +7,21 @@
 //! 9112's: read, answer every complete request already buffered (pipelining) in order, flush
 //! the batch, read again.
 
-use std::fmt;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
 
 use crate::access_log::AccessLog;
-use crate::files::{Found, Root};
+use crate::drive::{Clock, CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
+use crate::files::Found;
 use crate::http::{
-    BodyDiscard, ExtraHeader, HttpError, MAX_HEAD_BYTES, Parsed, Request, logged_fields, parse_head, respond,
+    BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, logged_fields, parse_head, respond,
 };
-use crate::output::{AccessRecord, Flushed, Output, OutputQueue, Transport};
+use crate::output::{AccessRecord, Flushed, Output, OutputQueue};
 use crate::recycle::FreeList;
+use crate::transport::Transport;
 
 /// Most responses queued on one connection; past this we stop parsing (and so reading) until
 /// the client takes what it asked for, which bounds memory however much it pipelines.
@@ -30,134 +30,8 @@ pub const MAX_QUEUED_RESPONSES: usize = 32;
 /// RST that could destroy our last response in flight.
 const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 
-/// What every connection serves, and the limits it serves it under.
-#[derive(Debug)]
-pub struct Site {
-    pub root: Root,
-    pub limits: Limits,
-    pub access_log: AccessLog,
-    /// Added to every response (`--header`).
-    pub headers: Vec<ExtraHeader>,
-}
-
 /// `Referer` and `User-Agent` for the access log, when it is on.
 type LoggedFields = (Option<String>, Option<String>);
-
-/// Per-connection time limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// A request head must arrive whole within this long of its first byte (slowloris).
-    pub header_timeout: Duration,
-    /// An idle keep-alive connection (or a stalled request body) is closed after this long.
-    pub idle_timeout: Duration,
-    /// A client that takes no response bytes for this long is dropped.
-    pub send_timeout: Duration,
-}
-
-/// The clock, read once per loop turn: wall time for HTTP dates, monotonic time for deadlines.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub wall: SystemTime,
-    pub mono: Instant,
-}
-
-impl Now {
-    pub fn read() -> Now {
-        Now { wall: SystemTime::now(), mono: Instant::now() }
-    }
-}
-
-/// Where [`Connection::drive`] gets the time. The event loop passes the [`Now`] it read for
-/// the turn; a blocking engine, whose `drive` waits for its client, reads the clock live.
-pub trait Clock {
-    fn now(&mut self) -> Now;
-}
-
-impl Clock for Now {
-    fn now(&mut self) -> Now {
-        *self
-    }
-}
-
-/// Reads the system clocks on every call.
-pub struct LiveClock;
-
-impl Clock for LiveClock {
-    fn now(&mut self) -> Now {
-        Now::read()
-    }
-}
-
-/// Which limit a connection ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    Header,
-    Idle,
-    Send,
-}
-
-/// `conn=<token> fd=<fd>`: the prefix of every log line about a connection, so logs line up
-/// with strace output.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLabel {
-    pub token: usize,
-    pub fd: RawFd,
-}
-
-impl fmt::Display for ConnLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn={} fd={}", self.token, self.fd)
-    }
-}
-
-/// What the driver of a connection should do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Wait for readability, and for writability too when `writable` (output is pending).
-    Wait { writable: bool },
-    /// Ready to write more, but gave way to the others: drive again soon without waiting for
-    /// an event (edge-triggered readiness would not report this socket again).
-    Yield,
-    /// Close the connection now.
-    Close(CloseReason),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client closed between requests.
-    PeerClosed,
-    /// The client closed with a request head or body half sent.
-    PeerClosedMidRequest,
-    /// The last response said `Connection: close`.
-    ResponseSaidClose,
-    /// A request body broke its own framing after its response was already queued.
-    BadBody,
-    /// The socket failed (reset, broken pipe, ...).
-    Io(io::ErrorKind),
-    /// A time limit ran out.
-    Timeout(Timeout),
-    /// The server is shutting down and this connection had nothing in flight.
-    ShuttingDown,
-    /// Serving it hit a bug (a panic), caught by the engine.
-    Panicked,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::PeerClosed => f.write_str("peer closed"),
-            CloseReason::PeerClosedMidRequest => f.write_str("peer closed mid-request"),
-            CloseReason::ResponseSaidClose => f.write_str("response said close"),
-            CloseReason::BadBody => f.write_str("malformed request body"),
-            CloseReason::Io(kind) => write!(f, "socket error: {kind}"),
-            CloseReason::Timeout(Timeout::Header) => f.write_str("header timeout"),
-            CloseReason::Timeout(Timeout::Idle) => f.write_str("idle timeout"),
-            CloseReason::Timeout(Timeout::Send) => f.write_str("send timeout"),
-            CloseReason::ShuttingDown => f.write_str("shutting down"),
-            CloseReason::Panicked => f.write_str("panicked"),
-        }
-    }
-}
 
 /// Where the connection is in reading its current request.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use log::info;
 
 use onepoll::access_log::{AccessLog, Destination};
 use onepoll::config::Config;
-use onepoll::connection::{Limits, Site};
 use onepoll::daemon::{self, PidFile};
+use onepoll::drive::{Limits, Site};
 use onepoll::engine::event_loop::{self, Exit, Options, Service};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, SiteOptions};

@@ -9,58 +9,19 @@
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use log::trace;
-use socket2::SockRef;
 
 use crate::access_log::AccessLog;
 use crate::files::FileBody;
 use crate::http::{BodyPlan, Response};
 use crate::recycle::FreeList;
-use crate::sys;
-
-/// A byte stream we can also `sendfile(2)` into.
-pub trait Transport: Read + Write {
-    /// Sends up to `len` bytes of `file` from `offset`, returning how many went out.
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
-
-    /// Makes reads return `WouldBlock` instead of waiting, for the last reads before a close.
-    fn stop_blocking(&mut self) -> io::Result<()>;
-
-    /// Whether a read that returns less than asked proves the socket empty until the next
-    /// readiness event: true for edge-triggered, non-blocking sockets.
-    fn short_read_drains(&self) -> bool;
-
-    /// Writes `slices` saying more follows at once (`MSG_MORE`), so a response head and the
-    /// `sendfile` body after it leave in full packets instead of a small head packet first.
-    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.write_vectored(slices)
-    }
-}
-
-impl Transport for std::net::TcpStream {
-    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        sys::sendfile(self.as_raw_fd(), file, offset, len)
-    }
-
-    fn stop_blocking(&mut self) -> io::Result<()> {
-        self.set_nonblocking(true)
-    }
-
-    fn short_read_drains(&self) -> bool {
-        false
-    }
-
-    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        SockRef::from(&*self).send_vectored_with_flags(slices, libc::MSG_MORE)
-    }
-}
+use crate::transport::Transport;
 
 /// Most byte slices handed to one `writev` (well under `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
@@ -407,94 +368,12 @@ impl OutputQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom, Write};
     use std::time::UNIX_EPOCH;
 
     use super::*;
     use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
-
-    /// A socket that takes at most `budgets[i]` bytes on its i-th call (0 = WouldBlock), then
-    /// everything; `sendfile` works only when `sendfile_works`.
-    struct FakeSocket {
-        written: Vec<u8>,
-        budgets: VecDeque<usize>,
-        calls: Vec<&'static str>,
-        sendfile_works: bool,
-    }
-
-    impl FakeSocket {
-        fn new(budgets: &[usize], sendfile_works: bool) -> FakeSocket {
-            FakeSocket {
-                written: Vec::new(),
-                budgets: budgets.iter().copied().collect(),
-                calls: Vec::new(),
-                sendfile_works,
-            }
-        }
-
-        fn take(&mut self, offered: usize) -> io::Result<usize> {
-            match self.budgets.pop_front() {
-                Some(0) => Err(io::ErrorKind::WouldBlock.into()),
-                Some(budget) => Ok(budget.min(offered)),
-                None => Ok(offered),
-            }
-        }
-    }
-
-    impl Read for FakeSocket {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Ok(0)
-        }
-    }
-
-    impl Write for FakeSocket {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.calls.push("write");
-            let n = self.take(buf.len())?;
-            self.written.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            self.calls.push("writev");
-            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            let n = self.take(all.len())?;
-            self.written.extend_from_slice(&all[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Transport for FakeSocket {
-        fn stop_blocking(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-
-        fn short_read_drains(&self) -> bool {
-            true
-        }
-
-        fn write_vectored_more(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            let result = self.write_vectored(bufs);
-            *self.calls.last_mut().unwrap() = "writev+more";
-            result
-        }
-
-        fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-            self.calls.push("sendfile");
-            if !self.sendfile_works {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            }
-            let n = self.take(len)?;
-            let mut buf = vec![0; n];
-            let read = file.read_at(&mut buf, offset)?;
-            self.written.extend_from_slice(&buf[..read]);
-            Ok(read)
-        }
-    }
+    use crate::transport::fake::FakeSocket;
 
     fn get() -> crate::http::Request {
         match parse_head(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n") {
@@ -556,7 +435,7 @@ mod tests {
             queue.push(output);
             expected.extend(bytes);
         }
-        let mut socket = FakeSocket::new(&[], true);
+        let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);
         assert_eq!(socket.calls, ["writev"]);
         assert_eq!(socket.written, expected);
@@ -574,7 +453,7 @@ mod tests {
                 expected.extend(bytes);
             }
             let budgets: Vec<usize> = (0..400).map(|i| [1, 0, 7, 0, 1000, 3][i % 6]).collect();
-            let mut socket = FakeSocket::new(&budgets, sendfile_works);
+            let mut socket = FakeSocket::writing(&budgets, sendfile_works);
             assert!(send_all(&mut queue, &mut socket) > 0);
             assert_eq!(socket.written.len(), expected.len());
             assert!(socket.written == expected, "bytes differ (sendfile_works={sendfile_works})");
@@ -589,7 +468,7 @@ mod tests {
         let (file, _) = file_output(b"hello");
         queue.push(page);
         queue.push(file);
-        let mut socket = FakeSocket::new(&[], true);
+        let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);
         assert_eq!(socket.calls, ["writev+more", "sendfile"]);
     }
@@ -599,7 +478,7 @@ mod tests {
         let mut queue = OutputQueue::default();
         let (output, expected) = file_output(b"0123456789");
         queue.push(output);
-        let mut socket = FakeSocket::new(&[usize::MAX, 6, 0], true);
+        let mut socket = FakeSocket::writing(&[usize::MAX, 6, 0], true);
         assert_eq!(queue.send_some(&mut socket, &"test", &AccessLog::off()).unwrap(), Flushed::Blocked);
         assert_eq!(queue.pending[0].access.bytes_sent, expected.len() as u64 - 4);
     }

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use log::{debug, trace};
 use mio::net::{TcpStream, UdpSocket};
 
-use crate::connection::{CloseReason, ConnLabel, Limits, Timeout, Verdict};
+use crate::drive::{CloseReason, ConnLabel, Limits, Timeout, Verdict};
 
 /// Bytes of echo held per connection: reading stops while this much waits to go back.
 pub const ECHO_BUFFER_BYTES: usize = 4096;

@@ -13,14 +13,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use log::{debug, warn};
 
-use crate::connection::{CloseReason, ConnLabel, Connection, LiveClock, Now, Site, Timeout, Verdict};
-
-/// How long accepting pauses after an error such as EMFILE.
-pub const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+use super::ACCEPT_RETRY;
+use crate::connection::Connection;
+use crate::drive::{CloseReason, ConnLabel, LiveClock, Now, Site, Timeout, Verdict};
 
 /// Labels for blocking connections: a counter stands in for the slab key.
 static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(0);

@@ -36,10 +36,12 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::access_log::AccessLog;
-use crate::connection::{CloseReason, ConnLabel, Connection, Limits, Now, Site, Timeout, Verdict};
+use crate::connection::Connection;
+use crate::drive::{CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
 use crate::listen::Listener;
 use crate::seed::{self, Answered, Seed, SeedConnection};
 
+use super::ACCEPT_RETRY;
 use super::stream::{PollListener, Stream};
 
 /// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
@@ -62,8 +64,6 @@ pub enum Service {
 }
 /// Most events taken from one `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
-/// How long accepting pauses after running out of descriptors before it is tried again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
 /// The signals the loop handles: SIGTERM/SIGINT (graceful stop), SIGHUP (log reopen).
 pub fn shutdown_signals() -> io::Result<Signals> {

@@ -1,5 +1,5 @@
 //! Engines: the shells that move bytes between sockets and a [`crate::connection::Connection`].
-//! All four share the protocol core, the connection state machine and the output code; they
+//! All of them share the protocol core, the connection state machine and the output code; they
 //! differ only in how they wait. The event loop is the default and the point of the project.
 
 pub mod blocking;
@@ -8,6 +8,13 @@ pub mod serial;
 pub mod stream;
 pub mod thread_per_conn;
 pub mod thread_pool;
+
+use std::time::Duration;
+
+/// How long accepting pauses after it failed for want of a resource (EMFILE, ENFILE, ENOMEM)
+/// before it is tried again, in every engine: long enough not to spin, short enough that
+/// clients in the backlog barely notice.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
 /// Which engine serves (`--engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

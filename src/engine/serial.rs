@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 
 use super::blocking::{accept, serve_blocking};
-use crate::connection::Site;
+use crate::drive::Site;
 
 pub fn run(listener: TcpListener, site: &Site) -> ! {
     loop {

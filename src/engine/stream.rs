@@ -13,8 +13,8 @@ use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
 use crate::listen::Listener;
-use crate::output::Transport;
 use crate::sys;
+use crate::transport::Transport;
 
 /// A listening socket registered with the loop.
 pub enum PollListener {

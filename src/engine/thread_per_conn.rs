@@ -6,8 +6,9 @@ use std::thread;
 
 use log::warn;
 
-use super::blocking::{ACCEPT_RETRY, accept, serve_blocking};
-use crate::connection::Site;
+use super::ACCEPT_RETRY;
+use super::blocking::{accept, serve_blocking};
+use crate::drive::Site;
 
 /// Stack size per connection thread; our frames are shallow, so 64 KiB is plenty and keeps a
 /// thousand idle clients from reserving 2 GiB of address space.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use super::blocking::{accept, serve_blocking};
-use crate::connection::Site;
+use crate::drive::Site;
 
 pub fn run(listeners: Vec<TcpListener>, site: &Site, threads: usize) -> ! {
     let (queue, jobs) = sync_channel::<(TcpStream, SocketAddr)>(threads);

@@ -1,11 +1,14 @@
 //! One HTTP/1.1 connection as an explicit state machine, whatever drives its socket.
 //!
-//! The event loop calls [`Connection::drive`] when the socket may be ready; `drive` does all the
+//! The engine calls [`Connection::drive`] when the socket may be ready; `drive` does all the
 //! work that is possible without blocking and returns a [`Verdict`]: which readiness to wait
 //! for next, to yield to the other clients, or that the connection is finished and why. A
 //! blocking engine calls `drive` once and it runs the connection to its end. The cycle is RFC
 //! 9112's: read, answer every complete request already buffered (pipelining) in order, flush
 //! the batch, read again.
+//!
+//! Where the connection is in that cycle is one [`State`]; the deadline, the readiness to wait
+//! for and whether the connection is idle are read off it and nothing else.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -13,13 +16,13 @@ use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::drive::{Clock, CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
 use crate::files::Found;
 use crate::http::{
     BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, logged_fields, parse_head, respond,
 };
-use crate::output::{AccessRecord, Flushed, Output, OutputQueue};
+use crate::output::{Flushed, Output, OutputQueue, Sent};
 use crate::recycle::FreeList;
 use crate::transport::Transport;
 
@@ -33,23 +36,45 @@ const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 /// `Referer` and `User-Agent` for the access log, when it is on.
 type LoggedFields = (Option<String>, Option<String>);
 
-/// Where the connection is in reading its current request.
+/// Where a connection is in its life (darkhttpd's receive / send / done, with pipelining).
 #[derive(Debug)]
-enum Phase {
-    /// Waiting for (the rest of) a request head.
-    Head,
-    /// Throwing away the body of a request already answered.
-    Body(BodyDiscard),
-    /// No more requests will be read; close once the output is flushed.
+enum State {
+    /// Every queued response is out; reading requests (idle, header or idle timeout).
+    Reading(Reading),
+    /// Responses are queued that the socket has not taken yet; requests are still read and
+    /// answered behind them (send timeout, waits for WRITABLE too).
+    Sending(Reading),
+    /// No more requests will be read; close once the queue is flushed (send timeout).
     Closing(CloseReason),
 }
 
-impl Phase {
+/// Where reading the request stream is.
+#[derive(Debug)]
+enum Reading {
+    /// Between requests: nothing unanswered is buffered.
+    Idle,
+    /// Part of a request head is buffered; its first byte arrived at `since`.
+    Head { since: Instant },
+    /// Throwing away the body of a request already answered.
+    Body(BodyDiscard),
+}
+
+impl State {
     fn name(&self) -> &'static str {
         match self {
-            Phase::Head => "reading head",
-            Phase::Body(_) => "discarding body",
-            Phase::Closing(_) => "closing",
+            State::Reading(Reading::Idle) => "idle",
+            State::Reading(Reading::Head { .. }) => "reading head",
+            State::Reading(Reading::Body(_)) => "discarding body",
+            State::Sending(_) => "sending",
+            State::Closing(_) => "closing",
+        }
+    }
+
+    /// The reading side, unless the connection is closing.
+    fn reading_mut(&mut self) -> Option<&mut Reading> {
+        match self {
+            State::Reading(reading) | State::Sending(reading) => Some(reading),
+            State::Closing(_) => None,
         }
     }
 }
@@ -58,21 +83,16 @@ pub struct Connection<T> {
     transport: T,
     label: ConnLabel,
     peer: Option<SocketAddr>,
+    /// Request bytes read and not yet consumed.
     input: InputBuffer,
-    phase: Phase,
-    /// Responses not yet fully written, oldest first.
-    output: OutputQueue,
+    state: State,
+    /// Responses not yet fully written, oldest first, each with its access-log record.
+    output: OutputQueue<AccessRecord>,
     /// Last time bytes moved either way (or the accept): the base of idle and send timeouts.
     last_progress: Instant,
-    /// When the partial request head now in `input` was first seen: the header deadline's base.
-    head_started: Option<Instant>,
-    /// The server is shutting down: answer what was asked, with `Connection: close`.
+    /// The server is shutting down: answer what was asked, with `Connection: close`. A policy
+    /// for the responses still to come, not a phase of this connection.
     draining: bool,
-    /// The last read was short on an edge-triggered socket: nothing more to read until the
-    /// next readiness event.
-    socket_drained: bool,
-    /// The readiness event said the peer hung up (or failed): read on to EOF or the error.
-    peer_hung_up: bool,
 }
 
 impl<T: Transport> Connection<T> {
@@ -82,13 +102,10 @@ impl<T: Transport> Connection<T> {
             label,
             peer,
             input: InputBuffer::default(),
-            phase: Phase::Head,
+            state: State::Reading(Reading::Idle),
             output: OutputQueue::default(),
             last_progress: now.mono,
-            head_started: None,
             draining: false,
-            socket_drained: false,
-            peer_hung_up: false,
         }
     }
 
@@ -105,12 +122,9 @@ impl<T: Transport> Connection<T> {
     pub fn drive(&mut self, site: &Site, clock: &mut impl Clock) -> Verdict {
         let sent_before = self.output.bytes_sent();
         let verdict = self.drive_io(site, clock);
-        let now = clock.now();
         if self.output.bytes_sent() != sent_before {
-            self.last_progress = now.mono;
+            self.last_progress = clock.now().mono;
         }
-        let partial_head = matches!(self.phase, Phase::Head) && !self.input.is_empty();
-        self.head_started = if partial_head { Some(self.head_started.unwrap_or(now.mono)) } else { None };
         if let Verdict::Close(_) = verdict {
             // Free the buffer now, not when the engine drops us after its batch: a burst of
             // closing clients then shares one buffer instead of each allocating its own.
@@ -120,55 +134,72 @@ impl<T: Transport> Connection<T> {
     }
 
     fn drive_io(&mut self, site: &Site, clock: &mut impl Clock) -> Verdict {
+        // A short read on an edge-triggered socket proves it empty (epoll(7), Q9) until the
+        // next readiness event, and every `drive` may be that event: so the proof lasts for
+        // this call only.
+        let mut socket_drained = false;
         loop {
             let now = clock.now();
-            let needs_input = self.answer_buffered_requests(site, now.wall);
-            match self.output.send_some(&mut self.transport, &self.label, &site.access_log) {
-                Ok(Flushed::All) => {}
-                Ok(Flushed::Blocked) => return Verdict::Wait { writable: true },
-                Ok(Flushed::Yielded) => return Verdict::Yield,
+            let needs_input = self.answer_buffered_requests(site, now);
+            match self.send_queued(&site.access_log) {
+                Ok(Flushed::All) => {
+                    if let State::Sending(_) = self.state {
+                        self.enter_with(|state| match state {
+                            State::Sending(reading) => State::Reading(reading),
+                            other => other,
+                        });
+                    }
+                }
+                Ok(flushed) => {
+                    if let State::Reading(_) = self.state {
+                        self.enter_with(|state| match state {
+                            State::Reading(reading) => State::Sending(reading),
+                            other => other,
+                        });
+                    }
+                    return match flushed {
+                        Flushed::Yielded => Verdict::Yield,
+                        _ => self.waiting(),
+                    };
+                }
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
             }
-            if let Phase::Closing(reason) = self.phase {
+            if let State::Closing(reason) = self.state {
                 self.drain_unread_input();
                 return Verdict::Close(reason);
             }
             if !needs_input {
                 continue; // more requests are buffered; the output now has room for them
             }
-            if self.socket_drained {
-                // A short read on an edge-triggered socket drained it (epoll(7), Q9): new data
-                // brings a new event, so the read that would only say WouldBlock is skipped.
-                // It also means every request read in a turn was read before that turn's
-                // responses went out, which keeps the file cache exact (see file_cache).
-                self.socket_drained = false;
-                self.input.release_if_empty();
-                self.output.release_if_empty();
-                return Verdict::Wait { writable: false };
+            if socket_drained {
+                // The read that would only say WouldBlock is skipped. It also means every
+                // request read in a turn was read before that turn's responses went out, which
+                // keeps the file cache exact (see files::cache).
+                return self.waiting();
             }
             // Edge-triggered readiness (mio `Poll` docs): read until drained before waiting.
             let space = self.input.space();
             match self.input.read_from(&mut self.transport) {
                 Ok(0) => {
                     trace!("{} read EOF", self.label);
-                    let mid_request = !self.input.is_empty() || matches!(self.phase, Phase::Body(_));
-                    return Verdict::Close(if mid_request {
-                        CloseReason::PeerClosedMidRequest
-                    } else {
-                        CloseReason::PeerClosed
+                    let mid_request = !matches!(self.state, State::Reading(Reading::Idle));
+                    return Verdict::Close(match mid_request {
+                        true => CloseReason::PeerClosedMidRequest,
+                        false => CloseReason::PeerClosed,
                     });
                 }
                 Ok(read) => {
                     trace!("{} read {read}B", self.label);
                     self.last_progress = now.mono;
-                    self.socket_drained =
-                        read < space && self.transport.short_read_drains() && !self.peer_hung_up;
+                    if let State::Reading(reading @ Reading::Idle) = &mut self.state {
+                        *reading = Reading::Head { since: now.mono };
+                        debug!("{} idle -> reading head", self.label);
+                    }
+                    socket_drained = read < space && self.transport.short_read_drains();
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{} read WouldBlock", self.label);
-                    self.input.release_if_empty();
-                    self.output.release_if_empty();
-                    return Verdict::Wait { writable: false };
+                    return self.waiting();
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
@@ -176,27 +207,43 @@ impl<T: Transport> Connection<T> {
         }
     }
 
+    /// Waits for what the state needs, holding no buffer it does not need meanwhile.
+    fn waiting(&mut self) -> Verdict {
+        self.input.release_if_empty();
+        self.output.release_if_empty();
+        Verdict::Wait { writable: !matches!(self.state, State::Reading(_)) }
+    }
+
+    /// Writes what the socket takes; each response that completes gets its access line.
+    fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
+        let label = self.label;
+        self.output.send_some(&mut self.transport, &label, &mut |record: AccessRecord, sent: Sent| {
+            access_log.record(&label, &record, sent)
+        })
+    }
+
     /// When this connection runs out of time if nothing moves, and which limit that is.
     pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        if !self.output.is_empty() {
-            (self.last_progress + limits.send_timeout, Timeout::Send)
-        } else if let Some(started) = self.head_started {
-            (started + limits.header_timeout, Timeout::Header)
-        } else {
-            (self.last_progress + limits.idle_timeout, Timeout::Idle)
+        match &self.state {
+            State::Reading(Reading::Head { since }) => (*since + limits.header_timeout, Timeout::Header),
+            State::Reading(Reading::Idle | Reading::Body(_)) => {
+                (self.last_progress + limits.idle_timeout, Timeout::Idle)
+            }
+            State::Sending(_) | State::Closing(_) => {
+                (self.last_progress + limits.send_timeout, Timeout::Send)
+            }
         }
     }
 
-    /// True when nothing is in flight: no output, no partial request, no body being read.
+    /// True between requests: closing now loses nothing the client asked for.
     pub fn is_idle(&self) -> bool {
-        self.output.is_empty() && self.input.is_empty() && matches!(self.phase, Phase::Head)
+        matches!(self.state, State::Reading(Reading::Idle))
     }
 
     /// Tells the connection its readiness event reported a hang-up or error (EPOLLRDHUP,
-    /// EPOLLERR), so `drive` reads until it sees the EOF or the error instead of stopping
-    /// after a short read.
+    /// EPOLLERR): a fact about the socket, kept by the transport.
     pub fn note_hang_up(&mut self) {
-        self.peer_hung_up = true;
+        self.transport.note_hang_up();
     }
 
     /// From now on every response says `Connection: close`; the engine closes idle ones.
@@ -207,34 +254,44 @@ impl<T: Transport> Connection<T> {
     /// Logs the close and anything left unsent. Dropping `self` closes the socket.
     pub fn close(mut self, reason: CloseReason, access_log: &AccessLog) {
         debug!("{} close: {reason}", self.label);
-        self.output.abandon(&self.label, access_log);
+        let label = self.label;
+        self.output.abandon(&mut |record: AccessRecord, sent: Sent| access_log.record(&label, &record, sent));
     }
 
     /// Answers every complete request in the input, in order. Returns true when nothing more
     /// can happen without reading, false when it stopped for output room or for closing.
-    fn answer_buffered_requests(&mut self, site: &Site, now: SystemTime) -> bool {
+    fn answer_buffered_requests(&mut self, site: &Site, now: Now) -> bool {
         loop {
             if self.output.len() >= MAX_QUEUED_RESPONSES {
                 return false;
             }
-            match &mut self.phase {
-                Phase::Closing(_) => return false,
-                _ if self.input.is_empty() => return true,
-                Phase::Body(discard) => match discard.consume(self.input.data()) {
+            let Some(reading) = self.state.reading_mut() else {
+                return false;
+            };
+            if self.input.is_empty() {
+                return true;
+            }
+            match reading {
+                Reading::Body(discard) => match discard.consume(self.input.data()) {
                     Ok(progress) => {
                         self.input.consume(progress.consumed);
                         if !progress.finished {
                             return true;
                         }
-                        self.enter(Phase::Head);
+                        self.next_request(now);
                     }
                     Err(error) => {
                         debug!("{} request body refused: {error}", self.label);
-                        self.enter(Phase::Closing(CloseReason::BadBody));
+                        self.enter(State::Closing(CloseReason::BadBody));
                     }
                 },
-                Phase::Head => match parse_head(self.input.data()) {
-                    Ok(Parsed::Partial) => return true,
+                Reading::Idle | Reading::Head { .. } => match parse_head(self.input.data()) {
+                    Ok(Parsed::Partial) => {
+                        if let Reading::Idle = reading {
+                            *reading = Reading::Head { since: now.mono }; // pipelined leftovers
+                        }
+                        return true;
+                    }
                     Ok(Parsed::Complete { request, head_len }) => {
                         let logged = match site.access_log.is_enabled() {
                             true => logged_fields(&self.input.data()[..head_len]),
@@ -245,7 +302,7 @@ impl<T: Transport> Connection<T> {
                     }
                     Err(error) => {
                         debug!("{} request head refused: {error}", self.label);
-                        self.queue_response(None, Err(error), (None, None), site, now);
+                        self.queue_response(None, Err(error), (None, None), site, now.wall);
                     }
                 },
             }
@@ -253,7 +310,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Queues the response to one request and moves to whatever comes after it.
-    fn answer(&mut self, mut request: Request, logged: LoggedFields, site: &Site, now: SystemTime) {
+    fn answer(&mut self, mut request: Request, logged: LoggedFields, site: &Site, now: Now) {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
@@ -262,16 +319,25 @@ impl<T: Transport> Connection<T> {
             }),
             Err(error) => Err(error.clone()),
         };
-        let keep_alive = self.queue_response(Some(&request), found, logged, site, now);
-        if keep_alive {
-            match body {
-                Ok(Some(discard)) => self.enter(Phase::Body(discard)),
-                _ => self.enter(Phase::Head),
-            }
+        if !self.queue_response(Some(&request), found, logged, site, now.wall) {
+            return; // closing
+        }
+        match body {
+            Ok(Some(discard)) => self.set_reading(Reading::Body(discard)),
+            _ => self.next_request(now),
+        }
+    }
+
+    /// After a request is answered in full: idle, or reading the next head already buffered.
+    fn next_request(&mut self, now: Now) {
+        match self.input.is_empty() {
+            true => self.set_reading(Reading::Idle),
+            false => self.set_reading(Reading::Head { since: now.mono }),
         }
     }
 
     /// Decides and queues one response; enters `Closing` when it closes the connection.
+    /// Returns whether the connection stays open.
     fn queue_response(
         &mut self,
         request: Option<&Request>,
@@ -280,36 +346,50 @@ impl<T: Transport> Connection<T> {
         site: &Site,
         now: SystemTime,
     ) -> bool {
-        let mut response = respond(request, found.as_ref().map(Found::resource).map_err(Clone::clone), now);
+        let mut response = respond(request, found, now);
         response.add_headers(&site.headers);
-        let file = found.ok().and_then(Found::into_body);
         let request_line = match request {
             _ if !site.access_log.is_enabled() => String::new(),
             Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
             None => "-".to_owned(),
         };
-        let access = AccessRecord {
+        let record = AccessRecord {
             peer: self.peer,
             request_line,
             referer,
             user_agent,
             received: now,
             status: response.status.code(),
-            head_bytes: 0,
-            bytes_sent: 0,
         };
-        self.output.push(Output::new(&response, file, access));
-        if !response.keep_alive {
-            self.enter(Phase::Closing(CloseReason::ResponseSaidClose));
+        let keep_alive = response.keep_alive;
+        self.output.push(Output::new(response, record));
+        if !keep_alive {
+            self.enter(State::Closing(CloseReason::ResponseSaidClose));
         }
-        response.keep_alive
+        keep_alive
     }
 
-    fn enter(&mut self, next: Phase) {
-        if std::mem::discriminant(&self.phase) != std::mem::discriminant(&next) {
-            debug!("{} {} -> {}", self.label, self.phase.name(), next.name());
+    /// Moves the reading side on, keeping whether responses are waiting to be sent.
+    fn set_reading(&mut self, next: Reading) {
+        self.enter_with(|state| match state {
+            State::Reading(_) => State::Reading(next),
+            State::Sending(_) => State::Sending(next),
+            closing => closing,
+        });
+    }
+
+    fn enter(&mut self, next: State) {
+        self.enter_with(|_| next);
+    }
+
+    /// Replaces the state by `next(state)`, logging the change at debug level.
+    fn enter_with(&mut self, next: impl FnOnce(State) -> State) {
+        let before = self.state.name();
+        let state = std::mem::replace(&mut self.state, State::Reading(Reading::Idle));
+        self.state = next(state);
+        if before != self.state.name() {
+            debug!("{} {before} -> {}", self.label, self.state.name());
         }
-        self.phase = next;
     }
 
     /// Reads and drops what the client already sent, so closing does not reset the connection.

@@ -10,7 +10,6 @@ pub mod connection;
 pub mod daemon;
 pub mod drive;
 pub mod engine;
-pub mod file_cache;
 pub mod files;
 pub mod http;
 pub mod listen;

@@ -8,7 +8,7 @@ use onepoll::access_log::{AccessLog, Destination};
 use onepoll::config::Config;
 use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
-use onepoll::engine::event_loop::{self, Exit, Options, Service};
+use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, SiteOptions};
 use onepoll::listen::{self, ListenAddr, Listener};
@@ -193,9 +193,9 @@ fn serve(
         serve_blocking(config, listeners, &site, cores);
     }
     daemon::notify(sd_notify::NotifyState::Ready);
-    let mut all: Vec<(Listener, Service)> =
-        listeners.into_iter().map(|listener| (listener, Service::Http)).collect();
-    all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Service::Seed(seed))));
+    let mut all: Vec<(Listener, Protocol)> =
+        listeners.into_iter().map(|listener| (listener, Protocol::Http)).collect();
+    all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Protocol::Seed(seed))));
     let Some(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));
     };

@@ -5,19 +5,20 @@
 //! of the queued outputs as the socket takes right now: consecutive byte parts go out in one
 //! `writev`, file ranges through `sendfile(2)` (read+write where sendfile is unavailable), and
 //! a short write just moves a cursor. Memory stays flat: a file is never read whole.
+//!
+//! Each output carries a tag it never looks at (the connection's access record) and hands it
+//! back, with what was sent, when the response is finished or abandoned: this layer reports,
+//! the connection logs.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use log::trace;
 
-use crate::access_log::AccessLog;
 use crate::files::FileBody;
 use crate::http::{BodyPlan, Response};
 use crate::recycle::FreeList;
@@ -34,43 +35,34 @@ pub const SEND_BUDGET_BYTES: u64 = 512 * 1024;
 /// Bytes moved per read+write when `sendfile` is unavailable.
 const COPY_CHUNK_BYTES: usize = 16 * 1024;
 
-/// What an access-log line says about a response. The text fields stay empty (unallocated)
-/// when no access log is on.
-#[derive(Debug, Clone)]
-pub struct AccessRecord {
-    pub peer: Option<SocketAddr>,
-    /// `METHOD target VERSION`, or `-` when the head could not be parsed.
-    pub request_line: String,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
-    /// When the request was answered (the loop turn's clock).
-    pub received: SystemTime,
-    pub status: u16,
-    /// Length of the response head, so the log can count body bytes as nginx does.
-    pub head_bytes: u64,
-    /// Bytes of this response (head included) actually written to the socket so far.
-    pub bytes_sent: u64,
-}
-
-impl AccessRecord {
-    /// Body bytes that reached the socket.
-    pub fn body_bytes_sent(&self) -> u64 {
-        self.bytes_sent.saturating_sub(self.head_bytes)
-    }
-}
-
-/// One response waiting to be sent.
+/// One response waiting to be sent, and the caller's `Tag` for it.
 #[derive(Debug)]
-pub struct Output {
+pub struct Output<Tag> {
     /// What is left to send, in order; only the front segment can be partly sent.
-    segments: VecDeque<Segment>,
-    /// The file that every `Segment::File` reads from.
+    segments: Segments,
+    /// The open file that every `Segment::File` reads from (a cached body becomes `Shared`
+    /// segments instead).
     file: Option<File>,
-    /// The cached contents that file ranges come from instead, for small files.
-    cached: Option<Arc<[u8]>>,
     /// Set once `sendfile` turned out not to work for this file or socket.
     copy_fallback: bool,
-    access: AccessRecord,
+    sent: Sent,
+    tag: Tag,
+}
+
+/// How much of a response reached the socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Length of the response head, so a log can count body bytes as nginx does.
+    pub head_bytes: u64,
+    /// Bytes of this response (head included) actually written so far.
+    pub bytes: u64,
+}
+
+impl Sent {
+    /// Body bytes that reached the socket.
+    pub fn body_bytes(&self) -> u64 {
+        self.bytes.saturating_sub(self.head_bytes)
+    }
 }
 
 #[derive(Debug)]
@@ -83,34 +75,43 @@ enum Segment {
     File { offset: u64, end: u64 },
 }
 
-impl Output {
-    /// The output for `response`; `file` must be the opened file whenever its body plan reads
-    /// from one.
-    pub fn new(response: &Response, body: Option<FileBody>, access: AccessRecord) -> Output {
+impl<Tag> Output<Tag> {
+    /// The output for `response`, whose body plan owns the file bytes it reads.
+    pub fn new(response: Response<FileBody>, tag: Tag) -> Output<Tag> {
         let mut head = SPARE_HEADS.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(256));
         response.write_head(&mut head);
-        let access = AccessRecord { head_bytes: head.len() as u64, ..access };
-        let (file, cached) = match body {
-            Some(FileBody::Open(file)) => (Some(file), None),
-            Some(FileBody::Cached(content)) => (None, Some(content)),
-            None => (None, None),
-        };
+        let sent = Sent { head_bytes: head.len() as u64, bytes: 0 };
         let mut segments = SPARE_SEGMENTS.with(FreeList::take).unwrap_or_else(|| VecDeque::with_capacity(3));
         segments.push_back(Segment::Bytes { bytes: head, sent: 0 });
-        let mut output = Output { segments, file, cached, copy_fallback: false, access };
-        match &response.body {
+        let mut output = Output { segments: Segments(segments), file: None, copy_fallback: false, sent, tag };
+        match response.body {
             BodyPlan::Empty => {}
             BodyPlan::Page(page) => output.push_bytes(page.as_bytes()),
-            BodyPlan::File { offset, len } => output.push_file(*offset, *len),
-            BodyPlan::Multipart { parts, closing } => {
+            BodyPlan::File { file, offset, len } => {
+                let file = output.take_body(file);
+                output.push_file(&file, offset, len);
+            }
+            BodyPlan::Multipart { file, parts, closing } => {
+                let file = output.take_body(file);
                 for part in parts {
                     output.push_bytes(part.head.as_bytes());
-                    output.push_file(part.offset, part.len);
+                    output.push_file(&file, part.offset, part.len);
                 }
                 output.push_bytes(closing.as_bytes());
             }
         }
         output
+    }
+
+    /// Keeps an open file for `Segment::File` to read; a cached body is returned as is.
+    fn take_body(&mut self, body: FileBody) -> Option<Arc<[u8]>> {
+        match body {
+            FileBody::Open(file) => {
+                self.file = Some(file);
+                None
+            }
+            FileBody::Cached(content) => Some(content),
+        }
     }
 
     fn push_bytes(&mut self, more: &[u8]) {
@@ -120,15 +121,17 @@ impl Output {
         }
     }
 
-    fn push_file(&mut self, offset: u64, len: u64) {
+    /// A range of the body: shared from `cached` contents, or read from the open file.
+    fn push_file(&mut self, cached: &Option<Arc<[u8]>>, offset: u64, len: u64) {
         if len == 0 {
             return;
         }
-        if let Some(content) = &self.cached {
-            let (start, end) = (offset as usize, (offset + len) as usize);
-            self.segments.push_back(Segment::Shared { content: Arc::clone(content), start, end });
-        } else if self.file.is_some() {
-            self.segments.push_back(Segment::File { offset, end: offset + len });
+        match cached {
+            Some(content) => {
+                let (start, end) = (offset as usize, (offset + len) as usize);
+                self.segments.push_back(Segment::Shared { content: Arc::clone(content), start, end });
+            }
+            None => self.segments.push_back(Segment::File { offset, end: offset + len }),
         }
     }
 
@@ -177,15 +180,39 @@ impl Output {
         if finished && let Some(Segment::Bytes { bytes, .. }) = self.segments.pop_front() {
             recycle_bytes(bytes);
         }
-        self.access.bytes_sent += taken as u64;
+        self.sent.bytes += taken as u64;
         taken
     }
 }
 
-impl Drop for Output {
-    /// Hands the segment deque and any head buffer back for the next response.
+impl<Tag> Output<Tag> {
+    /// The tag and what was sent; the storage goes back to the pools as the rest drops.
+    fn into_report(self) -> (Tag, Sent) {
+        (self.tag, self.sent)
+    }
+}
+
+/// The segments of one output, in a deque that goes back to a per-thread pool when dropped.
+#[derive(Debug)]
+struct Segments(VecDeque<Segment>);
+
+impl std::ops::Deref for Segments {
+    type Target = VecDeque<Segment>;
+    fn deref(&self) -> &VecDeque<Segment> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Segments {
+    fn deref_mut(&mut self) -> &mut VecDeque<Segment> {
+        &mut self.0
+    }
+}
+
+impl Drop for Segments {
+    /// Hands the deque and any head buffer back for the next response.
     fn drop(&mut self) {
-        let mut segments = std::mem::take(&mut self.segments);
+        let mut segments = std::mem::take(&mut self.0);
         for segment in segments.drain(..) {
             if let Segment::Bytes { bytes, .. } = segment {
                 recycle_bytes(bytes);
@@ -231,15 +258,21 @@ pub enum Flushed {
 
 /// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
 /// request order).
-#[derive(Debug, Default)]
-pub struct OutputQueue {
-    pending: VecDeque<Output>,
+#[derive(Debug)]
+pub struct OutputQueue<Tag> {
+    pending: VecDeque<Output<Tag>>,
     /// Total bytes written from this queue.
     bytes_sent: u64,
 }
 
-impl OutputQueue {
-    pub fn push(&mut self, output: Output) {
+impl<Tag> Default for OutputQueue<Tag> {
+    fn default() -> Self {
+        OutputQueue { pending: VecDeque::new(), bytes_sent: 0 }
+    }
+}
+
+impl<Tag> OutputQueue<Tag> {
+    pub fn push(&mut self, output: Output<Tag>) {
         self.pending.push_back(output);
     }
 
@@ -251,13 +284,13 @@ impl OutputQueue {
         self.pending.is_empty()
     }
 
-    /// Writes until the queue is empty or the socket would block. Logs an access line for
-    /// each response that completes, and each syscall outcome at trace level.
+    /// Writes until the queue is empty or the socket would block. Hands each response that
+    /// completes to `finished` with its tag, and logs each syscall outcome at trace level.
     pub fn send_some<T: Transport>(
         &mut self,
         transport: &mut T,
         label: &dyn Display,
-        access_log: &AccessLog,
+        finished: &mut impl FnMut(Tag, Sent),
     ) -> io::Result<Flushed> {
         let budget_end = self.bytes_sent + SEND_BUDGET_BYTES;
         while let Some(front) = self.pending.front_mut() {
@@ -266,7 +299,7 @@ impl OutputQueue {
             }
             let (result, syscall) = match front.segments.front() {
                 None => {
-                    self.finish_front(label, access_log);
+                    self.finish_front(finished);
                     continue;
                 }
                 Some(Segment::Bytes { .. } | Segment::Shared { .. }) => {
@@ -284,7 +317,7 @@ impl OutputQueue {
                 Ok(sent) => {
                     trace!("{label} {syscall} {sent}B");
                     self.bytes_sent += sent as u64;
-                    self.advance(sent, label, access_log);
+                    self.advance(sent, finished);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     trace!("{label} {syscall} WouldBlock");
@@ -307,7 +340,7 @@ impl OutputQueue {
         let mut count = 0;
         let mut file_follows = false;
         'outputs: for output in &self.pending {
-            for segment in &output.segments {
+            for segment in output.segments.iter() {
                 slices[count] = match segment {
                     Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
                     Segment::Shared { content, start, end } => IoSlice::new(&content[*start..*end]),
@@ -329,27 +362,29 @@ impl OutputQueue {
     }
 
     /// Moves cursors past `sent` bytes just written, finishing every output they complete.
-    fn advance(&mut self, mut sent: usize, label: &dyn Display, access_log: &AccessLog) {
+    fn advance(&mut self, mut sent: usize, finished: &mut impl FnMut(Tag, Sent)) {
         while let Some(front) = self.pending.front_mut() {
             sent -= front.advance_front(sent);
             if front.segments.is_empty() {
-                self.finish_front(label, access_log);
+                self.finish_front(finished);
             } else if sent == 0 {
                 break;
             }
         }
     }
 
-    fn finish_front(&mut self, label: &dyn Display, access_log: &AccessLog) {
+    fn finish_front(&mut self, finished: &mut impl FnMut(Tag, Sent)) {
         if let Some(done) = self.pending.pop_front() {
-            access_log.record(label, &done.access);
+            let (tag, sent) = done.into_report();
+            finished(tag, sent);
         }
     }
 
-    /// Drops what can no longer be sent, logging each response with the bytes it got out.
-    pub fn abandon(&mut self, label: &dyn Display, access_log: &AccessLog) {
-        for output in self.pending.drain(..) {
-            access_log.record(label, &output.access);
+    /// Drops what can no longer be sent, handing each response to `abandoned` with the bytes
+    /// it got out.
+    pub fn abandon(&mut self, abandoned: &mut impl FnMut(Tag, Sent)) {
+        while !self.pending.is_empty() {
+            self.finish_front(abandoned);
         }
     }
 
@@ -375,70 +410,82 @@ mod tests {
     use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
     use crate::transport::fake::FakeSocket;
 
-    fn get() -> crate::http::Request {
-        match parse_head(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n") {
+    fn get(fields: &str) -> crate::http::Request {
+        match parse_head(format!("GET /f HTTP/1.1\r\nHost: x\r\n{fields}\r\n").as_bytes()) {
             Ok(Parsed::Complete { request, .. }) => request,
             other => panic!("{other:?}"),
         }
     }
 
-    fn access() -> AccessRecord {
-        AccessRecord {
-            peer: None,
-            request_line: "GET /f HTTP/1.1".into(),
-            referer: None,
-            user_agent: None,
-            received: UNIX_EPOCH,
-            status: 200,
-            head_bytes: 0,
-            bytes_sent: 0,
-        }
-    }
+    /// Each output is tagged with a name, to see which finished.
+    type Tag = &'static str;
 
-    fn page_output() -> (Output, Vec<u8>) {
-        let response = respond(Some(&get()), Err(HttpError::NotFound), UNIX_EPOCH);
+    fn page_output(tag: Tag) -> (Output<Tag>, Vec<u8>) {
+        let response = respond(Some(&get("")), Err(HttpError::NotFound), UNIX_EPOCH);
         let mut expected = Vec::new();
         response.write_head(&mut expected);
         let BodyPlan::Page(page) = &response.body else { unreachable!() };
         expected.extend_from_slice(page.as_bytes());
-        (Output::new(&response, None, access()), expected)
+        (Output::new(response, tag), expected)
     }
 
-    fn file_output(content: &[u8]) -> (Output, Vec<u8>) {
+    fn open_file(content: &[u8]) -> FileBody {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(content).unwrap();
         file.seek(SeekFrom::Start(0)).unwrap();
-        let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
-        let response = respond(Some(&get()), Ok(Resource::File(meta)), UNIX_EPOCH);
-        let mut expected = Vec::new();
-        response.write_head(&mut expected);
-        expected.extend_from_slice(content);
-        (Output::new(&response, Some(FileBody::Open(file)), access()), expected)
+        FileBody::Open(file)
     }
 
-    /// Calls `send_some` until it reports `All`, as an engine would after each writable event.
-    fn send_all(queue: &mut OutputQueue, socket: &mut FakeSocket) -> usize {
+    /// The response to `GET /f` with `fields`, for a file of `content` served from `body`.
+    fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output<Tag>, Vec<u8>) {
+        let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
+        let response = respond(Some(&get(fields)), Ok(Resource::File(meta, body)), UNIX_EPOCH);
+        let mut expected = Vec::new();
+        response.write_head(&mut expected);
+        match &response.body {
+            BodyPlan::File { offset, len, .. } => {
+                expected.extend_from_slice(&content[*offset as usize..(offset + len) as usize]);
+            }
+            BodyPlan::Multipart { parts, closing, .. } => {
+                for part in parts {
+                    expected.extend_from_slice(part.head.as_bytes());
+                    expected
+                        .extend_from_slice(&content[part.offset as usize..(part.offset + part.len) as usize]);
+                }
+                expected.extend_from_slice(closing.as_bytes());
+            }
+            other => panic!("{other:?}"),
+        }
+        (Output::new(response, "file"), expected)
+    }
+
+    /// Calls `send_some` until it reports `All`, as an engine would after each writable event;
+    /// returns how often it blocked and the tags of the finished outputs.
+    fn send_all(queue: &mut OutputQueue<Tag>, socket: &mut FakeSocket) -> (usize, Vec<Tag>) {
         let mut blocked = 0;
-        while queue.send_some(socket, &"test", &AccessLog::off()).unwrap() == Flushed::Blocked {
+        let mut finished = Vec::new();
+        while queue.send_some(socket, &"test", &mut |tag, _| finished.push(tag)).unwrap() == Flushed::Blocked
+        {
             blocked += 1;
             assert!(blocked < 10_000, "no progress");
         }
-        blocked
+        (blocked, finished)
     }
 
     #[test]
     fn batches_byte_outputs_into_one_writev() {
         let mut queue = OutputQueue::default();
         let mut expected = Vec::new();
-        for _ in 0..3 {
-            let (output, bytes) = page_output();
+        for tag in ["a", "b", "c"] {
+            let (output, bytes) = page_output(tag);
             queue.push(output);
             expected.extend(bytes);
         }
         let mut socket = FakeSocket::writing(&[], true);
-        send_all(&mut queue, &mut socket);
+        let (_, finished) = send_all(&mut queue, &mut socket);
         assert_eq!(socket.calls, ["writev"]);
         assert_eq!(socket.written, expected);
+        assert_eq!(finished, ["a", "b", "c"]);
         assert!(queue.is_empty());
     }
 
@@ -448,13 +495,22 @@ mod tests {
         for sendfile_works in [true, false] {
             let mut queue = OutputQueue::default();
             let mut expected = Vec::new();
-            for (output, bytes) in [page_output(), file_output(&content), page_output(), file_output(b"x")] {
+            for (output, bytes) in [
+                page_output("page"),
+                file_output(&content, open_file(&content), ""),
+                page_output("page"),
+                file_output(b"x", open_file(b"x"), ""),
+                file_output(&content, open_file(&content), "Range: bytes=0-9,50000-50100,-7\r\n"),
+                file_output(&content, FileBody::Cached(content.clone().into()), "Range: bytes=1-2,-3\r\n"),
+            ] {
                 queue.push(output);
                 expected.extend(bytes);
             }
             let budgets: Vec<usize> = (0..400).map(|i| [1, 0, 7, 0, 1000, 3][i % 6]).collect();
             let mut socket = FakeSocket::writing(&budgets, sendfile_works);
-            assert!(send_all(&mut queue, &mut socket) > 0);
+            let (blocked, finished) = send_all(&mut queue, &mut socket);
+            assert!(blocked > 0);
+            assert_eq!(finished.len(), 6);
             assert_eq!(socket.written.len(), expected.len());
             assert!(socket.written == expected, "bytes differ (sendfile_works={sendfile_works})");
             assert_eq!(socket.calls.contains(&"write"), !sendfile_works);
@@ -462,10 +518,20 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_body_goes_out_with_its_head_in_one_writev() {
+        let mut queue = OutputQueue::default();
+        let (output, expected) = file_output(b"hello", FileBody::Cached(b"hello"[..].into()), "");
+        queue.push(output);
+        let mut socket = FakeSocket::writing(&[], true);
+        send_all(&mut queue, &mut socket);
+        assert_eq!((socket.calls, socket.written), (vec!["writev"], expected));
+    }
+
+    #[test]
     fn head_of_a_file_response_rides_with_earlier_bytes() {
         let mut queue = OutputQueue::default();
-        let (page, _) = page_output();
-        let (file, _) = file_output(b"hello");
+        let (page, _) = page_output("page");
+        let (file, _) = file_output(b"hello", open_file(b"hello"), "");
         queue.push(page);
         queue.push(file);
         let mut socket = FakeSocket::writing(&[], true);
@@ -474,12 +540,19 @@ mod tests {
     }
 
     #[test]
-    fn counts_bytes_sent_per_response() {
+    fn abandoning_reports_what_each_response_got_out() {
         let mut queue = OutputQueue::default();
-        let (output, expected) = file_output(b"0123456789");
+        let (output, expected) = file_output(b"0123456789", open_file(b"0123456789"), "");
         queue.push(output);
+        queue.push(page_output("never").0);
         let mut socket = FakeSocket::writing(&[usize::MAX, 6, 0], true);
-        assert_eq!(queue.send_some(&mut socket, &"test", &AccessLog::off()).unwrap(), Flushed::Blocked);
-        assert_eq!(queue.pending[0].access.bytes_sent, expected.len() as u64 - 4);
+        let mut finished = Vec::new();
+        let flushed = queue.send_some(&mut socket, &"test", &mut |tag, sent| finished.push((tag, sent)));
+        assert_eq!((flushed.unwrap(), finished.len()), (Flushed::Blocked, 0));
+        queue.abandon(&mut |tag, sent| finished.push((tag, sent)));
+        let head_bytes = expected.len() as u64 - 10;
+        assert_eq!(finished[0], ("file", Sent { head_bytes, bytes: head_bytes + 6 }));
+        assert_eq!((finished[1].0, finished[1].1.bytes), ("never", 0));
+        assert_eq!(finished[0].1.body_bytes(), 6);
     }
 }

@@ -1,8 +1,16 @@
-//! The one raw syscall we need that std and mio do not wrap.
+//! The raw syscalls (and syscall flags) that std and mio do not wrap.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Opens for reading without following a FIFO into a blocking open (`O_NONBLOCK` is harmless
+/// for regular files).
+pub fn open_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
+}
 
 /// `sendfile(2)`: copies up to `len` bytes of `file` from `offset` to the socket `socket_fd`
 /// inside the kernel, without the offset of `file` moving. Returns the bytes sent.

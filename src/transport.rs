@@ -25,8 +25,12 @@ pub trait Transport: Read + Write {
     fn stop_blocking(&mut self) -> io::Result<()>;
 
     /// Whether a read that returns less than asked proves the socket empty until the next
-    /// readiness event: true for edge-triggered, non-blocking sockets.
+    /// readiness event: true for edge-triggered, non-blocking sockets, until the peer hung up.
     fn short_read_drains(&self) -> bool;
+
+    /// The readiness event reported a hang-up or error (EPOLLRDHUP, EPOLLERR): no further
+    /// event will come, so reads must go on to the EOF or the error however short they are.
+    fn note_hang_up(&mut self) {}
 
     /// Writes `slices` saying more follows at once (`MSG_MORE`), so a response head and the
     /// `sendfile` body after it leave in full packets instead of a small head packet first.

@@ -20,15 +20,15 @@ fuzz_target!(|data: &[u8]| {
                 len: 1 << 33,
                 modified: Some(now),
                 inode: 7,
-                name: b"file.txt",
+                name: b"file.txt"[..].into(),
                 encoding: None,
                 has_encoded_variants: true,
             };
-            let _ = respond(Some(&request), Ok(Resource::File(meta)), now);
+            let _ = respond(Some(&request), Ok(Resource::File(meta, ())), now);
         }
         Ok(Parsed::Partial) => {}
         Err(error) => {
-            let _ = respond(None, Err(error), now);
+            let _ = respond::<()>(None, Err(error), now);
         }
     }
 });

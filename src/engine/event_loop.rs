@@ -42,7 +42,7 @@ use crate::listen::Listener;
 use crate::seed::{self, Answered, Seed, SeedConnection};
 
 use super::ACCEPT_RETRY;
-use super::stream::{PollListener, Stream};
+use super::stream::{PollListener, Socket, Stream};
 
 /// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
 /// keys, which never reach this top range.
@@ -58,7 +58,7 @@ const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
 
 /// What a listening socket's clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
+pub enum Protocol {
     Http,
     Seed(Seed),
 }
@@ -92,8 +92,9 @@ pub enum Exit {
     Forced,
 }
 
-struct Client {
-    conn: Served,
+/// A slab entry: one client and the loop's bookkeeping for it.
+struct Slot {
+    client: Box<dyn Client>,
     /// Whether WRITABLE is part of the registered interest.
     writable_armed: bool,
     /// Closed during the current turn; removed from the slab after it.
@@ -102,65 +103,68 @@ struct Client {
     timer: Instant,
 }
 
-/// A client of any service: the loop treats them alike, by their verdicts.
-enum Served {
-    Http(Connection<Stream>),
-    Seed(SeedConnection),
+/// What the loop asks of every client it holds, HTTP or a seed protocol alike (redis' handler
+/// table): it obeys verdicts and never asks which kind of client it is driving.
+trait Client {
+    fn label(&self) -> ConnLabel;
+    fn drive(&mut self, site: &Site, now: Now) -> Verdict;
+    fn deadline(&self, limits: &Limits) -> (Instant, Timeout);
+    /// Closing it now would lose nothing it was asked for.
+    fn is_idle(&self) -> bool;
+    /// The socket, to change its registered interest.
+    fn source(&mut self) -> &mut dyn Source;
+    /// The readiness event reported a hang-up or an error.
+    fn note_hang_up(&mut self) {}
+    /// The server is shutting down: finish what was asked, take nothing new.
+    fn begin_draining(&mut self) {}
+    fn close(self: Box<Self>, reason: CloseReason, access_log: &AccessLog);
 }
 
-impl Served {
+impl Client for Connection<Stream> {
     fn label(&self) -> ConnLabel {
-        match self {
-            Served::Http(conn) => conn.label(),
-            Served::Seed(conn) => conn.label(),
-        }
+        Connection::label(self)
     }
-
     fn drive(&mut self, site: &Site, mut now: Now) -> Verdict {
-        match self {
-            Served::Http(conn) => conn.drive(site, &mut now),
-            Served::Seed(conn) => conn.drive(now.mono),
-        }
+        Connection::drive(self, site, &mut now)
     }
-
     fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        match self {
-            Served::Http(conn) => conn.deadline(limits),
-            Served::Seed(conn) => conn.deadline(limits),
-        }
+        Connection::deadline(self, limits)
     }
-
     fn is_idle(&self) -> bool {
-        match self {
-            Served::Http(conn) => conn.is_idle(),
-            Served::Seed(conn) => conn.is_idle(),
-        }
+        Connection::is_idle(self)
     }
-
-    fn stream_mut(&mut self) -> &mut dyn Source {
-        match self {
-            Served::Http(conn) => conn.transport_mut(),
-            Served::Seed(conn) => conn.stream_mut(),
-        }
+    fn source(&mut self) -> &mut dyn Source {
+        self.transport_mut()
     }
-
     fn note_hang_up(&mut self) {
-        if let Served::Http(conn) = self {
-            conn.note_hang_up(); // a seed connection reads on to EOF anyway
-        }
+        Connection::note_hang_up(self)
     }
-
     fn begin_draining(&mut self) {
-        if let Served::Http(conn) = self {
-            conn.begin_draining();
-        }
+        Connection::begin_draining(self)
     }
+    fn close(self: Box<Self>, reason: CloseReason, access_log: &AccessLog) {
+        Connection::close(*self, reason, access_log)
+    }
+}
 
-    fn close(self, reason: CloseReason, access_log: &AccessLog) {
-        match self {
-            Served::Http(conn) => conn.close(reason, access_log),
-            Served::Seed(conn) => conn.close(reason),
-        }
+impl Client for SeedConnection {
+    fn label(&self) -> ConnLabel {
+        SeedConnection::label(self)
+    }
+    fn drive(&mut self, _: &Site, now: Now) -> Verdict {
+        SeedConnection::drive(self, now.mono)
+    }
+    fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        SeedConnection::deadline(self, limits)
+    }
+    fn is_idle(&self) -> bool {
+        SeedConnection::is_idle(self)
+    }
+    fn source(&mut self) -> &mut dyn Source {
+        self.stream_mut()
+    }
+    fn close(self: Box<Self>, reason: CloseReason, _: &AccessLog) {
+        SeedConnection::close(*self, reason)
     }
 }
 
@@ -179,11 +183,11 @@ enum Accepting {
 struct EventLoop<'a> {
     poll: Poll,
     /// Emptied once shutdown has begun (the sockets close, so new clients are refused).
-    listeners: Vec<(PollListener, Service)>,
+    listeners: Vec<(PollListener, Protocol)>,
     /// UDP sockets of the seed protocols; emptied at shutdown too.
     datagrams: Vec<(UdpSocket, Seed)>,
     signals: Signals,
-    clients: Slab<Client>,
+    clients: Slab<Slot>,
     /// (deadline, slab key) for every open client.
     timers: BTreeSet<(Instant, usize)>,
     /// Clients closed this turn, with why.
@@ -203,7 +207,7 @@ struct EventLoop<'a> {
 /// ends it. `signals` comes from [`shutdown_signals`], created before the server says it is
 /// ready, so no early SIGTERM can meet the default action and kill it mid-start.
 pub fn run(
-    listeners: Vec<(Listener, Service)>,
+    listeners: Vec<(Listener, Protocol)>,
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
     signals: Signals,
     site: &Site,
@@ -217,10 +221,10 @@ pub fn run(
     }
     let poll = Poll::new()?;
     let mut registered = Vec::with_capacity(listeners.len());
-    for (index, (listener, service)) in listeners.into_iter().enumerate() {
+    for (index, (listener, protocol)) in listeners.into_iter().enumerate() {
         let mut listener = PollListener::from_listener(listener)?;
         poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
-        registered.push((listener, service));
+        registered.push((listener, protocol));
     }
     let mut registered_datagrams = Vec::with_capacity(datagrams.len());
     for (index, (socket, seed)) in datagrams.into_iter().enumerate() {
@@ -285,9 +289,9 @@ impl EventLoop<'_> {
                     }
                     Token(key) => {
                         if (event.is_read_closed() || event.is_error())
-                            && let Some(client) = self.clients.get_mut(key)
+                            && let Some(slot) = self.clients.get_mut(key)
                         {
-                            client.conn.note_hang_up();
+                            slot.client.note_hang_up();
                         }
                         self.drive(key, now)
                     }
@@ -340,7 +344,7 @@ impl EventLoop<'_> {
     /// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in
     /// the backlog would get no further event. Pauses at `max_conns` or out of descriptors.
     fn accept_from(&mut self, index: usize, now: Now) {
-        let Some(&(ref listener, service)) = self.listeners.get(index) else {
+        let Some(&(ref listener, protocol)) = self.listeners.get(index) else {
             return; // shut down since the event was queued
         };
         loop {
@@ -388,39 +392,39 @@ impl EventLoop<'_> {
                 continue;
             }
             let from = peer.map_or_else(|| "a unix socket".to_owned(), |peer| peer.to_string());
-            let conn = match (service, stream) {
-                (Service::Http, stream) => {
+            let client: Box<dyn Client> = match (protocol, stream.socket) {
+                (Protocol::Http, socket) => {
                     debug!("{label} accept {from}");
-                    Served::Http(Connection::new(stream, label, peer, now))
+                    Box::new(Connection::new(Stream::from(socket), label, peer, now))
                 }
-                (Service::Seed(seed), Stream::Tcp(stream)) => {
+                (Protocol::Seed(seed), Socket::Tcp(stream)) => {
                     debug!("{label} accept {from} ({seed})");
                     // Daytime speaks first: drive it this turn, with no event to wait for.
                     self.yielded.push(key);
-                    Served::Seed(SeedConnection::new(seed, stream, label, now.mono, now.wall))
+                    Box::new(SeedConnection::new(seed, stream, label, now.mono, now.wall))
                 }
-                (Service::Seed(_), Stream::Unix(_)) => continue, // seed listeners are TCP only
+                (Protocol::Seed(_), Socket::Unix(_)) => continue, // seed listeners are TCP only
             };
-            let (deadline, _) = conn.deadline(&self.site.limits);
+            let (deadline, _) = client.deadline(&self.site.limits);
             self.timers.insert((deadline, key));
-            entry.insert(Client { conn, writable_armed: false, closed: false, timer: deadline });
+            entry.insert(Slot { client, writable_armed: false, closed: false, timer: deadline });
         }
     }
 
     fn drive(&mut self, key: usize, now: Now) {
-        let Some(client) = self.clients.get_mut(key).filter(|client| !client.closed) else {
+        let Some(slot) = self.clients.get_mut(key).filter(|slot| !slot.closed) else {
             return;
         };
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
         let site = self.site;
-        let driven = panic::catch_unwind(AssertUnwindSafe(|| client.conn.drive(site, now)));
+        let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(site, now)));
         let driven = driven.unwrap_or_else(|_| {
-            error!("{} panicked while being served; closing it", client.conn.label());
+            error!("{} panicked while being served; closing it", slot.client.label());
             Verdict::Close(CloseReason::Panicked)
         });
         let verdict = match driven {
-            Verdict::Wait { .. } if self.shutdown_deadline.is_some() && client.conn.is_idle() => {
+            Verdict::Wait { .. } if self.shutdown_deadline.is_some() && slot.client.is_idle() => {
                 Verdict::Close(CloseReason::ShuttingDown)
             }
             verdict => verdict,
@@ -431,15 +435,15 @@ impl EventLoop<'_> {
                 self.yielded.push(key);
                 None
             }
-            Verdict::Wait { writable } if writable == client.writable_armed => None,
+            Verdict::Wait { writable } if writable == slot.writable_armed => None,
             Verdict::Wait { writable } => {
                 let interest =
                     if writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                match self.poll.registry().reregister(client.conn.stream_mut(), Token(key), interest) {
+                match self.poll.registry().reregister(slot.client.source(), Token(key), interest) {
                     Ok(()) => {
                         let sign = if writable { "+" } else { "-" };
-                        trace!("{} epoll_ctl {sign}WRITABLE", client.conn.label());
-                        client.writable_armed = writable;
+                        trace!("{} epoll_ctl {sign}WRITABLE", slot.client.label());
+                        slot.writable_armed = writable;
                         None
                     }
                     Err(error) => Some(CloseReason::Io(error.kind())),
@@ -447,15 +451,15 @@ impl EventLoop<'_> {
             }
         };
         if let Some(reason) = reason {
-            client.closed = true;
+            slot.closed = true;
             self.closed.push((key, reason));
             return;
         }
         // Re-arm only when the deadline moved earlier. A later one (the usual case: progress
         // pushed it back) is found when the armed timer fires early, so a busy keep-alive
         // connection costs no timer-set update per request.
-        let (deadline, _) = client.conn.deadline(&self.site.limits);
-        if deadline < client.timer {
+        let (deadline, _) = slot.client.deadline(&self.site.limits);
+        if deadline < slot.timer {
             self.rearm(key, deadline);
         }
     }
@@ -472,10 +476,10 @@ impl EventLoop<'_> {
     }
 
     fn rearm(&mut self, key: usize, deadline: Instant) {
-        let client = &mut self.clients[key];
-        self.timers.remove(&(client.timer, key));
+        let slot = &mut self.clients[key];
+        self.timers.remove(&(slot.timer, key));
         self.timers.insert((deadline, key));
-        client.timer = deadline;
+        slot.timer = deadline;
     }
 
     fn expire_timers(&mut self, now: Now) {
@@ -483,18 +487,18 @@ impl EventLoop<'_> {
             if deadline > now.mono {
                 break;
             }
-            let client = &mut self.clients[key];
-            if client.closed {
+            let slot = &mut self.clients[key];
+            if slot.closed {
                 self.timers.pop_first();
                 continue;
             }
-            let (actual, timeout) = client.conn.deadline(&self.site.limits);
+            let (actual, timeout) = slot.client.deadline(&self.site.limits);
             if actual > now.mono {
                 self.rearm(key, actual); // it fired early: the connection made progress since
                 continue;
             }
             self.timers.pop_first();
-            client.closed = true;
+            slot.closed = true;
             self.closed.push((key, CloseReason::Timeout(timeout)));
         }
     }
@@ -505,9 +509,9 @@ impl EventLoop<'_> {
         }
         for (key, reason) in self.closed.drain(..) {
             self.yielded.retain(|yielded| *yielded != key); // the key may soon be reused
-            let client = self.clients.remove(key);
-            self.timers.remove(&(client.timer, key));
-            client.conn.close(reason, &self.site.access_log);
+            let slot = self.clients.remove(key);
+            self.timers.remove(&(slot.timer, key));
+            slot.client.close(reason, &self.site.access_log);
         }
         if self.accepting != Accepting::Open {
             self.resume_accepting(now); // a slot or a descriptor just came free
@@ -550,10 +554,10 @@ impl EventLoop<'_> {
             self.clients.len(),
             self.options.grace_period
         );
-        for (key, client) in self.clients.iter_mut() {
-            client.conn.begin_draining();
-            if client.conn.is_idle() && !client.closed {
-                client.closed = true;
+        for (key, slot) in self.clients.iter_mut() {
+            slot.client.begin_draining();
+            if slot.client.is_idle() && !slot.closed {
+                slot.closed = true;
                 self.closed.push((key, CloseReason::ShuttingDown));
             }
         }

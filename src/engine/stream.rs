@@ -41,66 +41,73 @@ impl PollListener {
     pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
             PollListener::Tcp(listener) => {
-                listener.accept().map(|(stream, peer)| (Stream::Tcp(stream), Some(peer)))
+                listener.accept().map(|(stream, peer)| (Stream::from(Socket::Tcp(stream)), Some(peer)))
             }
-            PollListener::Unix(listener) => listener.accept().map(|(stream, _)| (Stream::Unix(stream), None)),
+            PollListener::Unix(listener) => {
+                listener.accept().map(|(stream, _)| (Stream::from(Socket::Unix(stream)), None))
+            }
         }
     }
 }
 
-/// A client socket.
-pub enum Stream {
+/// A client socket, and whether its peer hung up.
+pub struct Stream {
+    pub socket: Socket,
+    /// A readiness event reported a hang-up: short reads no longer prove it empty.
+    hung_up: bool,
+}
+
+pub enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl From<Socket> for Stream {
+    fn from(socket: Socket) -> Stream {
+        Stream { socket, hung_up: false }
+    }
 }
 
 impl Stream {
     /// Head and body leave in separate syscalls; Nagle would hold the second back for an ACK.
     pub fn set_nodelay(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(stream) => stream.set_nodelay(true),
-            Stream::Unix(_) => Ok(()),
-        }
-    }
-
-    pub fn tcp(self) -> Option<TcpStream> {
-        match self {
-            Stream::Tcp(stream) => Some(stream),
-            Stream::Unix(_) => None,
+        match &self.socket {
+            Socket::Tcp(stream) => stream.set_nodelay(true),
+            Socket::Unix(_) => Ok(()),
         }
     }
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> i32 {
-        match self {
-            Stream::Tcp(stream) => stream.as_raw_fd(),
-            Stream::Unix(stream) => stream.as_raw_fd(),
+        match &self.socket {
+            Socket::Tcp(stream) => stream.as_raw_fd(),
+            Socket::Unix(stream) => stream.as_raw_fd(),
         }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(stream) => stream.read(buf),
-            Stream::Unix(stream) => stream.read(buf),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.read(buf),
+            Socket::Unix(stream) => stream.read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(stream) => stream.write(buf),
-            Stream::Unix(stream) => stream.write(buf),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.write(buf),
+            Socket::Unix(stream) => stream.write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(stream) => stream.write_vectored(bufs),
-            Stream::Unix(stream) => stream.write_vectored(bufs),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.write_vectored(bufs),
+            Socket::Unix(stream) => stream.write_vectored(bufs),
         }
     }
 
@@ -112,9 +119,9 @@ impl Write for Stream {
 impl Transport for Stream {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
         // mio's `try_io` is the documented way to run a raw syscall on its socket.
-        match self {
-            Stream::Tcp(stream) => stream.try_io(|| sys::sendfile(stream.as_raw_fd(), file, offset, len)),
-            Stream::Unix(stream) => stream.try_io(|| sys::sendfile(stream.as_raw_fd(), file, offset, len)),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.try_io(|| sys::sendfile(stream.as_raw_fd(), file, offset, len)),
+            Socket::Unix(stream) => stream.try_io(|| sys::sendfile(stream.as_raw_fd(), file, offset, len)),
         }
     }
 
@@ -123,38 +130,42 @@ impl Transport for Stream {
     }
 
     fn short_read_drains(&self) -> bool {
-        true
+        !self.hung_up
+    }
+
+    fn note_hang_up(&mut self) {
+        self.hung_up = true;
     }
 
     fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(stream) => {
+        match &mut self.socket {
+            Socket::Tcp(stream) => {
                 stream.try_io(|| SockRef::from(&*stream).send_vectored_with_flags(slices, libc::MSG_MORE))
             }
-            Stream::Unix(stream) => stream.write_vectored(slices), // no packets to merge
+            Socket::Unix(stream) => stream.write_vectored(slices), // no packets to merge
         }
     }
 }
 
 impl Source for Stream {
     fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(stream) => stream.register(registry, token, interests),
-            Stream::Unix(stream) => stream.register(registry, token, interests),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.register(registry, token, interests),
+            Socket::Unix(stream) => stream.register(registry, token, interests),
         }
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(stream) => stream.reregister(registry, token, interests),
-            Stream::Unix(stream) => stream.reregister(registry, token, interests),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.reregister(registry, token, interests),
+            Socket::Unix(stream) => stream.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(stream) => stream.deregister(registry),
-            Stream::Unix(stream) => stream.deregister(registry),
+        match &mut self.socket {
+            Socket::Tcp(stream) => stream.deregister(registry),
+            Socket::Unix(stream) => stream.deregister(registry),
         }
     }
 }

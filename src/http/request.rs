@@ -263,7 +263,7 @@ fn is_valid_host(value: &[u8]) -> bool {
         Some(literal) => {
             let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
             let address = std::str::from_utf8(&literal[..close]).ok();
-            if address.and_then(|text| text.parse::<std::net::Ipv6Addr>().ok()).is_none() {
+            if address.and_then(|text| text.parse::<core::net::Ipv6Addr>().ok()).is_none() {
                 return false;
             }
             match &literal[close + 1..] {

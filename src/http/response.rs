@@ -1,9 +1,12 @@
 //! The decision function and the response-head serializer.
 //!
 //! [`respond`] turns (request, what the filesystem found, `now`) into a [`Response`]: a status,
-//! its header fields and a [`BodyPlan`]. It never sees a file handle; the engine pairs the plan
-//! with the file it opened. Every error status is produced here and nowhere else.
+//! its header fields and a [`BodyPlan`]. The file's bytes travel through it as an opaque `B`
+//! (an open file or cached contents, to the core just a value it moves): a plan that reads a
+//! file owns that file, so no plan can promise a body it does not carry. Every error status is
+//! produced here and nowhere else.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::conditional::{Precondition, Validators, evaluate_preconditions};
@@ -15,29 +18,30 @@ use crate::recycle::FreeList;
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
 
-/// What the filesystem edge found for a path, as plain values.
+/// What the filesystem edge found for a path: plain values, and a file's bytes as `B`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resource<'a> {
+pub enum Resource<B> {
     /// A regular file to serve.
-    File(FileMeta<'a>),
+    File(FileMeta, B),
     /// A directory named without its trailing slash: redirect to `location`.
     DirectoryWithoutSlash { location: String },
     /// A generated HTML listing of a directory that has no index file (`--listing`).
-    Listing(&'a str),
+    Listing(String),
     /// Nothing was found, and the operator's 404 page (`--404-page`) is this file.
-    NotFoundPage(FileMeta<'a>),
+    NotFoundPage(FileMeta, B),
 }
 
 /// The facts about a file that the response depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileMeta<'a> {
+pub struct FileMeta {
     /// Size of the representation actually sent (the compressed sibling's, when there is one).
     pub len: u64,
     pub modified: Option<SystemTime>,
     /// Inode of the file actually sent, for the ETag.
     pub inode: u64,
-    /// The name asked for (after `index.html` substitution), for `Content-Type`.
-    pub name: &'a [u8],
+    /// The name asked for (after `index.html` substitution), for `Content-Type`; shared, so
+    /// a cached file hands it out without copying.
+    pub name: Arc<[u8]>,
     /// The coding of the precompressed sibling being sent instead of the file itself.
     pub encoding: Option<ContentCoding>,
     /// The file has precompressed siblings, so responses vary with `Accept-Encoding`.
@@ -45,25 +49,25 @@ pub struct FileMeta<'a> {
 }
 
 #[cfg(test)]
-impl<'a> FileMeta<'a> {
+impl FileMeta {
     /// A file with no siblings and inode 1.
-    pub fn plain(len: u64, modified: Option<SystemTime>, name: &'a [u8]) -> FileMeta<'a> {
-        FileMeta { len, modified, inode: 1, name, encoding: None, has_encoded_variants: false }
+    pub fn plain(len: u64, modified: Option<SystemTime>, name: &[u8]) -> FileMeta {
+        FileMeta { len, modified, inode: 1, name: name.into(), encoding: None, has_encoded_variants: false }
     }
 }
 
-/// Where the response body comes from.
+/// Where the response body comes from; `B` is the file's bytes, owned by the plan that reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyPlan {
+pub enum BodyPlan<B> {
     /// No body: HEAD, or a status that has none.
     Empty,
     /// A small generated page (errors, redirects).
     Page(String),
-    /// `len` bytes of the opened file from `offset`.
-    File { offset: u64, len: u64 },
-    /// `multipart/byteranges` (RFC 9110 §14.6): each part's head then its file range, then
-    /// the closing delimiter.
-    Multipart { parts: Vec<MultipartPart>, closing: String },
+    /// `len` bytes of `file` from `offset`.
+    File { file: B, offset: u64, len: u64 },
+    /// `multipart/byteranges` (RFC 9110 §14.6): each part's head then its range of `file`,
+    /// then the closing delimiter.
+    Multipart { file: B, parts: Vec<MultipartPart>, closing: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +80,16 @@ pub struct MultipartPart {
 
 /// A response decided but not yet serialized.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub struct Response<B> {
     pub status: Status,
     /// Header fields in the order they are sent, `Date` and `Server` included.
     pub headers: Headers,
-    pub body: BodyPlan,
+    pub body: BodyPlan<B>,
     /// False when the connection must close after this response.
     pub keep_alive: bool,
 }
 
-impl Response {
+impl<B> Response<B> {
     /// The value of the first field called `name` (ASCII case-insensitive), for tests and logs.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name)
@@ -153,7 +157,7 @@ impl ExtraHeader {
     }
 }
 
-impl Response {
+impl<B> Response<B> {
     /// Appends the operator's headers (to every response, errors included, so HSTS and CORS
     /// hold everywhere).
     pub fn add_headers(&mut self, extra: &[ExtraHeader]) {
@@ -282,39 +286,39 @@ impl Request {
 /// The decision function: what to answer to `request`, given what the filesystem found.
 ///
 /// `request` is `None` when the head could not be parsed at all.
-pub fn respond(
+pub fn respond<B>(
     request: Option<&Request>,
-    found: Result<Resource<'_>, HttpError>,
+    found: Result<Resource<B>, HttpError>,
     now: SystemTime,
-) -> Response {
+) -> Response<B> {
     let Some(request) = request else {
         let error = found.err().unwrap_or(HttpError::BadRequest("no request"));
         return error_page(&error, None, now);
     };
     match found {
-        Ok(Resource::File(meta)) => file_response(request, &meta, now),
+        Ok(Resource::File(meta, file)) => file_response(request, &meta, file, now),
         Ok(Resource::DirectoryWithoutSlash { location }) => redirect(request, location, now),
-        Ok(Resource::Listing(html)) => generated(Status::OK, html.to_owned(), request, now),
-        Ok(Resource::NotFoundPage(meta)) => not_found_page(request, &meta, now),
+        Ok(Resource::Listing(html)) => generated(Status::OK, html, request, now),
+        Ok(Resource::NotFoundPage(meta, file)) => not_found_page(request, &meta, file, now),
         Err(error) => error_page(&error, Some(request), now),
     }
 }
 
 /// The operator's 404 page: the file's bytes under status 404, without validators or ranges
 /// (they describe the page, not the missing resource).
-fn not_found_page(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Response {
+fn not_found_page<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime) -> Response<B> {
     let mut headers = common_headers(now);
-    headers.push("Content-Type", content_type(meta.name));
+    headers.push("Content-Type", content_type(&meta.name));
     headers.push("Content-Length", meta.len);
     push_connection(&mut headers, request.version, request.keep_alive);
     let body = match request.method {
         Method::Head => BodyPlan::Empty,
-        _ => BodyPlan::File { offset: 0, len: meta.len },
+        _ => BodyPlan::File { file, offset: 0, len: meta.len },
     };
     Response { status: Status::NOT_FOUND, headers, body, keep_alive: request.keep_alive }
 }
 
-fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Response {
+fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime) -> Response<B> {
     let validators = Validators::new(meta.inode, meta.len, meta.modified, now);
     let mut headers = common_headers(now);
     let status = match evaluate_preconditions(&request.fields, &validators) {
@@ -328,7 +332,7 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
         (Status::OK, Method::Get) => evaluate_range(&request.fields, &validators, meta.len),
         _ => RangeOutcome::Full, // §14.2: Range only applies to GET
     };
-    let content_type = content_type(meta.name);
+    let content_type = content_type(&meta.name);
     let (status, body, content_length) = match ranges {
         RangeOutcome::Unsatisfiable => {
             let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
@@ -336,9 +340,9 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
             return response;
         }
         _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty, None),
-        RangeOutcome::Full => (status, BodyPlan::File { offset: 0, len: meta.len }, Some(meta.len)),
+        RangeOutcome::Full => (status, BodyPlan::File { file, offset: 0, len: meta.len }, Some(meta.len)),
         RangeOutcome::Partial(ranges) => {
-            let (plan, len) = partial_body(&ranges, meta.len, content_type, &validators, &mut headers);
+            let (plan, len) = partial_body(file, &ranges, meta.len, content_type, &validators, &mut headers);
             (Status::PARTIAL_CONTENT, plan, Some(len))
         }
     };
@@ -368,16 +372,17 @@ fn file_response(request: &Request, meta: &FileMeta<'_>, now: SystemTime) -> Res
 
 /// The 206 body for `ranges`: one range as is, several as `multipart/byteranges`. Adds the
 /// `Content-Range` or multipart `Content-Type` field and returns the body and its length.
-fn partial_body(
+fn partial_body<B>(
+    file: B,
     ranges: &[ByteRange],
     len: u64,
     content_type: &str,
     validators: &Validators,
     headers: &mut Headers,
-) -> (BodyPlan, u64) {
+) -> (BodyPlan<B>, u64) {
     if let [range] = ranges {
         headers.push("Content-Range", format_args!("bytes {}-{}/{len}", range.first, range.last));
-        return (BodyPlan::File { offset: range.first, len: range.byte_count() }, range.byte_count());
+        return (BodyPlan::File { file, offset: range.first, len: range.byte_count() }, range.byte_count());
     }
     let boundary = multipart_boundary(&validators.etag);
     headers.insert(2, "Content-Type", format_args!("multipart/byteranges; boundary={boundary}"));
@@ -398,7 +403,7 @@ fn partial_body(
     let closing = format!("\r\n--{boundary}--\r\n");
     let total =
         parts.iter().map(|part| part.head.len() as u64 + part.len).sum::<u64>() + closing.len() as u64;
-    (BodyPlan::Multipart { parts, closing }, total)
+    (BodyPlan::Multipart { file, parts, closing }, total)
 }
 
 /// A boundary derived from the ETag (FNV-1a), so responses stay deterministic for tests; the
@@ -410,13 +415,13 @@ fn multipart_boundary(etag: &str) -> String {
     format!("onepoll-{hash:016x}")
 }
 
-fn redirect(request: &Request, location: String, now: SystemTime) -> Response {
+fn redirect<B>(request: &Request, location: String, now: SystemTime) -> Response<B> {
     let mut response = page(Status::MOVED_PERMANENTLY, Some(request), request.keep_alive, now);
     response.headers.insert(2, "Location", location);
     response
 }
 
-fn error_page(error: &HttpError, request: Option<&Request>, now: SystemTime) -> Response {
+fn error_page<B>(error: &HttpError, request: Option<&Request>, now: SystemTime) -> Response<B> {
     let keep_alive = request.is_some_and(|r| r.keep_alive) && !error.closes_connection();
     let mut response = page(error.status(), request, keep_alive, now);
     if *error == HttpError::MethodNotAllowed {
@@ -426,7 +431,7 @@ fn error_page(error: &HttpError, request: Option<&Request>, now: SystemTime) -> 
 }
 
 /// A status with a small HTML page explaining it.
-fn page(status: Status, request: Option<&Request>, keep_alive: bool, now: SystemTime) -> Response {
+fn page<B>(status: Status, request: Option<&Request>, keep_alive: bool, now: SystemTime) -> Response<B> {
     let (code, reason) = (status.code(), status.reason());
     let html = format!(
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
@@ -436,19 +441,19 @@ fn page(status: Status, request: Option<&Request>, keep_alive: bool, now: System
 }
 
 /// A page we generated for a request that succeeded (a directory listing).
-fn generated(status: Status, html: String, request: &Request, now: SystemTime) -> Response {
+fn generated<B>(status: Status, html: String, request: &Request, now: SystemTime) -> Response<B> {
     let mut response = html_response(status, html, Some(request), request.keep_alive, now);
     response.headers.insert(2, "Cache-Control", "no-cache"); // it changes with the directory
     response
 }
 
-fn html_response(
+fn html_response<B>(
     status: Status,
     html: String,
     request: Option<&Request>,
     keep_alive: bool,
     now: SystemTime,
-) -> Response {
+) -> Response<B> {
     let mut headers = common_headers(now);
     headers.push("Content-Type", "text/html; charset=utf-8");
     headers.push("Content-Length", html.len());
@@ -507,6 +512,15 @@ mod tests {
     use super::*;
     use crate::http::{BodyFraming, Parsed, parse_head};
 
+    /// The decision function with no file bytes to carry: the plans are what is tested.
+    fn respond(
+        request: Option<&Request>,
+        found: Result<Resource<()>, HttpError>,
+        now: SystemTime,
+    ) -> Response<()> {
+        super::respond(request, found, now)
+    }
+
     /// 2026-11-22 04:45:00 UTC.
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_795_322_700)
@@ -519,11 +533,11 @@ mod tests {
         }
     }
 
-    fn file(len: u64, name: &[u8]) -> Result<Resource<'_>, HttpError> {
-        Ok(Resource::File(FileMeta::plain(len, Some(now() - Duration::from_secs(60)), name)))
+    fn file(len: u64, name: &[u8]) -> Result<Resource<()>, HttpError> {
+        Ok(Resource::File(FileMeta::plain(len, Some(now() - Duration::from_secs(60)), name), ()))
     }
 
-    fn head_text(response: &Response) -> String {
+    fn head_text(response: &Response<()>) -> String {
         let mut out = Vec::new();
         response.write_head(&mut out);
         String::from_utf8(out).unwrap()
@@ -542,7 +556,7 @@ mod tests {
                  Accept-Ranges: bytes\r\n\r\n"
             )
         );
-        assert_eq!(response.body, BodyPlan::File { offset: 0, len: 1234 });
+        assert_eq!(response.body, BodyPlan::File { file: (), offset: 0, len: 1234 });
         assert!(response.keep_alive);
     }
 
@@ -562,7 +576,7 @@ mod tests {
     fn never_claims_a_future_modification_time() {
         let get = request("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let future = FileMeta::plain(1, Some(now() + Duration::from_secs(3600)), b"a");
-        let response = respond(Some(&get), Ok(Resource::File(future)), now());
+        let response = respond(Some(&get), Ok(Resource::File(future, ())), now());
         assert_eq!(response.header("Last-Modified"), response.header("Date"));
     }
 
@@ -688,7 +702,7 @@ mod tests {
         assert_eq!(response.header("Content-Range"), Some("bytes 10-19/100"));
         assert_eq!(response.header("Content-Length"), Some("10"));
         assert_eq!(response.header("Content-Type"), Some("text/plain; charset=utf-8"));
-        assert_eq!(response.body, BodyPlan::File { offset: 10, len: 10 });
+        assert_eq!(response.body, BodyPlan::File { file: (), offset: 10, len: 10 });
         // HEAD ignores Range (RFC 9110 §14.2).
         let head = respond(Some(&with("HEAD /", "Range: bytes=10-19\r\n")), file(100, b"a.txt"), now());
         assert_eq!((head.status, head.header("Content-Length")), (Status::OK, Some("100")));
@@ -700,7 +714,9 @@ mod tests {
         assert_eq!(response.status, Status::PARTIAL_CONTENT);
         let content_type = response.header("Content-Type").unwrap();
         let boundary = content_type.strip_prefix("multipart/byteranges; boundary=").unwrap();
-        let BodyPlan::Multipart { parts, closing } = &response.body else { panic!("{:?}", response.body) };
+        let BodyPlan::Multipart { parts, closing, .. } = &response.body else {
+            panic!("{:?}", response.body)
+        };
         assert_eq!(parts.len(), 2);
         assert_eq!(
             parts[0].head,
@@ -731,7 +747,7 @@ mod tests {
         let response = respond(Some(&with("GET /", fields)), file(100, b"a"), now());
         assert_eq!(
             (response.status, response.body.clone()),
-            (Status::OK, BodyPlan::File { offset: 0, len: 100 })
+            (Status::OK, BodyPlan::File { file: (), offset: 0, len: 100 })
         );
     }
 
@@ -743,12 +759,12 @@ mod tests {
             has_encoded_variants: true,
             ..FileMeta::plain(40, None, b"app.js")
         };
-        let response = respond(Some(&get), Ok(Resource::File(gzipped)), now());
+        let response = respond(Some(&get), Ok(Resource::File(gzipped, ())), now());
         assert_eq!(response.header("Content-Encoding"), Some("gzip"));
         assert_eq!(response.header("Content-Type"), Some("text/javascript; charset=utf-8"));
         assert_eq!(response.header("Vary"), Some("Accept-Encoding"));
         let identity = FileMeta { has_encoded_variants: true, ..FileMeta::plain(90, None, b"app.js") };
-        let response = respond(Some(&get), Ok(Resource::File(identity)), now());
+        let response = respond(Some(&get), Ok(Resource::File(identity, ())), now());
         assert_eq!(
             (response.header("Content-Encoding"), response.header("Vary")),
             (None, Some("Accept-Encoding"))

@@ -7,20 +7,22 @@
 //! (event loop only), small files found on symlink-free paths are answered from memory.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
 
-use crate::file_cache::{CachedResource, FileCache};
+pub mod cache;
+
 use crate::http::{
     ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Resource, SafePath, is_hidden_name,
     render_listing, resolve_target,
 };
+use crate::sys;
+use cache::{CachedResource, FileCache};
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
@@ -116,7 +118,7 @@ impl Root {
         }
         match &self.options.not_found_page {
             Some(page) => match self.find_exact(page, None) {
-                Ok(Found::File(opened)) => Ok(Found::NotFoundPage(opened)),
+                Ok(Resource::File(meta, body)) => Ok(Resource::NotFoundPage(meta, body)),
                 _ => found,
             },
             None => found,
@@ -128,7 +130,7 @@ impl Root {
         let key = target.split('?').next().filter(|path| path.starts_with('/'));
         if let (Some(mut cache), Some(key)) = (self.lock_cache(), key) {
             match cache.get(key) {
-                Some(Some(hit)) => return Ok(Found::File(from_cache(&hit, accept_encoding))),
+                Some(Some(hit)) => return Ok(from_cache(&hit, accept_encoding)),
                 Some(None) => {
                     drop(cache); // known too large to cache: the filesystem path, walked once
                     return self.find(&self.resolve(target)?, accept_encoding);
@@ -141,7 +143,7 @@ impl Root {
                 .cacheable_file(&path)
                 .and_then(|(file, name)| cache.load(&self.canonical, key, &file, &name))
             {
-                return Ok(Found::File(from_cache(&loaded, accept_encoding)));
+                return Ok(from_cache(&loaded, accept_encoding));
             }
             drop(cache);
             return self.find(&path, accept_encoding);
@@ -180,7 +182,7 @@ impl Root {
         let metadata = fs::metadata(&canonical).map_err(not_servable)?;
         if metadata.is_dir() {
             if !path.names_directory() {
-                return Ok(Found::DirectoryWithoutSlash { location: path.directory_location() });
+                return Ok(Resource::DirectoryWithoutSlash { location: path.directory_location() });
             }
             let index = canonical.join(INDEX_FILE);
             let canonical_index = match self.canonicalize_inside(&index) {
@@ -229,12 +231,12 @@ impl Root {
                     .ok();
             }
         }
-        let mut opened = match encoded {
+        let (mut meta, body) = match encoded {
             Some(opened) => opened,
             None => open_regular(canonical, name, None)?,
         };
-        opened.has_encoded_variants = has_encoded_variants;
-        Ok(Found::File(opened))
+        meta.has_encoded_variants = has_encoded_variants;
+        Ok(Resource::File(meta, body))
     }
 
     fn canonicalize_inside(&self, path: &Path) -> Result<PathBuf, HttpError> {
@@ -243,53 +245,16 @@ impl Root {
     }
 }
 
-/// What a lookup found.
+/// What a lookup found; a file to serve carries its own bytes.
+pub type Found = Resource<FileBody>;
+
+/// Where a file's bytes come from.
 #[derive(Debug)]
-pub enum Found {
-    File(OpenedFile),
-    /// A directory asked for without its trailing slash; 301 to `location`.
-    DirectoryWithoutSlash {
-        location: String,
-    },
-    /// The HTML listing of a directory without an index file.
-    Listing(String),
-    /// Nothing was found; this is the operator's 404 page.
-    NotFoundPage(OpenedFile),
-}
-
-impl Found {
-    /// The plain facts the decision function needs; the file handle stays here.
-    pub fn resource(&self) -> Resource<'_> {
-        match self {
-            Found::File(opened) => Resource::File(opened.meta()),
-            Found::DirectoryWithoutSlash { location } => {
-                Resource::DirectoryWithoutSlash { location: location.clone() }
-            }
-            Found::Listing(html) => Resource::Listing(html),
-            Found::NotFoundPage(opened) => Resource::NotFoundPage(opened.meta()),
-        }
-    }
-
-    /// The file whose bytes the response carries, if any.
-    pub fn into_body(self) -> Option<FileBody> {
-        match self {
-            Found::File(opened) | Found::NotFoundPage(opened) => Some(opened.body),
-            Found::DirectoryWithoutSlash { .. } | Found::Listing(_) => None,
-        }
-    }
-}
-
-impl OpenedFile {
-    fn meta(&self) -> FileMeta<'_> {
-        FileMeta {
-            len: self.len,
-            modified: self.modified,
-            inode: self.inode,
-            name: &self.name,
-            encoding: self.encoding,
-            has_encoded_variants: self.has_encoded_variants,
-        }
-    }
+pub enum FileBody {
+    /// An open file, streamed with sendfile.
+    Open(File),
+    /// The whole file, from the cache.
+    Cached(Arc<[u8]>),
 }
 
 /// A path a single-page app routes on the client: its last segment has no extension
@@ -327,72 +292,41 @@ fn list_directory(canonical: &Path, path: &SafePath, show_hidden: bool) -> Resul
         directory.extend_from_slice(segment);
         directory.push(b'/');
     }
-    Ok(Found::Listing(render_listing(&directory, &mut entries, truncated)))
-}
-
-/// A regular file to send, with the metadata of that very file.
-#[derive(Debug)]
-pub struct OpenedFile {
-    pub body: FileBody,
-    pub len: u64,
-    pub modified: Option<SystemTime>,
-    pub inode: u64,
-    /// The name the client asked for (`index.html` for a directory), which sets the type.
-    pub name: Arc<[u8]>,
-    /// Set when the body is a precompressed sibling in this coding.
-    pub encoding: Option<ContentCoding>,
-    /// The requested file has precompressed siblings (sent or not).
-    pub has_encoded_variants: bool,
-}
-
-/// Where a file's bytes come from.
-#[derive(Debug)]
-pub enum FileBody {
-    /// An open file, streamed with sendfile.
-    Open(File),
-    /// The whole file, from the cache.
-    Cached(Arc<[u8]>),
+    Ok(Resource::Listing(render_listing(&directory, &mut entries, truncated)))
 }
 
 /// The representation of a cached resource that `accept_encoding` allows, best first.
-fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> OpenedFile {
-    let chosen = resource.variants.iter().zip(ContentCoding::ALL).find_map(|(variant, coding)| {
-        variant.as_ref().filter(|_| coding.is_accepted(accept_encoding)).map(|v| (v, Some(coding)))
-    });
-    let (file, encoding) = chosen.unwrap_or((&resource.identity, None));
-    OpenedFile {
-        body: FileBody::Cached(Arc::clone(&file.content)),
-        len: file.content.len() as u64,
-        modified: file.modified,
-        inode: file.inode,
-        name: Arc::clone(&resource.name),
-        encoding,
-        has_encoded_variants: resource.variants.iter().any(Option::is_some),
-    }
+fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> Found {
+    let chosen = resource
+        .variants
+        .iter()
+        .zip(ContentCoding::ALL)
+        .find_map(|(variant, coding)| variant.as_ref().filter(|_| coding.is_accepted(accept_encoding)));
+    let (meta, content) = chosen.unwrap_or(&resource.identity);
+    Resource::File(meta.clone(), FileBody::Cached(Arc::clone(content)))
 }
 
-/// Opens for reading without following a FIFO into a blocking open (`O_NONBLOCK` is harmless
-/// for regular files).
-pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
-}
-
-fn open_regular(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Result<OpenedFile, HttpError> {
-    let file = open_nonblocking(path).map_err(not_servable)?;
-    // Trust only the metadata of the file actually opened (no stat-then-open race).
+/// Opens the regular file at `path`, served as `name` in `encoding`, with the metadata of the
+/// very file opened (no stat-then-open race).
+fn open_regular(
+    path: &Path,
+    name: &[u8],
+    encoding: Option<ContentCoding>,
+) -> Result<(FileMeta, FileBody), HttpError> {
+    let file = sys::open_nonblocking(path).map_err(not_servable)?;
     let metadata = file.metadata().map_err(not_servable)?;
     if !metadata.is_file() {
         return Err(if metadata.is_dir() { HttpError::NotFound } else { HttpError::Forbidden });
     }
-    Ok(OpenedFile {
-        body: FileBody::Open(file),
+    let meta = FileMeta {
         len: metadata.len(),
         modified: metadata.modified().ok(),
         inode: metadata.ino(),
         name: name.into(),
         encoding,
         has_encoded_variants: false,
-    })
+    };
+    Ok((meta, FileBody::Open(file)))
 }
 
 fn not_servable(error: io::Error) -> HttpError {

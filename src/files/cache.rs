@@ -14,34 +14,26 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use inotify::{Inotify, WatchMask};
 use log::{debug, warn};
 
-use crate::http::ContentCoding;
+use crate::http::{ContentCoding, FileMeta};
+use crate::sys;
 
 /// Largest file kept in memory; larger ones stream from disk with sendfile.
 pub const MAX_CACHED_FILE_BYTES: u64 = 32 * 1024;
 /// Most cached paths; the cache is emptied when it would grow past this.
 const MAX_ENTRIES: usize = 1024;
 
-/// One small regular file, read whole.
-#[derive(Debug, Clone)]
-pub struct CachedFile {
-    pub content: Arc<[u8]>,
-    pub modified: Option<SystemTime>,
-    pub inode: u64,
-}
-
-/// Everything a request for one path can be answered with.
+/// Everything a request for one path can be answered with: the file and its precompressed
+/// siblings, each read whole beside the metadata its responses need (which already says
+/// whether siblings exist), so a hit copies nothing but two reference counts.
 #[derive(Debug)]
 pub struct CachedResource {
-    /// The name that sets the type (`index.html` for a directory).
-    pub name: Arc<[u8]>,
-    pub identity: CachedFile,
+    pub identity: (FileMeta, Arc<[u8]>),
     /// Precompressed siblings, in `ContentCoding::ALL` order.
-    pub variants: [Option<CachedFile>; 2],
+    pub variants: [Option<(FileMeta, Arc<[u8]>)>; 2],
 }
 
 pub struct FileCache {
@@ -84,18 +76,26 @@ impl FileCache {
     }
 
     fn read_resource(&self, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
-        let identity = read_small(file)?;
+        let name: Arc<[u8]> = name.into();
+        let mut identity = read_small(file, &name, None)?;
         let mut variants = [None, None];
         for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
             let mut sibling = file.as_os_str().to_owned();
             sibling.push(coding.file_suffix());
             match fs::symlink_metadata(&sibling) {
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Ok(meta) if meta.is_file() => *slot = Some(read_small(Path::new(&sibling))?),
+                Ok(meta) if meta.is_file() => {
+                    *slot = Some(read_small(Path::new(&sibling), &name, Some(coding))?)
+                }
                 _ => return None, // a symlinked or odd sibling: leave it to the uncached path
             }
         }
-        Some(Arc::new(CachedResource { name: name.into(), identity, variants }))
+        let has_encoded_variants = variants.iter().any(Option::is_some);
+        identity.0.has_encoded_variants = has_encoded_variants;
+        for (meta, _) in variants.iter_mut().flatten() {
+            meta.has_encoded_variants = has_encoded_variants;
+        }
+        Some(Arc::new(CachedResource { identity, variants }))
     }
 
     fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {
@@ -145,8 +145,13 @@ impl FileCache {
     }
 }
 
-fn read_small(path: &Path) -> Option<CachedFile> {
-    let file = crate::files::open_nonblocking(path).ok()?;
+/// The whole of the small regular file at `path` (served as `name`, in `encoding`).
+fn read_small(
+    path: &Path,
+    name: &Arc<[u8]>,
+    encoding: Option<ContentCoding>,
+) -> Option<(FileMeta, Arc<[u8]>)> {
+    let file = sys::open_nonblocking(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_CACHED_FILE_BYTES {
         return None;
@@ -158,5 +163,13 @@ fn read_small(path: &Path) -> Option<CachedFile> {
     if content.len() as u64 != meta.len() {
         return None; // changed while we read it
     }
-    Some(CachedFile { content: content.into(), modified: meta.modified().ok(), inode: meta.ino() })
+    let facts = FileMeta {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+        name: Arc::clone(name),
+        encoding,
+        has_encoded_variants: false,
+    };
+    Some((facts, content.into()))
 }

@@ -491,3 +491,180 @@ impl Drop for InputBuffer {
         self.give_back();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::files::Root;
+    use crate::transport::fake::FakeSocket;
+
+    const LIMITS: Limits = Limits {
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(15),
+        send_timeout: Duration::from_secs(30),
+    };
+    const GET_HELLO: &[u8] = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    /// A site with `hello.txt` ("hello") and `big.bin` (200 KiB), and a connection to it
+    /// over a scripted socket. The directory lives as long as the returned guard.
+    fn setup() -> (tempfile::TempDir, Site, Connection<FakeSocket>, Now) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("hello.txt"), "hello").unwrap();
+        fs::write(dir.path().join("big.bin"), vec![7u8; 200 * 1024]).unwrap();
+        let site = Site {
+            root: Root::new(dir.path()).unwrap(),
+            limits: LIMITS,
+            access_log: AccessLog::off(),
+            headers: Vec::new(),
+        };
+        let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
+        let label = ConnLabel { token: 0, fd: -1 };
+        let connection = Connection::new(FakeSocket::writing(&[], true), label, None, now);
+        (dir, site, connection, now)
+    }
+
+    /// The status codes of the responses in `written`, in order (no body here contains one).
+    fn statuses(written: &[u8]) -> Vec<u16> {
+        let text = String::from_utf8_lossy(written);
+        text.match_indices("HTTP/1.1 ").map(|(at, _)| text[at + 9..at + 12].parse().unwrap()).collect()
+    }
+
+    fn drive(connection: &mut Connection<FakeSocket>, site: &Site, now: Now) -> Verdict {
+        connection.drive(site, &mut { now })
+    }
+
+    fn later(now: Now, seconds: u64) -> Now {
+        Now { wall: now.wall + Duration::from_secs(seconds), mono: now.mono + Duration::from_secs(seconds) }
+    }
+
+    #[test]
+    fn pipelined_heads_split_at_every_byte() {
+        let mut requests = GET_HELLO.to_vec();
+        requests.extend_from_slice(b"HEAD /missing HTTP/1.1\r\nHost: t\r\n\r\n");
+        requests.extend_from_slice(GET_HELLO);
+        for split in 0..=requests.len() {
+            let (_dir, site, mut connection, now) = setup();
+            for part in [&requests[..split], &requests[split..]] {
+                connection.transport.send(part);
+                assert_eq!(
+                    drive(&mut connection, &site, now),
+                    Verdict::Wait { writable: false },
+                    "split {split}"
+                );
+            }
+            let written = connection.transport.take_written();
+            assert_eq!(statuses(&written), [200, 404, 200], "split {split}");
+            assert!(written.ends_with(b"\r\n\r\nhello"), "split {split}");
+            assert!(connection.is_idle(), "split {split}");
+        }
+    }
+
+    #[test]
+    fn partial_writes_of_zero_to_n_bytes_lose_nothing() {
+        for budget in 0..40 {
+            let (_dir, site, mut connection, now) = setup();
+            // Each write takes `budget` bytes, or blocks (0) every other call.
+            let budgets = (0..2000).map(|i| if i % 2 == 0 { budget } else { 0 });
+            connection.transport.write_budgets = budgets.collect();
+            connection.transport.send(&GET_HELLO.repeat(3));
+            let mut turns = 0;
+            while drive(&mut connection, &site, now) == (Verdict::Wait { writable: true }) {
+                assert!(turns < 2000, "no progress with budget {budget}");
+                turns += 1;
+            }
+            assert!(connection.is_idle());
+            let written = connection.transport.take_written();
+            assert_eq!(statuses(&written), [200, 200, 200], "budget {budget}");
+            assert_eq!(written.windows(5).filter(|w| w == b"hello").count(), 3, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn a_request_sent_while_a_response_waits_for_the_socket_is_read() {
+        let (_dir, site, mut connection, now) = setup();
+        connection.transport.write_budgets = [100, 0].into();
+        connection.transport.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: true });
+        assert_eq!(connection.deadline(&LIMITS), (now.mono + LIMITS.send_timeout, Timeout::Send));
+        // The next request arrives while the big response is stuck: one edge, then writable.
+        connection.transport.send(GET_HELLO);
+        while drive(&mut connection, &site, now) == Verdict::Yield {}
+        assert_eq!(statuses(&connection.transport.take_written()), [200, 200]);
+        assert!(connection.is_idle());
+    }
+
+    #[test]
+    fn a_hang_up_mid_body_closes_as_such() {
+        let (_dir, site, mut connection, now) = setup();
+        connection.transport.send(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345");
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+        assert_eq!(statuses(&connection.transport.take_written()), [405]);
+        assert_eq!(connection.deadline(&LIMITS), (now.mono + LIMITS.idle_timeout, Timeout::Idle));
+        connection.transport.peer_closed = true;
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Close(CloseReason::PeerClosedMidRequest));
+    }
+
+    #[test]
+    fn the_header_deadline_runs_from_the_first_byte_of_a_head() {
+        let (_dir, site, mut connection, now) = setup();
+        assert_eq!(connection.deadline(&LIMITS), (now.mono + LIMITS.idle_timeout, Timeout::Idle));
+        let first = later(now, 3);
+        connection.transport.send(b"GET /hello.txt HT");
+        drive(&mut connection, &site, first);
+        assert_eq!(connection.deadline(&LIMITS), (first.mono + LIMITS.header_timeout, Timeout::Header));
+        // More bytes of the same head do not push the deadline back (slowloris).
+        connection.transport.send(b"TP/1.1\r\nHost:");
+        drive(&mut connection, &site, later(now, 5));
+        assert_eq!(connection.deadline(&LIMITS).0, first.mono + LIMITS.header_timeout);
+        assert!(!connection.is_idle());
+        let done = later(now, 6);
+        connection.transport.send(b" t\r\n\r\n");
+        drive(&mut connection, &site, done);
+        assert_eq!(connection.deadline(&LIMITS), (done.mono + LIMITS.idle_timeout, Timeout::Idle));
+        assert!(connection.is_idle());
+    }
+
+    #[test]
+    fn keep_alive_until_a_request_says_close() {
+        let (_dir, site, mut connection, now) = setup();
+        connection.transport.send(GET_HELLO);
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+        assert!(connection.is_idle());
+        connection.transport.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        connection.transport.send(GET_HELLO); // after close: never answered
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Close(CloseReason::ResponseSaidClose));
+        let written = connection.transport.take_written();
+        assert_eq!(statuses(&written), [200, 200]);
+        assert!(String::from_utf8_lossy(&written).contains("Connection: close\r\n"));
+        assert!(connection.transport.incoming.is_empty(), "unread input is drained before the close");
+    }
+
+    #[test]
+    fn a_body_discard_that_ends_inside_the_next_head() {
+        let (_dir, site, mut connection, now) = setup();
+        connection
+            .transport
+            .send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcdeGET /hello.txt HT");
+        let first = later(now, 1);
+        assert_eq!(drive(&mut connection, &site, first), Verdict::Wait { writable: false });
+        assert_eq!(statuses(&connection.transport.take_written()), [405]);
+        assert_eq!(connection.deadline(&LIMITS), (first.mono + LIMITS.header_timeout, Timeout::Header));
+        connection.transport.send(b"TP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(drive(&mut connection, &site, later(now, 2)), Verdict::Wait { writable: false });
+        let written = connection.transport.take_written();
+        assert_eq!(statuses(&written), [200]);
+        assert!(written.ends_with(b"hello") && connection.is_idle());
+    }
+
+    #[test]
+    fn a_quiet_peer_closing_between_requests_is_a_plain_close() {
+        let (_dir, site, mut connection, now) = setup();
+        connection.transport.send(GET_HELLO);
+        connection.transport.peer_closed = true;
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Close(CloseReason::PeerClosed));
+        assert_eq!(statuses(&connection.transport.take_written()), [200]);
+    }
+}

@@ -155,8 +155,9 @@ pub mod fake {
             Ok(())
         }
 
+        /// A closed peer is what a hang-up event reports, and the engine tells the transport.
         fn short_read_drains(&self) -> bool {
-            true
+            !self.peer_closed
         }
 
         fn write_vectored_more(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

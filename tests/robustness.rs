@@ -86,6 +86,25 @@ fn a_malformed_chunked_body_closes_after_the_response(engine: &str) {
     client.expect_closed();
 }
 
+/// The second request arrives while the first response waits for the client to read (the
+/// readiness edge comes and goes while output is blocked): it must still be read and answered.
+/// The connection once kept "the socket is drained" from before the block; here the loop's
+/// `epoll_ctl` re-arm when WRITABLE is dropped hid that (the unit test
+/// `a_request_sent_while_a_response_waits_for_the_socket_is_read` shows it).
+fn a_request_sent_while_a_large_response_is_stuck_is_answered(engine: &str) {
+    let site = Site::new().with_big_file();
+    let server = Server::start_with(&site.root(), &["--engine", engine], "trace");
+    let mut client = server.connect();
+    client.send(&get("/big.bin"));
+    if engine == "event-loop" {
+        server.wait_for_log("sendfile WouldBlock"); // the response is stuck in a full socket
+    }
+    client.send(&get("/hello.txt"));
+    let big = client.response(false);
+    assert_eq!((big.status, big.body.len()), (200, BIG_LEN));
+    assert_eq!(client.response(false).body_text(), HELLO);
+}
+
 fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served(engine: &str) {
     let site = Site::new().with_big_file();
     let server = Server::start_with(&site.root(), &["--engine", engine], "trace");
@@ -242,6 +261,7 @@ engine_tests! {
         a_malformed_chunked_body_closes_after_the_response,
         a_client_resetting_mid_download_does_not_disturb_others,
         a_client_that_half_closes_still_gets_its_response,
+        a_request_sent_while_a_large_response_is_stuck_is_answered,
     ];
     concurrent: [
         a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served,

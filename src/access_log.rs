@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use log::debug;
 
+use crate::http::http_date;
 use crate::output::Sent;
 
 /// Buffered lines are written once they reach this size, even mid-turn.
@@ -202,13 +203,8 @@ fn combined_log_line(line: &mut String, access: &AccessRecord, sent: Sent) {
 /// `22/Nov/2026:07:00:00 +0000` (always UTC), rearranged from the IMF-fixdate
 /// `Sun, 22 Nov 2026 07:00:00 GMT`.
 fn push_log_time(line: &mut String, time: SystemTime) {
-    let imf = httpdate::fmt_http_date(time);
-    let parts: Vec<&str> = imf.split(' ').collect();
-    if let [_, day, month, year, clock, _] = parts[..] {
-        let _ = write!(line, "{day}/{month}/{year}:{clock} +0000");
-    } else {
-        line.push_str(&imf);
-    }
+    let date = http_date(time);
+    let _ = write!(line, "{}/{}/{}:{} +0000", date.day(), date.month(), date.year(), date.clock());
 }
 
 /// Client-chosen text, escaped the way nginx does: `"`, `\`, control bytes and non-ASCII as

@@ -10,7 +10,7 @@ use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
-use onepoll::files::{Root, SiteOptions};
+use onepoll::files::{Root, RootOptions};
 use onepoll::listen::{self, ListenAddr, Listener};
 use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
@@ -144,11 +144,11 @@ fn bind_seeds(config: &Config, seeds: &[(Seed, u16)]) -> Result<SeedSockets, Str
 }
 
 fn open_root(config: &Config) -> Result<Root, String> {
-    let options = SiteOptions {
-        spa_fallback: config.spa_fallback.as_deref().map(SiteOptions::target_for),
+    let options = RootOptions {
+        spa_fallback: config.spa_fallback.as_deref().map(RootOptions::target_for),
         listing: config.listing,
         hidden: config.hidden,
-        not_found_page: config.not_found_page.as_deref().map(SiteOptions::target_for),
+        not_found_page: config.not_found_page.as_deref().map(RootOptions::target_for),
     };
     match Root::new(&config.root) {
         Ok(root) => Ok(root.with_options(options)),

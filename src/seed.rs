@@ -16,6 +16,7 @@ use log::{debug, trace};
 use mio::net::{TcpStream, UdpSocket};
 
 use crate::drive::{CloseReason, ConnLabel, Limits, Timeout, Verdict};
+use crate::http::http_date;
 
 /// Bytes of echo held per connection: reading stops while this much waits to go back.
 pub const ECHO_BUFFER_BYTES: usize = 4096;
@@ -262,20 +263,18 @@ pub fn daytime_line(wall: SystemTime) -> String {
         ("Dec", "December"),
     ];
     // The IMF-fixdate `Sun, 22 Nov 2026 03:24:29 GMT`, rearranged with the names spelled out.
-    let imf = httpdate::fmt_http_date(wall);
-    let parts: Vec<&str> = imf.split([' ', ',']).filter(|part| !part.is_empty()).collect();
+    let date = http_date(wall);
     let long = |table: &[(&'static str, &'static str)], short: &str| {
         table.iter().find(|(abbreviation, _)| *abbreviation == short).map_or("?", |(_, name)| *name)
     };
-    match parts[..] {
-        [weekday, day, month, year, clock, _] => format!(
-            "{}, {} {}, {year} {clock}-UTC\r\n",
-            long(&DAYS, weekday),
-            long(&MONTHS, month),
-            day.trim_start_matches('0')
-        ),
-        _ => format!("{imf}\r\n"),
-    }
+    format!(
+        "{}, {} {}, {} {}-UTC\r\n",
+        long(&DAYS, date.weekday()),
+        long(&MONTHS, date.month()),
+        date.day().trim_start_matches('0'),
+        date.year(),
+        date.clock()
+    )
 }
 
 #[cfg(test)]

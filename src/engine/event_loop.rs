@@ -1,9 +1,10 @@
 //! The default engine: one thread, one `mio::Poll`, every socket non-blocking.
 //!
-//! This file knows mio and slab and nothing of HTTP. Each listener, datagram socket and the
-//! signal pipe have their own tokens; each client (HTTP, or echo/daytime) lives in a `Slab`
-//! whose key is its `Token`. On every event the loop calls the client's `drive` and obeys the
-//! verdict: arm WRITABLE only while output is pending (so a response that fits the socket
+//! This file knows mio and slab, and of the protocols only whom to create on `accept`: every
+//! client (an HTTP connection, or echo/daytime) is a [`Client`] behind one interface, and the
+//! loop never asks which. Each listener, datagram socket and the signal pipe have their own
+//! tokens; each client lives in a `Slab` whose key is its `Token`. On every event the loop
+//! calls the client's `drive` and obeys the verdict: arm WRITABLE only while output is pending (so a response that fits the socket
 //! buffer costs no `epoll_ctl`), yield, or close. Closed clients leave the slab only after the
 //! whole event batch, so a key reused by `accept` can never receive an event that was meant for
 //! its previous owner.

@@ -32,12 +32,12 @@ pub struct Root {
     canonical: PathBuf,
     /// Small files in memory, when the engine reads the cache's change events.
     cache: Option<Mutex<FileCache>>,
-    options: SiteOptions,
+    options: RootOptions,
 }
 
 /// What to serve when a path names nothing, and whether directories are listed.
 #[derive(Debug, Clone, Default)]
-pub struct SiteOptions {
+pub struct RootOptions {
     /// Request-target (`/index.html`) served for missing paths without an extension.
     pub spa_fallback: Option<String>,
     /// List directories that have no index file.
@@ -48,7 +48,7 @@ pub struct SiteOptions {
     pub hidden: bool,
 }
 
-impl SiteOptions {
+impl RootOptions {
     /// A file path relative to the root (`index.html`, `/errors/404.html`) as a target.
     pub fn target_for(file: &str) -> String {
         format!("/{}", file.trim_start_matches('/'))
@@ -71,10 +71,10 @@ impl Root {
         if !canonical.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Root { canonical, cache: None, options: SiteOptions::default() })
+        Ok(Root { canonical, cache: None, options: RootOptions::default() })
     }
 
-    pub fn with_options(self, options: SiteOptions) -> Root {
+    pub fn with_options(self, options: RootOptions) -> Root {
         Root { options, ..self }
     }
 

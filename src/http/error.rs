@@ -1,6 +1,7 @@
 //! Every way a request can fail, as one type that knows its status code and whether the
-//! connection can survive it. Engines never pick a status themselves: they turn an
-//! `HttpError` into a response with `response::error_response`, the one place that does so.
+//! connection can survive it. Nothing outside `src/http/` picks a status: a connection hands
+//! the error to [`super::respond`], whose error page is the one place that turns it into a
+//! response.
 
 use super::Status;
 

@@ -44,7 +44,7 @@ pub fn render_listing(directory: &[u8], entries: &mut [ListingEntry], truncated:
         let href = escape_html(&percent_encode(&entry.name, PATH_SEGMENT).to_string());
         let text = escape_html(&displayable(&entry.name));
         let size = if entry.is_dir { "-".to_owned() } else { entry.len.to_string() };
-        let modified = entry.modified.map(httpdate::fmt_http_date).unwrap_or_default();
+        let modified = entry.modified.map(|time| super::http_date(time).to_string()).unwrap_or_default();
         let _ = writeln!(
             html,
             "<tr><td><a href=\"./{href}{slash}\">{text}{slash}</a></td><td>{size}</td><td>{modified}</td></tr>"

@@ -6,9 +6,9 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{BIG_LEN, HELLO, INDEX, Server, Site, big_content, get};
+use common::{BIG_LEN, HELLO, INDEX, IO_TIMEOUT, Server, Site, big_content, get};
 
 fn twenty_pipelined_requests_in_one_write_are_answered_in_order(engine: &str) {
     let site = Site::new();
@@ -241,7 +241,12 @@ fn a_client_that_pipelines_without_reading_cannot_grow_server_memory(engine: &st
             let _ = stream.write_all(&batch);
         })
     };
-    thread::sleep(Duration::from_millis(500));
+    // The server stops reading once 32 responses wait: our unsent bytes then pile up here.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while unsent_bytes(&greedy.stream) < 64 * 1024 {
+        assert!(Instant::now() < deadline, "the server went on reading from a client that never reads");
+        thread::sleep(Duration::from_millis(10));
+    }
     // Others are served while the greedy client's responses pile up unread.
     assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
     let rss_kib = server.memory_kib("VmRSS");
@@ -294,4 +299,15 @@ fn each_engine_has_the_threads_its_design_implies() {
         let tasks = fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap().count();
         assert_eq!(tasks, threads, "{args:?}");
     }
+}
+
+/// Bytes written to `stream` that the peer has not acknowledged (`SIOCOUTQ`, tcp(7)): they grow
+/// only while the peer's receive window is shut, i.e. while it does not read.
+fn unsent_bytes(stream: &std::net::TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: a valid socket descriptor and a c_int out-parameter, as tcp(7) documents.
+    let result = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
+    assert_eq!(result, 0, "ioctl(SIOCOUTQ)");
+    unsent as usize
 }

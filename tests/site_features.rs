@@ -193,11 +193,11 @@ fn access_lines_are_combined_log_format_on_stdout() {
     );
     let fields: Vec<&str> = line.split(['[', ']']).collect();
     assert_eq!(fields[1].len(), "22/Nov/2026:07:00:00 +0000".len(), "{line}");
-    let quiet = Server::start_with(&site.root(), &["--access-log", "off"], "info");
+    let mut quiet = Server::start_with(&site.root(), &["--access-log", "off"], "info");
     assert_eq!(quiet.exchange(&get("/hello.txt")).status, 200);
     assert_eq!(quiet.exchange(&get("/missing")).status, 404);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(quiet.log_lines().iter().all(|line| !line.contains("GET")), "{:?}", quiet.log_lines());
+    let everything = quiet.stop_and_collect();
+    assert!(everything.iter().all(|line| !line.contains("GET")), "{everything:?}");
 }
 
 #[test]

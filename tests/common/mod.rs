@@ -22,8 +22,11 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
-    /// Every stderr line so far (logs), collected by a thread so the pipe never fills.
+    /// Every stdout (access) and stderr (log) line so far, collected by two threads so the
+    /// pipes never fill.
     log: Arc<Mutex<Vec<String>>>,
+    /// Those two threads: they end when the process has exited and its pipes are read.
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -72,13 +75,13 @@ impl Server {
         // Access lines (stdout) join the log lines (stderr) in one list, in arrival order.
         let stdout = child.stdout.take().unwrap();
         let access_sink = Arc::clone(&log);
-        thread::spawn(move || {
+        let access_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 access_sink.lock().unwrap().push(line);
             }
         });
         let stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
+        let log_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest.split('/').next().unwrap().to_owned();
@@ -90,7 +93,7 @@ impl Server {
         let addr = addr_rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("onepoll did not report its address; log: {:?}", log.lock().unwrap()));
-        Server { child, addr: addr.parse().unwrap(), log }
+        Server { child, addr: addr.parse().unwrap(), log, readers: vec![access_reader, log_reader] }
     }
 
     pub fn pid(&self) -> u32 {
@@ -117,6 +120,17 @@ impl Server {
 
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Stops the server (SIGTERM, exit 0 expected) and returns every line it ever wrote: once
+    /// its pipes are read to the end nothing more can arrive, so an absent line is absent.
+    pub fn stop_and_collect(&mut self) -> Vec<String> {
+        self.signal("TERM");
+        assert_eq!(self.wait_exit(IO_TIMEOUT), Some(0), "no clean exit after SIGTERM");
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        self.log_lines()
     }
 
     /// Waits until a log line contains `needle`.
@@ -398,6 +412,15 @@ impl Site {
 
 pub fn big_content() -> Vec<u8> {
     (0..BIG_LEN).map(|i| (i % 251) as u8).collect()
+}
+
+/// A command for an outside tool a test drives. A missing tool fails the test with what to
+/// install (`.ci/run` installs each): a test never passes by skipping what it is about.
+pub fn tool(name: &str, package: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+    assert!(found, "this test needs `{name}`: apt-get install {package} (.ci/run installs it)");
+    Command::new(name)
 }
 
 /// `GET path` over HTTP/1.1 with a Host field and optional extra lines.

@@ -6,7 +6,7 @@ mod common;
 use std::net::TcpListener;
 use std::process::Command;
 
-use common::{HELLO, Server, Site, get};
+use common::{HELLO, Server, Site, get, logged};
 
 fn run_to_exit(args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_onepoll")).args(args).output().expect("run onepoll");
@@ -17,7 +17,7 @@ fn run_to_exit(args: &[&str]) -> (i32, String) {
 fn logs_where_it_listens_and_what_it_serves() {
     let site = Site::new();
     let server = Server::start_with(&site.root(), &[], "info");
-    let line = server.wait_for_log("listening on http://");
+    let line = server.wait_for_log(logged::READY);
     assert!(
         line.ends_with(&format!("listening on http://{}/ serving {}", server.addr, site.root().display())),
         "{line}"

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, HELLO, IO_TIMEOUT, Server, Site, get, tool};
+use common::{Client, HELLO, IO_TIMEOUT, Server, Site, get, logged, tool};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -48,7 +48,7 @@ fn serves_every_listen_address_ipv4_and_ipv6() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
     command.arg(site.root()).args(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]);
     let server = Server::spawn(command, "info");
-    let v6_line = server.wait_for_log("listening on http://[::1]:");
+    let v6_line = server.wait_for_log(&format!("{}[::1]:", logged::READY));
     let v6: SocketAddr = v6_line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
     let mut client = Client::connect(v6);
@@ -149,7 +149,7 @@ fn workers_are_single_threaded_processes_restarted_when_they_die() {
         assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
     }
     // Each worker's log lines carry its index.
-    server.wait_for_log("] worker=1 listening on http://");
+    server.wait_for_log(&format!("] worker=1 {}", logged::READY));
     Command::new("kill").args(["-KILL", &workers[0].to_string()]).status().unwrap();
     server.wait_for_log("worker 0 died (signal 9); restarting it");
     eventually("a replacement worker", || {
@@ -187,7 +187,7 @@ fn sigterm_drains_every_worker_then_the_supervisor_exits_zero() {
     download.send(&get("/big.bin"));
     let mut got = download.stream.read(&mut [0u8; 4096]).unwrap();
     server.signal("TERM");
-    server.wait_for_log("supervisor: stopping 2 workers");
+    server.wait_for_log(&format!("{} 2 workers", logged::STOPPING_WORKERS));
     eventually("the listeners to close", || TcpStream::connect(server.addr).is_err());
     got += download.read_slowly_to_end(Duration::from_millis(1));
     assert!(got > common::BIG_LEN, "the whole download arrived: {got}");
@@ -285,7 +285,7 @@ fn sighup_reaches_the_workers_access_logs() {
     fs::rename(&log, dir.path().join("access.log.1")).unwrap();
     server.signal("HUP");
     eventually("both workers to reopen", || {
-        server.log_lines().iter().filter(|line| line.contains("SIGHUP: access log reopened")).count() == 2
+        server.log_lines().iter().filter(|line| line.contains(logged::LOG_REOPENED)).count() == 2
     });
     for _ in 0..10 {
         assert_eq!(server.exchange(&get("/missing")).status, 404);

@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, HELLO, Server, Site, get};
+use common::{Client, HELLO, Server, Site, get, logged};
+use onepoll::drive::{CloseReason, Timeout};
 
 #[test]
 fn a_slowloris_head_is_closed_at_the_deadline_while_others_are_served() {
@@ -32,7 +33,11 @@ fn a_slowloris_head_is_closed_at_the_deadline_while_others_are_served() {
         assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
         assert!(asked.elapsed() < Duration::from_secs(1), "others must not wait on the slow client");
         thread::sleep(Duration::from_millis(100));
-        if server.log_lines().iter().any(|line| line.contains("close: header timeout")) {
+        if server
+            .log_lines()
+            .iter()
+            .any(|line| line.contains(&logged::close(CloseReason::Timeout(Timeout::Header))))
+        {
             closed_after = Some(started.elapsed());
             break;
         }
@@ -58,7 +63,7 @@ fn idle_keep_alive_connections_close_after_the_idle_timeout() {
     client.time_until_closed();
     let waited = sent.elapsed();
     assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "{waited:?}");
-    server.wait_for_log("close: idle timeout");
+    server.wait_for_log(&logged::close(CloseReason::Timeout(Timeout::Idle)));
 }
 
 #[test]
@@ -67,7 +72,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
     let server = Server::start_with(&site.root(), &["--send-timeout", "1"], "debug");
     let mut stalled = server.connect();
     stalled.send(&get("/big.bin"));
-    let line = server.wait_for_log("close: send timeout");
+    let line = server.wait_for_log(&logged::close(CloseReason::Timeout(Timeout::Send)));
     assert!(line.contains("conn="), "{line}");
     let sent = server.wait_for_access("GET /big.bin HTTP/1.1", 200);
     assert!(sent < common::BIG_LEN as u64, "{sent}");
@@ -102,7 +107,7 @@ fn at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees() {
     drop(first);
     third.stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
     assert_eq!(third.response(false).body_text(), HELLO);
-    server.wait_for_log("accept paused: 2 connections open");
+    server.wait_for_log(&format!("{}: 2 connections open", logged::ACCEPT_PAUSED));
 }
 
 #[test]
@@ -114,7 +119,7 @@ fn running_out_of_descriptors_neither_spins_nor_stalls() {
     assert_eq!(early.response(false).body_text(), HELLO);
     // Far more clients than descriptors; the surplus waits in the backlog.
     let crowd: Vec<Client> = (0..40).map(|_| server.connect()).collect();
-    server.wait_for_log("accept paused");
+    server.wait_for_log(logged::ACCEPT_PAUSED);
     // A file already in the small-file cache needs no descriptor and is still served...
     early.send(&get("/hello.txt"));
     assert_eq!(early.response(false).body_text(), HELLO);
@@ -178,7 +183,7 @@ fn sigterm_lets_a_slow_download_finish_then_exits_zero() {
     let mut got = download.stream.read(&mut head).unwrap();
 
     server.signal("TERM");
-    server.wait_for_log("shutting down");
+    server.wait_for_log(logged::SHUTTING_DOWN);
     // The idle keep-alive connection is closed at once; new clients are refused.
     idle.time_until_closed();
     assert!(TcpStream::connect(server.addr).is_err(), "listener still open after SIGTERM");
@@ -199,7 +204,7 @@ fn a_second_signal_exits_at_once() {
     let mut some = [0u8; 1024];
     stalled.stream.read_exact(&mut some).unwrap();
     server.signal("INT");
-    server.wait_for_log("shutting down");
+    server.wait_for_log(logged::SHUTTING_DOWN);
     assert!(server.is_running(), "a download is in flight: the first signal must not end it");
     server.signal("INT");
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(1));
@@ -215,7 +220,7 @@ fn sighup_reopens_the_access_log_and_serving_goes_on() {
     let rotated = logs.path().join("access.log.1");
     fs::rename(&log_path, &rotated).unwrap();
     server.signal("HUP");
-    server.wait_for_log("SIGHUP: access log reopened");
+    server.wait_for_log(logged::LOG_REOPENED);
     assert_eq!(server.exchange(&get("/missing")).status, 404);
     // The line is written just after the response, so the client can be a moment ahead of it.
     let deadline = Instant::now() + common::IO_TIMEOUT;

@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIG_LEN, HELLO, INDEX, IO_TIMEOUT, Server, Site, big_content, get};
+use common::{BIG_LEN, HELLO, INDEX, IO_TIMEOUT, Server, Site, big_content, get, logged};
+use onepoll::drive::CloseReason;
 
 fn twenty_pipelined_requests_in_one_write_are_answered_in_order(engine: &str) {
     let site = Site::new();
@@ -97,7 +98,7 @@ fn a_request_sent_while_a_large_response_is_stuck_is_answered(engine: &str) {
     let mut client = server.connect();
     client.send(&get("/big.bin"));
     if engine == "event-loop" {
-        server.wait_for_log("sendfile WouldBlock"); // the response is stuck in a full socket
+        server.wait_for_log(logged::SENDFILE_BLOCKED); // the response is stuck in a full socket
     }
     client.send(&get("/hello.txt"));
     let big = client.response(false);
@@ -136,10 +137,19 @@ fn a_slow_reader_gets_every_byte_of_a_large_file_while_others_are_served(engine:
     // The socket buffer filled up on the way: this really exercised partial sends, and
     // WRITABLE interest was armed for the wait and dropped once the file was out.
     if engine == "event-loop" {
-        server.wait_for_log("sendfile WouldBlock");
-        let armed = server.wait_for_log("epoll_ctl +WRITABLE");
-        let label = armed.split("] ").nth(1).unwrap().split(" epoll_ctl").next().unwrap().to_owned();
-        server.wait_for_log(&format!("{label} epoll_ctl -WRITABLE"));
+        server.wait_for_log(logged::SENDFILE_BLOCKED);
+        let armed = server.wait_for_log(logged::WRITABLE_ARMED);
+        let label = armed
+            .split("] ")
+            .nth(1)
+            .unwrap()
+            .split(logged::WRITABLE_ARMED)
+            .next()
+            .unwrap()
+            .strip_suffix(' ')
+            .unwrap()
+            .to_owned();
+        server.wait_for_log(&format!("{label} {}", logged::WRITABLE_DROPPED));
     }
     // The file streamed: the server never held anything near its 20 MiB in memory.
     let peak_kib = server.memory_kib("VmHWM");
@@ -219,14 +229,14 @@ fn logs_carry_connection_labels_and_access_lines() {
     assert!(label.starts_with("conn=") && label.contains(" fd="), "{accept}");
     server.wait_for_log(&format!("{label} read "));
     server.wait_for_log(&format!("{label} writev "));
-    server.wait_for_log(&format!("{label} close: peer closed"));
+    server.wait_for_log(&format!("{label} {}", logged::close(CloseReason::PeerClosed)));
     // A response that fits the socket buffer never needs WRITABLE interest.
     assert!(!server.log_lines().iter().any(|line| line.contains("WRITABLE")), "{:?}", server.log_lines());
-    server.wait_for_log(&format!("{label} done: 200 with "));
+    server.wait_for_log(&format!("{label} {}200 with ", logged::DONE));
     server.wait_for_access("GET /hello.txt HTTP/1.1", 200);
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    server.wait_for_log("request head refused: 400 Bad Request: missing Host");
+    server.wait_for_log(&format!("{}400 Bad Request: missing Host", logged::HEAD_REFUSED));
 }
 
 fn a_client_that_pipelines_without_reading_cannot_grow_server_memory(engine: &str) {

@@ -83,7 +83,7 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let log_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                if let Some(rest) = line.split(logged::READY).nth(1) {
                     let addr = rest.split('/').next().unwrap().to_owned();
                     let _ = addr_tx.send(addr);
                 }
@@ -222,7 +222,7 @@ impl Drop for Server {
         // A panic caught by the engine keeps the server up, but it is still a bug.
         if !thread::panicking() {
             let panics: Vec<String> =
-                self.log_lines().into_iter().filter(|line| line.contains("panicked")).collect();
+                self.log_lines().into_iter().filter(|line| line.contains(logged::PANICKED)).collect();
             assert!(panics.is_empty(), "the server panicked: {panics:?}");
         }
     }
@@ -412,6 +412,36 @@ impl Site {
 
 pub fn big_content() -> Vec<u8> {
     (0..BIG_LEN).map(|i| (i % 251) as u8).collect()
+}
+
+/// The diagnostic lines (stderr) that tests wait for, named once. They are what an operator
+/// greps for too, so a change here is a change in the product. Close reasons come from the
+/// server's own `CloseReason` text.
+pub mod logged {
+    use onepoll::drive::CloseReason;
+
+    /// The ready line: everything that could fail at start did not.
+    pub const READY: &str = "listening on http://";
+    pub const ACCEPT_PAUSED: &str = "accept paused";
+    pub const SHUTTING_DOWN: &str = "shutting down";
+    pub const LOG_REOPENED: &str = "SIGHUP: access log reopened";
+    pub const STOPPING_WORKERS: &str = "supervisor: stopping";
+    /// A head that could not be parsed (debug level), followed by the error.
+    pub const HEAD_REFUSED: &str = "request head refused: ";
+    /// A finished response (debug level): `done: <status> with <bytes> bytes sent`.
+    pub const DONE: &str = "done: ";
+    /// A panic the engine caught: always a bug, and fails the test that caused it.
+    pub const PANICKED: &str = "panicked";
+    /// A trace line: `sendfile` met a full socket.
+    pub const SENDFILE_BLOCKED: &str = "sendfile WouldBlock";
+    /// Trace lines: WRITABLE interest armed (`+`) and dropped (`-`).
+    pub const WRITABLE_ARMED: &str = "epoll_ctl +WRITABLE";
+    pub const WRITABLE_DROPPED: &str = "epoll_ctl -WRITABLE";
+
+    /// `close: <reason>`, as the connection logs it at debug level.
+    pub fn close(reason: CloseReason) -> String {
+        format!("close: {reason}")
+    }
 }
 
 /// A command for an outside tool a test drives. A missing tool fails the test with what to

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use log::trace;
 
@@ -35,9 +36,9 @@ pub const SEND_BUDGET_BYTES: u64 = 512 * 1024;
 /// Bytes moved per read+write when `sendfile` is unavailable.
 const COPY_CHUNK_BYTES: usize = 16 * 1024;
 
-/// One response waiting to be sent, and the caller's `Tag` for it.
+/// One response waiting to be sent, and the caller's tag `G` for it.
 #[derive(Debug)]
-pub struct Output<Tag> {
+pub struct Output<G> {
     /// What is left to send, in order; only the front segment can be partly sent.
     segments: Segments,
     /// The open file that every `Segment::File` reads from (a cached body becomes `Shared`
@@ -46,7 +47,7 @@ pub struct Output<Tag> {
     /// Set once `sendfile` turned out not to work for this file or socket.
     copy_fallback: bool,
     sent: Sent,
-    tag: Tag,
+    tag: G,
 }
 
 /// How much of a response reached the socket.
@@ -75,9 +76,9 @@ enum Segment {
     File { offset: u64, end: u64 },
 }
 
-impl<Tag> Output<Tag> {
+impl<G> Output<G> {
     /// The output for `response`, whose body plan owns the file bytes it reads.
-    pub fn new(response: Response<FileBody>, tag: Tag) -> Output<Tag> {
+    pub fn new(response: Response<FileBody>, tag: G) -> Output<G> {
         let mut head = SPARE_HEADS.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(256));
         response.write_head(&mut head);
         let sent = Sent { head_bytes: head.len() as u64, bytes: 0 };
@@ -185,9 +186,9 @@ impl<Tag> Output<Tag> {
     }
 }
 
-impl<Tag> Output<Tag> {
+impl<G> Output<G> {
     /// The tag and what was sent; the storage goes back to the pools as the rest drops.
-    fn into_report(self) -> (Tag, Sent) {
+    fn into_report(self) -> (G, Sent) {
         (self.tag, self.sent)
     }
 }
@@ -256,23 +257,40 @@ pub enum Flushed {
     Yielded,
 }
 
+/// What the caller attaches to each output. A static cannot be generic, so each tag type
+/// names the per-thread pool that keeps spare queue storage for its outputs: an idle
+/// connection holds no queue, and a busy one takes and returns one without allocating.
+pub trait Tag: Sized + 'static {
+    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Output<Self>>>>;
+}
+
+/// Most spare queues a thread keeps; a queue starts with room for 4 responses and is kept
+/// up to room for 32 (a pipelining client's batch), so pipelining allocates nothing either.
+pub const SPARE_QUEUES: usize = 16;
+const QUEUE_CAPACITY: usize = 4;
+const MAX_SPARE_QUEUE_CAPACITY: usize = 32;
+
 /// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
 /// request order).
 #[derive(Debug)]
-pub struct OutputQueue<Tag> {
-    pending: VecDeque<Output<Tag>>,
+pub struct OutputQueue<G> {
+    pending: VecDeque<Output<G>>,
     /// Total bytes written from this queue.
     bytes_sent: u64,
 }
 
-impl<Tag> Default for OutputQueue<Tag> {
+impl<G> Default for OutputQueue<G> {
     fn default() -> Self {
         OutputQueue { pending: VecDeque::new(), bytes_sent: 0 }
     }
 }
 
-impl<Tag> OutputQueue<Tag> {
-    pub fn push(&mut self, output: Output<Tag>) {
+impl<G: Tag> OutputQueue<G> {
+    pub fn push(&mut self, output: Output<G>) {
+        if self.pending.capacity() == 0 {
+            let spare = G::spare_queues().with(FreeList::take);
+            self.pending = spare.unwrap_or_else(|| VecDeque::with_capacity(QUEUE_CAPACITY));
+        }
         self.pending.push_back(output);
     }
 
@@ -290,7 +308,7 @@ impl<Tag> OutputQueue<Tag> {
         &mut self,
         transport: &mut T,
         label: &dyn Display,
-        finished: &mut impl FnMut(Tag, Sent),
+        finished: &mut impl FnMut(G, Sent),
     ) -> io::Result<Flushed> {
         let budget_end = self.bytes_sent + SEND_BUDGET_BYTES;
         while let Some(front) = self.pending.front_mut() {
@@ -362,7 +380,7 @@ impl<Tag> OutputQueue<Tag> {
     }
 
     /// Moves cursors past `sent` bytes just written, finishing every output they complete.
-    fn advance(&mut self, mut sent: usize, finished: &mut impl FnMut(Tag, Sent)) {
+    fn advance(&mut self, mut sent: usize, finished: &mut impl FnMut(G, Sent)) {
         while let Some(front) = self.pending.front_mut() {
             sent -= front.advance_front(sent);
             if front.segments.is_empty() {
@@ -373,7 +391,7 @@ impl<Tag> OutputQueue<Tag> {
         }
     }
 
-    fn finish_front(&mut self, finished: &mut impl FnMut(Tag, Sent)) {
+    fn finish_front(&mut self, finished: &mut impl FnMut(G, Sent)) {
         if let Some(done) = self.pending.pop_front() {
             let (tag, sent) = done.into_report();
             finished(tag, sent);
@@ -382,16 +400,19 @@ impl<Tag> OutputQueue<Tag> {
 
     /// Drops what can no longer be sent, handing each response to `abandoned` with the bytes
     /// it got out.
-    pub fn abandon(&mut self, abandoned: &mut impl FnMut(Tag, Sent)) {
+    pub fn abandon(&mut self, abandoned: &mut impl FnMut(G, Sent)) {
         while !self.pending.is_empty() {
             self.finish_front(abandoned);
         }
     }
 
-    /// Frees the queue's storage once it is empty, so an idle connection holds none.
+    /// Gives the queue's storage back once it is empty, so an idle connection holds none.
     pub fn release_if_empty(&mut self) {
         if self.pending.is_empty() && self.pending.capacity() > 0 {
-            self.pending = VecDeque::new();
+            let storage = std::mem::take(&mut self.pending);
+            if storage.capacity() <= MAX_SPARE_QUEUE_CAPACITY {
+                G::spare_queues().with(|spares| spares.give(storage));
+            }
         }
     }
 
@@ -418,9 +439,19 @@ mod tests {
     }
 
     /// Each output is tagged with a name, to see which finished.
-    type Tag = &'static str;
+    type Name = &'static str;
 
-    fn page_output(tag: Tag) -> (Output<Tag>, Vec<u8>) {
+    thread_local! {
+        static SPARE_NAMED: FreeList<VecDeque<Output<Name>>> = const { FreeList::new(SPARE_QUEUES) };
+    }
+
+    impl super::Tag for Name {
+        fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Output<Name>>>> {
+            &SPARE_NAMED
+        }
+    }
+
+    fn page_output(tag: Name) -> (Output<Name>, Vec<u8>) {
         let response = respond(Some(&get("")), Err(HttpError::NotFound), UNIX_EPOCH);
         let mut expected = Vec::new();
         response.write_head(&mut expected);
@@ -437,7 +468,7 @@ mod tests {
     }
 
     /// The response to `GET /f` with `fields`, for a file of `content` served from `body`.
-    fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output<Tag>, Vec<u8>) {
+    fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output<Name>, Vec<u8>) {
         let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
         let response = respond(Some(&get(fields)), Ok(Resource::File(meta, body)), UNIX_EPOCH);
         let mut expected = Vec::new();
@@ -461,7 +492,7 @@ mod tests {
 
     /// Calls `send_some` until it reports `All`, as an engine would after each writable event;
     /// returns how often it blocked and the tags of the finished outputs.
-    fn send_all(queue: &mut OutputQueue<Tag>, socket: &mut FakeSocket) -> (usize, Vec<Tag>) {
+    fn send_all(queue: &mut OutputQueue<Name>, socket: &mut FakeSocket) -> (usize, Vec<Name>) {
         let mut blocked = 0;
         let mut finished = Vec::new();
         while queue.send_some(socket, &"test", &mut |tag, _| finished.push(tag)).unwrap() == Flushed::Blocked

@@ -26,3 +26,77 @@ impl<T> FreeList<T> {
         }
     }
 }
+
+/// Most spare strings a thread keeps, and the largest it keeps (a long target is rare).
+const SPARE_STRINGS: usize = 64;
+const MAX_SPARE_STRING_BYTES: usize = 1024;
+
+thread_local! {
+    static STRINGS: FreeList<String> = const { FreeList::new(SPARE_STRINGS) };
+}
+
+/// Text copied out of a request (its target), in a `String` taken from a per-thread pool and
+/// given back when dropped, so a warm thread answers requests without allocating for it.
+#[derive(Default)]
+pub struct PooledString(String);
+
+impl PooledString {
+    pub fn copy_of(text: &str) -> PooledString {
+        let mut string = STRINGS.with(FreeList::take).unwrap_or_default();
+        string.push_str(text);
+        PooledString(string)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for PooledString {
+    fn drop(&mut self) {
+        let mut string = std::mem::take(&mut self.0);
+        if (1..=MAX_SPARE_STRING_BYTES).contains(&string.capacity()) {
+            string.clear();
+            STRINGS.with(|spares| spares.give(string));
+        }
+    }
+}
+
+impl std::ops::Deref for PooledString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Clone for PooledString {
+    fn clone(&self) -> PooledString {
+        PooledString::copy_of(&self.0)
+    }
+}
+
+impl PartialEq for PooledString {
+    fn eq(&self, other: &PooledString) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for PooledString {}
+
+impl PartialEq<&str> for PooledString {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Debug for PooledString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for PooledString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

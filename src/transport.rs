@@ -139,9 +139,13 @@ pub mod fake {
 
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             self.calls.push("writev");
-            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            let n = self.take(all.len())?;
-            self.written.extend_from_slice(&all[..n]);
+            let n = self.take(bufs.iter().map(|buf| buf.len()).sum())?;
+            let mut left = n;
+            for buf in bufs {
+                let taken = left.min(buf.len());
+                self.written.extend_from_slice(&buf[..taken]);
+                left -= taken;
+            }
             Ok(n)
         }
 

@@ -6,6 +6,7 @@
 //! mistaken for the next request.
 
 use super::{HttpError, MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
+use crate::recycle::PooledString;
 
 /// The request methods we tell apart. Only GET and HEAD are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +69,9 @@ pub enum BodyFraming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
-    /// The request-target exactly as sent; `target::resolve_target` interprets it.
-    pub target: String,
+    /// The request-target exactly as sent; `target::resolve_target` interprets it. Pooled:
+    /// every request has one, and a warm server allocates nothing for it.
+    pub target: PooledString,
     pub version: Version,
     /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
     pub keep_alive: bool,
@@ -246,7 +248,7 @@ impl Request {
         };
         Ok(Request {
             method: Method::from_token(method),
-            target: target.to_owned(),
+            target: PooledString::copy_of(target),
             version,
             keep_alive,
             body,

@@ -520,23 +520,30 @@ fn push_connection(headers: &mut Headers, version: Version, keep_alive: bool) {
 /// `Content-Type` from the file name: our own table for the types browsers are strict about
 /// (module scripts, wasm streaming compile), then `mime_guess`; text gets an explicit charset.
 pub fn content_type(name: &[u8]) -> &'static str {
+    /// Extensions (compared ignoring ASCII case) whose type we set ourselves.
+    const OURS: [(&str, &str); 9] = [
+        ("html", "text/html; charset=utf-8"),
+        ("htm", "text/html; charset=utf-8"),
+        ("css", "text/css; charset=utf-8"),
+        ("js", "text/javascript; charset=utf-8"),
+        ("mjs", "text/javascript; charset=utf-8"),
+        ("json", "application/json"),
+        ("txt", "text/plain; charset=utf-8"),
+        ("svg", "image/svg+xml"),
+        ("wasm", "application/wasm"),
+    ];
+    const UNKNOWN: &str = "application/octet-stream";
     let extension = name
         .rsplit(|&b| b == b'.')
         .next()
         .filter(|ext| ext.len() < name.len())
         .and_then(|ext| std::str::from_utf8(ext).ok())
-        .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    match extension.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        "svg" => "image/svg+xml",
-        "wasm" => "application/wasm",
-        "" => "application/octet-stream",
-        other => mime_guess::from_ext(other).first_raw().unwrap_or("application/octet-stream"),
+    match OURS.iter().find(|(ours, _)| ours.eq_ignore_ascii_case(extension)) {
+        Some((_, known)) => known,
+        None if extension.is_empty() => UNKNOWN,
+        // mime_guess compares extensions ignoring case too.
+        None => mime_guess::from_ext(extension).first_raw().unwrap_or(UNKNOWN),
     }
 }
 
@@ -826,6 +833,7 @@ mod tests {
             (b"mod.mjs", "text/javascript; charset=utf-8"),
             (b"logo.svg", "image/svg+xml"),
             (b"pic.png", "image/png"),
+            (b"PIC.PNG", "image/png"),
             (b"clip.mp4", "video/mp4"),
             (b"code.wasm", "application/wasm"),
             (b"README", "application/octet-stream"),

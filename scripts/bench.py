@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark onepoll's engines against nginx and lighttpd, on loopback only.
+"""Benchmark onepoll's engines against nginx, lighttpd and h2o, on loopback only.
 
 The server is pinned to core 0 and wrk to core 1 (taskset). For each server it measures
 requests/s and p99 latency on a 128-byte file with keep-alive at 1, 10, 100 and 1000
 connections, with `Connection: close`, and pipelined x16; MB/s on a 10 MiB file; server CPU
-time per request (utime+stime from /proc before and after); syscalls per request (strace -c
+time per request, user and system apart (utime and stime from /proc before and after: user
+time is the server's own code, system time the kernel's work for it); syscalls per request (strace -c
 over a fixed number of requests); RSS idle and with idle keep-alive connections held open.
 Every wrk run must see only 2xx responses, no socket errors, and at least the file's bytes per
 response, or the run is marked invalid.
@@ -86,11 +87,13 @@ class Server:
         return [pid for pid in self.pids() if not children(pid)] or [self.process.pid]
 
     def cpu_seconds(self):
-        ticks = 0
+        """(user, system) CPU seconds of every process of the server so far."""
+        user = system = 0
         for pid in self.pids():
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+            user, system = user + int(fields[11]), system + int(fields[12])
+        tick = os.sysconf("SC_CLK_TCK")
+        return user / tick, system / tick
 
     def rss_kib(self):
         total = 0
@@ -122,7 +125,11 @@ def start(name, root, run_dir):
         config = template.replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@RUN@", str(run_dir))
         path = run_dir / f"{name}.conf"
         path.write_text(config)
-        command = ["nginx", "-c", str(path), "-p", str(run_dir)] if name == "nginx" else ["lighttpd", "-D", "-f", str(path)]
+        command = {
+            "nginx": ["nginx", "-c", str(path), "-p", str(run_dir)],
+            "lighttpd": ["lighttpd", "-D", "-f", str(path)],
+            "h2o": ["h2o", "-c", str(path)],
+        }[name]
     server = Server(name, command, port, run_dir)
     time.sleep(0.2)
     return server
@@ -138,9 +145,11 @@ def wrk(server, path, connections, seconds, headers=(), script=None, env=None):
     if script:
         command += ["-s", str(BENCH / script)]
     command.append(f"http://127.0.0.1:{server.port}{path}")
-    cpu_before = server.cpu_seconds()
+    user_before, system_before = server.cpu_seconds()
     out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, **(env or {}))).stdout
-    cpu = server.cpu_seconds() - cpu_before
+    user_after, system_after = server.cpu_seconds()
+    user, system = user_after - user_before, system_after - system_before
+    cpu = user + system
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     read = re.search(r"requests in [\d.]+\w+, ([\d.]+)(\w+) read", out)
     bytes_read = float(read.group(1)) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[read.group(2)]
@@ -155,6 +164,8 @@ def wrk(server, path, connections, seconds, headers=(), script=None, env=None):
         "p99_ms": round(float(p99.group(1)) * UNITS[p99.group(2)], 3) if p99 else None,
         "mb_per_s": round(bytes_read / elapsed / 1e6, 1),
         "cpu_us_per_request": round(cpu / requests * 1e6, 2) if requests else None,
+        "user_us_per_request": round(user / requests * 1e6, 3) if requests else None,
+        "system_us_per_request": round(system / requests * 1e6, 3) if requests else None,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
         "bytes_per_response": round(bytes_read / requests, 1) if requests else 0,
@@ -259,7 +270,8 @@ def per_idle_connection(result):
 def markdown(report):
     rows = []
     head = ("| server | rps c=1 | rps c=10 | rps c=100 | rps c=1000 | p99 c=100 (ms) | close rps | pipelined rps "
-            "| 10 MiB MB/s | CPU µs/req | CPU µs/req pipelined | syscalls/req | syscalls/req pipelined "
+            "| 10 MiB MB/s | CPU µs/req | user µs/req | sys µs/req | CPU µs/req pipelined | user µs/req pipelined "
+            "| sys µs/req pipelined | syscalls/req | syscalls/req pipelined "
             "| idle RSS (KiB) | kB per idle conn |")
     rows.append(head)
     rows.append("|" + "---|" * head.count("|")[:-1] if False else "|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
@@ -276,7 +288,9 @@ def markdown(report):
             cell(by_c.get(1), "rps"), cell(by_c.get(10), "rps"), cell(by_c.get(100), "rps"), cell(by_c.get(1000), "rps"),
             cell(by_c.get(100), "p99_ms"),
             cell(r["close"], "rps"), cell(r["pipelined"], "rps"), cell(r["big_file"], "mb_per_s"),
-            cell(ka100, "cpu_us_per_request"), cell(r["pipelined"], "cpu_us_per_request"),
+            cell(ka100, "cpu_us_per_request"), cell(ka100, "user_us_per_request"), cell(ka100, "system_us_per_request"),
+            cell(r["pipelined"], "cpu_us_per_request"), cell(r["pipelined"], "user_us_per_request"),
+            cell(r["pipelined"], "system_us_per_request"),
             str(r["syscalls_per_request"]), str(r["syscalls_per_pipelined_request"]),
             str(r["idle_rss_kib"]), str(per_idle_connection(r)),
         ]) + " |")
@@ -303,6 +317,15 @@ def goals(report):
     ratio_row("CPU µs per 10 MiB download", "big_file", 0.9)
     def abs_row(label, value, target):
         lines.append(f"| {label} | {value} | | | ≤ {target} | {'yes' if value is not None and value <= target else 'no'} |")
+    if h2o := by_name.get("h2o"):
+        for label, key in (("user µs per keep-alive request (c=100)", "keep_alive"), ("user µs per pipelined request", "pipelined")):
+            def user(r):
+                run = r[key] if key != "keep_alive" else ({k["connections"]: k for k in r[key]}.get(100) or r[key][-1])
+                return run["user_us_per_request"]
+            a, b = user(ours), user(h2o)
+            ratio = round(a / b, 2) if a and b else None
+            met = "yes" if ratio is not None and ratio <= 0.6 else "no"
+            lines.append(f"| {label}, against h2o | {a} | h2o {b} | {ratio} | ≤ 0.6× | {met} |")
     abs_row("syscalls per keep-alive request", ours["syscalls_per_request"], 2)
     abs_row("syscalls per pipelined request", ours["syscalls_per_pipelined_request"], 0.3)
     abs_row("kB RSS per idle keep-alive connection", per_idle_connection(ours), 0.5)
@@ -366,7 +389,7 @@ def workers_scaling(root, run_dir, seconds=5):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs, 4 servers")
+    parser.add_argument("--quick", action="store_true", help="one concurrency level, 1-second runs, 5 servers")
     parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
@@ -381,7 +404,7 @@ def main():
         servers += ["onepoll:thread-per-conn", "onepoll:serial"]
     if ONEPOLL_MUSL.exists():
         servers.append("onepoll-musl:event-loop")
-    servers += [name for name in ("nginx", "lighttpd") if shutil.which(name)]
+    servers += [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]
     run_dir = Path(tempfile.mkdtemp(prefix="onepoll-bench-"))

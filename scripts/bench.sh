@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks onepoll's engines (and nginx / lighttpd when installed) on loopback.
+# Benchmarks onepoll's engines against nginx, lighttpd and h2o on loopback.
 #   scripts/bench.sh            full run (about 5 minutes)
-#   scripts/bench.sh --quick    under a minute (event loop, thread pool, nginx, lighttpd)
+#   scripts/bench.sh --quick    about a minute (event loop, thread pool, nginx, lighttpd, h2o)
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
-# Installs wrk, strace and gnuplot from Debian's packages when missing (needs root), builds the
-# release binary, and writes results/ (see scripts/bench.py).
+# Installs wrk, strace, gnuplot, nginx, lighttpd and h2o from Debian's packages when missing
+# (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in wrk strace gnuplot taskset; do
+for tool in wrk strace gnuplot taskset nginx lighttpd h2o; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

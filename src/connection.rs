@@ -230,8 +230,11 @@ impl<T: Transport> Connection<T> {
     /// Writes what the socket takes; each response that completes gets its access line.
     fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
         let label = self.label;
+        let logging = access_log.is_enabled();
         self.output.send_some(&mut self.transport, &label, &mut |record: AccessRecord, sent: Sent| {
-            access_log.record(&label, &record, sent)
+            if logging {
+                access_log.record(&label, &record, sent)
+            }
         })
     }
 

@@ -17,12 +17,8 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = request.servable_path();
             let meta = FileMeta {
-                len: 1 << 33,
-                modified: Some(now),
-                inode: 7,
-                name: b"file.txt"[..].into(),
-                encoding: None,
                 has_encoded_variants: true,
+                ..FileMeta::new(7, 1 << 33, Some(now), b"file.txt", None)
             };
             let _ = respond(Some(&request), Ok(Resource::File(meta, ())), now);
         }

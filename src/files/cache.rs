@@ -76,8 +76,7 @@ impl FileCache {
     }
 
     fn read_resource(&self, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
-        let name: Arc<[u8]> = name.into();
-        let mut identity = read_small(file, &name, None)?;
+        let mut identity = read_small(file, name, None)?;
         let mut variants = [None, None];
         for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
             let mut sibling = file.as_os_str().to_owned();
@@ -85,7 +84,7 @@ impl FileCache {
             match fs::symlink_metadata(&sibling) {
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Ok(meta) if meta.is_file() => {
-                    *slot = Some(read_small(Path::new(&sibling), &name, Some(coding))?)
+                    *slot = Some(read_small(Path::new(&sibling), name, Some(coding))?)
                 }
                 _ => return None, // a symlinked or odd sibling: leave it to the uncached path
             }
@@ -148,7 +147,7 @@ impl FileCache {
 /// The whole of the small regular file at `path` (served as `name`, in `encoding`).
 fn read_small(
     path: &Path,
-    name: &Arc<[u8]>,
+    name: &[u8],
     encoding: Option<ContentCoding>,
 ) -> Option<(FileMeta, Arc<[u8]>)> {
     let file = sys::open_nonblocking(path).ok()?;
@@ -163,13 +162,6 @@ fn read_small(
     if content.len() as u64 != meta.len() {
         return None; // changed while we read it
     }
-    let facts = FileMeta {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        inode: meta.ino(),
-        name: Arc::clone(name),
-        encoding,
-        has_encoded_variants: false,
-    };
+    let facts = FileMeta::new(meta.ino(), meta.len(), meta.modified().ok(), name, encoding);
     Some((facts, content.into()))
 }

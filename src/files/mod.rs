@@ -303,7 +303,7 @@ fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> Found
         .zip(ContentCoding::ALL)
         .find_map(|(variant, coding)| variant.as_ref().filter(|_| coding.is_accepted(accept_encoding)));
     let (meta, content) = chosen.unwrap_or(&resource.identity);
-    Resource::File(meta.clone(), FileBody::Cached(Arc::clone(content)))
+    Resource::File(*meta, FileBody::Cached(Arc::clone(content)))
 }
 
 /// Opens the regular file at `path`, served as `name` in `encoding`, with the metadata of the
@@ -318,14 +318,7 @@ fn open_regular(
     if !metadata.is_file() {
         return Err(if metadata.is_dir() { HttpError::NotFound } else { HttpError::Forbidden });
     }
-    let meta = FileMeta {
-        len: metadata.len(),
-        modified: metadata.modified().ok(),
-        inode: metadata.ino(),
-        name: name.into(),
-        encoding,
-        has_encoded_variants: false,
-    };
+    let meta = FileMeta::new(metadata.ino(), metadata.len(), metadata.modified().ok(), name, encoding);
     Ok((meta, FileBody::Open(file)))
 }
 

@@ -14,16 +14,23 @@ pub struct Validators {
 }
 
 impl Validators {
+    /// The validators of a file with this `etag`, modified at `modified`, served at `now`.
+    pub fn new(etag: EntityTag, modified: Option<SystemTime>, now: SystemTime) -> Validators {
+        let last_modified = modified.map(|m| whole_seconds(m.min(now)));
+        Validators { etag, last_modified }
+    }
+}
+
+impl EntityTag {
     /// A strong ETag from inode, size and modification time to the nanosecond, so any change
     /// to the file, or its replacement by another file, changes the tag.
-    pub fn new(inode: u64, len: u64, modified: Option<SystemTime>, now: SystemTime) -> Validators {
+    pub fn for_file(inode: u64, len: u64, modified: Option<SystemTime>) -> EntityTag {
         use std::fmt::Write;
         let since_epoch = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
         let mut etag = EntityTag::default();
         let (secs, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
         let _ = write!(etag, "\"{inode:x}-{len:x}-{secs:x}.{nanos:x}\"");
-        let last_modified = modified.map(|m| whole_seconds(m.min(now)));
-        Validators { etag, last_modified }
+        etag
     }
 }
 
@@ -168,6 +175,11 @@ pub fn list_matches(list: &str, current: &str, comparison: Comparison) -> bool {
 mod tests {
     use super::*;
 
+    /// The validators of a file with this inode, size and mtime, served at `now`.
+    fn validators_of(inode: u64, len: u64, modified: Option<SystemTime>, now: SystemTime) -> Validators {
+        Validators::new(EntityTag::for_file(inode, len, modified), modified, now)
+    }
+
     const TAG: &str = "\"1-2-3.4\"";
 
     fn at(secs: u64) -> SystemTime {
@@ -195,12 +207,12 @@ mod tests {
 
     #[test]
     fn etag_changes_with_every_input_and_is_strong() {
-        let base = Validators::new(1, 2, Some(at(3) + Duration::from_nanos(4)), at(10)).etag;
+        let base = validators_of(1, 2, Some(at(3) + Duration::from_nanos(4)), at(10)).etag;
         assert_eq!(base.as_str(), "\"1-2-3.4\"");
         for other in [
-            Validators::new(9, 2, Some(at(3) + Duration::from_nanos(4)), at(10)),
-            Validators::new(1, 9, Some(at(3) + Duration::from_nanos(4)), at(10)),
-            Validators::new(1, 2, Some(at(3) + Duration::from_nanos(5)), at(10)),
+            validators_of(9, 2, Some(at(3) + Duration::from_nanos(4)), at(10)),
+            validators_of(1, 9, Some(at(3) + Duration::from_nanos(4)), at(10)),
+            validators_of(1, 2, Some(at(3) + Duration::from_nanos(5)), at(10)),
         ] {
             assert_ne!(other.etag, base);
         }
@@ -208,9 +220,9 @@ mod tests {
 
     #[test]
     fn last_modified_is_whole_seconds_and_never_after_now() {
-        let v = Validators::new(1, 1, Some(at(5) + Duration::from_millis(700)), at(10));
+        let v = validators_of(1, 1, Some(at(5) + Duration::from_millis(700)), at(10));
         assert_eq!(v.last_modified, Some(at(5)));
-        assert_eq!(Validators::new(1, 1, Some(at(50)), at(10)).last_modified, Some(at(10)));
+        assert_eq!(validators_of(1, 1, Some(at(50)), at(10)).last_modified, Some(at(10)));
     }
 
     #[test]

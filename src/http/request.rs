@@ -137,9 +137,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
     if request_line_len > MAX_REQUEST_LINE_BYTES {
         return Err(HttpError::UriTooLong);
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    match parsed.parse(buf) {
+    // Uninitialised slots: httparse fills only those it uses, so no request pays for zeroing
+    // all MAX_HEADERS of them (2 KiB).
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => Err(HttpError::HeaderFieldsTooLarge),
         Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
         Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD_BYTES => {

@@ -6,10 +6,9 @@
 //! file owns that file, so no plan can promise a body it does not carry. Every error status is
 //! produced here and nowhere else.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::conditional::{Precondition, Validators, evaluate_preconditions};
+use super::conditional::{EntityTag, Precondition, Validators, evaluate_preconditions};
 use super::encoding::ContentCoding;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
@@ -31,28 +30,49 @@ pub enum Resource<B> {
     NotFoundPage(FileMeta, B),
 }
 
-/// The facts about a file that the response depends on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a response needs to know about a file, derived once from its metadata when it is
+/// opened or cached: a hot cached file formats no ETag and looks up no type per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMeta {
     /// Size of the representation actually sent (the compressed sibling's, when there is one).
     pub len: u64,
     pub modified: Option<SystemTime>,
-    /// Inode of the file actually sent, for the ETag.
-    pub inode: u64,
-    /// The name asked for (after `index.html` substitution), for `Content-Type`; shared, so
-    /// a cached file hands it out without copying.
-    pub name: Arc<[u8]>,
+    /// The strong ETag of the file actually sent.
+    pub etag: EntityTag,
+    /// From the name asked for (after `index.html` substitution).
+    pub content_type: &'static str,
     /// The coding of the precompressed sibling being sent instead of the file itself.
     pub encoding: Option<ContentCoding>,
     /// The file has precompressed siblings, so responses vary with `Accept-Encoding`.
     pub has_encoded_variants: bool,
 }
 
+impl FileMeta {
+    /// The file with inode `inode`, `len` bytes, modified at `modified`, served as `name` (which
+    /// sets its type) in `encoding`; `has_encoded_variants` is for the caller to set.
+    pub fn new(
+        inode: u64,
+        len: u64,
+        modified: Option<SystemTime>,
+        name: &[u8],
+        encoding: Option<ContentCoding>,
+    ) -> FileMeta {
+        FileMeta {
+            len,
+            modified,
+            etag: EntityTag::for_file(inode, len, modified),
+            content_type: content_type(name),
+            encoding,
+            has_encoded_variants: false,
+        }
+    }
+}
+
 #[cfg(test)]
 impl FileMeta {
     /// A file with no siblings and inode 1.
     pub fn plain(len: u64, modified: Option<SystemTime>, name: &[u8]) -> FileMeta {
-        FileMeta { len, modified, inode: 1, name: name.into(), encoding: None, has_encoded_variants: false }
+        FileMeta::new(1, len, modified, name, None)
     }
 }
 
@@ -104,10 +124,10 @@ impl<B> Response<B> {
         out.push(b' ');
         out.extend_from_slice(self.status.reason().as_bytes());
         out.extend_from_slice(b"\r\n");
-        for (name, value) in self.headers.iter() {
+        for &(name, start, end) in &self.headers.fields {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(&self.headers.text[start..end]);
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -167,38 +187,105 @@ impl<B> Response<B> {
     }
 }
 
-/// Header fields with all their values in one string, so building a response costs two
-/// allocations however many fields it has.
+/// Header fields with all their values in one buffer (pooled, so a warm thread allocates
+/// nothing for them), written as bytes without going through `fmt` for the common values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     /// Name and the byte range of its value in `text`, in sending order.
     fields: Vec<Field>,
-    text: String,
+    /// The values, back to back; ASCII (we write them, or `--header` checked them).
+    text: Vec<u8>,
+}
+
+/// A value a header field can take, written straight into the field buffer.
+pub trait HeaderValue {
+    fn write_to(self, out: &mut Vec<u8>);
+}
+
+impl HeaderValue for &str {
+    fn write_to(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl HeaderValue for &String {
+    fn write_to(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl HeaderValue for u64 {
+    /// Decimal digits without `fmt` (lengths are on every response).
+    fn write_to(self, out: &mut Vec<u8>) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = self;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
+}
+
+impl HeaderValue for usize {
+    fn write_to(self, out: &mut Vec<u8>) {
+        (self as u64).write_to(out);
+    }
+}
+
+impl HeaderValue for ImfDate {
+    fn write_to(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+}
+
+impl HeaderValue for EntityTag {
+    fn write_to(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_str().as_bytes());
+    }
+}
+
+impl HeaderValue for std::fmt::Arguments<'_> {
+    /// The rare composed values (`Content-Range`, the multipart type).
+    fn write_to(self, out: &mut Vec<u8>) {
+        struct Bytes<'a>(&'a mut Vec<u8>);
+        impl std::fmt::Write for Bytes<'_> {
+            fn write_str(&mut self, text: &str) -> std::fmt::Result {
+                self.0.extend_from_slice(text.as_bytes());
+                Ok(())
+            }
+        }
+        let _ = std::fmt::Write::write_fmt(&mut Bytes(out), self);
+    }
 }
 
 impl Headers {
     /// Storage from a per-thread pool: responses come and go, their buffers stay.
     fn with_capacity() -> Headers {
         let pooled = SPARE_HEADERS.with(FreeList::take);
-        let (fields, text) = pooled.unwrap_or_else(|| (Vec::with_capacity(12), String::with_capacity(256)));
+        let (fields, text) = pooled.unwrap_or_else(|| (Vec::with_capacity(12), Vec::with_capacity(256)));
         Headers { fields, text }
     }
 
-    pub fn push(&mut self, name: &'static str, value: impl std::fmt::Display) {
+    pub fn push(&mut self, name: &'static str, value: impl HeaderValue) {
         let field = self.append(name, value);
         self.fields.push(field);
     }
 
     /// Adds a field at `index` in sending order.
-    pub fn insert(&mut self, index: usize, name: &'static str, value: impl std::fmt::Display) {
+    pub fn insert(&mut self, index: usize, name: &'static str, value: impl HeaderValue) {
         let field = self.append(name, value);
         self.fields.insert(index.min(self.fields.len()), field);
     }
 
-    fn append(&mut self, name: &'static str, value: impl std::fmt::Display) -> Field {
-        use std::fmt::Write;
+    fn append(&mut self, name: &'static str, value: impl HeaderValue) -> Field {
         let start = self.text.len();
-        let _ = write!(self.text, "{value}");
+        value.write_to(&mut self.text);
         (name, start, self.text.len())
     }
 
@@ -206,8 +293,11 @@ impl Headers {
         self.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
+    /// Each field's name and value (for tests and logs; sending writes the bytes as they are).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.fields.iter().map(|&(name, start, end)| (name, &self.text[start..end]))
+        self.fields
+            .iter()
+            .map(|&(name, start, end)| (name, std::str::from_utf8(&self.text[start..end]).unwrap_or_default()))
     }
 }
 
@@ -219,7 +309,7 @@ const POOLED_HEADER_BUFFERS: usize = 16;
 
 thread_local! {
     /// Emptied header storage, ready for the next response (memory reuse only, no state).
-    static SPARE_HEADERS: FreeList<(Vec<Field>, String)> = const { FreeList::new(POOLED_HEADER_BUFFERS) };
+    static SPARE_HEADERS: FreeList<(Vec<Field>, Vec<u8>)> = const { FreeList::new(POOLED_HEADER_BUFFERS) };
 }
 
 impl Drop for Headers {
@@ -343,7 +433,7 @@ pub fn respond<B>(
 /// (they describe the page, not the missing resource).
 fn not_found_page<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime) -> Response<B> {
     let mut headers = common_headers(now);
-    headers.push("Content-Type", content_type(&meta.name));
+    headers.push("Content-Type", meta.content_type);
     headers.push("Content-Length", meta.len);
     push_connection(&mut headers, request.version, request.keep_alive);
     let body = match request.method {
@@ -354,7 +444,7 @@ fn not_found_page<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTim
 }
 
 fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime) -> Response<B> {
-    let validators = Validators::new(meta.inode, meta.len, meta.modified, now);
+    let validators = Validators::new(meta.etag, meta.modified, now);
     let mut headers = common_headers(now);
     let status = match evaluate_preconditions(&request.fields, &validators) {
         Precondition::Proceed => Status::OK,
@@ -367,7 +457,7 @@ fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime
         (Status::OK, Method::Get) => evaluate_range(&request.fields, &validators, meta.len),
         _ => RangeOutcome::Full, // §14.2: Range only applies to GET
     };
-    let content_type = content_type(&meta.name);
+    let content_type = meta.content_type;
     let (status, body, content_length) = match ranges {
         RangeOutcome::Unsatisfiable => {
             let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
@@ -452,7 +542,7 @@ fn multipart_boundary(etag: &str) -> String {
 
 fn redirect<B>(request: &Request, location: String, now: SystemTime) -> Response<B> {
     let mut response = page(Status::MOVED_PERMANENTLY, Some(request), request.keep_alive, now);
-    response.headers.insert(2, "Location", location);
+    response.headers.insert(2, "Location", &location);
     response
 }
 
@@ -791,6 +881,15 @@ mod tests {
             (response.status, response.body.clone()),
             (Status::OK, BodyPlan::File { file: (), offset: 0, len: 100 })
         );
+    }
+
+    #[test]
+    fn numbers_are_written_as_decimal_digits() {
+        for number in [0, 7, 10, 128, 1_234_567, u64::MAX] {
+            let mut out = Vec::new();
+            number.write_to(&mut out);
+            assert_eq!(out, number.to_string().into_bytes());
+        }
     }
 
     #[test]

@@ -145,11 +145,7 @@ impl FileCache {
 }
 
 /// The whole of the small regular file at `path` (served as `name`, in `encoding`).
-fn read_small(
-    path: &Path,
-    name: &[u8],
-    encoding: Option<ContentCoding>,
-) -> Option<(FileMeta, Arc<[u8]>)> {
+fn read_small(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Option<(FileMeta, Arc<[u8]>)> {
     let file = sys::open_nonblocking(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_CACHED_FILE_BYTES {

@@ -295,9 +295,9 @@ impl Headers {
 
     /// Each field's name and value (for tests and logs; sending writes the bytes as they are).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.fields
-            .iter()
-            .map(|&(name, start, end)| (name, std::str::from_utf8(&self.text[start..end]).unwrap_or_default()))
+        self.fields.iter().map(|&(name, start, end)| {
+            (name, std::str::from_utf8(&self.text[start..end]).unwrap_or_default())
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use log::trace;
 
 use crate::files::FileBody;
 use crate::http::{BodyPlan, Response};
-use crate::recycle::FreeList;
+use crate::recycle::{FreeList, give_bytes, take_bytes};
 use crate::transport::Transport;
 
 /// Most byte slices handed to one `writev` (well under `IOV_MAX`).
@@ -70,7 +70,9 @@ impl Sent {
 
 #[derive(Debug)]
 enum Segment {
-    /// Head, generated page or multipart delimiters; `sent` bytes of it are out.
+    /// A status line; `sent` bytes of it are out.
+    Static { bytes: &'static [u8], sent: usize },
+    /// Header block, generated page or multipart delimiters; `sent` bytes of it are out.
     Bytes { bytes: Vec<u8>, sent: usize },
     /// `content[start..end]` of a cached file, shared rather than copied; `start` advances.
     Shared { content: Arc<[u8]>, start: usize, end: usize },
@@ -81,13 +83,16 @@ enum Segment {
 impl<G> Output<G> {
     /// The output for `response`, whose body plan owns the file bytes it reads.
     pub fn new(response: Response<FileBody>, tag: G) -> Output<G> {
-        let mut head = SPARE_HEADS.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(256));
-        response.write_head(&mut head);
-        let sent = Sent { head_bytes: head.len() as u64, bytes: 0 };
-        let mut segments = SPARE_SEGMENTS.with(FreeList::take).unwrap_or_else(|| VecDeque::with_capacity(3));
-        segments.push_back(Segment::Bytes { bytes: head, sent: 0 });
+        let Response { status, headers, body, .. } = response;
+        // The header block goes out as built, behind its static status line: nothing copied.
+        let (status_line, header_block) = (status.line().as_bytes(), headers.into_block());
+        let head_bytes = (status_line.len() + header_block.len()) as u64;
+        let mut segments = SPARE_SEGMENTS.with(FreeList::take).unwrap_or_else(|| VecDeque::with_capacity(4));
+        segments.push_back(Segment::Static { bytes: status_line, sent: 0 });
+        segments.push_back(Segment::Bytes { bytes: header_block, sent: 0 });
+        let sent = Sent { head_bytes, bytes: 0 };
         let mut output = Output { segments: Segments(segments), file: None, copy_fallback: false, sent, tag };
-        match response.body {
+        match body {
             BodyPlan::Empty => {}
             BodyPlan::Page(page) => output.push_bytes(page.as_bytes()),
             BodyPlan::File { file, offset, len } => {
@@ -120,7 +125,11 @@ impl<G> Output<G> {
     fn push_bytes(&mut self, more: &[u8]) {
         match self.segments.back_mut() {
             Some(Segment::Bytes { bytes, .. }) => bytes.extend_from_slice(more),
-            _ => self.segments.push_back(Segment::Bytes { bytes: more.to_vec(), sent: 0 }),
+            _ => {
+                let mut bytes = take_bytes();
+                bytes.extend_from_slice(more);
+                self.segments.push_back(Segment::Bytes { bytes, sent: 0 });
+            }
         }
     }
 
@@ -163,6 +172,11 @@ impl<G> Output<G> {
     /// of them it took.
     fn advance_front(&mut self, sent: usize) -> usize {
         let (taken, finished) = match self.segments.front_mut() {
+            Some(Segment::Static { bytes, sent: done }) => {
+                let taken = sent.min(bytes.len() - *done);
+                *done += taken;
+                (taken, *done == bytes.len())
+            }
             Some(Segment::Bytes { bytes, sent: done }) => {
                 let taken = sent.min(bytes.len() - *done);
                 *done += taken;
@@ -181,7 +195,7 @@ impl<G> Output<G> {
             None => (0, false),
         };
         if finished && let Some(Segment::Bytes { bytes, .. }) = self.segments.pop_front() {
-            recycle_bytes(bytes);
+            give_bytes(bytes);
         }
         self.sent.bytes += taken as u64;
         taken
@@ -218,7 +232,7 @@ impl Drop for Segments {
         let mut segments = std::mem::take(&mut self.0);
         for segment in segments.drain(..) {
             if let Segment::Bytes { bytes, .. } = segment {
-                recycle_bytes(bytes);
+                give_bytes(bytes);
             }
         }
         if segments.capacity() > 0 && segments.capacity() <= 8 {
@@ -227,21 +241,11 @@ impl Drop for Segments {
     }
 }
 
-/// Most spare head buffers and segment deques a thread keeps.
+/// Most spare segment deques a thread keeps.
 const SPARES_PER_THREAD: usize = 64;
-/// Larger byte buffers (big error pages, multipart delimiters) are not kept.
-const MAX_SPARE_HEAD_BYTES: usize = 4096;
 
 thread_local! {
-    static SPARE_HEADS: FreeList<Vec<u8>> = const { FreeList::new(SPARES_PER_THREAD) };
     static SPARE_SEGMENTS: FreeList<VecDeque<Segment>> = const { FreeList::new(SPARES_PER_THREAD) };
-}
-
-fn recycle_bytes(mut bytes: Vec<u8>) {
-    if bytes.capacity() <= MAX_SPARE_HEAD_BYTES {
-        bytes.clear();
-        SPARE_HEADS.with(|spares| spares.give(bytes));
-    }
 }
 
 fn sendfile_unsupported(error: &io::Error) -> bool {
@@ -322,7 +326,7 @@ impl<G: Tag> OutputQueue<G> {
                     self.finish_front(finished);
                     continue;
                 }
-                Some(Segment::Bytes { .. } | Segment::Shared { .. }) => {
+                Some(Segment::Static { .. } | Segment::Bytes { .. } | Segment::Shared { .. }) => {
                     (self.write_bytes(transport), "writev")
                 }
                 Some(Segment::File { .. }) => {
@@ -372,6 +376,7 @@ impl<G: Tag> OutputQueue<G> {
         'outputs: for output in &self.pending {
             for segment in output.segments.iter() {
                 slices[count] = match segment {
+                    Segment::Static { bytes, sent } => IoSlice::new(&bytes[*sent..]),
                     Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
                     Segment::Shared { content, start, end } => IoSlice::new(&content[*start..*end]),
                     Segment::File { .. } => {

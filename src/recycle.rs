@@ -27,6 +27,28 @@ impl<T> FreeList<T> {
     }
 }
 
+/// Most spare byte buffers a thread keeps, and the largest kept (heads are a few hundred
+/// bytes; a big error page or a multipart delimiter run is let go).
+const SPARE_BYTE_BUFFERS: usize = 64;
+const MAX_SPARE_BYTES: usize = 4096;
+
+thread_local! {
+    static BYTES: FreeList<Vec<u8>> = const { FreeList::new(SPARE_BYTE_BUFFERS) };
+}
+
+/// An empty byte buffer for a response head, from the per-thread pool when it has one.
+pub fn take_bytes() -> Vec<u8> {
+    BYTES.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(256))
+}
+
+/// Gives a head buffer back to the pool (emptied), unless it grew large.
+pub fn give_bytes(mut bytes: Vec<u8>) {
+    if (1..=MAX_SPARE_BYTES).contains(&bytes.capacity()) {
+        bytes.clear();
+        BYTES.with(|spares| spares.give(bytes));
+    }
+}
+
 /// Most spare strings a thread keeps, and the largest it keeps (a long target is rare).
 const SPARE_STRINGS: usize = 64;
 const MAX_SPARE_STRING_BYTES: usize = 1024;

@@ -62,25 +62,55 @@ impl Status {
         self.0
     }
 
-    pub fn reason(self) -> &'static str {
-        match self.0 {
-            200 => "OK",
-            206 => "Partial Content",
-            301 => "Moved Permanently",
-            304 => "Not Modified",
-            400 => "Bad Request",
-            403 => "Forbidden",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            412 => "Precondition Failed",
-            413 => "Content Too Large",
-            414 => "URI Too Long",
-            416 => "Range Not Satisfiable",
-            431 => "Request Header Fields Too Large",
-            501 => "Not Implemented",
-            503 => "Service Unavailable",
-            505 => "HTTP Version Not Supported",
-            _ => "Unknown",
+    /// The status line as sent, `HTTP/1.1 200 OK\r\n` (RFC 9112 §4): one static string per
+    /// status, so no response formats it.
+    pub fn line(self) -> &'static str {
+        macro_rules! lines {
+            ($($code:literal $reason:literal),* $(,)?) => {
+                match self.0 {
+                    $($code => concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n"),)*
+                    _ => "HTTP/1.1 500 Internal Server Error\r\n",
+                }
+            };
         }
+        lines!(
+            200 "OK",
+            206 "Partial Content",
+            301 "Moved Permanently",
+            304 "Not Modified",
+            400 "Bad Request",
+            403 "Forbidden",
+            404 "Not Found",
+            405 "Method Not Allowed",
+            412 "Precondition Failed",
+            413 "Content Too Large",
+            414 "URI Too Long",
+            416 "Range Not Satisfiable",
+            431 "Request Header Fields Too Large",
+            501 "Not Implemented",
+            503 "Service Unavailable",
+            505 "HTTP Version Not Supported",
+        )
+    }
+
+    /// The reason phrase: the status line between the code and the CRLF.
+    pub fn reason(self) -> &'static str {
+        let line = self.line();
+        &line["HTTP/1.1 200 ".len()..line.len() - 2]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn status_lines_carry_their_code_and_reason() {
+        for status in [Status::OK, Status::NOT_MODIFIED, Status::NOT_FOUND, Status::HEADER_FIELDS_TOO_LARGE] {
+            let expected = format!("HTTP/1.1 {} {}\r\n", status.code(), status.reason());
+            assert_eq!(status.line(), expected);
+        }
+        assert_eq!(Status::HEADER_FIELDS_TOO_LARGE.reason(), "Request Header Fields Too Large");
+        assert_eq!(Status(599).line(), "HTTP/1.1 500 Internal Server Error\r\n");
     }
 }

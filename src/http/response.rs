@@ -12,7 +12,7 @@ use super::conditional::{EntityTag, Precondition, Validators, evaluate_precondit
 use super::encoding::ContentCoding;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
-use crate::recycle::FreeList;
+use crate::recycle::{FreeList, give_bytes, take_bytes};
 
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
@@ -115,21 +115,11 @@ impl<B> Response<B> {
         self.headers.get(name)
     }
 
-    /// Serializes the status line and header section (RFC 9112 §4, §5).
+    /// Serializes the status line and header section (RFC 9112 §4, §5), as the output sends
+    /// them.
     pub fn write_head(&self, out: &mut Vec<u8>) {
-        let code = self.status.code();
-        let digits = [code / 100, code / 10 % 10, code % 10].map(|digit| b'0' + digit as u8);
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(&digits);
-        out.push(b' ');
-        out.extend_from_slice(self.status.reason().as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for &(name, start, end) in &self.headers.fields {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(&self.headers.text[start..end]);
-            out.extend_from_slice(b"\r\n");
-        }
+        out.extend_from_slice(self.status.line().as_bytes());
+        out.extend_from_slice(&self.headers.lines);
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -187,14 +177,15 @@ impl<B> Response<B> {
     }
 }
 
-/// Header fields with all their values in one buffer (pooled, so a warm thread allocates
-/// nothing for them), written as bytes without going through `fmt` for the common values.
+/// The header section, built as it is sent: `Name: value\r\n` lines in one buffer that
+/// becomes the response head as is (pooled, so a warm thread allocates nothing for it), with
+/// values written as bytes, not through `fmt`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    /// Name and the byte range of its value in `text`, in sending order.
+    /// Every field line in sending order; ASCII (we write them, or `--header` checked them).
+    lines: Vec<u8>,
+    /// Each field's name and the byte range of its value in `lines`, for `get`.
     fields: Vec<Field>,
-    /// The values, back to back; ASCII (we write them, or `--header` checked them).
-    text: Vec<u8>,
 }
 
 /// A value a header field can take, written straight into the field buffer.
@@ -246,7 +237,7 @@ impl HeaderValue for ImfDate {
 
 impl HeaderValue for EntityTag {
     fn write_to(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_str().as_bytes());
+        out.extend_from_slice(self.as_bytes());
     }
 }
 
@@ -265,28 +256,38 @@ impl HeaderValue for std::fmt::Arguments<'_> {
 }
 
 impl Headers {
-    /// Storage from a per-thread pool: responses come and go, their buffers stay.
+    /// Storage from the per-thread pools: responses come and go, their buffers stay.
     fn with_capacity() -> Headers {
-        let pooled = SPARE_HEADERS.with(FreeList::take);
-        let (fields, text) = pooled.unwrap_or_else(|| (Vec::with_capacity(12), Vec::with_capacity(256)));
-        Headers { fields, text }
+        let fields = SPARE_FIELDS.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(12));
+        Headers { lines: take_bytes(), fields }
     }
 
     pub fn push(&mut self, name: &'static str, value: impl HeaderValue) {
-        let field = self.append(name, value);
-        self.fields.push(field);
+        self.lines.extend_from_slice(name.as_bytes());
+        self.lines.extend_from_slice(b": ");
+        let start = self.lines.len();
+        value.write_to(&mut self.lines);
+        self.fields.push((name, start, self.lines.len()));
+        self.lines.extend_from_slice(b"\r\n");
     }
 
-    /// Adds a field at `index` in sending order.
+    /// Adds a field at `index` in sending order (moving the lines after it: for the few
+    /// responses that put a field early).
     pub fn insert(&mut self, index: usize, name: &'static str, value: impl HeaderValue) {
-        let field = self.append(name, value);
-        self.fields.insert(index.min(self.fields.len()), field);
-    }
-
-    fn append(&mut self, name: &'static str, value: impl HeaderValue) -> Field {
-        let start = self.text.len();
-        value.write_to(&mut self.text);
-        (name, start, self.text.len())
+        let Some(&(next_name, next_value, _)) = self.fields.get(index) else {
+            return self.push(name, value);
+        };
+        let line_start = next_value - next_name.len() - ": ".len();
+        let old_len = self.lines.len();
+        self.push(name, value);
+        let line_len = self.lines.len() - old_len;
+        self.lines[line_start..].rotate_right(line_len);
+        let (_, start, end) = self.fields.pop().unwrap_or(("", 0, 0));
+        let moved_by = old_len - line_start;
+        for field in &mut self.fields[index..] {
+            (field.1, field.2) = (field.1 + line_len, field.2 + line_len);
+        }
+        self.fields.insert(index, (name, start - moved_by, end - moved_by));
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -296,31 +297,36 @@ impl Headers {
     /// Each field's name and value (for tests and logs; sending writes the bytes as they are).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.fields.iter().map(|&(name, start, end)| {
-            (name, std::str::from_utf8(&self.text[start..end]).unwrap_or_default())
+            (name, std::str::from_utf8(&self.lines[start..end]).unwrap_or_default())
         })
+    }
+
+    /// The header section with its closing blank line, ready to send.
+    pub fn into_block(mut self) -> Vec<u8> {
+        self.lines.extend_from_slice(b"\r\n");
+        std::mem::take(&mut self.lines)
     }
 }
 
-/// A header field: its name and the range of its value in `Headers::text`.
+/// A header field: its name and the range of its value in `Headers::lines`.
 type Field = (&'static str, usize, usize);
 
 /// Most header buffers a thread keeps for reuse.
 const POOLED_HEADER_BUFFERS: usize = 16;
 
 thread_local! {
-    /// Emptied header storage, ready for the next response (memory reuse only, no state).
-    static SPARE_HEADERS: FreeList<(Vec<Field>, Vec<u8>)> = const { FreeList::new(POOLED_HEADER_BUFFERS) };
+    /// Emptied field indexes, ready for the next response (memory reuse only, no state).
+    static SPARE_FIELDS: FreeList<Vec<Field>> = const { FreeList::new(POOLED_HEADER_BUFFERS) };
 }
 
 impl Drop for Headers {
     fn drop(&mut self) {
-        let (mut fields, mut text) = (std::mem::take(&mut self.fields), std::mem::take(&mut self.text));
-        if fields.capacity() == 0 {
-            return;
+        give_bytes(std::mem::take(&mut self.lines));
+        let mut fields = std::mem::take(&mut self.fields);
+        if fields.capacity() > 0 {
+            fields.clear();
+            SPARE_FIELDS.with(|spares| spares.give(fields));
         }
-        fields.clear();
-        text.clear();
-        SPARE_HEADERS.with(|spares| spares.give((fields, text)));
     }
 }
 
@@ -457,26 +463,23 @@ fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime
         (Status::OK, Method::Get) => evaluate_range(&request.fields, &validators, meta.len),
         _ => RangeOutcome::Full, // §14.2: Range only applies to GET
     };
-    let content_type = meta.content_type;
-    let (status, body, content_length) = match ranges {
+    // Fields are pushed in sending order: Content-Type, Content-Length, then Content-Range.
+    let (status, body) = match ranges {
         RangeOutcome::Unsatisfiable => {
             let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
             response.headers.push("Content-Range", format_args!("bytes */{}", meta.len));
             return response;
         }
-        _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty, None),
-        RangeOutcome::Full => (status, BodyPlan::File { file, offset: 0, len: meta.len }, Some(meta.len)),
+        _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty),
+        RangeOutcome::Full => {
+            headers.push("Content-Type", meta.content_type);
+            headers.push("Content-Length", meta.len);
+            (status, BodyPlan::File { file, offset: 0, len: meta.len })
+        }
         RangeOutcome::Partial(ranges) => {
-            let (plan, len) = partial_body(file, &ranges, meta.len, content_type, &validators, &mut headers);
-            (Status::PARTIAL_CONTENT, plan, Some(len))
+            (Status::PARTIAL_CONTENT, partial_body(file, &ranges, meta, &validators, &mut headers))
         }
     };
-    if let Some(len) = content_length {
-        if !matches!(body, BodyPlan::Multipart { .. }) {
-            headers.insert(2, "Content-Type", content_type);
-        }
-        headers.insert(3, "Content-Length", len);
-    }
     if let Some(modified) = validators.last_modified {
         headers.push("Last-Modified", http_date(modified));
     }
@@ -495,29 +498,31 @@ fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime
     Response { status, headers, body, keep_alive: request.keep_alive }
 }
 
-/// The 206 body for `ranges`: one range as is, several as `multipart/byteranges`. Adds the
-/// `Content-Range` or multipart `Content-Type` field and returns the body and its length.
+/// The 206 body for `ranges`: one range as is, several as `multipart/byteranges`. Pushes
+/// `Content-Type`, `Content-Length` and, for one range, `Content-Range`.
 fn partial_body<B>(
     file: B,
     ranges: &[ByteRange],
-    len: u64,
-    content_type: &str,
+    meta: &FileMeta,
     validators: &Validators,
     headers: &mut Headers,
-) -> (BodyPlan<B>, u64) {
+) -> BodyPlan<B> {
+    let len = meta.len;
     if let [range] = ranges {
+        headers.push("Content-Type", meta.content_type);
+        headers.push("Content-Length", range.byte_count());
         headers.push("Content-Range", format_args!("bytes {}-{}/{len}", range.first, range.last));
-        return (BodyPlan::File { file, offset: range.first, len: range.byte_count() }, range.byte_count());
+        return BodyPlan::File { file, offset: range.first, len: range.byte_count() };
     }
     let boundary = multipart_boundary(&validators.etag);
-    headers.insert(2, "Content-Type", format_args!("multipart/byteranges; boundary={boundary}"));
     let parts: Vec<MultipartPart> = ranges
         .iter()
         .enumerate()
         .map(|(index, range)| MultipartPart {
             head: format!(
-                "{}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+                "{}--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
                 if index == 0 { "" } else { "\r\n" },
+                meta.content_type,
                 range.first,
                 range.last
             ),
@@ -528,7 +533,9 @@ fn partial_body<B>(
     let closing = format!("\r\n--{boundary}--\r\n");
     let total =
         parts.iter().map(|part| part.head.len() as u64 + part.len).sum::<u64>() + closing.len() as u64;
-    (BodyPlan::Multipart { file, parts, closing }, total)
+    headers.push("Content-Type", format_args!("multipart/byteranges; boundary={boundary}"));
+    headers.push("Content-Length", total);
+    BodyPlan::Multipart { file, parts, closing }
 }
 
 /// A boundary derived from the ETag (FNV-1a), so responses stay deterministic for tests; the
@@ -881,6 +888,23 @@ mod tests {
             (response.status, response.body.clone()),
             (Status::OK, BodyPlan::File { file: (), offset: 0, len: 100 })
         );
+    }
+
+    #[test]
+    fn inserted_fields_land_in_order_and_keep_every_value_findable() {
+        let mut headers = Headers::with_capacity();
+        headers.push("A", "1");
+        headers.push("B", "22");
+        headers.push("C", 333u64);
+        headers.insert(1, "X", "x-value");
+        headers.insert(0, "Y", "y");
+        headers.insert(99, "Z", "zz");
+        let mut block = String::new();
+        for (name, value) in headers.iter() {
+            block.push_str(&format!("{name}: {value}\r\n"));
+        }
+        assert_eq!(block, "Y: y\r\nA: 1\r\nX: x-value\r\nB: 22\r\nC: 333\r\nZ: zz\r\n");
+        assert_eq!(String::from_utf8(headers.into_block()).unwrap(), block + "\r\n");
     }
 
     #[test]

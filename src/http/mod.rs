@@ -24,7 +24,9 @@ pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use request::{
     BodyFraming, Method, Parsed, RepresentationFields, Request, Version, logged_fields, parse_head,
 };
-pub use response::{BodyPlan, ExtraHeader, FileMeta, ImfDate, Resource, Response, http_date, respond};
+pub use response::{
+    BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Resource, Response, fnv1a, http_date, respond,
+};
 pub use target::{SafePath, is_hidden_name, resolve_target};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).

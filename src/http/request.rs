@@ -133,8 +133,10 @@ pub enum Parsed {
 
 /// Parses the request head at the start of `buf`.
 pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
-    let request_line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    if request_line_len > MAX_REQUEST_LINE_BYTES {
+    let request_line = |buf: &[u8]| -> usize { buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len()) };
+    // Only a buffer longer than the limit can hold a request line that is (checked even on
+    // a partial head, so a client cannot stream an endless line).
+    if buf.len() > MAX_REQUEST_LINE_BYTES && request_line(buf) > MAX_REQUEST_LINE_BYTES {
         return Err(HttpError::UriTooLong);
     }
     // Uninitialised slots: httparse fills only those it uses, so no request pays for zeroing
@@ -151,7 +153,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
             Ok(Parsed::Complete { request: Request::from_parsed(&parsed)?, head_len })
         }
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeaderFieldsTooLarge),
-        Err(httparse::Error::Version) => Err(version_error(&buf[..request_line_len])),
+        Err(httparse::Error::Version) => Err(version_error(&buf[..request_line(buf)])),
         Err(httparse::Error::HeaderName) => Err(HttpError::BadRequest("invalid header name")),
         Err(httparse::Error::HeaderValue) => Err(HttpError::BadRequest("invalid header value")),
         Err(httparse::Error::NewLine) => Err(HttpError::BadRequest("invalid line ending")),

@@ -56,6 +56,13 @@ def children(pid):
     return [int(child) for child in text.split()]
 
 
+def command_name(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 class Server:
     """A server under test: its processes, their CPU time and memory."""
 
@@ -83,8 +90,11 @@ class Server:
         return pids
 
     def workers(self):
-        """Where requests are served: the processes without children (nginx's worker)."""
-        return [pid for pid in self.pids() if not children(pid)] or [self.process.pid]
+        """Where requests are served: the server's own processes without children (nginx's
+        worker), not a helper it started (h2o's backtrace annotator, a perl script)."""
+        name = command_name(self.process.pid)
+        leaves = [pid for pid in self.pids() if not children(pid) and command_name(pid) == name]
+        return leaves or [self.process.pid]
 
     def cpu_seconds(self):
         """(user, system) CPU seconds of every process of the server so far."""
@@ -113,11 +123,11 @@ class Server:
         self.process.wait()
 
 
-def start(name, root, run_dir):
+def start(name, root, run_dir, baseline=None):
     port = free_port()
     if name.startswith("onepoll"):
         engine = name.split(":", 1)[1]
-        binary = ONEPOLL_MUSL if name.startswith("onepoll-musl") else ONEPOLL
+        binary = {"onepoll-musl": ONEPOLL_MUSL, "onepoll-baseline": baseline}.get(name.split(":", 1)[0], ONEPOLL)
         command = [str(binary), str(root), "--port", str(port), "--engine", engine,
                    "--idle-timeout", "120", "--max-conns", "20000", "--access-log", "off"]
     else:
@@ -229,11 +239,11 @@ def memory(server, counts):
     return points
 
 
-def measure(name, root, run_dir, quick):
+def measure(name, root, run_dir, quick, baseline=None):
     serial = name == "onepoll:serial"
     seconds = 1 if quick else 5
     levels = [1] if serial else ([100] if quick else [1, 10, 100, 1000])
-    server = start(name, root, run_dir)
+    server = start(name, root, run_dir, baseline)
     result = {"server": name}
     try:
         result["idle_rss_kib"] = server.rss_kib()
@@ -393,6 +403,9 @@ def main():
     parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
+    parser.add_argument("--baseline", metavar="BINARY",
+                        help="also measure this onepoll build (e.g. an earlier commit's) as onepoll-baseline:event-loop, "
+                             "so before and after come from one run")
     args = parser.parse_args()
     if args.render:
         publish(json.loads(Path(args.render).read_text()), "quick" if "--quick" in json.loads(Path(args.render).read_text())["command"] else "latest")
@@ -407,6 +420,8 @@ def main():
     servers += [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]
+    if args.baseline:
+        servers.insert(1, "onepoll-baseline:event-loop")
     run_dir = Path(tempfile.mkdtemp(prefix="onepoll-bench-"))
     run_dir.chmod(0o755)  # nginx's worker runs as nobody and must reach the root
     root = run_dir / "root"
@@ -429,13 +444,14 @@ def main():
         return
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "scripts/bench.sh" + (" --quick" if args.quick else "") + (f" --servers {args.servers}" if args.servers else ""),
+        "command": "scripts/bench.sh" + (" --quick" if args.quick else "") + (f" --servers {args.servers}" if args.servers else "")
+                   + (f" --baseline {args.baseline}" if args.baseline else ""),
         "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()},
         "results": [],
     }
     for name in servers:
         print(f"== {name}", file=sys.stderr, flush=True)
-        report["results"].append(measure(name, root, run_dir, args.quick))
+        report["results"].append(measure(name, root, run_dir, args.quick, args.baseline))
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))

@@ -3,6 +3,7 @@
 #   scripts/bench.sh            full run (about 5 minutes)
 #   scripts/bench.sh --quick    about a minute (event loop, thread pool, nginx, lighttpd, h2o)
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
+#   scripts/bench.sh --baseline OLD_BINARY   also measures an earlier build, in the same run
 # Installs wrk, strace, gnuplot, nginx, lighttpd and h2o from Debian's packages when missing
 # (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail

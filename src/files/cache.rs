@@ -79,8 +79,8 @@ impl FileCache {
     }
 
     /// `Some(Some(_))`: cached; `Some(None)`: known not cacheable; `None`: not looked at yet.
-    pub fn get(&self, key: &str) -> Option<Option<Arc<CachedResource>>> {
-        self.entries.get(key).cloned()
+    pub fn get(&self, key: &str) -> Option<Option<&CachedResource>> {
+        self.entries.get(key).map(Option::as_deref)
     }
 
     /// Reads `file` (a canonical path without symlinks under `root`) and its small siblings into

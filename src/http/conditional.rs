@@ -14,9 +14,11 @@ pub struct Validators {
 }
 
 impl Validators {
-    /// The validators of a file with this `etag`, modified at `modified`, served at `now`.
+    /// The validators of a file with this `etag`, modified at `modified` (whole seconds, as
+    /// `FileMeta` keeps it), served at `now`.
     pub fn new(etag: EntityTag, modified: Option<SystemTime>, now: SystemTime) -> Validators {
-        let last_modified = modified.map(|m| whole_seconds(m.min(now)));
+        // A whole second no later than `now` is no later than `now`'s whole second either.
+        let last_modified = modified.map(|m| if m <= now { m } else { whole_seconds(now) });
         Validators { etag, last_modified }
     }
 }
@@ -95,7 +97,7 @@ impl From<&str> for EntityTag {
     }
 }
 
-fn whole_seconds(time: SystemTime) -> SystemTime {
+pub(crate) fn whole_seconds(time: SystemTime) -> SystemTime {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     UNIX_EPOCH + Duration::from_secs(secs)
 }
@@ -181,7 +183,7 @@ mod tests {
 
     /// The validators of a file with this inode, size and mtime, served at `now`.
     fn validators_of(inode: u64, len: u64, modified: Option<SystemTime>, now: SystemTime) -> Validators {
-        Validators::new(EntityTag::for_file(inode, len, modified), modified, now)
+        Validators::new(EntityTag::for_file(inode, len, modified), modified.map(whole_seconds), now)
     }
 
     const TAG: &str = "\"1-2-3.4\"";

@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use super::conditional::{EntityTag, Precondition, Validators, evaluate_preconditions};
+use super::conditional::{EntityTag, Precondition, Validators, evaluate_preconditions, whole_seconds};
 use super::encoding::ContentCoding;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
@@ -36,6 +36,7 @@ pub enum Resource<B> {
 pub struct FileMeta {
     /// Size of the representation actually sent (the compressed sibling's, when there is one).
     pub len: u64,
+    /// Modification time at one-second resolution (what `Last-Modified` can say).
     pub modified: Option<SystemTime>,
     /// The strong ETag of the file actually sent.
     pub etag: EntityTag,
@@ -59,7 +60,7 @@ impl FileMeta {
     ) -> FileMeta {
         FileMeta {
             len,
-            modified,
+            modified: modified.map(whole_seconds),
             etag: EntityTag::for_file(inode, len, modified),
             content_type: content_type(name),
             encoding,
@@ -337,18 +338,28 @@ impl Drop for Headers {
 pub fn http_date(time: SystemTime) -> ImfDate {
     /// Recently formatted seconds, replaced round-robin.
     const SLOTS: usize = 4;
-    /// (second, its text) pairs, and the slot to replace next.
-    type Recent = ([(u64, [u8; 29]); SLOTS], usize);
+    /// (the time last asked for, its second, its text) for each slot, and the slot to replace
+    /// next. A turn's `now` and a hot file's mtime are asked for again as the very same
+    /// value, found without even working out the second.
+    type Recent = ([(SystemTime, u64, [u8; 29]); SLOTS], usize);
     thread_local! {
-        static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(([(u64::MAX, [b' '; 29]); SLOTS], 0)) };
+        static RECENT: std::cell::RefCell<Recent> = const {
+            std::cell::RefCell::new(([(std::time::UNIX_EPOCH, u64::MAX, [b' '; 29]); SLOTS], 0))
+        };
     }
-    let second = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     RECENT.with_borrow_mut(|(slots, next)| {
-        if let Some((_, text)) = slots.iter().find(|(cached, _)| *cached == second) {
+        if let Some((_, _, text)) =
+            slots.iter().find(|(asked, second, _)| *asked == time && *second != u64::MAX)
+        {
+            return ImfDate(*text);
+        }
+        let second = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Some((asked, _, text)) = slots.iter_mut().find(|(_, cached, _)| *cached == second) {
+            *asked = time;
             return ImfDate(*text);
         }
         let text = httpdate::fmt_http_date(time).as_bytes().try_into().unwrap_or([b' '; 29]);
-        slots[*next] = (second, text);
+        slots[*next] = (time, second, text);
         *next = (*next + 1) % SLOTS;
         ImfDate(text)
     })

@@ -83,8 +83,6 @@ pub mod fake {
         /// The name of every write-side call, in order.
         pub calls: Vec<&'static str>,
         pub sendfile_works: bool,
-        /// Read calls made so far.
-        pub reads: usize,
     }
 
     impl FakeSocket {
@@ -117,7 +115,6 @@ pub mod fake {
 
     impl Read for FakeSocket {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.reads += 1;
             if self.incoming.is_empty() {
                 return if self.peer_closed { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
             }

@@ -231,9 +231,9 @@ impl<T: Transport> Connection<T> {
     fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
         let label = self.label;
         let logging = access_log.is_enabled();
-        self.output.send_some(&mut self.transport, &label, &mut |record: AccessRecord, sent: Sent| {
+        self.output.send_some(&mut self.transport, &label, &mut |record: &AccessRecord, sent: Sent| {
             if logging {
-                access_log.record(&label, &record, sent)
+                access_log.record(&label, record, sent)
             }
         })
     }
@@ -271,7 +271,7 @@ impl<T: Transport> Connection<T> {
     pub fn close(mut self, reason: CloseReason, access_log: &AccessLog) {
         debug!("{} close: {reason}", self.label);
         let label = self.label;
-        self.output.abandon(&mut |record: AccessRecord, sent: Sent| access_log.record(&label, &record, sent));
+        self.output.abandon(&mut |record: &AccessRecord, sent: Sent| access_log.record(&label, record, sent));
     }
 
     /// Answers every complete request in the input, in order. Returns true when nothing more

@@ -6,7 +6,7 @@
 //! `writev`, file ranges through `sendfile(2)` (read+write where sendfile is unavailable), and
 //! a short write just moves a cursor. Memory stays flat: a file is never read whole.
 //!
-//! Each output carries a tag it never looks at (the connection's access record) and hands it
+//! Each output carries a tag it never looks at (the connection's access record) and lends it
 //! back, with what was sent, when the response is finished or abandoned: this layer reports,
 //! the connection logs.
 
@@ -202,13 +202,6 @@ impl<G> Output<G> {
     }
 }
 
-impl<G> Output<G> {
-    /// The tag and what was sent; the storage goes back to the pools as the rest drops.
-    fn into_report(self) -> (G, Sent) {
-        (self.tag, self.sent)
-    }
-}
-
 /// The segments of one output, in a deque that goes back to a per-thread pool when dropped.
 #[derive(Debug)]
 struct Segments(VecDeque<Segment>);
@@ -314,7 +307,7 @@ impl<G: Tag> OutputQueue<G> {
         &mut self,
         transport: &mut T,
         label: &dyn Display,
-        finished: &mut impl FnMut(G, Sent),
+        finished: &mut impl FnMut(&G, Sent),
     ) -> io::Result<Flushed> {
         let budget_end = self.bytes_sent + SEND_BUDGET_BYTES;
         while let Some(front) = self.pending.front_mut() {
@@ -397,7 +390,7 @@ impl<G: Tag> OutputQueue<G> {
     }
 
     /// Moves cursors past `sent` bytes just written, finishing every output they complete.
-    fn advance(&mut self, mut sent: usize, finished: &mut impl FnMut(G, Sent)) {
+    fn advance(&mut self, mut sent: usize, finished: &mut impl FnMut(&G, Sent)) {
         while let Some(front) = self.pending.front_mut() {
             sent -= front.advance_front(sent);
             if front.segments.is_empty() {
@@ -408,16 +401,17 @@ impl<G: Tag> OutputQueue<G> {
         }
     }
 
-    fn finish_front(&mut self, finished: &mut impl FnMut(G, Sent)) {
-        if let Some(done) = self.pending.pop_front() {
-            let (tag, sent) = done.into_report();
-            finished(tag, sent);
+    /// Reports the front output, then drops it where it stands (its tag is lent, not moved).
+    fn finish_front(&mut self, finished: &mut impl FnMut(&G, Sent)) {
+        if let Some(done) = self.pending.front() {
+            finished(&done.tag, done.sent);
         }
+        self.pending.pop_front();
     }
 
     /// Drops what can no longer be sent, handing each response to `abandoned` with the bytes
     /// it got out.
-    pub fn abandon(&mut self, abandoned: &mut impl FnMut(G, Sent)) {
+    pub fn abandon(&mut self, abandoned: &mut impl FnMut(&G, Sent)) {
         while !self.pending.is_empty() {
             self.finish_front(abandoned);
         }
@@ -512,7 +506,7 @@ mod tests {
     fn send_all(queue: &mut OutputQueue<Name>, socket: &mut FakeSocket) -> (usize, Vec<Name>) {
         let mut blocked = 0;
         let mut finished = Vec::new();
-        while queue.send_some(socket, &"test", &mut |tag, _| finished.push(tag)).unwrap() == Flushed::Blocked
+        while queue.send_some(socket, &"test", &mut |tag, _| finished.push(*tag)).unwrap() == Flushed::Blocked
         {
             blocked += 1;
             assert!(blocked < 10_000, "no progress");
@@ -595,9 +589,9 @@ mod tests {
         queue.push(page_output("never").0);
         let mut socket = FakeSocket::writing(&[usize::MAX, 6, 0], true);
         let mut finished = Vec::new();
-        let flushed = queue.send_some(&mut socket, &"test", &mut |tag, sent| finished.push((tag, sent)));
+        let flushed = queue.send_some(&mut socket, &"test", &mut |tag, sent| finished.push((*tag, sent)));
         assert_eq!((flushed.unwrap(), finished.len()), (Flushed::Blocked, 0));
-        queue.abandon(&mut |tag, sent| finished.push((tag, sent)));
+        queue.abandon(&mut |tag, sent| finished.push((*tag, sent)));
         let head_bytes = expected.len() as u64 - 10;
         assert_eq!(finished[0], ("file", Sent { head_bytes, bytes: head_bytes + 6 }));
         assert_eq!((finished[1].0, finished[1].1.bytes), ("never", 0));

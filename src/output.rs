@@ -7,8 +7,8 @@
 //! a short write just moves a cursor. Memory stays flat: a file is never read whole.
 //!
 //! Each output carries a tag it never looks at (the connection's access record) and lends it
-//! back, with what was sent, when the response is finished or abandoned: this layer reports,
-//! the connection logs.
+//! to the caller, with what was sent, when the response is finished or abandoned: this layer
+//! reports, the connection logs.
 
 use std::collections::VecDeque;
 use std::fmt::Display;

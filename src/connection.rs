@@ -155,21 +155,9 @@ impl<T: Transport> Connection<T> {
             let now = clock.now();
             let needs_input = self.answer_buffered_requests(site, now);
             match self.send_queued(&site.access_log) {
-                Ok(Flushed::All) => {
-                    if let State::Sending(_) = self.state {
-                        self.enter_with(|state| match state {
-                            State::Sending(reading) => State::Reading(reading),
-                            other => other,
-                        });
-                    }
-                }
+                Ok(Flushed::All) => self.set_sending(false),
                 Ok(flushed) => {
-                    if let State::Reading(_) = self.state {
-                        self.enter_with(|state| match state {
-                            State::Reading(reading) => State::Sending(reading),
-                            other => other,
-                        });
-                    }
+                    self.set_sending(true);
                     return match flushed {
                         Flushed::Yielded => Verdict::Yield,
                         _ => self.waiting(),
@@ -383,6 +371,18 @@ impl<T: Transport> Connection<T> {
             self.enter(State::Closing(CloseReason::ResponseSaidClose));
         }
         keep_alive
+    }
+
+    /// Records whether responses wait for the socket, keeping where reading is.
+    fn set_sending(&mut self, sending: bool) {
+        match (&self.state, sending) {
+            (State::Reading(_), true) | (State::Sending(_), false) => self.enter_with(|state| match state {
+                State::Reading(reading) | State::Sending(reading) if sending => State::Sending(reading),
+                State::Reading(reading) | State::Sending(reading) => State::Reading(reading),
+                closing => closing,
+            }),
+            _ => {}
+        }
     }
 
     /// Moves the reading side on, keeping whether responses are waiting to be sent.

@@ -172,16 +172,8 @@ impl<G> Output<G> {
     /// of them it took.
     fn advance_front(&mut self, sent: usize) -> usize {
         let (taken, finished) = match self.segments.front_mut() {
-            Some(Segment::Static { bytes, sent: done }) => {
-                let taken = sent.min(bytes.len() - *done);
-                *done += taken;
-                (taken, *done == bytes.len())
-            }
-            Some(Segment::Bytes { bytes, sent: done }) => {
-                let taken = sent.min(bytes.len() - *done);
-                *done += taken;
-                (taken, *done == bytes.len())
-            }
+            Some(Segment::Static { bytes, sent: done }) => advance_cursor(done, bytes.len(), sent),
+            Some(Segment::Bytes { bytes, sent: done }) => advance_cursor(done, bytes.len(), sent),
             Some(Segment::Shared { start, end, .. }) => {
                 let taken = sent.min(*end - *start);
                 *start += taken;
@@ -200,6 +192,14 @@ impl<G> Output<G> {
         self.sent.bytes += taken as u64;
         taken
     }
+}
+
+/// Moves a byte segment's cursor `done` past up to `sent` of its `len` bytes: how many it
+/// took, and whether the segment is now all out.
+fn advance_cursor(done: &mut usize, len: usize, sent: usize) -> (usize, bool) {
+    let taken = sent.min(len - *done);
+    *done += taken;
+    (taken, *done == len)
 }
 
 /// The segments of one output, in a deque that goes back to a per-thread pool when dropped.

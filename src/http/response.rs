@@ -116,8 +116,9 @@ impl<B> Response<B> {
         self.headers.get(name)
     }
 
-    /// Serializes the status line and header section (RFC 9112 §4, §5), as the output sends
-    /// them.
+    /// The status line and header section (RFC 9112 §4, §5) as the output sends them (for
+    /// tests; the output sends the header block itself, behind `Status::line`).
+    #[cfg(test)]
     pub fn write_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.status.line().as_bytes());
         out.extend_from_slice(&self.headers.lines);

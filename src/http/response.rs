@@ -12,7 +12,7 @@ use super::conditional::{EntityTag, Precondition, Validators, evaluate_precondit
 use super::encoding::ContentCoding;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
-use crate::recycle::{FreeList, give_bytes, take_bytes};
+use crate::recycle::{give_bytes, take_bytes};
 
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
@@ -184,13 +184,12 @@ impl<B> Response<B> {
 
 /// The header section, built as it is sent: `Name: value\r\n` lines in one buffer that
 /// becomes the response head as is (pooled, so a warm thread allocates nothing for it), with
-/// values written as bytes, not through `fmt`.
+/// values written as bytes, not through `fmt`. There is no index beside it: only tests and
+/// the rare `insert` look fields up, and they read the lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     /// Every field line in sending order; ASCII (we write them, or `--header` checked them).
     lines: Vec<u8>,
-    /// Each field's name and the byte range of its value in `lines`, for `get`.
-    fields: Vec<Field>,
 }
 
 /// A value a header field can take, written straight into the field buffer.
@@ -261,48 +260,42 @@ impl HeaderValue for std::fmt::Arguments<'_> {
 }
 
 impl Headers {
-    /// Storage from the per-thread pools: responses come and go, their buffers stay.
+    /// Storage from the per-thread pool: responses come and go, their buffers stay.
     fn with_capacity() -> Headers {
-        let fields = SPARE_FIELDS.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(12));
-        Headers { lines: take_bytes(), fields }
+        Headers { lines: take_bytes() }
     }
 
     pub fn push(&mut self, name: FieldName, value: impl HeaderValue) {
         self.lines.extend_from_slice(name.0.as_bytes());
-        let start = self.lines.len();
         value.write_to(&mut self.lines);
-        self.fields.push((name.name(), start, self.lines.len()));
         self.lines.extend_from_slice(b"\r\n");
     }
 
-    /// Adds a field at `index` in sending order (moving the lines after it: for the few
-    /// responses that put a field early).
+    /// Adds a field before the `index`th one (counting from 0; at the end when there are
+    /// fewer), moving the lines after it: for the few responses that put a field early.
     pub fn insert(&mut self, index: usize, name: FieldName, value: impl HeaderValue) {
-        let Some(&(next_name, next_value, _)) = self.fields.get(index) else {
-            return self.push(name, value);
-        };
-        let line_start = next_value - next_name.len() - ": ".len();
+        let line_start = self.line_starts().nth(index).unwrap_or(self.lines.len());
         let old_len = self.lines.len();
         self.push(name, value);
         let line_len = self.lines.len() - old_len;
         self.lines[line_start..].rotate_right(line_len);
-        let (_, start, end) = self.fields.pop().unwrap_or(("", 0, 0));
-        let moved_by = old_len - line_start;
-        for field in &mut self.fields[index..] {
-            (field.1, field.2) = (field.1 + line_len, field.2 + line_len);
-        }
-        self.fields.insert(index, (name.name(), start - moved_by, end - moved_by));
+    }
+
+    /// Where each field line starts in `lines`.
+    fn line_starts(&self) -> impl Iterator<Item = usize> + '_ {
+        let ends = self.lines.windows(2).enumerate().filter(|(_, pair)| pair == b"\r\n");
+        std::iter::once(0).chain(ends.map(|(at, _)| at + 2)).filter(|&at| at < self.lines.len())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
-    /// Each field's name and value (for tests and logs; sending writes the bytes as they are).
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.fields.iter().map(|&(name, start, end)| {
-            (name, std::str::from_utf8(&self.lines[start..end]).unwrap_or_default())
-        })
+    /// Each field's name and value, read back from the lines (for tests and lookups; sending
+    /// writes the bytes as they are).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let text = std::str::from_utf8(&self.lines).unwrap_or_default();
+        text.split_terminator("\r\n").filter_map(|line| line.split_once(": "))
     }
 
     /// The header section with its closing blank line, ready to send.
@@ -317,12 +310,6 @@ impl Headers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldName(&'static str);
 
-impl FieldName {
-    fn name(self) -> &'static str {
-        &self.0[..self.0.len() - ": ".len()]
-    }
-}
-
 /// `field!("Content-Type")`: the [`FieldName`] `Content-Type: `.
 macro_rules! field {
     ($name:literal) => {
@@ -330,25 +317,9 @@ macro_rules! field {
     };
 }
 
-/// A header field: its name and the range of its value in `Headers::lines`.
-type Field = (&'static str, usize, usize);
-
-/// Most header buffers a thread keeps for reuse.
-const POOLED_HEADER_BUFFERS: usize = 16;
-
-thread_local! {
-    /// Emptied field indexes, ready for the next response (memory reuse only, no state).
-    static SPARE_FIELDS: FreeList<Vec<Field>> = const { FreeList::new(POOLED_HEADER_BUFFERS) };
-}
-
 impl Drop for Headers {
     fn drop(&mut self) {
         give_bytes(std::mem::take(&mut self.lines));
-        let mut fields = std::mem::take(&mut self.fields);
-        if fields.capacity() > 0 {
-            fields.clear();
-            SPARE_FIELDS.with(|spares| spares.give(fields));
-        }
     }
 }
 

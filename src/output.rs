@@ -20,7 +20,7 @@ use std::thread::LocalKey;
 
 use log::trace;
 
-use crate::files::FileBody;
+use crate::files::{CachedFile, FileBody};
 use crate::http::{BodyPlan, Response};
 use crate::recycle::{FreeList, give_bytes, take_bytes};
 use crate::transport::Transport;
@@ -75,7 +75,7 @@ enum Segment {
     /// Header block, generated page or multipart delimiters; `sent` bytes of it are out.
     Bytes { bytes: Vec<u8>, sent: usize },
     /// `content[start..end]` of a cached file, shared rather than copied; `start` advances.
-    Shared { content: Arc<[u8]>, start: usize, end: usize },
+    Shared { cached: Arc<CachedFile>, start: usize, end: usize },
     /// File bytes from `offset` (the next to send) up to, not including, `end`.
     File { offset: u64, end: u64 },
 }
@@ -112,13 +112,13 @@ impl<G> Output<G> {
     }
 
     /// Keeps an open file for `Segment::File` to read; a cached body is returned as is.
-    fn take_body(&mut self, body: FileBody) -> Option<Arc<[u8]>> {
+    fn take_body(&mut self, body: FileBody) -> Option<Arc<CachedFile>> {
         match body {
             FileBody::Open(file) => {
                 self.file = Some(file);
                 None
             }
-            FileBody::Cached(content) => Some(content),
+            FileBody::Cached(cached) => Some(cached),
         }
     }
 
@@ -134,14 +134,14 @@ impl<G> Output<G> {
     }
 
     /// A range of the body: shared from `cached` contents, or read from the open file.
-    fn push_file(&mut self, cached: &Option<Arc<[u8]>>, offset: u64, len: u64) {
+    fn push_file(&mut self, cached: &Option<Arc<CachedFile>>, offset: u64, len: u64) {
         if len == 0 {
             return;
         }
         match cached {
-            Some(content) => {
+            Some(cached) => {
                 let (start, end) = (offset as usize, (offset + len) as usize);
-                self.segments.push_back(Segment::Shared { content: Arc::clone(content), start, end });
+                self.segments.push_back(Segment::Shared { cached: Arc::clone(cached), start, end });
             }
             None => self.segments.push_back(Segment::File { offset, end: offset + len }),
         }
@@ -371,7 +371,7 @@ impl<G: Tag> OutputQueue<G> {
                 slices[count] = match segment {
                     Segment::Static { bytes, sent } => IoSlice::new(&bytes[*sent..]),
                     Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
-                    Segment::Shared { content, start, end } => IoSlice::new(&content[*start..*end]),
+                    Segment::Shared { cached, start, end } => IoSlice::new(&cached.content[*start..*end]),
                     Segment::File { .. } => {
                         file_follows = true;
                         break 'outputs;
@@ -479,6 +479,11 @@ mod tests {
     }
 
     /// The response to `GET /f` with `fields`, for a file of `content` served from `body`.
+    /// `content` as the file cache holds it, with the meta `file_output` gives it.
+    fn cached(content: &[u8]) -> FileBody {
+        FileBody::Cached(CachedFile::new(FileMeta::plain(content.len() as u64, None, b"f.bin"), content.into()))
+    }
+
     fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output<Name>, Vec<u8>) {
         let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
         let response = respond(Some(&get(fields)), Ok(Resource::File(meta, body)), UNIX_EPOCH);
@@ -543,7 +548,7 @@ mod tests {
                 page_output("page"),
                 file_output(b"x", open_file(b"x"), ""),
                 file_output(&content, open_file(&content), "Range: bytes=0-9,50000-50100,-7\r\n"),
-                file_output(&content, FileBody::Cached(content.clone().into()), "Range: bytes=1-2,-3\r\n"),
+                file_output(&content, cached(&content), "Range: bytes=1-2,-3\r\n"),
             ] {
                 queue.push(output);
                 expected.extend(bytes);
@@ -562,7 +567,7 @@ mod tests {
     #[test]
     fn a_cached_body_goes_out_with_its_head_in_one_writev() {
         let mut queue = OutputQueue::default();
-        let (output, expected) = file_output(b"hello", FileBody::Cached(b"hello"[..].into()), "");
+        let (output, expected) = file_output(b"hello", cached(b"hello"), "");
         queue.push(output);
         let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use inotify::{Inotify, WatchMask};
 use log::{debug, warn};
 
-use crate::http::{ContentCoding, FNV1A_START, FileMeta, fnv1a};
+use crate::http::{ContentCoding, FNV1A_START, FileMeta, fnv1a, full_response_fields};
 use crate::sys;
 
 /// Largest file kept in memory; larger ones stream from disk with sendfile.
@@ -29,12 +29,27 @@ const MAX_ENTRIES: usize = 1024;
 
 /// Everything a request for one path can be answered with: the file and its precompressed
 /// siblings, each read whole beside the metadata its responses need (which already says
-/// whether siblings exist), so a hit copies nothing but two reference counts.
+/// whether siblings exist), so a hit copies nothing but a reference count.
 #[derive(Debug)]
 pub struct CachedResource {
-    pub identity: (FileMeta, Arc<[u8]>),
+    pub identity: Arc<CachedFile>,
     /// Precompressed siblings, in `ContentCoding::ALL` order.
-    pub variants: [Option<(FileMeta, Arc<[u8]>)>; 2],
+    pub variants: [Option<Arc<CachedFile>>; 2],
+}
+
+/// One representation in memory: its metadata, the header fields of its full responses
+/// rendered once, and its bytes.
+#[derive(Debug)]
+pub struct CachedFile {
+    pub meta: FileMeta,
+    pub full_response_fields: Box<[u8]>,
+    pub content: Box<[u8]>,
+}
+
+impl CachedFile {
+    pub fn new(meta: FileMeta, content: Box<[u8]>) -> Arc<CachedFile> {
+        Arc::new(CachedFile { meta, full_response_fields: full_response_fields(&meta), content })
+    }
 }
 
 pub struct FileCache {
@@ -99,7 +114,7 @@ impl FileCache {
     }
 
     fn read_resource(&self, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
-        let mut identity = read_small(file, name, None)?;
+        let identity = read_small(file, name, None)?;
         let mut variants = [None, None];
         for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
             let mut sibling = file.as_os_str().to_owned();
@@ -113,11 +128,13 @@ impl FileCache {
             }
         }
         let has_encoded_variants = variants.iter().any(Option::is_some);
-        identity.0.has_encoded_variants = has_encoded_variants;
-        for (meta, _) in variants.iter_mut().flatten() {
-            meta.has_encoded_variants = has_encoded_variants;
-        }
-        Some(Arc::new(CachedResource { identity, variants }))
+        let cached = |(meta, content): (FileMeta, Box<[u8]>)| {
+            CachedFile::new(FileMeta { has_encoded_variants, ..meta }, content)
+        };
+        Some(Arc::new(CachedResource {
+            identity: cached(identity),
+            variants: variants.map(|v| v.map(cached)),
+        }))
     }
 
     fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {
@@ -168,7 +185,7 @@ impl FileCache {
 }
 
 /// The whole of the small regular file at `path` (served as `name`, in `encoding`).
-fn read_small(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Option<(FileMeta, Arc<[u8]>)> {
+fn read_small(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Option<(FileMeta, Box<[u8]>)> {
     let file = sys::open_nonblocking(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_CACHED_FILE_BYTES {

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub mod cache;
 
 use crate::http::{
-    ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Resource, SafePath, is_hidden_name,
-    render_listing, resolve_target,
+    ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Prerendered, Resource, SafePath,
+    is_hidden_name, render_listing, resolve_target,
 };
 use crate::sys;
+pub use cache::CachedFile;
 use cache::{CachedResource, FileCache};
 
 /// The file served for a path that names a directory.
@@ -254,7 +255,16 @@ pub enum FileBody {
     /// An open file, streamed with sendfile.
     Open(File),
     /// The whole file, from the cache.
-    Cached(Arc<[u8]>),
+    Cached(Arc<CachedFile>),
+}
+
+impl Prerendered for FileBody {
+    fn full_response_fields(&self) -> Option<&[u8]> {
+        match self {
+            FileBody::Open(_) => None,
+            FileBody::Cached(cached) => Some(&cached.full_response_fields),
+        }
+    }
 }
 
 /// The target without its query. A plain byte loop: targets are short, and `split('?')`
@@ -309,8 +319,8 @@ fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> Found
         .iter()
         .zip(ContentCoding::ALL)
         .find_map(|(variant, coding)| variant.as_ref().filter(|_| coding.is_accepted(accept_encoding)));
-    let (meta, content) = chosen.unwrap_or(&resource.identity);
-    Resource::File(*meta, FileBody::Cached(Arc::clone(content)))
+    let cached = chosen.unwrap_or(&resource.identity);
+    Resource::File(cached.meta, FileBody::Cached(Arc::clone(cached)))
 }
 
 /// Opens the regular file at `path`, served as `name` in `encoding`, with the metadata of the

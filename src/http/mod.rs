@@ -25,7 +25,8 @@ pub use request::{
     BodyFraming, Method, Parsed, RepresentationFields, Request, Version, logged_fields, parse_head,
 };
 pub use response::{
-    BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Resource, Response, fnv1a, http_date, respond,
+    BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Prerendered, Resource, Response, fnv1a,
+    full_response_fields, http_date, respond,
 };
 pub use target::{SafePath, is_hidden_name, resolve_target};
 

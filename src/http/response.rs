@@ -77,6 +77,25 @@ impl FileMeta {
     }
 }
 
+/// A file body that may bring the representation fields of its full responses already
+/// rendered (a cached file), so a hot hit copies them instead of writing them field by field.
+pub trait Prerendered {
+    /// What [`full_response_fields`] rendered for this file's meta, if it was done ahead.
+    fn full_response_fields(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl Prerendered for () {}
+
+/// `Content-Type` through `Vary` of a `200` for the file `meta` describes, as `respond` writes
+/// them (rendered once per cached file; valid while its mtime is not in the future).
+pub fn full_response_fields(meta: &FileMeta) -> Box<[u8]> {
+    let mut headers = Headers::default();
+    push_full_response_fields(&mut headers, meta, meta.modified);
+    std::mem::take(&mut headers.lines).into_boxed_slice()
+}
+
 /// Where the response body comes from; `B` is the file's bytes, owned by the plan that reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyPlan<B> {
@@ -271,6 +290,11 @@ impl Headers {
         self.lines.extend_from_slice(b"\r\n");
     }
 
+    /// Appends field lines rendered earlier by this type (see [`full_response_fields`]).
+    pub fn push_rendered(&mut self, lines: &[u8]) {
+        self.lines.extend_from_slice(lines);
+    }
+
     /// Adds a field before the `index`th one (counting from 0; at the end when there are
     /// fewer), moving the lines after it: for the few responses that put a field early.
     pub fn insert(&mut self, index: usize, name: FieldName, value: impl HeaderValue) {
@@ -420,7 +444,7 @@ impl Request {
 /// The decision function: what to answer to `request`, given what the filesystem found.
 ///
 /// `request` is `None` when the head could not be parsed at all.
-pub fn respond<B>(
+pub fn respond<B: Prerendered>(
     request: Option<&Request>,
     found: Result<Resource<B>, HttpError>,
     now: SystemTime,
@@ -452,7 +476,12 @@ fn not_found_page<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTim
     Response { status: Status::NOT_FOUND, headers, body, keep_alive: request.keep_alive }
 }
 
-fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime) -> Response<B> {
+fn file_response<B: Prerendered>(
+    request: &Request,
+    meta: &FileMeta,
+    file: B,
+    now: SystemTime,
+) -> Response<B> {
     let validators = Validators::new(meta.etag, meta.modified, now);
     let mut headers = common_headers(now);
     let status = match evaluate_preconditions(&request.fields, &validators) {
@@ -466,27 +495,55 @@ fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime
         (Status::OK, Method::Get) => evaluate_range(&request.fields, &validators, meta.len),
         _ => RangeOutcome::Full, // §14.2: Range only applies to GET
     };
-    // Fields are pushed in sending order: Content-Type, Content-Length, then Content-Range.
+    let last_modified = validators.last_modified;
+    // Fields are pushed in sending order: Content-Type, Content-Length, Content-Range, then
+    // the validators and the coding.
     let (status, body) = match ranges {
         RangeOutcome::Unsatisfiable => {
             let mut response = error_page(&HttpError::RangeNotSatisfiable, Some(request), now);
             response.headers.push(field!("Content-Range"), format_args!("bytes */{}", meta.len));
             return response;
         }
-        _ if status == Status::NOT_MODIFIED => (status, BodyPlan::Empty),
+        _ if status == Status::NOT_MODIFIED => {
+            push_validators_and_coding(&mut headers, meta, last_modified, status);
+            (status, BodyPlan::Empty)
+        }
         RangeOutcome::Full => {
-            headers.push(field!("Content-Type"), meta.content_type);
-            headers.push(field!("Content-Length"), meta.len);
+            match file.full_response_fields() {
+                Some(rendered) if last_modified == meta.modified => headers.push_rendered(rendered),
+                _ => push_full_response_fields(&mut headers, meta, last_modified),
+            }
             (status, BodyPlan::File { file, offset: 0, len: meta.len })
         }
         RangeOutcome::Partial(ranges) => {
-            (Status::PARTIAL_CONTENT, partial_body(file, &ranges, meta, &validators, &mut headers))
+            let body = partial_body(file, &ranges, meta, &validators, &mut headers);
+            push_validators_and_coding(&mut headers, meta, last_modified, Status::PARTIAL_CONTENT);
+            (Status::PARTIAL_CONTENT, body)
         }
     };
-    if let Some(modified) = validators.last_modified {
+    push_connection(&mut headers, request.version, request.keep_alive);
+    let body = if request.method == Method::Head { BodyPlan::Empty } else { body };
+    Response { status, headers, body, keep_alive: request.keep_alive }
+}
+
+/// The representation fields of a `200`, `Last-Modified` saying `last_modified`.
+fn push_full_response_fields(headers: &mut Headers, meta: &FileMeta, last_modified: Option<SystemTime>) {
+    headers.push(field!("Content-Type"), meta.content_type);
+    headers.push(field!("Content-Length"), meta.len);
+    push_validators_and_coding(headers, meta, last_modified, Status::OK);
+}
+
+/// `Last-Modified`, `ETag`, `Accept-Ranges` (not on a 304) and what the coding implies.
+fn push_validators_and_coding(
+    headers: &mut Headers,
+    meta: &FileMeta,
+    last_modified: Option<SystemTime>,
+    status: Status,
+) {
+    if let Some(modified) = last_modified {
         headers.push(field!("Last-Modified"), http_date(modified));
     }
-    headers.push(field!("ETag"), validators.etag);
+    headers.push(field!("ETag"), meta.etag);
     if status != Status::NOT_MODIFIED {
         headers.push(field!("Accept-Ranges"), "bytes");
     }
@@ -496,9 +553,6 @@ fn file_response<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime
     if meta.has_encoded_variants {
         headers.push(field!("Vary"), "Accept-Encoding");
     }
-    push_connection(&mut headers, request.version, request.keep_alive);
-    let body = if request.method == Method::Head { BodyPlan::Empty } else { body };
-    Response { status, headers, body, keep_alive: request.keep_alive }
 }
 
 /// The 206 body for `ranges`: one range as is, several as `multipart/byteranges`. Pushes
@@ -914,6 +968,47 @@ mod tests {
         }
         assert_eq!(block, "Y: y\r\nA: 1\r\nX: x-value\r\nB: 22\r\nC: 333\r\nZ: zz\r\n");
         assert_eq!(String::from_utf8(headers.into_block()).unwrap(), block + "\r\n");
+    }
+
+    /// A body carrying fields rendered ahead, as a cached file does.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Rendered(Box<[u8]>);
+
+    impl Prerendered for Rendered {
+        fn full_response_fields(&self) -> Option<&[u8]> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn fields_rendered_ahead_give_the_very_head_rendered_per_response() {
+        let minute_ago = Some(now() - Duration::from_secs(60));
+        let in_an_hour = Some(now() + Duration::from_secs(3600)); // Last-Modified says `now`
+        let metas = [
+            FileMeta::plain(100, minute_ago, b"a.txt"),
+            FileMeta::plain(0, None, b"empty"),
+            FileMeta::plain(5, in_an_hour, b"future.css"),
+            FileMeta::new(7, 40, minute_ago, b"app.js", Some(ContentCoding::Brotli)),
+            FileMeta { has_encoded_variants: true, ..FileMeta::plain(90, minute_ago, b"app.js") },
+        ];
+        let heads = [
+            "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nRange: bytes=1-2\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: Sun, 22 Nov 2026 04:45:00 GMT\r\n\r\n",
+        ];
+        for meta in metas {
+            let rendered = Rendered(full_response_fields(&meta));
+            for head in heads {
+                let get = request(head);
+                let per_response = respond(Some(&get), Ok(Resource::File(meta, ())), now());
+                let ahead = super::respond(Some(&get), Ok(Resource::File(meta, rendered.clone())), now());
+                let mut ahead_head = Vec::new();
+                ahead.write_head(&mut ahead_head);
+                assert_eq!(String::from_utf8(ahead_head).unwrap(), head_text(&per_response), "{meta:?} {head}");
+            }
+        }
     }
 
     #[test]

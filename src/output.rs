@@ -481,7 +481,10 @@ mod tests {
     /// The response to `GET /f` with `fields`, for a file of `content` served from `body`.
     /// `content` as the file cache holds it, with the meta `file_output` gives it.
     fn cached(content: &[u8]) -> FileBody {
-        FileBody::Cached(CachedFile::new(FileMeta::plain(content.len() as u64, None, b"f.bin"), content.into()))
+        FileBody::Cached(CachedFile::new(
+            FileMeta::plain(content.len() as u64, None, b"f.bin"),
+            content.into(),
+        ))
     }
 
     fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output<Name>, Vec<u8>) {

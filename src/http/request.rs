@@ -295,12 +295,27 @@ fn is_reg_name(name: &[u8]) -> bool {
                 [high, low, after @ ..] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => after,
                 _ => return false,
             },
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(b) => tail,
+            &b if REG_NAME_BYTES[b as usize] => tail,
             _ => return false,
         };
     }
     true
 }
+
+/// The unreserved and sub-delims bytes a reg-name may hold as they are, as a table: every
+/// request's `Host` goes through it, a byte at a time.
+const REG_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        byte += 1;
+    }
+    table
+};
 
 /// RFC 9112 §6.3: decide how the body is delimited, refusing every ambiguous combination.
 fn framing(

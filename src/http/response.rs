@@ -1006,7 +1006,11 @@ mod tests {
                 let ahead = super::respond(Some(&get), Ok(Resource::File(meta, rendered.clone())), now());
                 let mut ahead_head = Vec::new();
                 ahead.write_head(&mut ahead_head);
-                assert_eq!(String::from_utf8(ahead_head).unwrap(), head_text(&per_response), "{meta:?} {head}");
+                assert_eq!(
+                    String::from_utf8(ahead_head).unwrap(),
+                    head_text(&per_response),
+                    "{meta:?} {head}"
+                );
             }
         }
     }

@@ -24,7 +24,7 @@ use crate::files::Found;
 use crate::http::{
     BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, logged_fields, parse_head, respond,
 };
-use crate::output::{Flushed, Output, OutputQueue, SPARE_QUEUES, Sent, Tag};
+use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
 use crate::transport::Transport;
 
@@ -40,11 +40,11 @@ type LoggedFields = (Option<String>, Option<String>);
 
 thread_local! {
     /// Emptied output queues of HTTP connections, for the next busy one.
-    static SPARE_OUTPUT_QUEUES: FreeList<VecDeque<Output<AccessRecord>>> = const { FreeList::new(SPARE_QUEUES) };
+    static SPARE_OUTPUT_QUEUES: FreeList<VecDeque<Pending<AccessRecord>>> = const { FreeList::new(SPARE_QUEUES) };
 }
 
 impl Tag for AccessRecord {
-    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Output<AccessRecord>>>> {
+    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Pending<AccessRecord>>>> {
         &SPARE_OUTPUT_QUEUES
     }
 }
@@ -366,7 +366,7 @@ impl<T: Transport> Connection<T> {
             status: response.status.code(),
         };
         let keep_alive = response.keep_alive;
-        self.output.push(Output::new(response, record));
+        self.output.push(response, record);
         if !keep_alive {
             self.enter(State::Closing(CloseReason::ResponseSaidClose));
         }

@@ -1,14 +1,16 @@
 //! Response bytes on their way to a socket, shared by every engine.
 //!
-//! An [`Output`] is one response: its head (and small generated body) as bytes with a cursor,
-//! then optionally a file range with its own cursor. [`OutputQueue::send_some`] writes as much
-//! of the queued outputs as the socket takes right now: consecutive byte parts go out in one
-//! `writev`, file ranges through `sendfile(2)` (read+write where sendfile is unavailable), and
-//! a short write just moves a cursor. Memory stays flat: a file is never read whole.
+//! An [`OutputQueue`] holds a connection's responses in request order as one run of segments:
+//! each response's status line, header block, generated body or cached file bytes, file ranges
+//! and multipart delimiters, one after the other, beside a short list of the responses they
+//! belong to (the front segment always belongs to the front response). [`OutputQueue::send_some`]
+//! writes as much as the socket takes right now: consecutive byte segments go out in one
+//! `writev`, across responses; file ranges through `sendfile(2)` (read+write where sendfile is
+//! unavailable); a short write just moves a cursor. Memory stays flat: a file is never read whole.
 //!
-//! Each output carries a tag it never looks at (the connection's access record) and lends it
-//! to the caller, with what was sent, when the response is finished or abandoned: this layer
-//! reports, the connection logs.
+//! Each response carries a tag the queue never looks at (the connection's access record) and
+//! lends it to the caller, with what was sent, when the response is finished or abandoned: this
+//! layer reports, the connection logs.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -38,13 +40,13 @@ pub const SEND_BUDGET_BYTES: u64 = 512 * 1024;
 /// Bytes moved per read+write when `sendfile` is unavailable.
 const COPY_CHUNK_BYTES: usize = 16 * 1024;
 
-/// One response waiting to be sent, and the caller's tag `G` for it.
+/// One queued response: how many of the queue's segments are its own, what they read from,
+/// and the caller's tag `G` for it.
 #[derive(Debug)]
-pub struct Output<G> {
-    /// What is left to send, in order; only the front segment can be partly sent.
-    segments: Segments,
-    /// The open file that every `Segment::File` reads from (a cached body becomes `Shared`
-    /// segments instead).
+pub struct Pending<G> {
+    /// Its segments still in the queue (at least its status line until it is finished).
+    segments: usize,
+    /// The open file its `Segment::File` ranges read from (a cached body is `Shared` instead).
     file: Option<File>,
     /// Set once `sendfile` turned out not to work for this file or socket.
     copy_fallback: bool,
@@ -76,52 +78,138 @@ enum Segment {
     Bytes { bytes: Vec<u8>, sent: usize },
     /// `content[start..end]` of a cached file, shared rather than copied; `start` advances.
     Shared { cached: Arc<CachedFile>, start: usize, end: usize },
-    /// File bytes from `offset` (the next to send) up to, not including, `end`.
+    /// Bytes of the owning response's file from `offset` (the next to send) up to, not
+    /// including, `end`.
     File { offset: u64, end: u64 },
 }
 
-impl<G> Output<G> {
-    /// The output for `response`, whose body plan owns the file bytes it reads.
-    pub fn new(response: Response<FileBody>, tag: G) -> Output<G> {
+impl Segment {
+    /// Moves the cursor past up to `sent` bytes: how many it took, and whether it is all out.
+    fn advance(&mut self, sent: usize) -> (usize, bool) {
+        match self {
+            Segment::Static { bytes, sent: done } => advance_cursor(done, bytes.len(), sent),
+            Segment::Bytes { bytes, sent: done } => advance_cursor(done, bytes.len(), sent),
+            Segment::Shared { start, end, .. } => {
+                let taken = sent.min(*end - *start);
+                *start += taken;
+                (taken, start == end)
+            }
+            Segment::File { offset, end } => {
+                let taken = sent.min(usize::try_from(*end - *offset).unwrap_or(usize::MAX));
+                *offset += taken as u64;
+                (taken, offset == end)
+            }
+        }
+    }
+}
+
+/// Moves a byte segment's cursor `done` past up to `sent` of its `len` bytes: how many it
+/// took, and whether the segment is now all out.
+fn advance_cursor(done: &mut usize, len: usize, sent: usize) -> (usize, bool) {
+    let taken = sent.min(len - *done);
+    *done += taken;
+    (taken, *done == len)
+}
+
+/// Most spare segment deques a thread keeps, and the room a new one starts with (a
+/// response is two to four segments; a pipelined batch grows it, and it is kept up to 64).
+const SPARE_SEGMENT_DEQUES: usize = 64;
+const SEGMENTS_CAPACITY: usize = 8;
+const MAX_SPARE_SEGMENTS_CAPACITY: usize = 64;
+
+thread_local! {
+    static SPARE_SEGMENTS: FreeList<VecDeque<Segment>> = const { FreeList::new(SPARE_SEGMENT_DEQUES) };
+}
+
+fn sendfile_unsupported(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Unsupported
+        || matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP))
+}
+
+/// Whether [`OutputQueue::send_some`] emptied the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    All,
+    /// The socket would block; wait for it to become writable.
+    Blocked,
+    /// `SEND_BUDGET_BYTES` went out and more is pending: come back after the others.
+    Yielded,
+}
+
+/// What the caller attaches to each response. A static cannot be generic, so each tag type
+/// names the per-thread pool that keeps spare response lists for it: an idle connection
+/// holds no queue storage, and a busy one takes and returns some without allocating.
+pub trait Tag: Sized + 'static {
+    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Pending<Self>>>>;
+}
+
+/// Most spare response lists a thread keeps; one starts with room for 4 responses and is kept
+/// up to room for 32 (a pipelining client's batch), so pipelining allocates nothing either.
+pub const SPARE_QUEUES: usize = 16;
+const QUEUE_CAPACITY: usize = 4;
+const MAX_SPARE_QUEUE_CAPACITY: usize = 32;
+
+/// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
+/// request order).
+#[derive(Debug)]
+pub struct OutputQueue<G> {
+    /// Every unsent part of every queued response, in order; only the front one can be
+    /// partly sent.
+    segments: VecDeque<Segment>,
+    /// The queued responses, oldest first; the front one owns the front segments.
+    responses: VecDeque<Pending<G>>,
+    /// Total bytes written from this queue.
+    bytes_sent: u64,
+}
+
+impl<G> Default for OutputQueue<G> {
+    fn default() -> Self {
+        OutputQueue { segments: VecDeque::new(), responses: VecDeque::new(), bytes_sent: 0 }
+    }
+}
+
+impl<G: Tag> OutputQueue<G> {
+    /// Queues `response`, whose body plan owns the file bytes it reads, tagged `tag`.
+    pub fn push(&mut self, response: Response<FileBody>, tag: G) {
+        if self.responses.capacity() == 0 {
+            let spare = G::spare_queues().with(FreeList::take);
+            self.responses = spare.unwrap_or_else(|| VecDeque::with_capacity(QUEUE_CAPACITY));
+        }
+        if self.segments.capacity() == 0 {
+            let spare = SPARE_SEGMENTS.with(FreeList::take);
+            self.segments = spare.unwrap_or_else(|| VecDeque::with_capacity(SEGMENTS_CAPACITY));
+        }
         let Response { status, headers, body, .. } = response;
         // The header block goes out as built, behind its static status line: nothing copied.
         let (status_line, header_block) = (status.line().as_bytes(), headers.into_block());
         let head_bytes = (status_line.len() + header_block.len()) as u64;
-        let mut segments = SPARE_SEGMENTS.with(FreeList::take).unwrap_or_else(|| VecDeque::with_capacity(4));
-        segments.push_back(Segment::Static { bytes: status_line, sent: 0 });
-        segments.push_back(Segment::Bytes { bytes: header_block, sent: 0 });
-        let sent = Sent { head_bytes, bytes: 0 };
-        let mut output = Output { segments: Segments(segments), file: None, copy_fallback: false, sent, tag };
+        let first = self.segments.len();
+        self.segments.push_back(Segment::Static { bytes: status_line, sent: 0 });
+        self.segments.push_back(Segment::Bytes { bytes: header_block, sent: 0 });
+        let mut file = None;
         match body {
             BodyPlan::Empty => {}
-            BodyPlan::Page(page) => output.push_bytes(page.as_bytes()),
-            BodyPlan::File { file, offset, len } => {
-                let file = output.take_body(file);
-                output.push_file(&file, offset, len);
+            BodyPlan::Page(page) => self.push_bytes(page.as_bytes()),
+            BodyPlan::File { file: body, offset, len } => {
+                let cached = take_body(body, &mut file);
+                self.push_file(&cached, offset, len);
             }
-            BodyPlan::Multipart { file, parts, closing } => {
-                let file = output.take_body(file);
+            BodyPlan::Multipart { file: body, parts, closing } => {
+                let cached = take_body(body, &mut file);
                 for part in parts {
-                    output.push_bytes(part.head.as_bytes());
-                    output.push_file(&file, part.offset, part.len);
+                    self.push_bytes(part.head.as_bytes());
+                    self.push_file(&cached, part.offset, part.len);
                 }
-                output.push_bytes(closing.as_bytes());
+                self.push_bytes(closing.as_bytes());
             }
         }
-        output
+        let segments = self.segments.len() - first;
+        let sent = Sent { head_bytes, bytes: 0 };
+        self.responses.push_back(Pending { segments, file, copy_fallback: false, sent, tag });
     }
 
-    /// Keeps an open file for `Segment::File` to read; a cached body is returned as is.
-    fn take_body(&mut self, body: FileBody) -> Option<Arc<CachedFile>> {
-        match body {
-            FileBody::Open(file) => {
-                self.file = Some(file);
-                None
-            }
-            FileBody::Cached(cached) => Some(cached),
-        }
-    }
-
+    /// Appends bytes to the response being queued (its last segment is its own: every
+    /// response starts with its status line).
     fn push_bytes(&mut self, more: &[u8]) {
         match self.segments.back_mut() {
             Some(Segment::Bytes { bytes, .. }) => bytes.extend_from_slice(more),
@@ -147,158 +235,13 @@ impl<G> Output<G> {
         }
     }
 
-    /// Sends from the front segment, which must be a file range.
-    fn send_file_segment<T: Transport>(&mut self, transport: &mut T) -> io::Result<usize> {
-        let (Some(Segment::File { offset, end }), Some(file)) = (self.segments.front(), &self.file) else {
-            return Err(io::Error::other("front segment is not a file range"));
-        };
-        let len = usize::try_from(end - offset).unwrap_or(usize::MAX).min(MAX_SENDFILE_BYTES);
-        if !self.copy_fallback {
-            match transport.send_file(file, *offset, len) {
-                Err(error) if sendfile_unsupported(&error) => self.copy_fallback = true,
-                result => return result,
-            }
-        }
-        let mut chunk = [0u8; COPY_CHUNK_BYTES];
-        let read = file.read_at(&mut chunk[..len.min(COPY_CHUNK_BYTES)], *offset)?;
-        if read == 0 {
-            return Ok(0);
-        }
-        // Whatever the socket does not take is read again next time: simple, and only a fallback.
-        transport.write(&chunk[..read])
-    }
-
-    /// Moves the front segment's cursor past `sent` bytes, up to its end; returns how many
-    /// of them it took.
-    fn advance_front(&mut self, sent: usize) -> usize {
-        let (taken, finished) = match self.segments.front_mut() {
-            Some(Segment::Static { bytes, sent: done }) => advance_cursor(done, bytes.len(), sent),
-            Some(Segment::Bytes { bytes, sent: done }) => advance_cursor(done, bytes.len(), sent),
-            Some(Segment::Shared { start, end, .. }) => {
-                let taken = sent.min(*end - *start);
-                *start += taken;
-                (taken, start == end)
-            }
-            Some(Segment::File { offset, end }) => {
-                let taken = sent.min(usize::try_from(*end - *offset).unwrap_or(usize::MAX));
-                *offset += taken as u64;
-                (taken, offset == end)
-            }
-            None => (0, false),
-        };
-        if finished && let Some(Segment::Bytes { bytes, .. }) = self.segments.pop_front() {
-            give_bytes(bytes);
-        }
-        self.sent.bytes += taken as u64;
-        taken
-    }
-}
-
-/// Moves a byte segment's cursor `done` past up to `sent` of its `len` bytes: how many it
-/// took, and whether the segment is now all out.
-fn advance_cursor(done: &mut usize, len: usize, sent: usize) -> (usize, bool) {
-    let taken = sent.min(len - *done);
-    *done += taken;
-    (taken, *done == len)
-}
-
-/// The segments of one output, in a deque that goes back to a per-thread pool when dropped.
-#[derive(Debug)]
-struct Segments(VecDeque<Segment>);
-
-impl std::ops::Deref for Segments {
-    type Target = VecDeque<Segment>;
-    fn deref(&self) -> &VecDeque<Segment> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Segments {
-    fn deref_mut(&mut self) -> &mut VecDeque<Segment> {
-        &mut self.0
-    }
-}
-
-impl Drop for Segments {
-    /// Hands the deque and any head buffer back for the next response.
-    fn drop(&mut self) {
-        let mut segments = std::mem::take(&mut self.0);
-        for segment in segments.drain(..) {
-            if let Segment::Bytes { bytes, .. } = segment {
-                give_bytes(bytes);
-            }
-        }
-        if segments.capacity() > 0 && segments.capacity() <= 8 {
-            SPARE_SEGMENTS.with(|spares| spares.give(segments));
-        }
-    }
-}
-
-/// Most spare segment deques a thread keeps.
-const SPARES_PER_THREAD: usize = 64;
-
-thread_local! {
-    static SPARE_SEGMENTS: FreeList<VecDeque<Segment>> = const { FreeList::new(SPARES_PER_THREAD) };
-}
-
-fn sendfile_unsupported(error: &io::Error) -> bool {
-    error.kind() == io::ErrorKind::Unsupported
-        || matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP))
-}
-
-/// Whether [`OutputQueue::send_some`] emptied the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushed {
-    All,
-    /// The socket would block; wait for it to become writable.
-    Blocked,
-    /// `SEND_BUDGET_BYTES` went out and more is pending: come back after the others.
-    Yielded,
-}
-
-/// What the caller attaches to each output. A static cannot be generic, so each tag type
-/// names the per-thread pool that keeps spare queue storage for its outputs: an idle
-/// connection holds no queue, and a busy one takes and returns one without allocating.
-pub trait Tag: Sized + 'static {
-    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Output<Self>>>>;
-}
-
-/// Most spare queues a thread keeps; a queue starts with room for 4 responses and is kept
-/// up to room for 32 (a pipelining client's batch), so pipelining allocates nothing either.
-pub const SPARE_QUEUES: usize = 16;
-const QUEUE_CAPACITY: usize = 4;
-const MAX_SPARE_QUEUE_CAPACITY: usize = 32;
-
-/// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
-/// request order).
-#[derive(Debug)]
-pub struct OutputQueue<G> {
-    pending: VecDeque<Output<G>>,
-    /// Total bytes written from this queue.
-    bytes_sent: u64,
-}
-
-impl<G> Default for OutputQueue<G> {
-    fn default() -> Self {
-        OutputQueue { pending: VecDeque::new(), bytes_sent: 0 }
-    }
-}
-
-impl<G: Tag> OutputQueue<G> {
-    pub fn push(&mut self, output: Output<G>) {
-        if self.pending.capacity() == 0 {
-            let spare = G::spare_queues().with(FreeList::take);
-            self.pending = spare.unwrap_or_else(|| VecDeque::with_capacity(QUEUE_CAPACITY));
-        }
-        self.pending.push_back(output);
-    }
-
+    /// Responses queued and not finished yet.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.responses.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.responses.is_empty()
     }
 
     /// Writes until the queue is empty or the socket would block. Hands each response that
@@ -310,22 +253,16 @@ impl<G: Tag> OutputQueue<G> {
         finished: &mut impl FnMut(&G, Sent),
     ) -> io::Result<Flushed> {
         let budget_end = self.bytes_sent + SEND_BUDGET_BYTES;
-        while let Some(front) = self.pending.front_mut() {
+        while let Some(front) = self.segments.front() {
             if self.bytes_sent >= budget_end {
                 return Ok(Flushed::Yielded);
             }
-            let (result, syscall) = match front.segments.front() {
-                None => {
-                    self.finish_front(finished);
-                    continue;
+            let (result, syscall) = match (front, self.responses.front_mut()) {
+                (&Segment::File { offset, end }, Some(owner)) => {
+                    let result = send_file_range(owner, offset, end, transport);
+                    (result, if owner.copy_fallback { "read+write" } else { "sendfile" })
                 }
-                Some(Segment::Static { .. } | Segment::Bytes { .. } | Segment::Shared { .. }) => {
-                    (self.write_bytes(transport), "writev")
-                }
-                Some(Segment::File { .. }) => {
-                    let result = front.send_file_segment(transport);
-                    (result, if front.copy_fallback { "read+write" } else { "sendfile" })
-                }
+                _ => (self.write_bytes(transport), "writev"),
             };
             match result {
                 Ok(0) => {
@@ -350,12 +287,12 @@ impl<G: Tag> OutputQueue<G> {
         Ok(Flushed::All)
     }
 
-    /// One `writev` of every unsent byte segment from the front, across outputs, up to the
+    /// One `writev` of every unsent byte segment from the front, across responses, up to the
     /// first file range.
     fn write_bytes<T: Transport>(&self, transport: &mut T) -> io::Result<usize> {
         // A lone response is a head and a body or two: setting up all MAX_IOVECS slices for it
         // was a fifth of the connection's user time. A pipelined batch gets the full array.
-        match self.pending.len() {
+        match self.responses.len() {
             1 => self.gather::<T, FEW_IOVECS>(transport),
             _ => self.gather::<T, MAX_IOVECS>(transport),
         }
@@ -366,22 +303,17 @@ impl<G: Tag> OutputQueue<G> {
         let mut slices = [IoSlice::new(&[]); N];
         let mut count = 0;
         let mut file_follows = false;
-        'outputs: for output in &self.pending {
-            for segment in output.segments.iter() {
-                slices[count] = match segment {
-                    Segment::Static { bytes, sent } => IoSlice::new(&bytes[*sent..]),
-                    Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
-                    Segment::Shared { cached, start, end } => IoSlice::new(&cached.content[*start..*end]),
-                    Segment::File { .. } => {
-                        file_follows = true;
-                        break 'outputs;
-                    }
-                };
-                count += 1;
-                if count == N {
-                    break 'outputs;
+        for segment in self.segments.iter().take(N) {
+            slices[count] = match segment {
+                Segment::Static { bytes, sent } => IoSlice::new(&bytes[*sent..]),
+                Segment::Bytes { bytes, sent } => IoSlice::new(&bytes[*sent..]),
+                Segment::Shared { cached, start, end } => IoSlice::new(&cached.content[*start..*end]),
+                Segment::File { .. } => {
+                    file_follows = true;
+                    break;
                 }
-            }
+            };
+            count += 1;
         }
         match file_follows {
             true => transport.write_vectored_more(&slices[..count]),
@@ -389,40 +321,62 @@ impl<G: Tag> OutputQueue<G> {
         }
     }
 
-    /// Moves cursors past `sent` bytes just written, finishing every output they complete.
+    /// Moves cursors past `sent` bytes just written, finishing every response they complete.
     fn advance(&mut self, mut sent: usize, finished: &mut impl FnMut(&G, Sent)) {
-        while let Some(front) = self.pending.front_mut() {
-            sent -= front.advance_front(sent);
-            if front.segments.is_empty() {
-                self.finish_front(finished);
-            } else if sent == 0 {
+        while let (Some(segment), Some(owner)) = (self.segments.front_mut(), self.responses.front_mut()) {
+            let (taken, all_out) = segment.advance(sent);
+            sent -= taken;
+            owner.sent.bytes += taken as u64;
+            if !all_out {
                 break;
+            }
+            if let Some(Segment::Bytes { bytes, .. }) = self.segments.pop_front() {
+                give_bytes(bytes);
+            }
+            owner.segments -= 1;
+            if owner.segments == 0 {
+                self.finish_front(finished);
             }
         }
     }
 
-    /// Reports the front output, then drops it where it stands (its tag is lent, not moved).
+    /// Reports the front response, then drops it where it stands (its tag is lent, not moved).
     fn finish_front(&mut self, finished: &mut impl FnMut(&G, Sent)) {
-        if let Some(done) = self.pending.front() {
+        if let Some(done) = self.responses.front() {
             finished(&done.tag, done.sent);
         }
-        self.pending.pop_front();
+        self.responses.pop_front();
     }
 
     /// Drops what can no longer be sent, handing each response to `abandoned` with the bytes
-    /// it got out.
+    /// it got out, and gives the storage back.
     pub fn abandon(&mut self, abandoned: &mut impl FnMut(&G, Sent)) {
-        while !self.pending.is_empty() {
+        for segment in self.segments.drain(..) {
+            if let Segment::Bytes { bytes, .. } = segment {
+                give_bytes(bytes);
+            }
+        }
+        while !self.responses.is_empty() {
             self.finish_front(abandoned);
         }
+        self.release_if_empty();
     }
 
     /// Gives the queue's storage back once it is empty, so an idle connection holds none.
     pub fn release_if_empty(&mut self) {
-        if self.pending.is_empty() && self.pending.capacity() > 0 {
-            let storage = std::mem::take(&mut self.pending);
+        if !self.responses.is_empty() {
+            return;
+        }
+        if self.responses.capacity() > 0 {
+            let storage = std::mem::take(&mut self.responses);
             if storage.capacity() <= MAX_SPARE_QUEUE_CAPACITY {
                 G::spare_queues().with(|spares| spares.give(storage));
+            }
+        }
+        if self.segments.capacity() > 0 {
+            let storage = std::mem::take(&mut self.segments);
+            if storage.capacity() <= MAX_SPARE_SEGMENTS_CAPACITY {
+                SPARE_SEGMENTS.with(|spares| spares.give(storage));
             }
         }
     }
@@ -431,6 +385,43 @@ impl<G: Tag> OutputQueue<G> {
     pub fn bytes_sent(&self) -> u64 {
         self.bytes_sent
     }
+}
+
+/// Keeps an open file in `file` for `Segment::File` to read; a cached body is returned as is.
+fn take_body(body: FileBody, file: &mut Option<File>) -> Option<Arc<CachedFile>> {
+    match body {
+        FileBody::Open(open) => {
+            *file = Some(open);
+            None
+        }
+        FileBody::Cached(cached) => Some(cached),
+    }
+}
+
+/// Sends from `owner`'s file, bytes `offset..end`.
+fn send_file_range<G, T: Transport>(
+    owner: &mut Pending<G>,
+    offset: u64,
+    end: u64,
+    transport: &mut T,
+) -> io::Result<usize> {
+    let Some(file) = &owner.file else {
+        return Err(io::Error::other("a file range without its file"));
+    };
+    let len = usize::try_from(end - offset).unwrap_or(usize::MAX).min(MAX_SENDFILE_BYTES);
+    if !owner.copy_fallback {
+        match transport.send_file(file, offset, len) {
+            Err(error) if sendfile_unsupported(&error) => owner.copy_fallback = true,
+            result => return result,
+        }
+    }
+    let mut chunk = [0u8; COPY_CHUNK_BYTES];
+    let read = file.read_at(&mut chunk[..len.min(COPY_CHUNK_BYTES)], offset)?;
+    if read == 0 {
+        return Ok(0);
+    }
+    // Whatever the socket does not take is read again next time: simple, and only a fallback.
+    transport.write(&chunk[..read])
 }
 
 #[cfg(test)]
@@ -453,22 +444,25 @@ mod tests {
     type Name = &'static str;
 
     thread_local! {
-        static SPARE_NAMED: FreeList<VecDeque<Output<Name>>> = const { FreeList::new(SPARE_QUEUES) };
+        static SPARE_NAMED: FreeList<VecDeque<Pending<Name>>> = const { FreeList::new(SPARE_QUEUES) };
     }
 
     impl super::Tag for Name {
-        fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Output<Name>>>> {
+        fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Pending<Name>>>> {
             &SPARE_NAMED
         }
     }
 
-    fn page_output(tag: Name) -> (Output<Name>, Vec<u8>) {
+    /// A response and its tag, as a connection queues them.
+    type Output = (Response<FileBody>, Name);
+
+    fn page_output(tag: Name) -> (Output, Vec<u8>) {
         let response = respond(Some(&get("")), Err(HttpError::NotFound), UNIX_EPOCH);
         let mut expected = Vec::new();
         response.write_head(&mut expected);
         let BodyPlan::Page(page) = &response.body else { unreachable!() };
         expected.extend_from_slice(page.as_bytes());
-        (Output::new(response, tag), expected)
+        ((response, tag), expected)
     }
 
     fn open_file(content: &[u8]) -> FileBody {
@@ -487,7 +481,7 @@ mod tests {
         ))
     }
 
-    fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output<Name>, Vec<u8>) {
+    fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output, Vec<u8>) {
         let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
         let response = respond(Some(&get(fields)), Ok(Resource::File(meta, body)), UNIX_EPOCH);
         let mut expected = Vec::new();
@@ -506,7 +500,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        (Output::new(response, "file"), expected)
+        ((response, "file"), expected)
     }
 
     /// Calls `send_some` until it reports `All`, as an engine would after each writable event;
@@ -528,7 +522,7 @@ mod tests {
         let mut expected = Vec::new();
         for tag in ["a", "b", "c"] {
             let (output, bytes) = page_output(tag);
-            queue.push(output);
+            queue.push(output.0, output.1);
             expected.extend(bytes);
         }
         let mut socket = FakeSocket::writing(&[], true);
@@ -553,7 +547,7 @@ mod tests {
                 file_output(&content, open_file(&content), "Range: bytes=0-9,50000-50100,-7\r\n"),
                 file_output(&content, cached(&content), "Range: bytes=1-2,-3\r\n"),
             ] {
-                queue.push(output);
+                queue.push(output.0, output.1);
                 expected.extend(bytes);
             }
             let budgets: Vec<usize> = (0..400).map(|i| [1, 0, 7, 0, 1000, 3][i % 6]).collect();
@@ -571,7 +565,7 @@ mod tests {
     fn a_cached_body_goes_out_with_its_head_in_one_writev() {
         let mut queue = OutputQueue::default();
         let (output, expected) = file_output(b"hello", cached(b"hello"), "");
-        queue.push(output);
+        queue.push(output.0, output.1);
         let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);
         assert_eq!((socket.calls, socket.written), (vec!["writev"], expected));
@@ -582,8 +576,8 @@ mod tests {
         let mut queue = OutputQueue::default();
         let (page, _) = page_output("page");
         let (file, _) = file_output(b"hello", open_file(b"hello"), "");
-        queue.push(page);
-        queue.push(file);
+        queue.push(page.0, page.1);
+        queue.push(file.0, file.1);
         let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);
         assert_eq!(socket.calls, ["writev+more", "sendfile"]);
@@ -593,8 +587,9 @@ mod tests {
     fn abandoning_reports_what_each_response_got_out() {
         let mut queue = OutputQueue::default();
         let (output, expected) = file_output(b"0123456789", open_file(b"0123456789"), "");
-        queue.push(output);
-        queue.push(page_output("never").0);
+        queue.push(output.0, output.1);
+        let (never, _) = page_output("never");
+        queue.push(never.0, never.1);
         let mut socket = FakeSocket::writing(&[usize::MAX, 6, 0], true);
         let mut finished = Vec::new();
         let flushed = queue.send_some(&mut socket, &"test", &mut |tag, sent| finished.push((*tag, sent)));

@@ -12,6 +12,7 @@ use clap::Parser;
 
 use crate::engine::Engine;
 use crate::http::ExtraHeader;
+use crate::tls::CertificateFiles;
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
 #[derive(Debug, Clone, Parser)]
@@ -40,6 +41,33 @@ pub struct Config {
         help_heading = "Listening"
     )]
     pub listen: Vec<ListenAddr>,
+
+    /// Serve HTTPS on ADDR:PORT (or [V6]:PORT); repeatable like --listen. Needs --tls-cert and
+    /// --tls-key. Without --listen, only HTTPS is served.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "ONEPOLL_LISTEN_TLS",
+        value_delimiter = ',',
+        help_heading = "HTTPS"
+    )]
+    pub listen_tls: Vec<SocketAddr>,
+
+    /// Certificate chain for HTTPS, PEM, leaf first. Repeat with --tls-key for several
+    /// certificates, chosen by the name the client asks for (SNI); the first is the default.
+    /// SIGHUP loads them again.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ONEPOLL_TLS_CERT",
+        value_delimiter = ',',
+        help_heading = "HTTPS"
+    )]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// Private key of the --tls-cert at the same position, PEM (PKCS#8, SEC1 or RSA).
+    #[arg(long, value_name = "FILE", env = "ONEPOLL_TLS_KEY", value_delimiter = ',', help_heading = "HTTPS")]
+    pub tls_key: Vec<PathBuf>,
 
     /// Also serve Echo (RFC 862) on this port, TCP and UDP, from the same event loop; on the
     /// address of --addr (or of the first --listen).
@@ -135,10 +163,28 @@ pub struct Config {
 impl Config {
     /// The addresses to bind when no listener is inherited.
     pub fn listen_addrs(&self) -> Vec<ListenAddr> {
-        match self.listen.is_empty() {
-            true => vec![ListenAddr::Tcp(SocketAddr::new(self.addr, self.port))],
-            false => self.listen.clone(),
+        match (self.listen.is_empty(), self.listen_tls.is_empty()) {
+            (true, true) => vec![ListenAddr::Tcp(SocketAddr::new(self.addr, self.port))],
+            _ => self.listen.clone(),
         }
+    }
+
+    /// The HTTPS addresses, as listen addresses.
+    pub fn listen_tls_addrs(&self) -> Vec<ListenAddr> {
+        self.listen_tls.iter().copied().map(ListenAddr::Tcp).collect()
+    }
+
+    /// The certificate/key pairs, or why they do not pair up.
+    pub fn certificate_files(&self) -> Result<Vec<CertificateFiles>, String> {
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(format!(
+                "{} --tls-cert and {} --tls-key: give them in pairs",
+                self.tls_cert.len(),
+                self.tls_key.len()
+            ));
+        }
+        let pairs = self.tls_cert.iter().zip(&self.tls_key);
+        Ok(pairs.map(|(cert, key)| CertificateFiles { cert: cert.clone(), key: key.clone() }).collect())
     }
 }
 

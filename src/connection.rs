@@ -219,15 +219,29 @@ impl<T: Transport> Connection<T> {
     fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
         let label = self.label;
         let logging = access_log.is_enabled();
-        self.output.send_some(&mut self.transport, &label, &mut |record: &AccessRecord, sent: Sent| {
-            if logging {
-                access_log.record(&label, record, sent)
-            }
-        })
+        let flushed = self.output.send_some(
+            &mut self.transport,
+            &label,
+            &mut |record: &AccessRecord, sent: Sent| {
+                if logging {
+                    access_log.record(&label, record, sent)
+                }
+            },
+        )?;
+        // A layer under HTTP (TLS) may still hold bytes: records, handshake messages.
+        match (flushed, self.transport.flush()) {
+            (Flushed::All, Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Ok(Flushed::Blocked),
+            (Flushed::All, Err(error)) => Err(error),
+            (flushed, _) => Ok(flushed),
+        }
     }
 
     /// When this connection runs out of time if nothing moves, and which limit that is.
     pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        if self.transport.is_handshaking() {
+            // The TLS handshake is part of getting a request in: it counts from the accept.
+            return (self.last_progress + limits.header_timeout, Timeout::Header);
+        }
         match &self.state {
             State::Reading(Reading::Head { since }) => (*since + limits.header_timeout, Timeout::Header),
             State::Reading(Reading::Idle | Reading::Body(_)) => {
@@ -258,6 +272,7 @@ impl<T: Transport> Connection<T> {
     /// Logs the close and anything left unsent. Dropping `self` closes the socket.
     pub fn close(mut self, reason: CloseReason, access_log: &AccessLog) {
         debug!("{} close: {reason}", self.label);
+        self.transport.finish();
         let label = self.label;
         self.output.abandon(&mut |record: &AccessRecord, sent: Sent| access_log.record(&label, record, sent));
     }
@@ -318,6 +333,7 @@ impl<T: Transport> Connection<T> {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let found = match &body {
+            Ok(_) if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
             Ok(_) => request.check_method().and_then(|()| {
                 site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
             }),

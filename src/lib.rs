@@ -18,4 +18,5 @@ pub mod recycle;
 pub mod seed;
 pub mod supervisor;
 mod sys;
+pub mod tls;
 pub mod transport;

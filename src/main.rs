@@ -14,6 +14,7 @@ use onepoll::files::{Root, RootOptions};
 use onepoll::listen::{self, ListenAddr, Listener};
 use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
+use onepoll::tls::Https;
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -43,6 +44,11 @@ fn main() -> ExitCode {
             Err(message) => return fail(format_args!("{message}")),
         },
     };
+    // Certificates are checked before binding too: a bad pair is one line and exit 1.
+    let https = match https_settings(&config) {
+        Ok(https) => https,
+        Err(message) => return fail(format_args!("{message}")),
+    };
     let unix_listener = config.listen_addrs().iter().any(|addr| matches!(addr, ListenAddr::Unix(_)));
     if unix_listener && config.engine != Engine::EventLoop {
         return fail(format_args!("the blocking engines serve TCP listeners only"));
@@ -55,6 +61,11 @@ fn main() -> ExitCode {
     let seeds: Vec<(Seed, u16)> = seeds.into_iter().filter_map(|(seed, port)| Some((seed, port?))).collect();
     if !seeds.is_empty() && (config.workers > 1 || config.engine != Engine::EventLoop) {
         return fail(format_args!("--echo-port and --daytime-port need the event loop and one worker"));
+    }
+    if https.is_some() && (config.workers > 1 || config.engine != Engine::EventLoop || inherited.is_some()) {
+        return fail(format_args!(
+            "--listen-tls is served by the event loop in one process for now (no --workers, --engine or socket activation)"
+        ));
     }
     if worker.is_none() && config.workers > 1 {
         return supervise(&config, inherited);
@@ -70,6 +81,10 @@ fn main() -> ExitCode {
             Ok(listeners) => listeners,
             Err(message) => return fail(format_args!("{message}")),
         },
+    };
+    let tls_listeners = match bind_all(&config.listen_tls_addrs(), false) {
+        Ok(listeners) => listeners,
+        Err(message) => return fail(format_args!("{message}")),
     };
     let seed_sockets = match bind_seeds(&config, &seeds) {
         Ok(sockets) => sockets,
@@ -112,7 +127,32 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    serve(&config, listeners, seed_sockets, signals, root, access_log)
+    for listener in &tls_listeners {
+        match listener.local() {
+            Ok(local) => info!("listening on https://{local}/ serving {}", config.root.display()),
+            Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
+        }
+    }
+    let listeners = Listeners { http: listeners, https: tls_listeners, seeds: seed_sockets };
+    serve(&config, listeners, https, signals, root, access_log)
+}
+
+/// Every listening socket, by what it serves.
+struct Listeners {
+    http: Vec<Listener>,
+    https: Vec<Listener>,
+    seeds: SeedSockets,
+}
+
+/// The certificates, loaded and checked, when HTTPS is asked for.
+fn https_settings(config: &Config) -> Result<Option<Https>, String> {
+    let files = config.certificate_files()?;
+    match (config.listen_tls.is_empty(), files.is_empty()) {
+        (true, true) => Ok(None),
+        (true, false) => Err("--tls-cert and --tls-key need --listen-tls".into()),
+        (false, true) => Err("--listen-tls needs --tls-cert and --tls-key".into()),
+        (false, false) => Https::load(files).map(Some),
+    }
 }
 
 /// Seed protocol sockets: a TCP listener and a UDP socket per configured port.
@@ -159,8 +199,8 @@ fn open_root(config: &Config) -> Result<Root, String> {
 /// Runs the chosen engine on `listeners` until it ends.
 fn serve(
     config: &Config,
-    listeners: Vec<Listener>,
-    seeds: SeedSockets,
+    listeners: Listeners,
+    https: Option<Https>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     mut root: Root,
     access_log: AccessLog,
@@ -181,7 +221,9 @@ fn serve(
         grace_period: config.grace_period,
         file_changes,
         on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
+        https,
     };
+    let Listeners { http: listeners, https: tls_listeners, seeds } = listeners;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if config.engine != Engine::EventLoop {
         // The blocking engines are for comparing designs on TCP; Unix sockets are a daemon feature.
@@ -195,6 +237,7 @@ fn serve(
     daemon::notify(sd_notify::NotifyState::Ready);
     let mut all: Vec<(Listener, Protocol)> =
         listeners.into_iter().map(|listener| (listener, Protocol::Http)).collect();
+    all.extend(tls_listeners.into_iter().map(|listener| (listener, Protocol::Https)));
     all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Protocol::Seed(seed))));
     let Some(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));

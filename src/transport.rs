@@ -1,7 +1,7 @@
 //! The seam between a socket and the connection that speaks HTTP over it.
 //!
-//! A [`Transport`] is a byte stream (read, write, writev) that can also take a file range
-//! (`sendfile`). Every engine's socket implements it: the event loop's non-blocking
+//! A [`Transport`] is a byte stream (read, write, writev, and `flush` for bytes a layer
+//! still holds) that can also take a file range (`sendfile`). Every engine's socket implements it: the event loop's non-blocking
 //! [`crate::engine::stream::Stream`], the blocking engines' `std::net::TcpStream`, and the
 //! unit tests' scripted fake. It is the one place another byte layer goes: a TLS session
 //! wrapping a socket is a `Transport` too (its `send_file` encrypts file bytes instead of
@@ -37,6 +37,20 @@ pub trait Transport: Read + Write {
     fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         self.write_vectored(slices)
     }
+
+    /// A layer under HTTP (TLS) is still setting up: the header deadline already runs.
+    fn is_handshaking(&self) -> bool {
+        false
+    }
+
+    /// The client spoke plain HTTP to a TLS port: every request gets a plain-text `400`.
+    fn is_plain_http_on_tls_port(&self) -> bool {
+        false
+    }
+
+    /// Says goodbye below HTTP before the socket closes (TLS `close_notify`), if it can
+    /// without blocking.
+    fn finish(&mut self) {}
 }
 
 impl Transport for std::net::TcpStream {

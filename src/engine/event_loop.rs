@@ -41,6 +41,8 @@ use crate::connection::Connection;
 use crate::drive::{CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
 use crate::listen::Listener;
 use crate::seed::{self, Answered, Seed, SeedConnection};
+use crate::tls::{Https, TlsTransport};
+use crate::transport::Transport;
 
 use super::ACCEPT_RETRY;
 use super::stream::{PollListener, Socket, Stream};
@@ -61,6 +63,8 @@ const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
+    /// HTTP inside TLS, with the loop's `Options::https` certificates.
+    Https,
     Seed(Seed),
 }
 /// Most events taken from one `epoll_wait`.
@@ -72,7 +76,7 @@ pub fn shutdown_signals() -> io::Result<Signals> {
 }
 
 /// Engine settings that are not per connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Options {
     /// Most open client connections; beyond it new ones wait in the listen backlog.
     pub max_conns: usize,
@@ -82,6 +86,8 @@ pub struct Options {
     pub file_changes: Option<RawFd>,
     /// Called once when a graceful shutdown begins (to tell the service manager).
     pub on_shutdown: fn(),
+    /// Certificates for `Protocol::Https` listeners (reloaded on SIGHUP).
+    pub https: Option<Https>,
 }
 
 /// How the loop ended.
@@ -121,7 +127,7 @@ trait Client {
     fn close(self: Box<Self>, reason: CloseReason, access_log: &AccessLog);
 }
 
-impl Client for Connection<Stream> {
+impl<T: Transport + Source> Client for Connection<T> {
     fn label(&self) -> ConnLabel {
         Connection::label(self)
     }
@@ -398,6 +404,19 @@ impl EventLoop<'_> {
                     debug!("{label} accept {from}");
                     Box::new(Connection::new(Stream::from(socket), label, peer, now))
                 }
+                (Protocol::Https, socket) => {
+                    let Some(https) = &self.options.https else { continue };
+                    match TlsTransport::new(Stream::from(socket), https.config()) {
+                        Ok(transport) => {
+                            debug!("{label} accept {from} (TLS)");
+                            Box::new(Connection::new(transport, label, peer, now))
+                        }
+                        Err(error) => {
+                            warn!("{label} TLS session refused: {error}");
+                            continue;
+                        }
+                    }
+                }
                 (Protocol::Seed(seed), Socket::Tcp(stream)) => {
                     debug!("{label} accept {from} ({seed})");
                     // Daytime speaks first: drive it this turn, with no event to wait for.
@@ -525,10 +544,18 @@ impl EventLoop<'_> {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
             match signal {
-                SIGHUP => match self.site.access_log.reopen() {
-                    Ok(()) => info!("SIGHUP: access log reopened"),
-                    Err(error) => warn!("SIGHUP: cannot reopen the access log: {error}"),
-                },
+                SIGHUP => {
+                    match self.site.access_log.reopen() {
+                        Ok(()) => info!("SIGHUP: access log reopened"),
+                        Err(error) => warn!("SIGHUP: cannot reopen the access log: {error}"),
+                    }
+                    if let Some(https) = &mut self.options.https {
+                        match https.reload() {
+                            Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),
+                            Err(error) => error!("SIGHUP: certificates kept as they were: {error}"),
+                        }
+                    }
+                }
                 _ if self.shutdown_deadline.is_some() => {
                     warn!("second signal: exiting now with {} connections open", self.clients.len());
                     return Some(Exit::Forced);

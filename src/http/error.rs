@@ -36,12 +36,16 @@ pub enum HttpError {
     HeaderFieldsTooLarge,
     /// A well-formed `HTTP/x.y` other than 1.0 and 1.1.
     VersionNotSupported,
+    /// Plain HTTP sent to a port that speaks HTTPS (answered in plain text, as nginx does).
+    PlainHttpOnHttpsPort,
 }
 
 impl HttpError {
     pub fn status(&self) -> Status {
         match self {
-            HttpError::BadRequest(_) | HttpError::BadFraming(_) => Status::BAD_REQUEST,
+            HttpError::BadRequest(_) | HttpError::BadFraming(_) | HttpError::PlainHttpOnHttpsPort => {
+                Status::BAD_REQUEST
+            }
             HttpError::UnsupportedTransferCoding | HttpError::NotImplemented => Status::NOT_IMPLEMENTED,
             HttpError::NotFound => Status::NOT_FOUND,
             HttpError::Forbidden => Status::FORBIDDEN,
@@ -73,7 +77,16 @@ impl HttpError {
             | HttpError::ContentTooLarge
             | HttpError::UriTooLong
             | HttpError::HeaderFieldsTooLarge
-            | HttpError::VersionNotSupported => true,
+            | HttpError::VersionNotSupported
+            | HttpError::PlainHttpOnHttpsPort => true,
+        }
+    }
+
+    /// A sentence for the error page when the status alone would leave the client guessing.
+    pub fn advice(&self) -> Option<&'static str> {
+        match self {
+            HttpError::PlainHttpOnHttpsPort => Some("This port speaks HTTPS: use an https:// URL."),
+            _ => None,
         }
     }
 }
@@ -84,6 +97,9 @@ impl std::fmt::Display for HttpError {
         match self {
             HttpError::BadRequest(why) | HttpError::BadFraming(why) => {
                 write!(f, "{} {}: {why}", status.code(), status.reason())
+            }
+            HttpError::PlainHttpOnHttpsPort => {
+                write!(f, "{} {}: plain HTTP on an HTTPS port", status.code(), status.reason())
             }
             _ => write!(f, "{} {}", status.code(), status.reason()),
         }

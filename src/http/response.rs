@@ -611,26 +611,33 @@ pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 }
 
 fn redirect<B>(request: &Request, location: String, now: SystemTime) -> Response<B> {
-    let mut response = page(Status::MOVED_PERMANENTLY, Some(request), request.keep_alive, now);
+    let mut response = page(Status::MOVED_PERMANENTLY, None, Some(request), request.keep_alive, now);
     response.headers.insert(2, field!("Location"), &location);
     response
 }
 
 fn error_page<B>(error: &HttpError, request: Option<&Request>, now: SystemTime) -> Response<B> {
     let keep_alive = request.is_some_and(|r| r.keep_alive) && !error.closes_connection();
-    let mut response = page(error.status(), request, keep_alive, now);
+    let mut response = page(error.status(), error.advice(), request, keep_alive, now);
     if *error == HttpError::MethodNotAllowed {
         response.headers.insert(2, field!("Allow"), "GET, HEAD"); // RFC 9110 §15.5.6
     }
     response
 }
 
-/// A status with a small HTML page explaining it.
-fn page<B>(status: Status, request: Option<&Request>, keep_alive: bool, now: SystemTime) -> Response<B> {
+/// A status with a small HTML page explaining it, and `advice` when there is some.
+fn page<B>(
+    status: Status,
+    advice: Option<&str>,
+    request: Option<&Request>,
+    keep_alive: bool,
+    now: SystemTime,
+) -> Response<B> {
     let (code, reason) = (status.code(), status.reason());
+    let advice = advice.map(|text| format!("<p>{text}</p>")).unwrap_or_default();
     let html = format!(
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
-         <body><h1>{code} {reason}</h1><hr><p>{SERVER_NAME}</p></body></html>\n"
+         <body><h1>{code} {reason}</h1>{advice}<hr><p>{SERVER_NAME}</p></body></html>\n"
     );
     html_response(status, html, request, keep_alive, now)
 }

@@ -250,9 +250,10 @@ impl Response {
     }
 }
 
-/// One client connection with its own read buffer, so responses can be read one at a time.
-pub struct Client {
-    pub stream: TcpStream,
+/// One client connection with its own read buffer, so responses can be read one at a time;
+/// over TCP, or over anything else that reads and writes (a TLS client session).
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     buffer: Vec<u8>,
 }
 
@@ -264,6 +265,17 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client { stream, buffer: Vec::new() }
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on a stream already set up (its timeouts included).
+    pub fn over(stream: S) -> Client<S> {
         Client { stream, buffer: Vec::new() }
     }
 
@@ -295,7 +307,9 @@ impl Client {
                     return n;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return 0,
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof) => {
+                    return 0;
+                }
                 Err(e) => panic!("read failed: {e}"),
             }
         }
@@ -355,10 +369,6 @@ impl Client {
     pub fn read_to_close(&mut self) -> Vec<u8> {
         while self.fill() > 0 {}
         std::mem::take(&mut self.buffer)
-    }
-
-    pub fn shutdown_write(&self) {
-        self.stream.shutdown(Shutdown::Write).unwrap();
     }
 }
 

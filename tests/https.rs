@@ -1,0 +1,344 @@
+//! HTTPS against the real binary: a rustls client and curl over TLS 1.3 and 1.2, plain HTTP
+//! on the TLS port, stalled and garbled handshakes, SNI, SIGHUP reloads, resumption, and
+//! certificate errors at start. Certificates are made here with rcgen.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, HELLO, IO_TIMEOUT, Server, Site, big_content, get, tool};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned, SupportedProtocolVersion,
+};
+
+/// A certificate for `names` and its key, as PEM text.
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+impl Pem {
+    fn for_names(names: &[&str]) -> Pem {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let made = rcgen::generate_simple_self_signed(names).expect("rcgen");
+        Pem { cert: made.cert.pem(), key: made.signing_key.serialize_pem() }
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(self.cert.as_bytes()).expect("a PEM certificate")
+    }
+}
+
+/// onepoll with a plain listener and an HTTPS one, its certificate files in `files`.
+struct HttpsServer {
+    server: Server,
+    https: SocketAddr,
+    files: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    fn start(root: &Path, pairs: &[&Pem], extra: &[&str]) -> HttpsServer {
+        let files = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+        command.arg(root).args(["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"]).args(extra);
+        for (index, pair) in pairs.iter().enumerate() {
+            let (cert, key) =
+                (files.path().join(format!("cert{index}.pem")), files.path().join(format!("key{index}.pem")));
+            fs::write(&cert, &pair.cert).unwrap();
+            fs::write(&key, &pair.key).unwrap();
+            command.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let server = Server::spawn(command, "debug");
+        let line = server.wait_for_log("listening on https://");
+        let https = line.split("https://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+        HttpsServer { server, https, files }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.files.path().join(name)
+    }
+}
+
+const BOTH_VERSIONS: [&SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// A client that never resumes: every handshake shows the certificate served now.
+fn without_resumption(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+fn client_config(trusted: &[&Pem], versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for pem in trusted {
+        roots.add(pem.der()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+type TlsClient = Client<StreamOwned<ClientConnection, TcpStream>>;
+
+/// A TLS connection to `addr` asking for `name` (an IP address sends no SNI); the handshake
+/// completes before it returns.
+fn tls_connect(addr: SocketAddr, name: &str, config: &Arc<ClientConfig>) -> TlsClient {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let mut stream = StreamOwned::new(ClientConnection::new(Arc::clone(config), name).unwrap(), tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).expect("TLS handshake");
+    }
+    Client::over(stream)
+}
+
+fn get_over_tls(client: &mut TlsClient, path: &str) -> common::Response {
+    client.send(&get(path));
+    client.response(false)
+}
+
+#[test]
+fn files_come_over_tls_1_3_and_1_2_on_one_keep_alive_connection() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    for (version, expected) in [(&rustls::version::TLS13, "TLSv1_3"), (&rustls::version::TLS12, "TLSv1_2")] {
+        let mut client = tls_connect(server.https, "localhost", &client_config(&[&pem], &[version]));
+        assert_eq!(format!("{:?}", client.stream.conn.protocol_version().unwrap()), expected);
+        assert_eq!(client.stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        for _ in 0..3 {
+            let response = get_over_tls(&mut client, "/hello.txt");
+            assert_eq!((response.status, response.body_text().as_str()), (200, HELLO));
+        }
+        let index = get_over_tls(&mut client, "/");
+        assert_eq!(index.status, 200);
+    }
+    // The plain listener still speaks plain HTTP.
+    assert_eq!(server.server.exchange(&get("/hello.txt")).body_text(), HELLO);
+}
+
+#[test]
+fn curl_downloads_a_large_file_and_ranges_intact_over_https() {
+    let site = Site::new().with_big_file();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let port = server.https.port();
+    fs::write(server.file("trusted.pem"), &pem.cert).unwrap();
+    let curl = |args: &[&str]| {
+        let output = tool("curl", "curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(server.file("trusted.pem"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    let url = format!("https://localhost:{port}/big.bin");
+    assert!(curl(&[&url]) == big_content(), "the 20 MiB body differs");
+    let big = big_content();
+    assert_eq!(curl(&["-r", "1000000-1000099", &url]), &big[1_000_000..1_000_100]);
+    let both = curl(&["--tlsv1.2", "--tls-max", "1.2", "-r", "0-9", &url, &url]);
+    assert_eq!(both, [&big[..10], &big[..10]].concat());
+}
+
+#[test]
+fn plain_http_on_the_https_port_is_told_to_use_https_in_plain_text() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let mut client = Client::connect(server.https);
+    client.send(&get("/hello.txt"));
+    let response = client.response(false);
+    assert_eq!(response.status, 400);
+    assert_eq!(response.header("Connection"), Some("close"));
+    assert!(response.body_text().contains("https://"), "{}", response.body_text());
+    client.expect_closed();
+}
+
+#[test]
+fn a_stalled_handshake_is_closed_at_the_header_deadline_while_others_are_served() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server =
+        HttpsServer::start(&site.root(), &[&pem], &["--header-timeout", "1", "--idle-timeout", "30"]);
+    let mut silent = Client::connect(server.https);
+    let mut half = Client::connect(server.https);
+    half.send(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]); // a ClientHello that never ends
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let mut other = tls_connect(server.https, "localhost", &config);
+    assert_eq!(get_over_tls(&mut other, "/hello.txt").status, 200);
+    for stalled in [&mut silent, &mut half] {
+        let waited = stalled.time_until_closed();
+        assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+    }
+    server.server.wait_for_log("close: header timeout");
+    assert_eq!(get_over_tls(&mut other, "/hello.txt").status, 200);
+}
+
+#[test]
+fn garbage_for_a_client_hello_gets_an_alert_and_a_close_and_others_are_served() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    for garbage in [&b"\x16\x03\x01\x00\x05hello"[..], &[0x16; 64], b"\x16\x03\x03\xff\xffjunk"] {
+        let mut client = Client::connect(server.https);
+        client.send(garbage);
+        let answer = client.read_to_close();
+        assert!(answer.is_empty() || answer[0] == 0x15, "expected an alert record, got {answer:?}");
+        let mut other = tls_connect(server.https, "localhost", &config);
+        assert_eq!(get_over_tls(&mut other, "/hello.txt").status, 200);
+    }
+}
+
+#[test]
+fn sni_picks_the_certificate_and_a_client_without_sni_gets_the_first() {
+    let site = Site::new();
+    let first = Pem::for_names(&["a.test", "127.0.0.1"]);
+    let second = Pem::for_names(&["b.test", "*.wild.test"]);
+    let server = HttpsServer::start(&site.root(), &[&first, &second], &[]);
+    let config = without_resumption(client_config(&[&first, &second], &BOTH_VERSIONS));
+    for (name, expected) in
+        [("a.test", &first), ("b.test", &second), ("x.wild.test", &second), ("127.0.0.1", &first)]
+    {
+        let mut client = tls_connect(server.https, name, &config);
+        let served = client.stream.conn.peer_certificates().unwrap()[0].clone();
+        assert!(served == expected.der(), "{name} got the wrong certificate");
+        assert_eq!(get_over_tls(&mut client, "/hello.txt").status, 200);
+    }
+}
+
+#[test]
+fn sighup_reloads_certificates_and_a_broken_pair_keeps_the_old_ones() {
+    let site = Site::new();
+    let old = Pem::for_names(&["localhost"]);
+    let new = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&old], &[]);
+    // Resumed sessions keep the certificate of their first handshake.
+    let config = without_resumption(client_config(&[&old, &new], &BOTH_VERSIONS));
+    let served = |client: &TlsClient| client.stream.conn.peer_certificates().unwrap()[0].clone();
+    let mut before = tls_connect(server.https, "localhost", &config);
+    assert!(served(&before) == old.der());
+
+    fs::write(server.file("cert0.pem"), &new.cert).unwrap();
+    fs::write(server.file("key0.pem"), &new.key).unwrap();
+    server.server.signal("HUP");
+    server.server.wait_for_log("certificates reloaded");
+    let after = tls_connect(server.https, "localhost", &config);
+    assert!(served(&after) == new.der(), "a new handshake still got the old certificate");
+    assert_eq!(get_over_tls(&mut before, "/hello.txt").status, 200, "an open connection broke");
+
+    // A key that does not match the certificate: one error line, the new pair stays.
+    fs::write(server.file("key0.pem"), &old.key).unwrap();
+    server.server.signal("HUP");
+    let error = server.server.wait_for_log("certificates kept as they were");
+    assert!(error.contains("ERROR"), "{error}");
+    let mut still = tls_connect(server.https, "localhost", &config);
+    assert!(served(&still) == new.der());
+    assert_eq!(get_over_tls(&mut still, "/hello.txt").status, 200);
+}
+
+#[test]
+fn sessions_resume_over_tls_1_3_and_1_2() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = client_config(&[&pem], &[version]);
+        let mut first = tls_connect(server.https, "localhost", &config);
+        assert_eq!(get_over_tls(&mut first, "/hello.txt").status, 200); // reads 1.3 tickets too
+        assert_eq!(first.stream.conn.handshake_kind(), Some(HandshakeKind::Full));
+        let mut second = tls_connect(server.https, "localhost", &config);
+        assert_eq!(second.stream.conn.handshake_kind(), Some(HandshakeKind::Resumed), "{version:?}");
+        assert_eq!(get_over_tls(&mut second, "/hello.txt").status, 200);
+    }
+}
+
+#[test]
+fn the_tls_server_still_runs_one_thread() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let mut clients: Vec<TlsClient> =
+        (0..20).map(|_| tls_connect(server.https, "localhost", &config)).collect();
+    for client in &mut clients {
+        assert_eq!(get_over_tls(client, "/hello.txt").status, 200);
+    }
+    let threads = fs::read_dir(format!("/proc/{}/task", server.server.pid())).unwrap().count();
+    assert_eq!(threads, 1);
+}
+
+#[test]
+fn a_client_closing_with_close_notify_is_a_plain_close() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let mut client = tls_connect(server.https, "localhost", &client_config(&[&pem], &BOTH_VERSIONS));
+    assert_eq!(get_over_tls(&mut client, "/hello.txt").status, 200);
+    client.stream.conn.send_close_notify();
+    client.stream.flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = client.stream.read_to_end(&mut rest);
+    server.server.wait_for_log("close: peer closed");
+}
+
+#[test]
+fn bad_certificates_at_start_are_one_line_errors() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let other = Pem::for_names(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert, key, other_key) =
+        (write("cert.pem", &pem.cert), write("key.pem", &pem.key), write("other.pem", &other.key));
+    let garbage = write("garbage.pem", "not a certificate\n");
+    let missing = dir.path().join("missing.pem");
+    for (cert, key, says) in [
+        (&missing, &key, "missing.pem"),
+        (&garbage, &key, "garbage.pem"),
+        (&cert, &garbage, "garbage.pem"),
+        (&cert, &other_key, "other.pem"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .arg(site.root())
+            .args(["--listen-tls", "127.0.0.1:0", "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("onepoll: ") && stderr.contains(says), "{stderr}");
+    }
+    let unpaired = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .arg(site.root())
+        .args(["--listen-tls", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(unpaired.status.code(), Some(1));
+}

@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "ONEPOLL_TLS_KEY", value_delimiter = ',', help_heading = "HTTPS")]
     pub tls_key: Vec<PathBuf>,
 
+    /// Answer every plain-HTTP request with `308` to the same host and target on HTTPS (the
+    /// first --listen-tls port), except `/.well-known/acme-challenge/`, still served from the
+    /// root so HTTP-01 renewals work. HSTS is a --header on top.
+    #[arg(long, env = "ONEPOLL_HTTPS_REDIRECT", help_heading = "HTTPS")]
+    pub https_redirect: bool,
+
     /// Also serve Echo (RFC 862) on this port, TCP and UDP, from the same event loop; on the
     /// address of --addr (or of the first --listen).
     #[arg(long, value_name = "PORT", env = "ONEPOLL_ECHO_PORT", help_heading = "Listening")]

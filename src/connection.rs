@@ -22,7 +22,8 @@ use crate::access_log::{AccessLog, AccessRecord};
 use crate::drive::{Clock, CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
 use crate::files::Found;
 use crate::http::{
-    BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, logged_fields, parse_head, respond,
+    BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, Resource, host_field, https_location,
+    logged_fields, parse_head, respond,
 };
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
@@ -312,12 +313,19 @@ impl<T: Transport> Connection<T> {
                         return true;
                     }
                     Ok(Parsed::Complete { request, head_len }) => {
+                        let head = &self.input.data()[..head_len];
                         let logged = match site.access_log.is_enabled() {
-                            true => logged_fields(&self.input.data()[..head_len]),
+                            true => logged_fields(head),
                             false => (None, None),
                         };
+                        let on_https = match site.https_redirect {
+                            Some(port) if !self.transport.is_encrypted() => {
+                                https_location(&request, host_field(head).as_deref(), port)
+                            }
+                            _ => None,
+                        };
                         self.input.consume(head_len);
-                        self.answer(request, logged, site, now);
+                        self.answer(request, logged, on_https, site, now);
                     }
                     Err(error) => {
                         debug!("{} request head refused: {error}", self.label);
@@ -328,16 +336,25 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Queues the response to one request and moves to whatever comes after it.
-    fn answer(&mut self, mut request: Request, logged: LoggedFields, site: &Site, now: Now) {
+    /// Queues the response to one request and moves to whatever comes after it; `on_https`
+    /// is where `--https-redirect` sends it instead, if anywhere.
+    fn answer(
+        &mut self,
+        mut request: Request,
+        logged: LoggedFields,
+        on_https: Option<String>,
+        site: &Site,
+        now: Now,
+    ) {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
-        let found = match &body {
-            Ok(_) if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
-            Ok(_) => request.check_method().and_then(|()| {
+        let found = match (&body, on_https) {
+            (Err(error), _) => Err(error.clone()),
+            _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
+            (Ok(_), Some(location)) => Ok(Resource::OnHttps { location }),
+            (Ok(_), None) => request.check_method().and_then(|()| {
                 site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
             }),
-            Err(error) => Err(error.clone()),
         };
         if !self.queue_response(Some(&request), found, logged, site, now.wall) {
             return; // closing
@@ -551,6 +568,7 @@ mod tests {
             limits: LIMITS,
             access_log: AccessLog::off(),
             headers: Vec::new(),
+            https_redirect: None,
         };
         let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
         let label = ConnLabel { token: 0, fd: -1 };

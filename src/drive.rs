@@ -19,6 +19,8 @@ pub struct Site {
     pub access_log: AccessLog,
     /// Added to every response (`--header`).
     pub headers: Vec<ExtraHeader>,
+    /// `--https-redirect`: plain-HTTP requests are sent to HTTPS on this port.
+    pub https_redirect: Option<u16>,
 }
 
 /// Per-connection time limits.

@@ -148,6 +148,7 @@ struct Listeners {
 fn https_settings(config: &Config) -> Result<Option<Https>, String> {
     let files = config.certificate_files()?;
     match (config.listen_tls.is_empty(), files.is_empty()) {
+        (true, _) if config.https_redirect => Err("--https-redirect needs --listen-tls".into()),
         (true, true) => Ok(None),
         (true, false) => Err("--tls-cert and --tls-key need --listen-tls".into()),
         (false, true) => Err("--listen-tls needs --tls-cert and --tls-key".into()),
@@ -215,7 +216,13 @@ fn serve(
         Engine::EventLoop => root.enable_cache().map_err(|error| log::warn!("file cache off: {error}")).ok(),
         _ => None,
     };
-    let site = Site { root, limits, access_log, headers: config.headers.clone() };
+    // The port the first HTTPS listener got (port 0 picks one when binding).
+    let https_port = listeners.https.first().and_then(|listener| match listener.local() {
+        Ok(ListenAddr::Tcp(addr)) => Some(addr.port()),
+        _ => None,
+    });
+    let https_redirect = https_port.filter(|_| config.https_redirect);
+    let site = Site { root, limits, access_log, headers: config.headers.clone(), https_redirect };
     let options = Options {
         max_conns: config.max_conns as usize,
         grace_period: config.grace_period,

@@ -363,6 +363,10 @@ impl<S: Transport> Transport for TlsTransport<S> {
         self.mode != Mode::PlainHttp && self.session.is_handshaking()
     }
 
+    fn is_encrypted(&self) -> bool {
+        self.mode == Mode::Tls
+    }
+
     fn is_plain_http_on_tls_port(&self) -> bool {
         self.mode == Mode::PlainHttp
     }

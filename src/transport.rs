@@ -43,6 +43,11 @@ pub trait Transport: Read + Write {
         false
     }
 
+    /// The bytes travel encrypted (TLS), so a request on it is already on HTTPS.
+    fn is_encrypted(&self) -> bool {
+        false
+    }
+
     /// The client spoke plain HTTP to a TLS port: every request gets a plain-text `400`.
     fn is_plain_http_on_tls_port(&self) -> bool {
         false

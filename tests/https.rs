@@ -342,3 +342,38 @@ fn bad_certificates_at_start_are_one_line_errors() {
         .unwrap();
     assert_eq!(unpaired.status.code(), Some(1));
 }
+
+#[test]
+fn https_redirect_sends_plain_http_to_https_except_acme_challenges() {
+    let site = Site::new();
+    let challenge = site.root().join(".well-known/acme-challenge");
+    fs::create_dir_all(&challenge).unwrap();
+    fs::write(challenge.join("token-1"), "token-1.thumbprint").unwrap();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &["--https-redirect"]);
+    let https_port = server.https.port();
+
+    let mut plain = server.server.connect();
+    plain.send(b"GET /hello.txt?x=1 HTTP/1.1\r\nHost: example.test:8080\r\n\r\n");
+    let moved = plain.response(false);
+    assert_eq!(moved.status, 308);
+    let expected = format!("https://example.test:{https_port}/hello.txt?x=1");
+    assert_eq!(moved.header("Location"), Some(expected.as_str()));
+    plain.send(b"GET /.well-known/acme-challenge/token-1 HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    let token = plain.response(false);
+    assert_eq!((token.status, token.body_text().as_str()), (200, "token-1.thumbprint"));
+
+    let mut secure = tls_connect(server.https, "localhost", &client_config(&[&pem], &BOTH_VERSIONS));
+    assert_eq!(get_over_tls(&mut secure, "/hello.txt").body_text(), HELLO);
+
+    // A real client follows it.
+    fs::write(server.file("trusted.pem"), &pem.cert).unwrap();
+    let output = tool("curl", "curl")
+        .args(["-sS", "--fail", "-L", "--cacert"])
+        .arg(server.file("trusted.pem"))
+        .args(["--resolve", &format!("localhost:{https_port}:127.0.0.1")])
+        .arg(format!("http://localhost:{}/hello.txt", server.server.addr.port()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), HELLO, "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -85,7 +85,7 @@ fn echo_sends_back_everything_and_closes_after_the_clients_eof() {
 fn echo_stops_reading_from_a_client_that_does_not_read_its_echo() {
     let site = Site::new();
     let (server, echo, _) = seeded(&site);
-    let rss_before = server.memory_kib("VmRSS");
+    let rss_before = server.memory_kib("RssAnon");
     let mut flooder = connect(echo);
     flooder.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
     let chunk = vec![b'x'; 64 * 1024];
@@ -104,8 +104,8 @@ fn echo_stops_reading_from_a_client_that_does_not_read_its_echo() {
     );
     // Meanwhile the one thread still serves everyone else, and holds no backlog of echo.
     assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
-    let grown = server.memory_kib("VmRSS").saturating_sub(rss_before);
-    assert!(grown < 1024, "RSS grew {grown} KiB while {written} bytes were pending");
+    let grown = server.memory_kib("RssAnon").saturating_sub(rss_before);
+    assert!(grown < 1024, "anonymous RSS (heap) grew {grown} KiB while {written} bytes were pending");
     // Once the client reads, everything it sent comes back.
     flooder.shutdown(Shutdown::Write).unwrap();
     let mut back = Vec::new();

@@ -22,7 +22,8 @@ pub use encoding::ContentCoding;
 pub use error::HttpError;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use request::{
-    BodyFraming, Method, Parsed, RepresentationFields, Request, Version, logged_fields, parse_head,
+    BodyFraming, Method, Parsed, RepresentationFields, Request, Version, host_field, https_location,
+    logged_fields, parse_head,
 };
 pub use response::{
     BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Prerendered, Resource, Response, fnv1a,
@@ -47,6 +48,7 @@ impl Status {
     pub const OK: Status = Status(200);
     pub const PARTIAL_CONTENT: Status = Status(206);
     pub const MOVED_PERMANENTLY: Status = Status(301);
+    pub const PERMANENT_REDIRECT: Status = Status(308);
     pub const NOT_MODIFIED: Status = Status(304);
     pub const BAD_REQUEST: Status = Status(400);
     pub const FORBIDDEN: Status = Status(403);
@@ -81,6 +83,7 @@ impl Status {
             206 "Partial Content",
             301 "Moved Permanently",
             304 "Not Modified",
+            308 "Permanent Redirect",
             400 "Bad Request",
             403 "Forbidden",
             404 "Not Found",

@@ -165,16 +165,54 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
 /// The `Referer` and `User-Agent` of a head `parse_head` accepted, for the access log: looked
 /// up only while a log is on, so serving with logging off never copies them.
 pub fn logged_fields(head: &[u8]) -> (Option<String>, Option<String>) {
+    let [referer, user_agent] = fields_named(head, ["referer", "user-agent"]);
+    (referer, user_agent)
+}
+
+/// The `Host` of a head `parse_head` accepted (and so checked), for the few responses that
+/// name this server, such as `--https-redirect`'s.
+pub fn host_field(head: &[u8]) -> Option<String> {
+    let [host] = fields_named(head, ["host"]);
+    host
+}
+
+/// The first value of each of `names` in `head`, read again only when someone needs them.
+fn fields_named<const N: usize>(head: &[u8], names: [&str; N]) -> [Option<String>; N] {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
     if parsed.parse(head).is_err() {
-        return (None, None);
+        return [const { None }; N];
     }
-    let find = |name: &str| {
+    names.map(|name| {
         let field = parsed.headers.iter().find(|field| field.name.eq_ignore_ascii_case(name))?;
         Some(String::from_utf8_lossy(field.value).into_owned())
+    })
+}
+
+/// Where `--https-redirect` sends a plain-HTTP request: the same host and target on HTTPS
+/// at `https_port`. `None` for ACME HTTP-01 challenges (RFC 8555 §8.3: they must be served
+/// over plain HTTP) and when there is no `Host` to name.
+pub fn https_location(request: &Request, host: Option<&str>, https_port: u16) -> Option<String> {
+    let host = host.filter(|host| !host.is_empty())?;
+    // The target as a path: origin-form as is, absolute-form without its scheme and authority.
+    let target = request.target.as_str();
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None if target.starts_with('/') => target,
+        None => "/",
     };
-    (find("referer"), find("user-agent"))
+    if path.starts_with("/.well-known/acme-challenge/") {
+        return None;
+    }
+    // `is_valid_host` checked it: a name, an IPv4 address or a bracketed IPv6 one, then a port.
+    let name = match host.strip_prefix('[') {
+        Some(_) => host.split_inclusive(']').next().unwrap_or(host),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    Some(match https_port {
+        443 => format!("https://{name}{path}"),
+        port => format!("https://{name}:{port}{path}"),
+    })
 }
 
 /// httparse rejects every version but 1.0 and 1.1 alike; RFC 9110 §15.6.6 wants 505 only for a
@@ -365,6 +403,26 @@ fn list_items(value: &[u8]) -> Result<impl Iterator<Item = &str>, HttpError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn https_locations_keep_host_and_target_and_spare_acme_challenges() {
+        let at = |target: &str| complete(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).0;
+        let cases = [
+            ("/a/b?c=d", Some("example.org:8080"), 443, Some("https://example.org/a/b?c=d")),
+            ("/", Some("example.org"), 8443, Some("https://example.org:8443/")),
+            ("/x", Some("[::1]:8080"), 443, Some("https://[::1]/x")),
+            ("/x", Some("127.0.0.1"), 4443, Some("https://127.0.0.1:4443/x")),
+            ("http://other.example/p?q", Some("h"), 443, Some("https://h/p?q")),
+            ("//evil.example/", Some("h"), 443, Some("https://h//evil.example/")),
+            ("/.well-known/acme-challenge/token", Some("h"), 443, None),
+            ("/.well-known/security.txt", Some("h"), 443, Some("https://h/.well-known/security.txt")),
+            ("/x", None, 443, None),
+            ("/x", Some(""), 443, None),
+        ];
+        for (target, host, port, expected) in cases {
+            assert_eq!(https_location(&at(target), host, port).as_deref(), expected, "{target} {host:?}");
+        }
+    }
+
     #[test]
     fn logged_fields_are_found_case_insensitively() {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\nuser-AGENT: curl/8\r\nReferer: http://a/\r\n\r\n";

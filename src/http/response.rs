@@ -24,6 +24,8 @@ pub enum Resource<B> {
     File(FileMeta, B),
     /// A directory named without its trailing slash: redirect to `location`.
     DirectoryWithoutSlash { location: String },
+    /// Plain HTTP under `--https-redirect`: the same resource at this HTTPS `location`.
+    OnHttps { location: String },
     /// A generated HTML listing of a directory that has no index file (`--listing`).
     Listing(String),
     /// Nothing was found, and the operator's 404 page (`--404-page`) is this file.
@@ -455,7 +457,11 @@ pub fn respond<B: Prerendered>(
     };
     match found {
         Ok(Resource::File(meta, file)) => file_response(request, &meta, file, now),
-        Ok(Resource::DirectoryWithoutSlash { location }) => redirect(request, location, now),
+        Ok(Resource::DirectoryWithoutSlash { location }) => {
+            redirect(Status::MOVED_PERMANENTLY, request, location, now)
+        }
+        // 308, not 301: a POST stays a POST (RFC 9110 §15.4.9).
+        Ok(Resource::OnHttps { location }) => redirect(Status::PERMANENT_REDIRECT, request, location, now),
         Ok(Resource::Listing(html)) => generated(Status::OK, html, request, now),
         Ok(Resource::NotFoundPage(meta, file)) => not_found_page(request, &meta, file, now),
         Err(error) => error_page(&error, Some(request), now),
@@ -610,8 +616,8 @@ pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(hash, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn redirect<B>(request: &Request, location: String, now: SystemTime) -> Response<B> {
-    let mut response = page(Status::MOVED_PERMANENTLY, None, Some(request), request.keep_alive, now);
+fn redirect<B>(status: Status, request: &Request, location: String, now: SystemTime) -> Response<B> {
+    let mut response = page(status, None, Some(request), request.keep_alive, now);
     response.headers.insert(2, field!("Location"), &location);
     response
 }

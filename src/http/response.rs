@@ -673,10 +673,14 @@ fn html_response<B>(
     Response { status, headers, body, keep_alive }
 }
 
+/// `Server`, `Date`, and `X-Content-Type-Options: nosniff` on every response: our types are
+/// set on purpose (module scripts and wasm need them exact), so browsers must not guess others
+/// (a `.txt` that looks like HTML stays text).
 fn common_headers(now: SystemTime) -> Headers {
     let mut headers = Headers::with_capacity();
     headers.push(field!("Server"), SERVER_NAME);
     headers.push(field!("Date"), http_date(now));
+    headers.push_rendered(b"X-Content-Type-Options: nosniff\r\n");
     headers
 }
 
@@ -766,6 +770,7 @@ mod tests {
             head_text(&response),
             format!(
                 "HTTP/1.1 200 OK\r\nServer: {SERVER_NAME}\r\nDate: Sun, 22 Nov 2026 04:45:00 GMT\r\n\
+                 X-Content-Type-Options: nosniff\r\n\
                  Content-Type: text/html; charset=utf-8\r\nContent-Length: 1234\r\n\
                  Last-Modified: Sun, 22 Nov 2026 04:44:00 GMT\r\nETag: \"1-4d2-6b027310.0\"\r\n\
                  Accept-Ranges: bytes\r\n\r\n"

@@ -68,6 +68,7 @@ class Server:
 
     def __init__(self, name, command, port, run_dir, cpus=SERVER_CPU):
         self.name, self.port, self.run_dir = name, port, run_dir
+        self.scheme = "http"
         self.process = subprocess.Popen(
             ["taskset", "-c", cpus] + command,
             stdout=subprocess.DEVNULL,
@@ -123,16 +124,21 @@ class Server:
         self.process.wait()
 
 
-def start(name, root, run_dir, baseline=None):
+def start(name, root, run_dir, baseline=None, tls=None):
+    """Starts `name` on a free port; with `tls` (certificate and key files) it serves HTTPS."""
     port = free_port()
     if name.startswith("onepoll"):
         engine = name.split(":", 1)[1]
         binary = {"onepoll-musl": ONEPOLL_MUSL, "onepoll-baseline": baseline}.get(name.split(":", 1)[0], ONEPOLL)
-        command = [str(binary), str(root), "--port", str(port), "--engine", engine,
+        listen = ["--port", str(port)] if not tls else \
+            ["--listen-tls", f"127.0.0.1:{port}", "--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        command = [str(binary), str(root)] + listen + ["--engine", engine,
                    "--idle-timeout", "120", "--max-conns", "20000", "--access-log", "off"]
     else:
-        template = (BENCH / f"{name}.conf.template").read_text()
+        template = (BENCH / f"{name}{'-tls' if tls else ''}.conf.template").read_text()
         config = template.replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@RUN@", str(run_dir))
+        if tls:
+            config = config.replace("@CERT@", str(tls[0])).replace("@KEY@", str(tls[1]))
         path = run_dir / f"{name}.conf"
         path.write_text(config)
         command = {
@@ -141,6 +147,7 @@ def start(name, root, run_dir, baseline=None):
             "h2o": ["h2o", "-c", str(path)],
         }[name]
     server = Server(name, command, port, run_dir)
+    server.scheme = "https" if tls else "http"
     time.sleep(0.2)
     return server
 
@@ -154,7 +161,7 @@ def wrk(server, path, connections, seconds, headers=(), script=None, env=None):
         command += ["-H", header]
     if script:
         command += ["-s", str(BENCH / script)]
-    command.append(f"http://127.0.0.1:{server.port}{path}")
+    command.append(f"{server.scheme}://127.0.0.1:{server.port}{path}")
     user_before, system_before = server.cpu_seconds()
     out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, **(env or {}))).stdout
     user_after, system_after = server.cpu_seconds()
@@ -210,8 +217,15 @@ def hold_idle_connections(server, count):
     """Opens `count` keep-alive connections that each completed one request, and holds them."""
     held = []
     request = b"GET /small.txt HTTP/1.1\r\nHost: bench\r\n\r\n"
+    tls = None
+    if server.scheme == "https":
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     for _ in range(count):
         conn = socket.create_connection(("127.0.0.1", server.port), timeout=3)
+        if tls:
+            conn = tls.wrap_socket(conn, server_hostname="localhost")
         held.append(conn)
         conn.sendall(request)
         received = b""
@@ -268,6 +282,105 @@ def measure(name, root, run_dir, quick, baseline=None):
     finally:
         server.stop()
     return result
+
+
+def certificate(run_dir):
+    """A self-signed ECDSA P-256 certificate for every server of an --https run."""
+    cert, key = run_dir / "cert.pem", run_dir / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    key.chmod(0o644)  # h2o and nginx workers run as nobody
+    return cert, key
+
+
+def measure_https(name, root, run_dir, quick, tls):
+    """Over TLS: CPU per keep-alive request (c=100), per new connection with a full handshake
+    (`Connection: close`, wrk resumes no session), per 10 MiB download, and memory per idle
+    TLS keep-alive connection."""
+    seconds = 1 if quick else 5
+    server = start(name, root, run_dir, tls=tls)
+    result = {"server": name}
+    try:
+        result["idle_rss_kib"] = server.rss_kib()
+        step("memory with idle TLS connections")
+        result["rss_kib_by_idle_connections"] = memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+        step("wrk runs over TLS")
+        result["keep_alive"] = wrk(server, "/small.txt", 100, seconds if quick else 20)
+        result["handshake"] = wrk(server, "/small.txt", 10, seconds if quick else 10, headers=["Connection: close"])
+        result["big_file"] = wrk(server, "/big.bin", 4, seconds if quick else 10)
+    finally:
+        server.stop()
+    return result
+
+
+def markdown_https(report):
+    head = ("| server | keep-alive rps | CPU µs/req | user µs/req | sys µs/req | handshakes/s "
+            "| CPU µs per handshake | 10 MiB MB/s | CPU ms per 10 MiB | idle RSS (KiB) | kB per idle TLS conn |")
+    rows = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in report["results"]:
+        def cell(run, key, scale=1):
+            value = run.get(key)
+            value = round(value * scale, 2) if value is not None and scale != 1 else value
+            return f"{value}" + ("" if run["valid"] else " (invalid)")
+        ka, hs, big = r["keep_alive"], r["handshake"], r["big_file"]
+        rows.append("| " + " | ".join([
+            r["server"], cell(ka, "rps"), cell(ka, "cpu_us_per_request"), cell(ka, "user_us_per_request"),
+            cell(ka, "system_us_per_request"), cell(hs, "rps"), cell(hs, "cpu_us_per_request"),
+            cell(big, "mb_per_s"), cell(big, "cpu_us_per_request", 1e-3),
+            str(r["idle_rss_kib"]), str(per_idle_connection(r)),
+        ]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def goals_https(report):
+    by_name = {r["server"]: r for r in report["results"]}
+    ours = by_name.get("onepoll:event-loop")
+    if not ours:
+        return ""
+    lines = ["| goal | onepoll | peer | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for label, key, peer, target in (("CPU µs per keep-alive request", "keep_alive", "h2o", 0.8),
+                                     ("CPU µs per full handshake", "handshake", "lighttpd", 0.65),
+                                     ("CPU per 10 MiB download", "big_file", "h2o", 0.85)):
+        if peer not in by_name:
+            continue
+        a, b = ours[key]["cpu_us_per_request"], by_name[peer][key]["cpu_us_per_request"]
+        ratio = round(a / b, 2) if a and b else None
+        met = "yes" if ratio is not None and ratio <= target else "no"
+        lines.append(f"| {label} | {a} | {peer} {b} | {ratio} | ≤ {target}× | {met} |")
+    per_conn = per_idle_connection(ours)
+    lines.append(f"| kB per idle TLS keep-alive connection | {per_conn} | | | ≤ 4 | {'yes' if per_conn is not None and per_conn <= 4 else 'no'} |")
+    if "plain_idle_rss_kib" in report:
+        extra = round((ours["idle_rss_kib"] - report["plain_idle_rss_kib"]) / 1024, 2)
+        lines.append(f"| idle RSS with a TLS listener, above without (MB) | {extra} | | | ≤ 1 | {'yes' if extra <= 1 else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_https(args, root, run_dir):
+    servers = ["onepoll:event-loop"] + [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
+    if args.servers:
+        servers = [s for s in args.servers.split(",") if s]
+    tls = certificate(run_dir)
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "scripts/bench.sh --https" + (" --quick" if args.quick else "") + (f" --servers {args.servers}" if args.servers else ""),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()},
+        "results": [],
+    }
+    plain = start("onepoll:event-loop", root, run_dir)
+    report["plain_idle_rss_kib"] = plain.rss_kib()
+    plain.stop()
+    for name in servers:
+        print(f"== {name} (TLS)", file=sys.stderr, flush=True)
+        report["results"].append(measure_https(name, root, run_dir, args.quick, tls))
+    RESULTS.mkdir(exist_ok=True)
+    stem = "https-quick" if args.quick else "https"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    text = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
+            f"({report['machine']['cpu']}), server pinned to core {SERVER_CPU}, wrk to core {CLIENT_CPU}; "
+            f"one self-signed ECDSA P-256 certificate for all.\n\n" + markdown_https(report) + "\n" + goals_https(report))
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)
 
 
 def per_idle_connection(result):
@@ -407,6 +520,7 @@ def main():
     parser.add_argument("--servers", default="", help="comma-separated subset, e.g. onepoll:event-loop,lighttpd")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
+    parser.add_argument("--https", action="store_true", help="only the HTTPS rows (results/https.md)")
     parser.add_argument("--baseline", metavar="BINARY",
                         help="also measure this onepoll build (e.g. an earlier commit's) as onepoll-baseline:event-loop, "
                              "so before and after come from one run")
@@ -432,6 +546,10 @@ def main():
     root.mkdir()
     (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
     (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
+    if args.https:
+        run_https(args, root, run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
     if args.workers_scaling:
         rows = workers_scaling(root, run_dir)
         lines = ["| workers | keep-alive req/s (c=100) | 10 MiB MB/s (c=4) | all responses 200 |", "|---|---|---|---|"]

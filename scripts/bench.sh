@@ -4,6 +4,7 @@
 #   scripts/bench.sh --quick    about a minute (event loop, thread pool, nginx, lighttpd, h2o)
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
 #   scripts/bench.sh --baseline OLD_BINARY   also measures an earlier build, in the same run
+#   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
 # Installs wrk, strace, gnuplot, nginx, lighttpd and h2o from Debian's packages when missing
 # (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail
@@ -20,10 +21,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${packages[*]} (apt-get)" >&2
     apt-get update -qq && apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
+# HTTPS rows (--https): lighttpd's TLS module is a package of its own.
+if [ ! -e /usr/lib/lighttpd/mod_openssl.so ] || ! command -v openssl >/dev/null 2>&1; then
+    echo "installing lighttpd-mod-openssl openssl (apt-get)" >&2
+    apt-get update -qq && apt-get install -y -qq lighttpd-mod-openssl openssl >/dev/null
+fi
 cargo build --release --quiet
 # A static musl build too (the small-machine option), when rustup has or can fetch the target.
 musl=x86_64-unknown-linux-musl
 if command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx "$musl" || rustup target add "$musl" >/dev/null 2>&1; }; then
+    # ring compiles C for the target: musl-gcc (see .cargo/config.toml).
+    command -v musl-gcc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools >/dev/null; }
     cargo build --release --quiet --target "$musl"
 else
     echo "no $musl target: skipping onepoll-musl" >&2

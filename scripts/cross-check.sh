@@ -12,6 +12,7 @@ need=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v musl-gcc >/dev/null || need+=(musl-tools) # ring's C for the musl target
 command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --release --quiet

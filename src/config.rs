@@ -43,7 +43,8 @@ pub struct Config {
     pub listen: Vec<ListenAddr>,
 
     /// Serve HTTPS on ADDR:PORT (or [V6]:PORT); repeatable like --listen. Needs --tls-cert and
-    /// --tls-key. Without --listen, only HTTPS is served.
+    /// --tls-key. Without --listen, only HTTPS is served. Ignored when a service manager passes
+    /// listening sockets: those named `https` (LISTEN_FDNAMES) are served with TLS.
     #[arg(
         long,
         value_name = "ADDR:PORT",

@@ -135,9 +135,39 @@ pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// The listeners a service manager passed us, if it passed any. Every passed descriptor must
-/// be a TCP or Unix stream listening socket; anything else is an error, not silently skipped.
-pub fn inherited() -> io::Result<Option<Vec<Listener>>> {
+/// What a listening socket serves. Passed descriptors say it by name (`LISTEN_FDNAMES`,
+/// systemd's `FileDescriptorName=`): `https` is HTTPS, any other name plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    const HTTPS_NAME: &'static str = "https";
+
+    fn from_fd_name(name: &str) -> Scheme {
+        match name == Scheme::HTTPS_NAME {
+            true => Scheme::Https,
+            false => Scheme::Http,
+        }
+    }
+
+    fn fd_name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => Scheme::HTTPS_NAME,
+        }
+    }
+}
+
+/// The listeners a service manager passed us, if it passed any, each with what it serves.
+/// Every passed descriptor must be a TCP or Unix stream listening socket; anything else is an
+/// error, not silently skipped.
+pub fn inherited() -> io::Result<Option<Vec<(Listener, Scheme)>>> {
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|names| names.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
     let mut passed = listenfd::ListenFd::from_env();
     if passed.len() == 0 {
         return Ok(None);
@@ -149,8 +179,9 @@ pub fn inherited() -> io::Result<Option<Vec<Listener>>> {
             Ok(tcp) => tcp.map(Listener::Tcp),
             Err(_) => passed.take_unix_listener(index)?.map(Listener::Unix),
         };
+        let scheme = names.get(index).map_or(Scheme::Http, |name| Scheme::from_fd_name(name));
         match taken {
-            Some(listener) => listeners.push(listener),
+            Some(listener) => listeners.push((listener, scheme)),
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -165,16 +196,24 @@ pub fn inherited() -> io::Result<Option<Vec<Listener>>> {
 /// Lets `listeners` survive `exec` into a child (clears `FD_CLOEXEC`), or stops them doing so.
 /// Returns the environment that tells the child where they are, in the `LISTEN_FDS` form
 /// [`inherited`] reads; the descriptors must be consecutive.
-pub fn pass_to_child(listeners: &[Listener], pass: bool) -> io::Result<Vec<(&'static str, String)>> {
-    for listener in listeners {
+pub fn pass_to_child(
+    listeners: &[(Listener, Scheme)],
+    pass: bool,
+) -> io::Result<Vec<(&'static str, String)>> {
+    for (listener, _) in listeners {
         SockRef::from(listener).set_cloexec(!pass)?;
     }
-    let fds: Vec<i32> = listeners.iter().map(|listener| listener.as_fd().as_raw_fd()).collect();
+    let fds: Vec<i32> = listeners.iter().map(|(listener, _)| listener.as_fd().as_raw_fd()).collect();
     let first = fds.first().copied().unwrap_or(3);
     if fds.iter().enumerate().any(|(i, fd)| *fd != first + i as i32) {
         return Err(io::Error::other(format!("listener descriptors are not consecutive: {fds:?}")));
     }
-    Ok(vec![("LISTEN_FDS", fds.len().to_string()), ("LISTEN_FDS_FIRST_FD", first.to_string())])
+    let names: Vec<&str> = listeners.iter().map(|(_, scheme)| scheme.fd_name()).collect();
+    Ok(vec![
+        ("LISTEN_FDS", fds.len().to_string()),
+        ("LISTEN_FDS_FIRST_FD", first.to_string()),
+        ("LISTEN_FDNAMES", names.join(":")),
+    ])
 }
 
 #[cfg(test)]

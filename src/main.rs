@@ -11,10 +11,10 @@ use onepoll::drive::{Limits, Site};
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, RootOptions};
-use onepoll::listen::{self, ListenAddr, Listener};
+use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
-use onepoll::tls::Https;
+use onepoll::tls::{Https, TicketSecret, new_ticket_secret};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -44,11 +44,6 @@ fn main() -> ExitCode {
             Err(message) => return fail(format_args!("{message}")),
         },
     };
-    // Certificates are checked before binding too: a bad pair is one line and exit 1.
-    let https = match https_settings(&config) {
-        Ok(https) => https,
-        Err(message) => return fail(format_args!("{message}")),
-    };
     let unix_listener = config.listen_addrs().iter().any(|addr| matches!(addr, ListenAddr::Unix(_)));
     if unix_listener && config.engine != Engine::EventLoop {
         return fail(format_args!("the blocking engines serve TCP listeners only"));
@@ -57,18 +52,32 @@ fn main() -> ExitCode {
         Ok(inherited) => inherited,
         Err(error) => return fail(format_args!("cannot use the inherited listening sockets: {error}")),
     };
+    // Certificates are checked before binding too: a bad pair is one line and exit 1. A worker
+    // seals session tickets with the secret its supervisor gave every worker.
+    let serves_https = match &inherited {
+        Some(listeners) => listeners.iter().any(|(_, scheme)| *scheme == Scheme::Https),
+        None => !config.listen_tls.is_empty(),
+    };
+    let ticket_secret = match worker.is_some() && serves_https {
+        true => {
+            supervisor::ticket_secret_from_supervisor().map_err(|error| format!("ticket secret: {error}"))
+        }
+        false => new_ticket_secret(),
+    };
+    let https = match ticket_secret.and_then(|secret| https_settings(&config, serves_https, secret)) {
+        Ok(https) => https,
+        Err(message) => return fail(format_args!("{message}")),
+    };
     let seeds = [(Seed::Echo, config.echo_port), (Seed::Daytime, config.daytime_port)];
     let seeds: Vec<(Seed, u16)> = seeds.into_iter().filter_map(|(seed, port)| Some((seed, port?))).collect();
     if !seeds.is_empty() && (config.workers > 1 || config.engine != Engine::EventLoop) {
         return fail(format_args!("--echo-port and --daytime-port need the event loop and one worker"));
     }
-    if https.is_some() && (config.workers > 1 || config.engine != Engine::EventLoop || inherited.is_some()) {
-        return fail(format_args!(
-            "--listen-tls is served by the event loop in one process for now (no --workers, --engine or socket activation)"
-        ));
+    if https.is_some() && config.engine != Engine::EventLoop {
+        return fail(format_args!("HTTPS is served by the event loop only, for now (no --engine)"));
     }
     if worker.is_none() && config.workers > 1 {
-        return supervise(&config, inherited);
+        return supervise(&config, inherited, https.is_some());
     }
     let listeners = match inherited {
         Some(listeners) => {
@@ -77,14 +86,10 @@ fn main() -> ExitCode {
             }
             listeners
         }
-        None => match bind_all(&config.listen_addrs(), false) {
+        None => match bind_every_scheme(&config.listen_addrs(), &config.listen_tls_addrs(), false) {
             Ok(listeners) => listeners,
             Err(message) => return fail(format_args!("{message}")),
         },
-    };
-    let tls_listeners = match bind_all(&config.listen_tls_addrs(), false) {
-        Ok(listeners) => listeners,
-        Err(message) => return fail(format_args!("{message}")),
     };
     let seed_sockets = match bind_seeds(&config, &seeds) {
         Ok(sockets) => sockets,
@@ -121,38 +126,39 @@ fn main() -> ExitCode {
         _ => None,
     };
     // Said last, once everything that could still fail has not: the "ready" line.
-    for listener in &listeners {
+    for (listener, scheme) in &listeners {
         match listener.local() {
-            Ok(local) => info!("listening on {} serving {}", local.url(), config.root.display()),
+            Ok(local) => info!("listening on {} serving {}", url(&local, *scheme), config.root.display()),
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    for listener in &tls_listeners {
-        match listener.local() {
-            Ok(local) => info!("listening on https://{local}/ serving {}", config.root.display()),
-            Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
-        }
+    serve(&config, listeners, seed_sockets, https, signals, root, access_log)
+}
+
+/// How a client reaches `local` with `scheme`: `http://127.0.0.1:8080/`, `https://[::1]:443/`.
+fn url(local: &ListenAddr, scheme: Scheme) -> String {
+    match scheme {
+        Scheme::Http => local.url(),
+        Scheme::Https => format!("https://{local}/"),
     }
-    let listeners = Listeners { http: listeners, https: tls_listeners, seeds: seed_sockets };
-    serve(&config, listeners, https, signals, root, access_log)
 }
 
-/// Every listening socket, by what it serves.
-struct Listeners {
-    http: Vec<Listener>,
-    https: Vec<Listener>,
-    seeds: SeedSockets,
-}
-
-/// The certificates, loaded and checked, when HTTPS is asked for.
-fn https_settings(config: &Config) -> Result<Option<Https>, String> {
+/// The certificates, loaded and checked, when HTTPS is served (`serves_https`: an HTTPS
+/// listener is bound or was passed in); tickets sealed with keys from `ticket_secret`.
+fn https_settings(
+    config: &Config,
+    serves_https: bool,
+    ticket_secret: TicketSecret,
+) -> Result<Option<Https>, String> {
     let files = config.certificate_files()?;
-    match (config.listen_tls.is_empty(), files.is_empty()) {
-        (true, _) if config.https_redirect => Err("--https-redirect needs --listen-tls".into()),
-        (true, true) => Ok(None),
-        (true, false) => Err("--tls-cert and --tls-key need --listen-tls".into()),
-        (false, true) => Err("--listen-tls needs --tls-cert and --tls-key".into()),
-        (false, false) => Https::load(files).map(Some),
+    match (serves_https, files.is_empty()) {
+        (false, _) if config.https_redirect => {
+            Err("--https-redirect needs an HTTPS listener (--listen-tls)".into())
+        }
+        (false, true) => Ok(None),
+        (false, false) => Err("--tls-cert and --tls-key need an HTTPS listener (--listen-tls)".into()),
+        (true, true) => Err("HTTPS listeners need --tls-cert and --tls-key".into()),
+        (true, false) => Https::load(files, ticket_secret).map(Some),
     }
 }
 
@@ -200,7 +206,8 @@ fn open_root(config: &Config) -> Result<Root, String> {
 /// Runs the chosen engine on `listeners` until it ends.
 fn serve(
     config: &Config,
-    listeners: Listeners,
+    listeners: Vec<(Listener, Scheme)>,
+    seeds: SeedSockets,
     https: Option<Https>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     mut root: Root,
@@ -217,10 +224,12 @@ fn serve(
         _ => None,
     };
     // The port the first HTTPS listener got (port 0 picks one when binding).
-    let https_port = listeners.https.first().and_then(|listener| match listener.local() {
-        Ok(ListenAddr::Tcp(addr)) => Some(addr.port()),
-        _ => None,
-    });
+    let https_port = listeners.iter().find(|(_, scheme)| *scheme == Scheme::Https).and_then(
+        |(listener, _)| match listener.local() {
+            Ok(ListenAddr::Tcp(addr)) => Some(addr.port()),
+            _ => None,
+        },
+    );
     let https_redirect = https_port.filter(|_| config.https_redirect);
     let site = Site { root, limits, access_log, headers: config.headers.clone(), https_redirect };
     let options = Options {
@@ -230,21 +239,26 @@ fn serve(
         on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
         https,
     };
-    let Listeners { http: listeners, https: tls_listeners, seeds } = listeners;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if config.engine != Engine::EventLoop {
         // The blocking engines are for comparing designs on TCP; Unix sockets are a daemon feature.
-        let Some(listeners) =
-            listeners.into_iter().map(Listener::into_tcp).collect::<Option<Vec<TcpListener>>>()
+        let Some(listeners) = listeners
+            .into_iter()
+            .map(|(listener, _)| listener.into_tcp())
+            .collect::<Option<Vec<TcpListener>>>()
         else {
             return fail(format_args!("the blocking engines serve TCP listeners only"));
         };
         serve_blocking(config, listeners, &site, cores);
     }
     daemon::notify(sd_notify::NotifyState::Ready);
-    let mut all: Vec<(Listener, Protocol)> =
-        listeners.into_iter().map(|listener| (listener, Protocol::Http)).collect();
-    all.extend(tls_listeners.into_iter().map(|listener| (listener, Protocol::Https)));
+    let mut all: Vec<(Listener, Protocol)> = listeners
+        .into_iter()
+        .map(|(listener, scheme)| match scheme {
+            Scheme::Http => (listener, Protocol::Http),
+            Scheme::Https => (listener, Protocol::Https),
+        })
+        .collect();
     all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Protocol::Seed(seed))));
     let Some(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));
@@ -275,7 +289,7 @@ fn serve_blocking(config: &Config, listeners: Vec<TcpListener>, site: &Site, cor
 }
 
 /// `--workers N`: bind (or take over) the listeners here, then run the workers on them.
-fn supervise(config: &Config, inherited: Option<Vec<Listener>>) -> ExitCode {
+fn supervise(config: &Config, inherited: Option<Vec<(Listener, Scheme)>>, https: bool) -> ExitCode {
     if config.engine != Engine::EventLoop {
         return fail(format_args!("--workers runs event-loop workers only"));
     }
@@ -292,20 +306,27 @@ fn supervise(config: &Config, inherited: Option<Vec<Listener>>) -> ExitCode {
     let listeners = match inherited {
         Some(shared) => WorkerListeners::Shared(shared),
         None => {
-            let mut sets: Vec<Vec<Listener>> = Vec::with_capacity(workers);
-            let mut addrs = config.listen_addrs();
+            let mut sets: Vec<Vec<(Listener, Scheme)>> = Vec::with_capacity(workers);
+            let (mut plain, mut tls) = (config.listen_addrs(), config.listen_tls_addrs());
             for _ in 0..workers {
-                match bind_all(&addrs, true) {
+                match bind_every_scheme(&plain, &tls, true) {
                     Ok(set) => {
                         // Port 0 resolved for the first set: the others join those ports.
-                        addrs = set.iter().filter_map(|listener| listener.local().ok()).collect();
+                        let bound = |wanted: Scheme| -> Vec<ListenAddr> {
+                            let of_scheme = set.iter().filter(|(_, scheme)| *scheme == wanted);
+                            of_scheme.filter_map(|(listener, _)| listener.local().ok()).collect()
+                        };
+                        (plain, tls) = (bound(Scheme::Http), bound(Scheme::Https));
                         sets.push(set);
                     }
                     Err(message) => return fail(format_args!("{message}")),
                 }
             }
-            for local in &addrs {
-                info!("listening on {} with {workers} workers", local.url());
+            for local in &plain {
+                info!("listening on {} with {workers} workers", url(local, Scheme::Http));
+            }
+            for local in &tls {
+                info!("listening on {} with {workers} workers", url(local, Scheme::Https));
             }
             WorkerListeners::PerWorker(sets)
         }
@@ -317,11 +338,28 @@ fn supervise(config: &Config, inherited: Option<Vec<Listener>>) -> ExitCode {
         },
         None => None,
     };
-    match supervisor::run(listeners, workers, signals) {
+    // One ticket secret for every worker, so a session resumes on whichever worker it reaches.
+    let ticket_secret = match https.then(new_ticket_secret).transpose() {
+        Ok(secret) => secret,
+        Err(message) => return fail(format_args!("{message}")),
+    };
+    match supervisor::run(listeners, workers, signals, ticket_secret) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => fail(format_args!("supervisor failed: {error}")),
     }
+}
+
+/// Binds the plain-HTTP addresses and the HTTPS ones, each listener with what it serves.
+fn bind_every_scheme(
+    plain: &[ListenAddr],
+    tls: &[ListenAddr],
+    reuse_port: bool,
+) -> Result<Vec<(Listener, Scheme)>, String> {
+    let mut listeners: Vec<(Listener, Scheme)> =
+        bind_all(plain, reuse_port)?.into_iter().map(|listener| (listener, Scheme::Http)).collect();
+    listeners.extend(bind_all(tls, reuse_port)?.into_iter().map(|listener| (listener, Scheme::Https)));
+    Ok(listeners)
 }
 
 /// Binds every address; with `reuse_port`, so that other sets can bind the same ports.

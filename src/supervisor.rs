@@ -10,10 +10,10 @@
 //! forwards SIGTERM/SIGINT (graceful drain) and SIGHUP (log reopen) and exits when every
 //! worker has.
 
-use crate::listen::Listener;
-use std::io;
+use crate::listen::{Listener, Scheme};
+use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -25,6 +25,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::daemon;
 use crate::listen;
+use crate::tls::TicketSecret;
 
 /// The environment variable that makes a process a worker: its index.
 pub const WORKER_ENV: &str = "ONEPOLL_WORKER";
@@ -40,13 +41,13 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Which listeners each worker gets.
 pub enum WorkerListeners {
     /// Worker `i` gets set `i` (bound here with `SO_REUSEPORT`).
-    PerWorker(Vec<Vec<Listener>>),
+    PerWorker(Vec<Vec<(Listener, Scheme)>>),
     /// Every worker gets the same sockets (inherited from systemd).
-    Shared(Vec<Listener>),
+    Shared(Vec<(Listener, Scheme)>),
 }
 
 impl WorkerListeners {
-    fn for_worker(&self, index: usize) -> &[Listener] {
+    fn for_worker(&self, index: usize) -> &[(Listener, Scheme)] {
         match self {
             WorkerListeners::PerWorker(sets) => &sets[index],
             WorkerListeners::Shared(set) => set,
@@ -70,7 +71,14 @@ struct Worker {
 
 /// Runs `workers` worker processes until a signal ends them all. Returns true when every
 /// worker exited cleanly after a graceful shutdown.
-pub fn run(listeners: WorkerListeners, workers: usize, signals: Signals) -> io::Result<bool> {
+/// With HTTPS, `ticket_secret` goes to every worker (on its stdin), so a session ticket one
+/// worker issued resumes on any other.
+pub fn run(
+    listeners: WorkerListeners,
+    workers: usize,
+    signals: Signals,
+    ticket_secret: Option<TicketSecret>,
+) -> io::Result<bool> {
     let mut poll = Poll::new()?;
     let mut signals = signals;
     poll.registry().register(&mut signals, Token(0), Interest::READABLE)?;
@@ -78,7 +86,7 @@ pub fn run(listeners: WorkerListeners, workers: usize, signals: Signals) -> io::
     let mut pool: Vec<Worker> = Vec::with_capacity(count);
     for index in 0..count {
         pool.push(Worker {
-            child: Some(spawn(index, listeners.for_worker(index))?),
+            child: Some(spawn(index, listeners.for_worker(index), ticket_secret.as_ref())?),
             started: Instant::now(),
             restart_at: None,
         });
@@ -130,7 +138,7 @@ pub fn run(listeners: WorkerListeners, workers: usize, signals: Signals) -> io::
             }
             let Some(listeners) = &listeners else { continue };
             if worker.child.is_none() && worker.restart_at.is_some_and(|at| at <= now) {
-                match spawn(index, listeners.for_worker(index)) {
+                match spawn(index, listeners.for_worker(index), ticket_secret.as_ref()) {
                     Ok(child) => {
                         *worker = Worker { child: Some(child), started: now, restart_at: None };
                     }
@@ -159,8 +167,13 @@ pub fn bind_to_supervisor() -> io::Result<()> {
     Ok(())
 }
 
-/// Starts worker `index` with `listeners` as its inherited sockets.
-fn spawn(index: usize, listeners: &[Listener]) -> io::Result<Child> {
+/// Starts worker `index` with `listeners` as its inherited sockets, and the ticket secret, if
+/// any, written to its stdin (never in its environment, which `/proc` shows).
+fn spawn(
+    index: usize,
+    listeners: &[(Listener, Scheme)],
+    ticket_secret: Option<&TicketSecret>,
+) -> io::Result<Child> {
     // Only this one child may inherit these sockets: CLOEXEC comes back right after the spawn.
     let environment = listen::pass_to_child(listeners, true)?;
     let spawned = Command::new(std::env::current_exe()?)
@@ -171,9 +184,21 @@ fn spawn(index: usize, listeners: &[Listener]) -> io::Result<Child> {
         .env_remove("LISTEN_PID")
         .env_remove("NOTIFY_SOCKET") // only the parent talks to systemd
         .envs(environment)
+        .stdin(if ticket_secret.is_some() { Stdio::piped() } else { Stdio::null() })
         .spawn();
     listen::pass_to_child(listeners, false)?;
-    spawned
+    let mut child = spawned?;
+    if let (Some(secret), Some(mut stdin)) = (ticket_secret, child.stdin.take()) {
+        stdin.write_all(secret)?; // 32 bytes: well within a pipe's buffer, so this never waits
+    }
+    Ok(child)
+}
+
+/// In a worker: the ticket secret the supervisor wrote to our stdin.
+pub fn ticket_secret_from_supervisor() -> io::Result<TicketSecret> {
+    let mut secret = [0u8; 32];
+    io::stdin().lock().read_exact(&mut secret)?;
+    Ok(secret)
 }
 
 fn describe(status: ExitStatus) -> String {

@@ -377,3 +377,64 @@ fn https_redirect_sends_plain_http_to_https_except_acme_challenges() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), HELLO, "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+#[test]
+fn workers_serve_https_and_resume_each_others_sessions() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &["--workers", "2"]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let mut kinds = Vec::new();
+    for _ in 0..16 {
+        let mut client = tls_connect(server.https, "localhost", &config);
+        assert_eq!(get_over_tls(&mut client, "/hello.txt").body_text(), HELLO); // takes the tickets
+        kinds.push(client.stream.conn.handshake_kind().unwrap());
+    }
+    // SO_REUSEPORT spread the connections over both workers...
+    for worker in ["worker=0", "worker=1"] {
+        let served =
+            server.server.log_lines().iter().any(|line| line.contains(worker) && line.contains("(TLS)"));
+        assert!(served, "{worker} accepted no TLS connection");
+    }
+    // ...and every ticket opened wherever it landed: one full handshake, then resumptions.
+    assert_eq!(kinds[0], HandshakeKind::Full);
+    assert!(kinds[1..].iter().all(|kind| *kind == HandshakeKind::Resumed), "{kinds:?}");
+}
+
+#[test]
+fn socket_activation_tells_https_listeners_apart_by_name() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+    fs::write(&cert, &pem.cert).unwrap();
+    fs::write(&key, &pem.key).unwrap();
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (plain, secure): (SocketAddr, SocketAddr) = (port(0), port(1));
+    let mut activator = tool("systemd-socket-activate", "systemd")
+        .args(["-l", &plain.to_string(), "-l", &secure.to_string(), "--fdname=http:https"])
+        .arg(env!("CARGO_BIN_EXE_onepoll"))
+        .arg(site.root())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let mut client = loop {
+        if let Ok(stream) = TcpStream::connect(plain) {
+            break Client::from_stream(stream);
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing listens on {plain}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    client.send(&get("/hello.txt"));
+    assert_eq!(client.response(false).body_text(), HELLO);
+    let mut secure_client = tls_connect(secure, "localhost", &client_config(&[&pem], &BOTH_VERSIONS));
+    assert_eq!(get_over_tls(&mut secure_client, "/hello.txt").body_text(), HELLO);
+    activator.kill().unwrap();
+    activator.wait().unwrap();
+}

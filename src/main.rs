@@ -1,5 +1,6 @@
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use log::info;
@@ -8,6 +9,7 @@ use onepoll::access_log::{AccessLog, Destination};
 use onepoll::config::Config;
 use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
+use onepoll::engine::blocking::BlockingListener;
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, RootOptions};
@@ -72,9 +74,6 @@ fn main() -> ExitCode {
     let seeds: Vec<(Seed, u16)> = seeds.into_iter().filter_map(|(seed, port)| Some((seed, port?))).collect();
     if !seeds.is_empty() && (config.workers > 1 || config.engine != Engine::EventLoop) {
         return fail(format_args!("--echo-port and --daytime-port need the event loop and one worker"));
-    }
-    if https.is_some() && config.engine != Engine::EventLoop {
-        return fail(format_args!("HTTPS is served by the event loop only, for now (no --engine)"));
     }
     if worker.is_none() && config.workers > 1 {
         return supervise(&config, inherited, https.is_some());
@@ -242,10 +241,14 @@ fn serve(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if config.engine != Engine::EventLoop {
         // The blocking engines are for comparing designs on TCP; Unix sockets are a daemon feature.
+        let tls = options.https.as_ref().map(|https| Arc::clone(https.config()));
         let Some(listeners) = listeners
             .into_iter()
-            .map(|(listener, _)| listener.into_tcp())
-            .collect::<Option<Vec<TcpListener>>>()
+            .map(|(listener, scheme)| {
+                let tls = (scheme == Scheme::Https).then(|| tls.clone()).flatten();
+                listener.into_tcp().map(|listener| BlockingListener { listener, tls })
+            })
+            .collect::<Option<Vec<BlockingListener>>>()
         else {
             return fail(format_args!("the blocking engines serve TCP listeners only"));
         };
@@ -273,10 +276,10 @@ fn serve(
 }
 
 /// The comparison engines never return.
-fn serve_blocking(config: &Config, listeners: Vec<TcpListener>, site: &Site, cores: usize) -> ! {
+fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, site: &Site, cores: usize) -> ! {
     match config.engine {
         Engine::EventLoop => unreachable!("the event loop is not a blocking engine"),
-        Engine::Serial => match <[TcpListener; 1]>::try_from(listeners) {
+        Engine::Serial => match <[BlockingListener; 1]>::try_from(listeners) {
             Ok([listener]) => serial::run(listener, site),
             Err(_) => {
                 eprintln!("onepoll: --engine serial serves exactly one listener");

@@ -41,6 +41,12 @@ const RECORD_PLAINTEXT_BYTES: usize = 16 * 1024;
 /// large download costs a quarter of the syscalls of a record at a time, and no more than
 /// these four records ever wait ahead of the socket.
 const FILE_CHUNK_BYTES: usize = 4 * RECORD_PLAINTEXT_BYTES;
+thread_local! {
+    /// Where file bytes wait to be encrypted: one buffer per thread, on the heap (a thread of
+    /// the thread-per-connection engine has a 64 KiB stack).
+    static FILE_CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Sessions the server remembers for TLS 1.2 resumption (about 200 bytes each).
 const SESSION_CACHE_ENTRIES: usize = 1024;
 
@@ -445,12 +451,14 @@ impl<S: Transport> Transport for TlsTransport<S> {
             return self.inner.send_file(file, offset, len);
         }
         self.flush_records()?;
-        let mut chunk = [0u8; FILE_CHUNK_BYTES];
-        let read = file.read_at(&mut chunk[..len.min(FILE_CHUNK_BYTES)], offset)?;
-        if read == 0 {
-            return Ok(0);
-        }
-        self.encrypt(&chunk[..read])
+        FILE_CHUNK.with_borrow_mut(|chunk| {
+            chunk.resize(FILE_CHUNK_BYTES, 0);
+            let read = file.read_at(&mut chunk[..len.min(FILE_CHUNK_BYTES)], offset)?;
+            match read {
+                0 => Ok(0),
+                _ => self.encrypt(&chunk[..read]),
+            }
+        })
     }
 
     fn stop_blocking(&mut self) -> io::Result<()> {

@@ -48,7 +48,7 @@ fn serves_every_listen_address_ipv4_and_ipv6() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
     command.arg(site.root()).args(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]);
     let server = Server::spawn(command, "info");
-    let v6_line = server.wait_for_log(&format!("{}[::1]:", logged::READY));
+    let v6_line = server.wait_for_log(&format!("{}://[::1]:", logged::READY));
     let v6: SocketAddr = v6_line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
     let mut client = Client::connect(v6);

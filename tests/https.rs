@@ -46,9 +46,23 @@ struct HttpsServer {
 
 impl HttpsServer {
     fn start(root: &Path, pairs: &[&Pem], extra: &[&str]) -> HttpsServer {
+        HttpsServer::start_with(
+            root,
+            pairs,
+            &["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"],
+            extra,
+        )
+    }
+
+    /// Only an HTTPS listener (the serial engine serves exactly one).
+    fn start_tls_only(root: &Path, pairs: &[&Pem], extra: &[&str]) -> HttpsServer {
+        HttpsServer::start_with(root, pairs, &["--listen-tls", "127.0.0.1:0"], extra)
+    }
+
+    fn start_with(root: &Path, pairs: &[&Pem], listen: &[&str], extra: &[&str]) -> HttpsServer {
         let files = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
-        command.arg(root).args(["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"]).args(extra);
+        command.arg(root).args(listen).args(extra);
         for (index, pair) in pairs.iter().enumerate() {
             let (cert, key) =
                 (files.path().join(format!("cert{index}.pem")), files.path().join(format!("key{index}.pem")));
@@ -437,4 +451,21 @@ fn socket_activation_tells_https_listeners_apart_by_name() {
     assert_eq!(get_over_tls(&mut secure_client, "/hello.txt").body_text(), HELLO);
     activator.kill().unwrap();
     activator.wait().unwrap();
+}
+
+engine_tests! {
+    all: [every_engine_serves_https];
+}
+
+/// The same TLS layer under every engine: keep-alive requests and a 20 MiB body, intact.
+fn every_engine_serves_https(engine: &str) {
+    let site = Site::new().with_big_file();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start_tls_only(&site.root(), &[&pem], &["--engine", engine]);
+    let mut client = tls_connect(server.https, "localhost", &client_config(&[&pem], &BOTH_VERSIONS));
+    for _ in 0..3 {
+        assert_eq!(get_over_tls(&mut client, "/hello.txt").body_text(), HELLO);
+    }
+    let big = get_over_tls(&mut client, "/big.bin");
+    assert!(big.status == 200 && big.body == big_content(), "{engine}: the 20 MiB body differs");
 }

@@ -11,14 +11,26 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use log::{debug, warn};
 
+use rustls::ServerConfig;
+
 use super::ACCEPT_RETRY;
 use crate::connection::Connection;
 use crate::drive::{CloseReason, ConnLabel, LiveClock, Now, Site, Timeout, Verdict};
+use crate::tls::TlsTransport;
+use crate::transport::Transport;
+
+/// A listening socket of a blocking engine, and the TLS configuration its clients get, if it
+/// is an HTTPS one.
+pub struct BlockingListener {
+    pub listener: TcpListener,
+    pub tls: Option<Arc<ServerConfig>>,
+}
 
 /// Labels for blocking connections: a counter stands in for the slab key.
 static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(0);
@@ -39,7 +51,9 @@ pub fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 /// Serves one connection to the end on the calling thread.
-pub fn serve_blocking(stream: TcpStream, peer: SocketAddr, site: &Site) {
+/// Serves one client on this thread until it leaves: over TLS when the listener it came from
+/// is an HTTPS one (`tls` is then its configuration).
+pub fn serve_blocking(stream: TcpStream, peer: SocketAddr, site: &Site, tls: Option<&Arc<ServerConfig>>) {
     let label = ConnLabel { token: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed), fd: stream.as_raw_fd() };
     debug!("{label} accept {peer}");
     let limits = site.limits;
@@ -51,7 +65,19 @@ pub fn serve_blocking(stream: TcpStream, peer: SocketAddr, site: &Site) {
         debug!("{label} socket options: {error}");
         return;
     }
-    let mut connection = Connection::new(stream, label, Some(peer), Now::read());
+    match tls {
+        None => drive_until_closed(Connection::new(stream, label, Some(peer), Now::read()), site),
+        Some(config) => match TlsTransport::new(stream, config) {
+            Ok(transport) => {
+                drive_until_closed(Connection::new(transport, label, Some(peer), Now::read()), site)
+            }
+            Err(error) => warn!("{label} TLS session refused: {error}"),
+        },
+    }
+}
+
+/// Drives `connection` on this thread, blocking in its socket calls, until it closes.
+fn drive_until_closed<T: Transport>(mut connection: Connection<T>, site: &Site) {
     let reason = loop {
         match connection.drive(site, &mut LiveClock) {
             Verdict::Yield => {} // the thread is this connection's alone: carry on

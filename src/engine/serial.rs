@@ -2,14 +2,12 @@
 //! other client waits in the listen backlog meanwhile; this is the baseline the others beat.
 //! It serves one listener: waiting on two would already need a poller.
 
-use std::net::TcpListener;
-
-use super::blocking::{accept, serve_blocking};
+use super::blocking::{BlockingListener, accept, serve_blocking};
 use crate::drive::Site;
 
-pub fn run(listener: TcpListener, site: &Site) -> ! {
+pub fn run(listener: BlockingListener, site: &Site) -> ! {
     loop {
-        let (stream, peer) = accept(&listener);
-        serve_blocking(stream, peer, site);
+        let (stream, peer) = accept(&listener.listener);
+        serve_blocking(stream, peer, site, listener.tls.as_ref());
     }
 }

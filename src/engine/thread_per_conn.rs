@@ -1,20 +1,19 @@
 //! One OS thread per connection, each blocking on its own socket: the classic design whose
 //! memory and scheduling cost grows with the number of clients.
 
-use std::net::TcpListener;
 use std::thread;
 
 use log::warn;
 
 use super::ACCEPT_RETRY;
-use super::blocking::{accept, serve_blocking};
+use super::blocking::{BlockingListener, accept, serve_blocking};
 use crate::drive::Site;
 
 /// Stack size per connection thread; our frames are shallow, so 64 KiB is plenty and keeps a
 /// thousand idle clients from reserving 2 GiB of address space.
 const THREAD_STACK_BYTES: usize = 64 * 1024;
 
-pub fn run(listeners: Vec<TcpListener>, site: &Site) -> ! {
+pub fn run(listeners: Vec<BlockingListener>, site: &Site) -> ! {
     let mut listeners = listeners.into_iter();
     let first = listeners.next().expect("at least one listener");
     thread::scope(|scope| {
@@ -28,15 +27,16 @@ pub fn run(listeners: Vec<TcpListener>, site: &Site) -> ! {
 }
 
 fn accept_forever<'scope>(
-    listener: &TcpListener,
+    listener: &BlockingListener,
     site: &'scope Site,
     scope: &'scope thread::Scope<'scope, '_>,
 ) {
     loop {
-        let (stream, peer) = accept(listener);
+        let (stream, peer) = accept(&listener.listener);
+        let tls = listener.tls.clone();
         let spawned = thread::Builder::new()
             .stack_size(THREAD_STACK_BYTES)
-            .spawn_scoped(scope, move || serve_blocking(stream, peer, site));
+            .spawn_scoped(scope, move || serve_blocking(stream, peer, site, tls.as_ref()));
         if let Err(error) = spawned {
             // Out of threads: the client is dropped (closed) and we back off.
             warn!("cannot start a thread: {error}; retrying in {ACCEPT_RETRY:?}");

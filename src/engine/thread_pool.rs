@@ -2,16 +2,20 @@
 //! `threads` clients are served at once, `threads` more wait in the queue, and the accept
 //! loop blocks (leaving the rest in the kernel backlog) while the queue is full.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use super::blocking::{accept, serve_blocking};
+use super::blocking::{BlockingListener, accept, serve_blocking};
 use crate::drive::Site;
+use rustls::ServerConfig;
 
-pub fn run(listeners: Vec<TcpListener>, site: &Site, threads: usize) -> ! {
-    let (queue, jobs) = sync_channel::<(TcpStream, SocketAddr)>(threads);
+/// An accepted client, and its listener's TLS configuration if it is an HTTPS one.
+type Job = (TcpStream, SocketAddr, Option<Arc<ServerConfig>>);
+
+pub fn run(listeners: Vec<BlockingListener>, site: &Site, threads: usize) -> ! {
+    let (queue, jobs) = sync_channel::<Job>(threads);
     let jobs = Arc::new(Mutex::new(jobs));
     thread::scope(|scope| {
         for _ in 0..threads {
@@ -31,20 +35,21 @@ pub fn run(listeners: Vec<TcpListener>, site: &Site, threads: usize) -> ! {
     unreachable!("accepting never ends")
 }
 
-fn accept_into(listener: &TcpListener, queue: &SyncSender<(TcpStream, SocketAddr)>) {
+fn accept_into(listener: &BlockingListener, queue: &SyncSender<Job>) {
     loop {
-        if queue.send(accept(listener)).is_err() {
+        let (stream, peer) = accept(&listener.listener);
+        if queue.send((stream, peer, listener.tls.clone())).is_err() {
             unreachable!("workers never exit while the queue is open");
         }
     }
 }
 
-fn work(jobs: &Mutex<Receiver<(TcpStream, SocketAddr)>>, site: &Site) {
+fn work(jobs: &Mutex<Receiver<Job>>, site: &Site) {
     loop {
         // The lock is held only to take a job, not while serving it.
         let job = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         match job {
-            Ok((stream, peer)) => serve_blocking(stream, peer, site),
+            Ok((stream, peer, tls)) => serve_blocking(stream, peer, site, tls.as_ref()),
             Err(_) => return,
         }
     }

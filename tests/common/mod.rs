@@ -83,7 +83,9 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let log_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // The first listener's address, `http://` or (a TLS-only server) `https://`.
                 if let Some(rest) = line.split(logged::READY).nth(1) {
+                    let rest = rest.trim_start_matches("s://").trim_start_matches("://");
                     let addr = rest.split('/').next().unwrap().to_owned();
                     let _ = addr_tx.send(addr);
                 }
@@ -431,7 +433,7 @@ pub mod logged {
     use onepoll::drive::CloseReason;
 
     /// The ready line: everything that could fail at start did not.
-    pub const READY: &str = "listening on http://";
+    pub const READY: &str = "listening on http";
     pub const ACCEPT_PAUSED: &str = "accept paused";
     pub const SHUTTING_DOWN: &str = "shutting down";
     pub const LOG_REOPENED: &str = "SIGHUP: access log reopened";

@@ -469,3 +469,77 @@ fn every_engine_serves_https(engine: &str) {
     let big = get_over_tls(&mut client, "/big.bin");
     assert!(big.status == 200 && big.body == big_content(), "{engine}: the 20 MiB body differs");
 }
+
+#[test]
+fn thousands_of_abandoned_handshakes_leak_nothing_and_others_are_served() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let mut warm = tls_connect(server.https, "localhost", &config);
+    assert_eq!(get_over_tls(&mut warm, "/hello.txt").status, 200);
+    let before = server.server.memory_kib("RssAnon");
+    // Half a ClientHello, a whole one never answered, a truncated record after a handshake.
+    for round in 0..3000 {
+        let mut stream = TcpStream::connect(server.https).unwrap();
+        match round % 3 {
+            0 => stream.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01]).unwrap(),
+            1 => {
+                let name = ServerName::try_from("localhost").unwrap();
+                let mut hello = ClientConnection::new(Arc::clone(&config), name).unwrap();
+                hello.write_tls(&mut stream).unwrap();
+            }
+            _ => {
+                let mut done = tls_connect(server.https, "localhost", &config);
+                done.stream.sock.write_all(&[0x17, 0x03, 0x03, 0x40, 0x00, 1, 2, 3]).unwrap();
+            }
+        }
+    }
+    let mut other = tls_connect(server.https, "localhost", &config);
+    assert_eq!(get_over_tls(&mut other, "/hello.txt").body_text(), HELLO);
+    // Every abandoned connection is gone once the server saw the hang-ups.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let grown = server.server.memory_kib("RssAnon").saturating_sub(before);
+        if grown < 2048 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "heap grew {grown} KiB after 3000 abandoned handshakes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tls_client_that_stops_reading_mid_file_is_dropped_at_the_send_timeout() {
+    let site = Site::new().with_big_file();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &["--send-timeout", "1"]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let mut stalled = tls_connect(server.https, "localhost", &config);
+    stalled.send(&get("/big.bin"));
+    let mut other = tls_connect(server.https, "localhost", &config);
+    assert_eq!(get_over_tls(&mut other, "/hello.txt").body_text(), HELLO);
+    server.server.wait_for_log("close: send timeout");
+    assert_eq!(get_over_tls(&mut other, "/hello.txt").body_text(), HELLO);
+}
+
+#[test]
+fn an_alert_from_the_client_mid_response_closes_only_that_connection() {
+    let site = Site::new().with_big_file();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let mut client = tls_connect(server.https, "localhost", &config);
+    client.send(&get("/big.bin"));
+    let mut some = [0u8; 4096];
+    let _ = client.stream.read(&mut some).unwrap();
+    // A fatal alert record in plain bytes on the wire (as after a MAC failure), then the close.
+    client.stream.sock.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x14]).unwrap();
+    drop(client);
+    let mut other = tls_connect(server.https, "localhost", &config);
+    assert_eq!(get_over_tls(&mut other, "/hello.txt").body_text(), HELLO);
+    assert_eq!(get_over_tls(&mut other, "/big.bin").body, big_content());
+}

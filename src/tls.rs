@@ -22,15 +22,17 @@ use std::sync::Arc;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{aead, hkdf};
 use rustls::crypto::CryptoProvider;
+use rustls::server::UnbufferedServerConnection;
 use rustls::server::{
     ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{CipherSuite, ServerConfig, ServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use rustls::{CipherSuite, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::recycle::{give_bytes, take_bytes};
+use crate::recycle::{FreeList, give_bytes, take_bytes};
 use crate::transport::Transport;
 
 /// The first byte of every TLS connection: a handshake record's content type.
@@ -300,10 +302,26 @@ impl ResolvesServerCert for Certificates {
 
 /// A socket speaking TLS, or, when its first byte showed plain HTTP, a socket whose requests
 /// are all answered `400` in plain text (nginx does the same).
+///
+/// It drives rustls' unbuffered API, so every buffer is ours: records read but not processed
+/// (`incoming`), records encrypted but not sent (`outgoing`), and plaintext decrypted but not
+/// yet read (`plaintext`). Each comes from a per-thread pool when needed and goes back as soon
+/// as it is empty, so an idle TLS connection holds the session's keys and state, and no buffer.
 pub struct TlsTransport<S> {
     inner: S,
-    session: ServerConnection,
+    session: UnbufferedServerConnection,
     mode: Mode,
+    /// Bytes of TLS records read from the socket; the first `incoming_used` are valid.
+    incoming: Vec<u8>,
+    incoming_used: usize,
+    /// Records to send; `outgoing[outgoing_sent..]` has not reached the socket yet.
+    outgoing: Vec<u8>,
+    outgoing_sent: usize,
+    /// Decrypted application data; `plaintext[plaintext_read..]` has not been read yet.
+    plaintext: Vec<u8>,
+    plaintext_read: usize,
+    /// The peer's close_notify arrived: reads end once the plaintext before it is read.
+    peer_closed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,9 +333,56 @@ enum Mode {
     PlainHttp,
 }
 
+/// The largest TLS record on the wire (16 KiB of plaintext plus header, padding and tag),
+/// the room `incoming` starts with; a handshake message split over records may take up to
+/// `MAX_INCOMING_BYTES`.
+const RECORD_WIRE_BYTES: usize = RECORD_PLAINTEXT_BYTES + 2048 + 5;
+const MAX_INCOMING_BYTES: usize = 64 * 1024 + RECORD_WIRE_BYTES;
+/// Record buffers a thread keeps for reuse.
+const SPARE_RECORD_BUFFERS: usize = 16;
+
+thread_local! {
+    static SPARE_RECORD_BUFFER: FreeList<Vec<u8>> = const { FreeList::new(SPARE_RECORD_BUFFERS) };
+}
+
+fn take_record_buffer() -> Vec<u8> {
+    SPARE_RECORD_BUFFER.with(FreeList::take).unwrap_or_default()
+}
+
+/// Gives an emptied buffer back (one grown past a record's size is let go).
+fn give_record_buffer(buffer: &mut Vec<u8>) {
+    let mut buffer = std::mem::take(buffer);
+    if (1..=RECORD_WIRE_BYTES * 5).contains(&buffer.capacity()) {
+        buffer.clear();
+        SPARE_RECORD_BUFFER.with(|spares| spares.give(buffer));
+    }
+}
+
+/// Where the session stands after processing what was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// The handshake needs more bytes from the peer.
+    NeedsInput,
+    /// Application data may flow both ways.
+    Traffic,
+    /// Both sides said close_notify.
+    Closed,
+}
+
 impl<S> TlsTransport<S> {
     pub fn new(inner: S, config: &Arc<ServerConfig>) -> Result<TlsTransport<S>, rustls::Error> {
-        Ok(TlsTransport { inner, session: ServerConnection::new(Arc::clone(config))?, mode: Mode::FirstByte })
+        Ok(TlsTransport {
+            inner,
+            session: UnbufferedServerConnection::new(Arc::clone(config))?,
+            mode: Mode::FirstByte,
+            incoming: Vec::new(),
+            incoming_used: 0,
+            outgoing: Vec::new(),
+            outgoing_sent: 0,
+            plaintext: Vec::new(),
+            plaintext_read: 0,
+            peer_closed: false,
+        })
     }
 
     pub fn inner(&self) -> &S {
@@ -330,12 +395,109 @@ impl<S> TlsTransport<S> {
 }
 
 impl<S: Transport> TlsTransport<S> {
-    /// Sends the records the session has ready; `WouldBlock` when the socket takes no more.
-    fn flush_records(&mut self) -> io::Result<()> {
-        while self.session.wants_write() {
-            if self.session.write_tls(&mut self.inner)? == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+    /// Processes the records read so far until the session needs input or can carry
+    /// application data: decrypted data goes to `plaintext`, handshake records to `outgoing`.
+    /// With `encrypt`, it then encrypts that plaintext (or a close_notify, for `None`) into
+    /// `outgoing`, if the session is past its handshake.
+    fn process(&mut self, encrypt: Option<Option<&[u8]>>) -> io::Result<Standing> {
+        let TlsTransport { session, incoming, incoming_used, outgoing, plaintext, peer_closed, .. } = self;
+        loop {
+            let status = session.process_tls_records(&mut incoming[..*incoming_used]);
+            let discard = status.discard;
+            let standing = match status.state {
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    while let Some(record) = records.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        if plaintext.is_empty() {
+                            *plaintext = take_record_buffer();
+                        }
+                        plaintext.extend_from_slice(record.payload);
+                    }
+                    None
+                }
+                Ok(ConnectionState::EncodeTlsData(mut handshake)) => {
+                    let start = outgoing.len();
+                    grow_for(outgoing, start + RECORD_WIRE_BYTES);
+                    let written = loop {
+                        match handshake.encode(&mut outgoing[start..]) {
+                            Ok(written) => break written,
+                            Err(EncodeError::InsufficientSize(size)) => {
+                                grow_for(outgoing, start + size.required_size)
+                            }
+                            Err(error) => return Err(io::Error::other(error.to_string())),
+                        }
+                    };
+                    outgoing.truncate(start + written);
+                    None
+                }
+                // Our `outgoing` holds what was encoded: it leaves with the next flush.
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    None
+                }
+                Ok(ConnectionState::BlockedHandshake) => Some(Standing::NeedsInput),
+                Ok(ConnectionState::PeerClosed) => {
+                    *peer_closed = true;
+                    None
+                }
+                Ok(ConnectionState::Closed) => Some(Standing::Closed),
+                Ok(ConnectionState::ReadEarlyData(mut early)) => {
+                    while early.next_record().is_some() {} // never accepted (no 0-RTT)
+                    None
+                }
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    if let Some(data) = encrypt {
+                        let start = outgoing.len();
+                        let overhead = 64 * (data.map_or(0, <[u8]>::len) / RECORD_PLAINTEXT_BYTES + 1);
+                        grow_for(outgoing, start + data.map_or(0, <[u8]>::len) + overhead);
+                        let written = loop {
+                            let room = &mut outgoing[start..];
+                            let result = match data {
+                                Some(data) => traffic.encrypt(data, room),
+                                None => traffic.queue_close_notify(room),
+                            };
+                            match result {
+                                Ok(written) => break written,
+                                Err(EncryptError::InsufficientSize(size)) => {
+                                    grow_for(outgoing, start + size.required_size)
+                                }
+                                Err(error) => return Err(io::Error::other(error.to_string())),
+                            }
+                        };
+                        outgoing.truncate(start + written);
+                    }
+                    Some(Standing::Traffic)
+                }
+                Ok(_) => Some(Standing::Traffic), // a state added by a later rustls
+                Err(error) => {
+                    // Whatever alert rustls queued comes out as EncodeTlsData on the next call.
+                    discard_front(incoming, incoming_used, discard);
+                    let _ = alert_records(session, &mut incoming[..*incoming_used], outgoing);
+                    return Err(tls_error(error));
+                }
+            };
+            discard_front(incoming, incoming_used, discard);
+            if let Some(standing) = standing {
+                if *incoming_used == 0 && !incoming.is_empty() {
+                    give_record_buffer(incoming);
+                }
+                return Ok(standing);
             }
+        }
+    }
+
+    /// Sends `outgoing` until it is empty (its buffer then goes back to the pool) or the socket
+    /// would block (`WouldBlock`).
+    fn flush_records(&mut self) -> io::Result<()> {
+        while self.outgoing_sent < self.outgoing.len() {
+            match self.inner.write(&self.outgoing[self.outgoing_sent..])? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                sent => self.outgoing_sent += sent,
+            }
+        }
+        if !self.outgoing.is_empty() {
+            self.outgoing_sent = 0;
+            give_record_buffer(&mut self.outgoing);
         }
         Ok(())
     }
@@ -348,36 +510,105 @@ impl<S: Transport> TlsTransport<S> {
         }
     }
 
-    /// Encrypts `plaintext` (all of it, or as much as the session buffers) once the previous
-    /// records are out.
+    /// Encrypts `plaintext` once the previous records are out, and sends what it can.
     fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<usize> {
         self.flush_records()?;
-        let taken = self.session.writer().write(plaintext)?;
-        if taken == 0 && !plaintext.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into()); // its buffer is full
+        match self.process(Some(Some(plaintext)))? {
+            Standing::Traffic => {}
+            Standing::NeedsInput => return Err(io::ErrorKind::WouldBlock.into()), // mid-handshake
+            Standing::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
         }
         self.flush_some()?;
-        Ok(taken)
+        Ok(plaintext.len())
     }
 
     fn read_tls(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.session.reader().read(buf) {
-                Ok(read) => return Ok(read), // 0: the peer's close_notify
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+            if self.plaintext_read < self.plaintext.len() {
+                let unread = &self.plaintext[self.plaintext_read..];
+                let taken = unread.len().min(buf.len());
+                buf[..taken].copy_from_slice(&unread[..taken]);
+                self.plaintext_read += taken;
+                if self.plaintext_read == self.plaintext.len() {
+                    self.plaintext_read = 0;
+                    give_record_buffer(&mut self.plaintext);
+                }
+                return Ok(taken);
             }
-            if self.session.read_tls(&mut self.inner)? == 0 {
-                return Ok(0); // TCP end without close_notify: the connection closes either way
+            if self.peer_closed {
+                return Ok(0);
             }
-            if let Err(error) = self.session.process_new_packets() {
-                let _ = self.flush_some(); // the alert rustls queued, if the socket takes it
-                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
-            }
-            // Handshake messages, tickets, key updates: out now, or at the next writable event.
+            let standing = self.process(None)?;
+            // Handshake messages, tickets, alerts: out now, or at the next writable event.
             self.flush_some()?;
+            if self.plaintext_read < self.plaintext.len() || self.peer_closed {
+                continue;
+            }
+            if standing == Standing::Closed {
+                return Ok(0);
+            }
+            // Nothing decrypted: more records from the socket.
+            if self.incoming.is_empty() {
+                self.incoming = take_record_buffer();
+            }
+            if self.incoming_used == self.incoming.len() {
+                if self.incoming.len() >= MAX_INCOMING_BYTES {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS message too large"));
+                }
+                let room = (self.incoming_used + RECORD_WIRE_BYTES).min(MAX_INCOMING_BYTES);
+                self.incoming.resize(room, 0);
+            }
+            match self.inner.read(&mut self.incoming[self.incoming_used..]) {
+                Ok(0) => return Ok(0), // TCP end without close_notify: the connection closes either way
+                Ok(read) => self.incoming_used += read,
+                Err(error) => {
+                    if self.incoming_used == 0 {
+                        give_record_buffer(&mut self.incoming);
+                    }
+                    return Err(error);
+                }
+            }
         }
     }
+}
+
+/// Makes `buffer` at least `len` bytes long (zeroed; `encode` and `encrypt` write in place).
+fn grow_for(buffer: &mut Vec<u8>, len: usize) {
+    if buffer.capacity() == 0 {
+        *buffer = take_record_buffer();
+    }
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+}
+
+/// Drops the first `count` of the `used` bytes of `buffer`, keeping the rest at its start.
+fn discard_front(buffer: &mut [u8], used: &mut usize, count: usize) {
+    if count > 0 {
+        buffer.copy_within(count..*used, 0);
+        *used -= count;
+    }
+}
+
+/// After an error: the alert rustls queued, encoded into `outgoing`. `incoming` is what is left
+/// of the records read (rustls tracks its progress through them between calls).
+fn alert_records(
+    session: &mut UnbufferedServerConnection,
+    incoming: &mut [u8],
+    outgoing: &mut Vec<u8>,
+) -> Option<()> {
+    let status = session.process_tls_records(incoming);
+    if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
+        let start = outgoing.len();
+        grow_for(outgoing, start + 64);
+        let written = alert.encode(&mut outgoing[start..]).ok()?;
+        outgoing.truncate(start + written);
+    }
+    Some(())
+}
+
+fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
 impl<S: Transport> Read for TlsTransport<S> {
@@ -393,7 +624,10 @@ impl<S: Transport> Read for TlsTransport<S> {
                 }
                 if first[0] == HANDSHAKE_RECORD {
                     self.mode = Mode::Tls;
-                    self.session.read_tls(&mut &first[..])?;
+                    self.incoming = take_record_buffer();
+                    self.incoming.resize(RECORD_WIRE_BYTES, 0);
+                    self.incoming[0] = first[0];
+                    self.incoming_used = 1;
                     return self.read_tls(buf);
                 }
                 self.mode = Mode::PlainHttp;
@@ -412,7 +646,7 @@ impl<S: Transport> Write for TlsTransport<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.mode {
             Mode::PlainHttp => self.inner.write(buf),
-            _ => self.encrypt(&buf[..buf.len().min(RECORD_PLAINTEXT_BYTES * 4)]),
+            _ => self.encrypt(&buf[..buf.len().min(FILE_CHUNK_BYTES)]),
         }
     }
 
@@ -424,9 +658,9 @@ impl<S: Transport> Write for TlsTransport<S> {
         }
         let mut staging = take_bytes();
         for slice in slices {
-            let room = RECORD_PLAINTEXT_BYTES * 4 - staging.len();
+            let room = FILE_CHUNK_BYTES - staging.len();
             staging.extend_from_slice(&slice[..slice.len().min(room)]);
-            if staging.len() == RECORD_PLAINTEXT_BYTES * 4 {
+            if staging.len() == FILE_CHUNK_BYTES {
                 break;
             }
         }
@@ -465,8 +699,8 @@ impl<S: Transport> Transport for TlsTransport<S> {
         self.inner.stop_blocking()
     }
 
-    /// Plaintext may wait in the session after a short read, so only the socket's
-    /// `WouldBlock` proves there is nothing more.
+    /// Plaintext may wait decrypted after a short read, so only the socket's `WouldBlock`
+    /// proves there is nothing more.
     fn short_read_drains(&self) -> bool {
         false
     }
@@ -489,9 +723,8 @@ impl<S: Transport> Transport for TlsTransport<S> {
 
     /// `close_notify` before the socket closes, if the socket takes it now.
     fn finish(&mut self) {
-        if self.mode == Mode::Tls && !self.session.is_handshaking() {
-            self.session.send_close_notify();
-            let _ = self.flush_records();
+        if self.mode == Mode::Tls && !self.session.is_handshaking() && self.flush_records().is_ok() {
+            let _ = self.process(Some(None)).and_then(|_| self.flush_records());
         }
     }
 }

@@ -558,15 +558,19 @@ impl<S: Transport> TlsTransport<S> {
                 let room = (self.incoming_used + RECORD_WIRE_BYTES).min(MAX_INCOMING_BYTES);
                 self.incoming.resize(room, 0);
             }
-            match self.inner.read(&mut self.incoming[self.incoming_used..]) {
+            let read = self.inner.read(&mut self.incoming[self.incoming_used..]);
+            if let Ok(read) = read {
+                self.incoming_used += read;
+            }
+            if self.incoming_used == 0 {
+                // Nothing came (WouldBlock, or the end): no buffer waits meanwhile, so a burst of
+                // closing clients reuses one pooled buffer instead of each allocating its own.
+                give_record_buffer(&mut self.incoming);
+            }
+            match read {
                 Ok(0) => return Ok(0), // TCP end without close_notify: the connection closes either way
-                Ok(read) => self.incoming_used += read,
-                Err(error) => {
-                    if self.incoming_used == 0 {
-                        give_record_buffer(&mut self.incoming);
-                    }
-                    return Err(error);
-                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
             }
         }
     }
@@ -609,6 +613,15 @@ fn alert_records(
 
 fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+impl<S> Drop for TlsTransport<S> {
+    /// A connection closing mid-exchange hands its buffers to the next one.
+    fn drop(&mut self) {
+        for buffer in [&mut self.incoming, &mut self.outgoing, &mut self.plaintext] {
+            give_record_buffer(buffer);
+        }
+    }
 }
 
 impl<S: Transport> Read for TlsTransport<S> {

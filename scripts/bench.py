@@ -299,16 +299,19 @@ def measure_https(name, root, run_dir, quick, tls):
     (`Connection: close`, wrk resumes no session), per 10 MiB download, and memory per idle
     TLS keep-alive connection."""
     seconds = 1 if quick else 5
+    serial = name == "onepoll:serial"  # one client at a time: one connection per run
     server = start(name, root, run_dir, tls=tls)
     result = {"server": name}
     try:
         result["idle_rss_kib"] = server.rss_kib()
-        step("memory with idle TLS connections")
-        result["rss_kib_by_idle_connections"] = memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+        if not serial:
+            step("memory with idle TLS connections")
+            result["rss_kib_by_idle_connections"] = memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
         step("wrk runs over TLS")
-        result["keep_alive"] = wrk(server, "/small.txt", 100, seconds if quick else 20)
-        result["handshake"] = wrk(server, "/small.txt", 10, seconds if quick else 10, headers=["Connection: close"])
-        result["big_file"] = wrk(server, "/big.bin", 4, seconds if quick else 10)
+        result["keep_alive"] = wrk(server, "/small.txt", 1 if serial else 100, seconds if quick else 20)
+        result["handshake"] = wrk(server, "/small.txt", 1 if serial else 10, seconds if quick else 10,
+                                  headers=["Connection: close"])
+        result["big_file"] = wrk(server, "/big.bin", 1 if serial else 4, seconds if quick else 10)
     finally:
         server.stop()
     return result
@@ -357,7 +360,10 @@ def goals_https(report):
 
 
 def run_https(args, root, run_dir):
-    servers = ["onepoll:event-loop"] + [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
+    servers = ["onepoll:event-loop"]
+    if not args.quick:  # every engine over TLS too
+        servers += ["onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:serial"]
+    servers += [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]
     tls = certificate(run_dir)

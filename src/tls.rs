@@ -322,6 +322,9 @@ pub struct TlsTransport<S> {
     plaintext_read: usize,
     /// The peer's close_notify arrived: reads end once the plaintext before it is read.
     peer_closed: bool,
+    /// The last socket read returned less than it was offered: on an edge-triggered socket,
+    /// it is empty until the next readiness event.
+    socket_drained: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +385,7 @@ impl<S> TlsTransport<S> {
             plaintext: Vec::new(),
             plaintext_read: 0,
             peer_closed: false,
+            socket_drained: false,
         })
     }
 
@@ -558,7 +562,9 @@ impl<S: Transport> TlsTransport<S> {
                 let room = (self.incoming_used + RECORD_WIRE_BYTES).min(MAX_INCOMING_BYTES);
                 self.incoming.resize(room, 0);
             }
+            let room = self.incoming.len() - self.incoming_used;
             let read = self.inner.read(&mut self.incoming[self.incoming_used..]);
+            self.socket_drained = matches!(read, Ok(read) if read > 0 && read < room);
             if let Ok(read) = read {
                 self.incoming_used += read;
             }
@@ -712,10 +718,15 @@ impl<S: Transport> Transport for TlsTransport<S> {
         self.inner.stop_blocking()
     }
 
-    /// Plaintext may wait decrypted after a short read, so only the socket's `WouldBlock`
-    /// proves there is nothing more.
+    /// A short read of plaintext proves nothing by itself; the socket read behind it does.
+    /// Every complete record it brought was decrypted in the same call (`process` runs until
+    /// the session needs input), so once that plaintext is read, only bytes still on their way
+    /// are missing, and they come with a new readiness event.
     fn short_read_drains(&self) -> bool {
-        false
+        self.mode == Mode::Tls
+            && self.socket_drained
+            && self.plaintext_read == self.plaintext.len()
+            && self.inner.short_read_drains()
     }
 
     fn note_hang_up(&mut self) {

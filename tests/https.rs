@@ -543,3 +543,41 @@ fn an_alert_from_the_client_mid_response_closes_only_that_connection() {
     assert_eq!(get_over_tls(&mut other, "/hello.txt").body_text(), HELLO);
     assert_eq!(get_over_tls(&mut other, "/big.bin").body, big_content());
 }
+
+#[test]
+fn pipelined_requests_in_one_record_in_many_records_and_dribbled_are_all_answered() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let requests: Vec<u8> = (0..20).flat_map(|_| get("/hello.txt")).collect();
+
+    // Twenty requests in one record, then twenty records in one TCP write.
+    for one_record in [true, false] {
+        let mut client = tls_connect(server.https, "localhost", &config);
+        if one_record {
+            client.stream.conn.writer().write_all(&requests).unwrap();
+        } else {
+            for _ in 0..20 {
+                client.stream.conn.writer().write_all(&get("/hello.txt")).unwrap();
+            }
+        }
+        client.stream.flush().unwrap();
+        for index in 0..20 {
+            assert_eq!(
+                client.response(false).body_text(),
+                HELLO,
+                "response {index} (one record: {one_record})"
+            );
+        }
+    }
+
+    // One record per byte of a request, each in its own TCP write, with pauses between.
+    let mut client = tls_connect(server.https, "localhost", &config);
+    for byte in get("/hello.txt") {
+        client.stream.conn.writer().write_all(&[byte]).unwrap();
+        client.stream.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(client.response(false).body_text(), HELLO);
+}

@@ -1,36 +1,21 @@
-//! HTTPS: a rustls session wrapped around a socket is one more [`Transport`], so the
-//! connection, the output queue and the event loop above it run unchanged.
+//! A rustls session over a socket, as a [`Transport`]: rustls' unbuffered API, with every
+//! buffer ours and pooled.
 //!
-//! Everything happens on the caller's thread, without blocking: a read pulls what records the
-//! socket has into the session and hands back the plaintext they held; a write encrypts into
-//! the session only once the records of the previous write have left, so at most one write's
-//! worth of ciphertext (at most four records) waits ahead of what the socket took; a file range
-//! is read with `pread` 64 KiB at a time and encrypted the same way, never a whole file in memory.
-//!
-//! The certificates (several, chosen by SNI) are loaded and checked here, at start and again
-//! on SIGHUP; the session ticket keys and the session cache outlive reloads, so clients resume
-//! across them, and the ticket keys come from a secret the workers of one supervisor share,
-//! so they resume on any worker.
+//! Everything happens on the caller's thread, without blocking: a read takes what records the
+//! socket has and hands back the plaintext they held; a write encrypts only once the records of
+//! the previous write have left, so at most one write's worth of ciphertext (four records) waits
+//! ahead of what the socket took; a file range is read with `pread` 64 KiB at a time and
+//! encrypted the same way, never a whole file in memory. One byte first tells TLS from plain HTTP
+//! sent to the HTTPS port, which gets a plain-text `400`.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::{aead, hkdf};
-use rustls::crypto::CryptoProvider;
+use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
-use rustls::server::{
-    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
-};
-use rustls::sign::CertifiedKey;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
-use rustls::{CipherSuite, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::recycle::{FreeList, give_bytes, take_bytes};
 use crate::transport::Transport;
@@ -47,257 +32,6 @@ thread_local! {
     /// Where file bytes wait to be encrypted: one buffer per thread, on the heap (a thread of
     /// the thread-per-connection engine has a 64 KiB stack).
     static FILE_CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Sessions the server remembers for TLS 1.2 resumption (about 200 bytes each).
-const SESSION_CACHE_ENTRIES: usize = 1024;
-
-/// A certificate chain and its private key, as PEM files (`--tls-cert`, `--tls-key`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// What survives a certificate reload: the keys that seal session tickets and the cache of
-/// TLS 1.2 sessions, so a client resumes whether or not the certificates changed meanwhile.
-#[derive(Debug, Clone)]
-pub struct Sessions {
-    ticketer: Arc<dyn ProducesTickets>,
-    cache: Arc<dyn StoresServerSessions>,
-}
-
-impl Sessions {
-    /// Tickets sealed with keys derived from `secret`: every process given the same secret
-    /// (the workers of one supervisor) opens the others' tickets.
-    pub fn new(secret: TicketSecret) -> Sessions {
-        let ticketer = Arc::new(SharedTicketer { secret });
-        Sessions { ticketer, cache: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES) }
-    }
-}
-
-/// The secret session-ticket keys are derived from.
-pub type TicketSecret = [u8; 32];
-
-/// A fresh ticket secret, from the operating system's random source.
-pub fn new_ticket_secret() -> Result<TicketSecret, String> {
-    let mut secret = [0u8; 32];
-    SystemRandom::new().fill(&mut secret).map_err(|_| "no randomness for session tickets".to_owned())?;
-    Ok(secret)
-}
-
-/// How long one session-ticket key seals new tickets; a ticket opens during its own period
-/// and the next, so it lives one to two periods.
-const TICKET_KEY_SECONDS: u64 = 6 * 3600;
-
-/// Seals TLS session tickets with ChaCha20-Poly1305 under a key derived (HKDF-SHA256) from
-/// the shared secret and the current period, so keys rotate without any process telling
-/// another, and a ticket from one worker resumes on any worker of the same supervisor.
-/// A ticket is `period (8 bytes) || nonce (12) || sealed session state`.
-struct SharedTicketer {
-    secret: TicketSecret,
-}
-
-impl std::fmt::Debug for SharedTicketer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedTicketer") // never the secret
-    }
-}
-
-impl SharedTicketer {
-    fn key(&self, period: u64) -> Option<aead::LessSafeKey> {
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"onepoll session tickets");
-        let info = period.to_be_bytes();
-        let info = [&info[..]];
-        let prk = salt.extract(&self.secret);
-        let okm = prk.expand(&info, &aead::CHACHA20_POLY1305).ok()?;
-        Some(aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
-    }
-
-    fn period_now() -> u64 {
-        let since_epoch =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        since_epoch.as_secs() / TICKET_KEY_SECONDS
-    }
-}
-
-impl ProducesTickets for SharedTicketer {
-    fn enabled(&self) -> bool {
-        true
-    }
-
-    fn lifetime(&self) -> u32 {
-        TICKET_KEY_SECONDS as u32
-    }
-
-    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let period = Self::period_now();
-        let mut nonce = [0u8; aead::NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).ok()?;
-        let mut ticket = Vec::with_capacity(8 + nonce.len() + plain.len() + aead::MAX_TAG_LEN);
-        ticket.extend_from_slice(&period.to_be_bytes());
-        ticket.extend_from_slice(&nonce);
-        let mut sealed = plain.to_vec();
-        let aad = aead::Aad::from(period.to_be_bytes());
-        self.key(period)?
-            .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut sealed)
-            .ok()?;
-        ticket.extend_from_slice(&sealed);
-        Some(ticket)
-    }
-
-    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
-        let (period, rest) = ticket.split_at_checked(8)?;
-        let period = u64::from_be_bytes(period.try_into().ok()?);
-        let now = Self::period_now();
-        if period != now && period + 1 != now {
-            return None; // sealed with a key that has expired (or is not in use yet)
-        }
-        let (nonce, sealed) = rest.split_at_checked(aead::NONCE_LEN)?;
-        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut opened = sealed.to_vec();
-        let aad = aead::Aad::from(period.to_be_bytes());
-        let plain = self.key(period)?.open_in_place(nonce, aad, &mut opened).ok()?;
-        Some(plain.to_vec())
-    }
-}
-
-/// Loads every certificate and key, checks that each key matches its certificate, and builds
-/// the configuration new handshakes use: TLS 1.2 and 1.3 with rustls' default suites in the
-/// server's order (AES-128-GCM first), ALPN `http/1.1`, the first pair for clients that send no
-/// (or no matching) SNI.
-pub fn server_config(pairs: &[CertificateFiles], sessions: &Sessions) -> Result<Arc<ServerConfig>, String> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    // AES-128-GCM before AES-256-GCM (each within its TLS version): both are strong, and 128
-    // takes 10 AES rounds per block instead of 14, which is most of a large download's CPU.
-    provider.cipher_suites.sort_by_key(|suite| match suite.suite() {
-        CipherSuite::TLS13_AES_128_GCM_SHA256
-        | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-        | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
-        _ => 1,
-    });
-    let provider = Arc::new(provider);
-    let mut keys = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        keys.push(Arc::new(load_pair(pair, &provider)?));
-    }
-    if keys.is_empty() {
-        return Err("HTTPS needs --tls-cert and --tls-key".into());
-    }
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Certificates::new(keys)));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // The server's order of suites decides, not the client's: testssl.sh rates a server
-    // without a cipher order as a weakness.
-    config.ignore_client_order = true;
-    config.ticketer = Arc::clone(&sessions.ticketer);
-    config.session_storage = Arc::clone(&sessions.cache);
-    Ok(Arc::new(config))
-}
-
-/// HTTPS as configured: the files to load again on SIGHUP, and what new handshakes use now.
-#[derive(Debug)]
-pub struct Https {
-    files: Vec<CertificateFiles>,
-    sessions: Sessions,
-    config: Arc<ServerConfig>,
-}
-
-impl Https {
-    /// Loads `files` (every pair must load and match: a broken one is an error at start);
-    /// session tickets are sealed with keys derived from `secret`.
-    pub fn load(files: Vec<CertificateFiles>, secret: TicketSecret) -> Result<Https, String> {
-        let sessions = Sessions::new(secret);
-        let config = server_config(&files, &sessions)?;
-        Ok(Https { files, sessions, config })
-    }
-
-    /// The configuration for the next handshake.
-    pub fn config(&self) -> &Arc<ServerConfig> {
-        &self.config
-    }
-
-    /// Loads the files again. On any error the configuration in use stays; connections open
-    /// now keep the one they started with either way.
-    pub fn reload(&mut self) -> Result<(), String> {
-        self.config = server_config(&self.files, &self.sessions)?;
-        Ok(())
-    }
-}
-
-/// One pair, with the file named in any error.
-fn load_pair(pair: &CertificateFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
-    let cert_error = |error: &dyn std::fmt::Display| format!("certificate {}: {error}", pair.cert.display());
-    let chain = CertificateDer::pem_file_iter(&pair.cert)
-        .map_err(|error| cert_error(&error))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| cert_error(&error))?;
-    if chain.is_empty() {
-        return Err(cert_error(&"no CERTIFICATE block in it"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&pair.key)
-        .map_err(|error| format!("private key {}: {error}", pair.key.display()))?;
-    CertifiedKey::from_der(chain, key, provider)
-        .map_err(|error| format!("{} and {}: {error}", pair.cert.display(), pair.key.display()))
-}
-
-/// The loaded certificates, picked by the name the client asked for (SNI).
-#[derive(Debug)]
-struct Certificates {
-    /// In the order given; the first is the default.
-    keys: Vec<Arc<CertifiedKey>>,
-    /// Names already resolved to a certificate (index into `keys`), so a handshake parses
-    /// no certificate once its name has been seen.
-    known: std::sync::Mutex<HashMap<String, usize>>,
-}
-
-/// Most distinct SNI names remembered (a client can send any name; unknown ones get the default).
-const KNOWN_NAMES: usize = 1024;
-
-impl Certificates {
-    fn new(keys: Vec<Arc<CertifiedKey>>) -> Certificates {
-        Certificates { keys, known: std::sync::Mutex::new(HashMap::new()) }
-    }
-
-    /// The first certificate valid for `name` (wildcards included), else the default.
-    fn index_for(&self, name: &str) -> usize {
-        let Ok(subject) = ServerName::try_from(name) else { return 0 };
-        self.keys
-            .iter()
-            .position(|key| {
-                key.end_entity_cert().is_ok_and(|cert| {
-                    webpki::EndEntityCert::try_from(cert)
-                        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&subject).is_ok())
-                })
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl ResolvesServerCert for Certificates {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let index = match hello.server_name() {
-            Some(name) if self.keys.len() > 1 => {
-                let name = name.to_ascii_lowercase();
-                let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                match known.get(&name) {
-                    Some(&index) => index,
-                    None => {
-                        let index = self.index_for(&name);
-                        if known.len() < KNOWN_NAMES {
-                            known.insert(name, index);
-                        }
-                        index
-                    }
-                }
-            }
-            _ => 0,
-        };
-        self.keys.get(index).cloned()
-    }
 }
 
 /// A socket speaking TLS, or, when its first byte showed plain HTTP, a socket whose requests
@@ -750,45 +484,5 @@ impl<S: Transport> Transport for TlsTransport<S> {
         if self.mode == Mode::Tls && !self.session.is_handshaking() && self.flush_records().is_ok() {
             let _ = self.process(Some(None)).and_then(|_| self.flush_records());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tickets_open_with_the_same_secret_only_and_not_when_altered() {
-        let state = b"resumption state".to_vec();
-        let issuer = SharedTicketer { secret: [7; 32] };
-        let ticket = issuer.encrypt(&state).unwrap();
-        assert_eq!(SharedTicketer { secret: [7; 32] }.decrypt(&ticket), Some(state.clone()));
-        assert_eq!(SharedTicketer { secret: [8; 32] }.decrypt(&ticket), None);
-        for at in [0, 8, 20, ticket.len() - 1] {
-            let mut altered = ticket.clone();
-            altered[at] ^= 1;
-            assert_eq!(issuer.decrypt(&altered), None, "byte {at} altered");
-        }
-        assert_eq!(issuer.decrypt(&ticket[..10]), None);
-        assert_ne!(issuer.encrypt(&state), Some(ticket), "a fresh nonce per ticket");
-    }
-
-    #[test]
-    fn tickets_open_in_their_period_and_the_next_only() {
-        let issuer = SharedTicketer { secret: [1; 32] };
-        let now = SharedTicketer::period_now();
-        let seal = |period: u64| {
-            let nonce = [3u8; aead::NONCE_LEN];
-            let mut sealed = b"state".to_vec();
-            let aad = aead::Aad::from(period.to_be_bytes());
-            let key = issuer.key(period).unwrap();
-            key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut sealed)
-                .unwrap();
-            [&period.to_be_bytes()[..], &nonce, &sealed].concat()
-        };
-        assert!(issuer.decrypt(&seal(now)).is_some());
-        assert!(issuer.decrypt(&seal(now - 1)).is_some());
-        assert!(issuer.decrypt(&seal(now - 2)).is_none(), "expired key");
-        assert!(issuer.decrypt(&seal(now + 1)).is_none(), "a key not in use yet");
     }
 }

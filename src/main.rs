@@ -16,7 +16,7 @@ use onepoll::files::{Root, RootOptions};
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
-use onepoll::tls::{Https, TicketSecret, new_ticket_secret};
+use onepoll::tls::{Https, new_ticket_secret};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -60,13 +60,7 @@ fn main() -> ExitCode {
         Some(listeners) => listeners.iter().any(|(_, scheme)| *scheme == Scheme::Https),
         None => !config.listen_tls.is_empty(),
     };
-    let ticket_secret = match worker.is_some() && serves_https {
-        true => {
-            supervisor::ticket_secret_from_supervisor().map_err(|error| format!("ticket secret: {error}"))
-        }
-        false => new_ticket_secret(),
-    };
-    let https = match ticket_secret.and_then(|secret| https_settings(&config, serves_https, secret)) {
+    let https = match https_settings(&config, serves_https, worker.is_some()) {
         Ok(https) => https,
         Err(message) => return fail(format_args!("{message}")),
     };
@@ -143,12 +137,9 @@ fn url(local: &ListenAddr, scheme: Scheme) -> String {
 }
 
 /// The certificates, loaded and checked, when HTTPS is served (`serves_https`: an HTTPS
-/// listener is bound or was passed in); tickets sealed with keys from `ticket_secret`.
-fn https_settings(
-    config: &Config,
-    serves_https: bool,
-    ticket_secret: TicketSecret,
-) -> Result<Option<Https>, String> {
+/// listener is bound or was passed in). Session tickets are sealed with keys from a secret
+/// drawn here, or, in a worker, the one its supervisor gave every worker.
+fn https_settings(config: &Config, serves_https: bool, worker: bool) -> Result<Option<Https>, String> {
     let files = config.certificate_files()?;
     match (serves_https, files.is_empty()) {
         (false, _) if config.https_redirect => {
@@ -157,7 +148,14 @@ fn https_settings(
         (false, true) => Ok(None),
         (false, false) => Err("--tls-cert and --tls-key need an HTTPS listener (--listen-tls)".into()),
         (true, true) => Err("HTTPS listeners need --tls-cert and --tls-key".into()),
-        (true, false) => Https::load(files, ticket_secret).map(Some),
+        (true, false) => {
+            let ticket_secret = match worker {
+                true => supervisor::ticket_secret_from_supervisor()
+                    .map_err(|error| format!("ticket secret from the supervisor: {error}"))?,
+                false => new_ticket_secret()?,
+            };
+            Https::load(files, ticket_secret).map(Some)
+        }
     }
 }
 

@@ -48,9 +48,8 @@ pub struct TlsTransport<S> {
     /// Bytes of TLS records read from the socket; the first `incoming_used` are valid.
     incoming: Vec<u8>,
     incoming_used: usize,
-    /// Records to send; `outgoing[outgoing_sent..]` has not reached the socket yet.
-    outgoing: Vec<u8>,
-    outgoing_sent: usize,
+    /// Records to send that have not reached the socket yet.
+    outgoing: Outgoing,
     /// Decrypted application data; `plaintext[plaintext_read..]` has not been read yet.
     plaintext: Vec<u8>,
     plaintext_read: usize,
@@ -79,11 +78,28 @@ const MAX_INCOMING_BYTES: usize = 64 * 1024 + RECORD_WIRE_BYTES;
 const SPARE_RECORD_BUFFERS: usize = 16;
 
 thread_local! {
+    /// Emptied buffers for records to send and for decrypted bytes.
     static SPARE_RECORD_BUFFER: FreeList<Vec<u8>> = const { FreeList::new(SPARE_RECORD_BUFFERS) };
+    /// Buffers for records read or to send, kept at their length (their old bytes are never
+    /// read), so taking one for each request costs no zeroing of 18 KiB.
+    static SPARE_WIRE_BUFFER: FreeList<Vec<u8>> = const { FreeList::new(SPARE_RECORD_BUFFERS) };
 }
 
 fn take_record_buffer() -> Vec<u8> {
     SPARE_RECORD_BUFFER.with(FreeList::take).unwrap_or_default()
+}
+
+fn take_wire_buffer() -> Vec<u8> {
+    SPARE_WIRE_BUFFER.with(FreeList::take).unwrap_or_else(|| vec![0; RECORD_WIRE_BYTES])
+}
+
+/// Gives a records buffer back at its length (one grown past four records, for a long
+/// handshake message, is let go).
+fn give_wire_buffer(buffer: &mut Vec<u8>) {
+    let buffer = std::mem::take(buffer);
+    if (RECORD_WIRE_BYTES..=RECORD_WIRE_BYTES * 5).contains(&buffer.len()) {
+        SPARE_WIRE_BUFFER.with(|spares| spares.give(buffer));
+    }
 }
 
 /// Gives an emptied buffer back (one grown past a record's size is let go).
@@ -114,8 +130,7 @@ impl<S> TlsTransport<S> {
             mode: Mode::FirstByte,
             incoming: Vec::new(),
             incoming_used: 0,
-            outgoing: Vec::new(),
-            outgoing_sent: 0,
+            outgoing: Outgoing::default(),
             plaintext: Vec::new(),
             plaintext_read: 0,
             peer_closed: false,
@@ -154,18 +169,15 @@ impl<S: Transport> TlsTransport<S> {
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut handshake)) => {
-                    let start = outgoing.len();
-                    grow_for(outgoing, start + RECORD_WIRE_BYTES);
+                    let mut room = RECORD_WIRE_BYTES;
                     let written = loop {
-                        match handshake.encode(&mut outgoing[start..]) {
+                        match handshake.encode(outgoing.room(room)) {
                             Ok(written) => break written,
-                            Err(EncodeError::InsufficientSize(size)) => {
-                                grow_for(outgoing, start + size.required_size)
-                            }
+                            Err(EncodeError::InsufficientSize(size)) => room = size.required_size,
                             Err(error) => return Err(io::Error::other(error.to_string())),
                         }
                     };
-                    outgoing.truncate(start + written);
+                    outgoing.commit(written);
                     None
                 }
                 // Our `outgoing` holds what was encoded: it leaves with the next flush.
@@ -185,24 +197,20 @@ impl<S: Transport> TlsTransport<S> {
                 }
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     if let Some(data) = encrypt {
-                        let start = outgoing.len();
-                        let overhead = 64 * (data.map_or(0, <[u8]>::len) / RECORD_PLAINTEXT_BYTES + 1);
-                        grow_for(outgoing, start + data.map_or(0, <[u8]>::len) + overhead);
+                        let len = data.map_or(0, <[u8]>::len);
+                        let mut room = len + 64 * (len / RECORD_PLAINTEXT_BYTES + 1);
                         let written = loop {
-                            let room = &mut outgoing[start..];
                             let result = match data {
-                                Some(data) => traffic.encrypt(data, room),
-                                None => traffic.queue_close_notify(room),
+                                Some(data) => traffic.encrypt(data, outgoing.room(room)),
+                                None => traffic.queue_close_notify(outgoing.room(room)),
                             };
                             match result {
                                 Ok(written) => break written,
-                                Err(EncryptError::InsufficientSize(size)) => {
-                                    grow_for(outgoing, start + size.required_size)
-                                }
+                                Err(EncryptError::InsufficientSize(size)) => room = size.required_size,
                                 Err(error) => return Err(io::Error::other(error.to_string())),
                             }
                         };
-                        outgoing.truncate(start + written);
+                        outgoing.commit(written);
                     }
                     Some(Standing::Traffic)
                 }
@@ -217,7 +225,7 @@ impl<S: Transport> TlsTransport<S> {
             discard_front(incoming, incoming_used, discard);
             if let Some(standing) = standing {
                 if *incoming_used == 0 && !incoming.is_empty() {
-                    give_record_buffer(incoming);
+                    give_wire_buffer(incoming);
                 }
                 return Ok(standing);
             }
@@ -227,16 +235,13 @@ impl<S: Transport> TlsTransport<S> {
     /// Sends `outgoing` until it is empty (its buffer then goes back to the pool) or the socket
     /// would block (`WouldBlock`).
     fn flush_records(&mut self) -> io::Result<()> {
-        while self.outgoing_sent < self.outgoing.len() {
-            match self.inner.write(&self.outgoing[self.outgoing_sent..])? {
+        while !self.outgoing.unsent().is_empty() {
+            match self.inner.write(self.outgoing.unsent())? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
-                sent => self.outgoing_sent += sent,
+                sent => self.outgoing.sent += sent,
             }
         }
-        if !self.outgoing.is_empty() {
-            self.outgoing_sent = 0;
-            give_record_buffer(&mut self.outgoing);
-        }
+        self.outgoing.release();
         Ok(())
     }
 
@@ -287,7 +292,7 @@ impl<S: Transport> TlsTransport<S> {
             }
             // Nothing decrypted: more records from the socket.
             if self.incoming.is_empty() {
-                self.incoming = take_record_buffer();
+                self.incoming = take_wire_buffer();
             }
             if self.incoming_used == self.incoming.len() {
                 if self.incoming.len() >= MAX_INCOMING_BYTES {
@@ -305,7 +310,7 @@ impl<S: Transport> TlsTransport<S> {
             if self.incoming_used == 0 {
                 // Nothing came (WouldBlock, or the end): no buffer waits meanwhile, so a burst of
                 // closing clients reuses one pooled buffer instead of each allocating its own.
-                give_record_buffer(&mut self.incoming);
+                give_wire_buffer(&mut self.incoming);
             }
             match read {
                 Ok(0) => return Ok(0), // TCP end without close_notify: the connection closes either way
@@ -316,13 +321,39 @@ impl<S: Transport> TlsTransport<S> {
     }
 }
 
-/// Makes `buffer` at least `len` bytes long (zeroed; `encode` and `encrypt` write in place).
-fn grow_for(buffer: &mut Vec<u8>, len: usize) {
-    if buffer.capacity() == 0 {
-        *buffer = take_record_buffer();
+/// Records encoded or encrypted and not yet sent. The buffer keeps its length between uses
+/// (only `bytes[sent..filled]` counts), so encrypting into it zeroes nothing.
+#[derive(Default)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    filled: usize,
+    sent: usize,
+}
+
+impl Outgoing {
+    /// At least `len` bytes of room after what is filled, for `encode` and `encrypt` to write in.
+    fn room(&mut self, len: usize) -> &mut [u8] {
+        if self.bytes.is_empty() {
+            self.bytes = take_wire_buffer();
+        }
+        if self.bytes.len() < self.filled + len {
+            self.bytes.resize(self.filled + len, 0);
+        }
+        &mut self.bytes[self.filled..]
     }
-    if buffer.len() < len {
-        buffer.resize(len, 0);
+
+    fn commit(&mut self, written: usize) {
+        self.filled += written;
+    }
+
+    fn unsent(&self) -> &[u8] {
+        &self.bytes[self.sent..self.filled]
+    }
+
+    /// All sent: the buffer goes back to the pool.
+    fn release(&mut self) {
+        (self.filled, self.sent) = (0, 0);
+        give_wire_buffer(&mut self.bytes);
     }
 }
 
@@ -339,14 +370,12 @@ fn discard_front(buffer: &mut [u8], used: &mut usize, count: usize) {
 fn alert_records(
     session: &mut UnbufferedServerConnection,
     incoming: &mut [u8],
-    outgoing: &mut Vec<u8>,
+    outgoing: &mut Outgoing,
 ) -> Option<()> {
     let status = session.process_tls_records(incoming);
     if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
-        let start = outgoing.len();
-        grow_for(outgoing, start + 64);
-        let written = alert.encode(&mut outgoing[start..]).ok()?;
-        outgoing.truncate(start + written);
+        let written = alert.encode(outgoing.room(64)).ok()?;
+        outgoing.commit(written);
     }
     Some(())
 }
@@ -358,9 +387,9 @@ fn tls_error(error: rustls::Error) -> io::Error {
 impl<S> Drop for TlsTransport<S> {
     /// A connection closing mid-exchange hands its buffers to the next one.
     fn drop(&mut self) {
-        for buffer in [&mut self.incoming, &mut self.outgoing, &mut self.plaintext] {
-            give_record_buffer(buffer);
-        }
+        give_wire_buffer(&mut self.incoming);
+        give_wire_buffer(&mut self.outgoing.bytes);
+        give_record_buffer(&mut self.plaintext);
     }
 }
 
@@ -377,8 +406,7 @@ impl<S: Transport> Read for TlsTransport<S> {
                 }
                 if first[0] == HANDSHAKE_RECORD {
                     self.mode = Mode::Tls;
-                    self.incoming = take_record_buffer();
-                    self.incoming.resize(RECORD_WIRE_BYTES, 0);
+                    self.incoming = take_wire_buffer();
                     self.incoming[0] = first[0];
                     self.incoming_used = 1;
                     return self.read_tls(buf);

@@ -581,3 +581,21 @@ fn pipelined_requests_in_one_record_in_many_records_and_dribbled_are_all_answere
     }
     assert_eq!(client.response(false).body_text(), HELLO);
 }
+
+#[test]
+fn sighup_reloads_the_certificates_of_every_worker() {
+    let site = Site::new();
+    let (old, new) = (Pem::for_names(&["localhost"]), Pem::for_names(&["localhost"]));
+    let server = HttpsServer::start(&site.root(), &[&old], &["--workers", "2"]);
+    server.server.wait_for_log_count("worker=1 listening on https://", 1);
+    fs::write(server.file("cert0.pem"), &new.cert).unwrap();
+    fs::write(server.file("key0.pem"), &new.key).unwrap();
+    server.server.signal("HUP"); // to the supervisor, which forwards it
+    server.server.wait_for_log_count("certificates reloaded", 2);
+    // Sixteen fresh handshakes land on both workers (SO_REUSEPORT): each shows the new one.
+    let config = without_resumption(client_config(&[&old, &new], &BOTH_VERSIONS));
+    for _ in 0..16 {
+        let client = tls_connect(server.https, "localhost", &config);
+        assert!(client.stream.conn.peer_certificates().unwrap()[0] == new.der(), "an old certificate served");
+    }
+}

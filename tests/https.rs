@@ -83,6 +83,23 @@ impl HttpsServer {
 
 const BOTH_VERSIONS: [&SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// The usual set-up: a site, a certificate for `localhost`, onepoll serving both (plain and
+/// HTTPS) with `extra` flags, and a client configuration that trusts the certificate.
+struct Localhost {
+    site: Site,
+    server: HttpsServer,
+    config: Arc<ClientConfig>,
+}
+
+impl Localhost {
+    fn start(site: Site, extra: &[&str]) -> Localhost {
+        let pem = Pem::for_names(&["localhost"]);
+        let server = HttpsServer::start(&site.root(), &[&pem], extra);
+        let config = client_config(&[&pem], &BOTH_VERSIONS);
+        Localhost { site, server, config }
+    }
+}
+
 /// A client that never resumes: every handshake shows the certificate served now.
 fn without_resumption(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
     let mut config = Arc::unwrap_or_clone(config);
@@ -208,10 +225,7 @@ fn a_stalled_handshake_is_closed_at_the_header_deadline_while_others_are_served(
 
 #[test]
 fn garbage_for_a_client_hello_gets_an_alert_and_a_close_and_others_are_served() {
-    let site = Site::new();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } = Localhost::start(Site::new(), &[]);
     for garbage in [&b"\x16\x03\x01\x00\x05hello"[..], &[0x16; 64], b"\x16\x03\x03\xff\xffjunk"] {
         let mut client = Client::connect(server.https);
         client.send(garbage);
@@ -287,10 +301,7 @@ fn sessions_resume_over_tls_1_3_and_1_2() {
 
 #[test]
 fn the_tls_server_still_runs_one_thread() {
-    let site = Site::new();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } = Localhost::start(Site::new(), &[]);
     let mut clients: Vec<TlsClient> =
         (0..20).map(|_| tls_connect(server.https, "localhost", &config)).collect();
     for client in &mut clients {
@@ -394,10 +405,7 @@ fn https_redirect_sends_plain_http_to_https_except_acme_challenges() {
 
 #[test]
 fn workers_serve_https_and_resume_each_others_sessions() {
-    let site = Site::new();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &["--workers", "2"]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } = Localhost::start(Site::new(), &["--workers", "2"]);
     let mut kinds = Vec::new();
     for _ in 0..16 {
         let mut client = tls_connect(server.https, "localhost", &config);
@@ -472,10 +480,7 @@ fn every_engine_serves_https(engine: &str) {
 
 #[test]
 fn thousands_of_abandoned_handshakes_leak_nothing_and_others_are_served() {
-    let site = Site::new();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } = Localhost::start(Site::new(), &[]);
     let mut warm = tls_connect(server.https, "localhost", &config);
     assert_eq!(get_over_tls(&mut warm, "/hello.txt").status, 200);
     let before = server.server.memory_kib("RssAnon");
@@ -514,10 +519,8 @@ fn thousands_of_abandoned_handshakes_leak_nothing_and_others_are_served() {
 
 #[test]
 fn a_tls_client_that_stops_reading_mid_file_is_dropped_at_the_send_timeout() {
-    let site = Site::new().with_big_file();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &["--send-timeout", "1"]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } =
+        Localhost::start(Site::new().with_big_file(), &["--send-timeout", "1"]);
     let mut stalled = tls_connect(server.https, "localhost", &config);
     stalled.send(&get("/big.bin"));
     let mut other = tls_connect(server.https, "localhost", &config);
@@ -528,10 +531,7 @@ fn a_tls_client_that_stops_reading_mid_file_is_dropped_at_the_send_timeout() {
 
 #[test]
 fn an_alert_from_the_client_mid_response_closes_only_that_connection() {
-    let site = Site::new().with_big_file();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } = Localhost::start(Site::new().with_big_file(), &[]);
     let mut client = tls_connect(server.https, "localhost", &config);
     client.send(&get("/big.bin"));
     let mut some = [0u8; 4096];
@@ -546,10 +546,7 @@ fn an_alert_from_the_client_mid_response_closes_only_that_connection() {
 
 #[test]
 fn pipelined_requests_in_one_record_in_many_records_and_dribbled_are_all_answered() {
-    let site = Site::new();
-    let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
-    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let Localhost { site: _site, server, config } = Localhost::start(Site::new(), &[]);
     let requests: Vec<u8> = (0..20).flat_map(|_| get("/hello.txt")).collect();
 
     // Twenty requests in one record, then twenty records in one TCP write.

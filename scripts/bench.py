@@ -253,6 +253,13 @@ def memory(server, counts):
     return points
 
 
+def idle_memory(server, quick, what="connections"):
+    """RSS with 0, 10, 100 (and 1000) idle keep-alive clients, on the fresh process, before
+    load grows any pool: what each idle client costs."""
+    step(f"memory with idle {what}")
+    return memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+
+
 def measure(name, root, run_dir, quick, baseline=None):
     serial = name == "onepoll:serial"
     seconds = 1 if quick else 5
@@ -262,9 +269,7 @@ def measure(name, root, run_dir, quick, baseline=None):
     try:
         result["idle_rss_kib"] = server.rss_kib()
         if not serial:
-            # On the fresh process, before load grows any pool: what each idle client costs.
-            step("memory with idle connections")
-            result["rss_kib_by_idle_connections"] = memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+            result["rss_kib_by_idle_connections"] = idle_memory(server, quick)
         step("wrk runs")
         # The runs whose CPU split the goal rows read last longer: the kernel charges each
         # clock tick wholly to user or system time, so a user share of ~10% is a sample of
@@ -305,8 +310,7 @@ def measure_https(name, root, run_dir, quick, tls):
     try:
         result["idle_rss_kib"] = server.rss_kib()
         if not serial:
-            step("memory with idle TLS connections")
-            result["rss_kib_by_idle_connections"] = memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+            result["rss_kib_by_idle_connections"] = idle_memory(server, quick, "TLS connections")
         step("wrk runs over TLS")
         result["keep_alive"] = wrk(server, "/small.txt", 1 if serial else 100, seconds if quick else 20)
         result["handshake"] = wrk(server, "/small.txt", 1 if serial else 10, seconds if quick else 10,
@@ -336,6 +340,13 @@ def markdown_https(report):
     return "\n".join(rows) + "\n"
 
 
+def goal_row(label, ours, peer, theirs, target):
+    """One goal-table line: onepoll's value against a peer's, as a ratio with its target."""
+    ratio = round(ours / theirs, 2) if ours and theirs else None
+    met = "yes" if ratio is not None and ratio <= target else "no"
+    return f"| {label} | {ours} | {peer} {theirs} | {ratio} | ≤ {target}× | {met} |"
+
+
 def goals_https(report):
     by_name = {r["server"]: r for r in report["results"]}
     ours = by_name.get("onepoll:event-loop")
@@ -348,9 +359,7 @@ def goals_https(report):
         if peer not in by_name:
             continue
         a, b = ours[key]["cpu_us_per_request"], by_name[peer][key]["cpu_us_per_request"]
-        ratio = round(a / b, 2) if a and b else None
-        met = "yes" if ratio is not None and ratio <= target else "no"
-        lines.append(f"| {label} | {a} | {peer} {b} | {ratio} | ≤ {target}× | {met} |")
+        lines.append(goal_row(label, a, peer, b, target))
     per_conn = per_idle_connection(ours)
     lines.append(f"| kB per idle TLS keep-alive connection | {per_conn} | | | ≤ 4 | {'yes' if per_conn is not None and per_conn <= 4 else 'no'} |")
     if "plain_idle_rss_kib" in report:
@@ -442,9 +451,7 @@ def goals(report):
     def ratio_row(label, key, target):
         if not anchor:
             return
-        a, b = cpu(ours, key), cpu(anchor, key)
-        ratio = round(a / b, 2) if a and b else None
-        lines.append(f"| {label} | {a} | lighttpd {b} | {ratio} | ≤ {target}× | {'yes' if ratio is not None and ratio <= target else 'no'} |")
+        lines.append(goal_row(label, cpu(ours, key), "lighttpd", cpu(anchor, key), target))
     ratio_row("CPU µs per keep-alive request", "keep_alive", 0.6)
     ratio_row("CPU µs per pipelined request", "pipelined", 0.35)
     ratio_row("CPU µs per 10 MiB download", "big_file", 0.9)
@@ -455,10 +462,7 @@ def goals(report):
             def user(r):
                 run = r[key] if key != "keep_alive" else ({k["connections"]: k for k in r[key]}.get(100) or r[key][-1])
                 return run["user_us_per_request"]
-            a, b = user(ours), user(h2o)
-            ratio = round(a / b, 2) if a and b else None
-            met = "yes" if ratio is not None and ratio <= 0.6 else "no"
-            lines.append(f"| {label}, against h2o | {a} | h2o {b} | {ratio} | ≤ 0.6× | {met} |")
+            lines.append(goal_row(f"{label}, against h2o", user(ours), "h2o", user(h2o), 0.6))
     abs_row("syscalls per keep-alive request", ours["syscalls_per_request"], 2)
     abs_row("syscalls per pipelined request", ours["syscalls_per_pipelined_request"], 0.3)
     abs_row("kB RSS per idle keep-alive connection", per_idle_connection(ours), 0.5)

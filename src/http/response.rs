@@ -677,10 +677,31 @@ fn html_response<B>(
 /// set on purpose (module scripts and wasm need them exact), so browsers must not guess others
 /// (a `.txt` that looks like HTML stays text).
 fn common_headers(now: SystemTime) -> Headers {
+    /// The three lines, rendered once per second of `now`: every response in that second
+    /// starts with the same bytes.
+    /// (the time last asked for, its second, the lines): a turn's `now` is asked for again
+    /// as the very same value, found without even working out the second.
+    type Rendered = (SystemTime, u64, Vec<u8>);
+    thread_local! {
+        static RENDERED: std::cell::RefCell<Rendered> =
+            const { std::cell::RefCell::new((std::time::UNIX_EPOCH, u64::MAX, Vec::new())) };
+    }
     let mut headers = Headers::with_capacity();
-    headers.push(field!("Server"), SERVER_NAME);
-    headers.push(field!("Date"), http_date(now));
-    headers.push_rendered(b"X-Content-Type-Options: nosniff\r\n");
+    RENDERED.with_borrow_mut(|(asked, rendered_second, lines)| {
+        if *asked != now || *rendered_second == u64::MAX {
+            let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if second != *rendered_second {
+                let mut fresh = Headers { lines: std::mem::take(lines) };
+                fresh.lines.clear();
+                fresh.push(field!("Server"), SERVER_NAME);
+                fresh.push(field!("Date"), http_date(now));
+                fresh.push_rendered(b"X-Content-Type-Options: nosniff\r\n");
+                (*rendered_second, *lines) = (second, std::mem::take(&mut fresh.lines));
+            }
+            *asked = now;
+        }
+        headers.push_rendered(lines);
+    });
     headers
 }
 
@@ -790,6 +811,19 @@ mod tests {
             respond(Some(&request("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")), Err(HttpError::NotFound), now());
         assert_eq!(missing.body, BodyPlan::Empty);
         assert_ne!(missing.header("Content-Length"), Some("0"));
+    }
+
+    #[test]
+    fn the_date_follows_the_clock_across_and_within_seconds() {
+        let get = request("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let date_at = |time| respond(Some(&get), file(1, b"a"), time).header("Date").map(str::to_owned);
+        let times = [now(), now() + Duration::from_millis(999), now() + Duration::from_secs(1), now()];
+        let dates = times.map(date_at);
+        let [first, same_second, next_second, back] = dates.each_ref().map(|date| date.as_deref());
+        assert_eq!(first, Some("Sun, 22 Nov 2026 04:45:00 GMT"));
+        assert_eq!(same_second, first);
+        assert_eq!(next_second, Some("Sun, 22 Nov 2026 04:45:01 GMT"));
+        assert_eq!(back, first);
     }
 
     #[test]

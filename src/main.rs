@@ -11,7 +11,7 @@ use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
 use onepoll::engine::blocking::BlockingListener;
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
-use onepoll::engine::{Engine, serial, thread_per_conn, thread_pool};
+use onepoll::engine::{Engine, process_per_conn, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, RootOptions};
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
@@ -109,14 +109,17 @@ fn main() -> ExitCode {
         Ok(root) => root,
         Err(message) => return fail(format_args!("{message}")),
     };
-    // Signals are caught from here on (the event loop handles them), so a SIGTERM that follows
-    // the ready line at once still means a graceful stop. Blocking engines keep the defaults.
-    let signals = match config.engine {
-        Engine::EventLoop => match event_loop::shutdown_signals() {
-            Ok(signals) => Some(signals),
-            Err(error) => return fail(format_args!("cannot handle signals: {error}")),
-        },
-        _ => None,
+    // Signals are caught from here on (the event loop and the forking parent handle them), so
+    // a SIGTERM that follows the ready line at once still means a graceful stop. The other
+    // blocking engines keep the defaults.
+    let caught = match config.engine {
+        Engine::EventLoop => event_loop::shutdown_signals().map(Signals::EventLoop),
+        Engine::ProcessPerConn => process_per_conn::Signals::catch().map(Signals::Forking),
+        _ => Ok(Signals::Default),
+    };
+    let signals = match caught {
+        Ok(signals) => signals,
+        Err(error) => return fail(format_args!("cannot handle signals: {error}")),
     };
     // Said last, once everything that could still fail has not: the "ready" line.
     for (listener, scheme) in &listeners {
@@ -126,6 +129,14 @@ fn main() -> ExitCode {
         }
     }
     serve(&config, listeners, seed_sockets, https, signals, root, access_log)
+}
+
+/// The signals an engine catches: the event loop and the forking parent each their own way,
+/// the other engines none.
+enum Signals {
+    EventLoop(signal_hook_mio::v1_0::Signals),
+    Forking(process_per_conn::Signals),
+    Default,
 }
 
 /// How a client reaches `local` with `scheme`: `http://127.0.0.1:8080/`, `https://[::1]:443/`.
@@ -206,7 +217,7 @@ fn serve(
     listeners: Vec<(Listener, Scheme)>,
     seeds: SeedSockets,
     https: Option<Https>,
-    signals: Option<signal_hook_mio::v1_0::Signals>,
+    signals: Signals,
     mut root: Root,
     access_log: AccessLog,
 ) -> ExitCode {
@@ -229,9 +240,10 @@ fn serve(
     );
     let https_redirect = https_port.filter(|_| config.https_redirect);
     let site = Site { root, limits, access_log, headers: config.headers.clone(), https_redirect };
+    let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options = Options {
-        max_conns: config.max_conns as usize,
-        grace_period: config.grace_period,
+        max_conns,
+        grace_period,
         file_changes,
         on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
         https,
@@ -250,6 +262,11 @@ fn serve(
         else {
             return fail(format_args!("the blocking engines serve TCP listeners only"));
         };
+        if let Signals::Forking(signals) = signals {
+            let exit =
+                process_per_conn::run(listeners, signals, &site, options.https, max_conns, grace_period);
+            return exit_code(exit);
+        }
         serve_blocking(config, listeners, &site, cores);
     }
     daemon::notify(sd_notify::NotifyState::Ready);
@@ -261,22 +278,26 @@ fn serve(
         })
         .collect();
     all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Protocol::Seed(seed))));
-    let Some(signals) = signals else {
+    let Signals::EventLoop(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));
     };
     let exit = event_loop::run(all, seeds.datagrams, signals, &site, options);
     site.access_log.flush();
+    exit_code(exit)
+}
+
+fn exit_code(exit: std::io::Result<Exit>) -> ExitCode {
     match exit {
         Ok(Exit::Graceful) => ExitCode::SUCCESS,
         Ok(Exit::Forced) => ExitCode::FAILURE,
-        Err(error) => fail(format_args!("event loop failed: {error}")),
+        Err(error) => fail(format_args!("engine failed: {error}")),
     }
 }
 
 /// The comparison engines never return.
 fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, site: &Site, cores: usize) -> ! {
     match config.engine {
-        Engine::EventLoop => unreachable!("the event loop is not a blocking engine"),
+        Engine::EventLoop | Engine::ProcessPerConn => unreachable!("served in `serve`"),
         Engine::Serial => match <[BlockingListener; 1]>::try_from(listeners) {
             Ok([listener]) => serial::run(listener, site),
             Err(_) => {

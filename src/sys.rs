@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Opens for reading without following a FIFO into a blocking open (`O_NONBLOCK` is harmless
 /// for regular files).
@@ -28,4 +29,47 @@ pub fn sendfile(socket_fd: RawFd, file: &File, offset: u64, len: usize) -> io::R
 #[cfg(not(target_os = "linux"))]
 pub fn sendfile(_socket_fd: RawFd, _file: &File, _offset: u64, _len: usize) -> io::Result<usize> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// `fork(2)`, for the process-per-connection engine.
+pub fn fork() -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: only the process-per-connection engine forks, and its process has one thread
+    // (it starts none), so the child inherits no lock another thread held.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// The socket a process-per-connection child serves, for its SIGTERM handler.
+static SERVED_SOCKET: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn stop_reading(_signal: libc::c_int) {
+    // SAFETY: shutdown(2) is async-signal-safe and touches nothing of ours.
+    unsafe { libc::shutdown(SERVED_SOCKET.load(Ordering::Relaxed), libc::SHUT_RD) };
+}
+
+/// In a child that serves the one connection on `socket`: SIGTERM and SIGINT shut its reading
+/// side, so the blocked read returns EOF, the response in flight still finishes and no new
+/// request is read; SIGHUP and SIGCHLD, which the parent catches, get their default actions.
+pub fn stop_reading_on_sigterm(socket: RawFd) -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    SERVED_SOCKET.store(socket, Ordering::Relaxed);
+    let stop = SigAction::new(SigHandler::Handler(stop_reading), SaFlags::SA_RESTART, SigSet::empty());
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for (signal, action) in [
+        (Signal::SIGTERM, &stop),
+        (Signal::SIGINT, &stop),
+        (Signal::SIGHUP, &default),
+        (Signal::SIGCHLD, &default),
+    ] {
+        // SAFETY: `stop_reading` only calls shutdown(2), which is async-signal-safe; SIG_DFL is
+        // always a valid disposition.
+        unsafe { sigaction(signal, action) }.map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// `_exit(2)`: ends a forked child without running the parent's exit handlers or flushing
+/// buffers it copied from the parent (which would then be written twice).
+pub fn exit_child(status: i32) -> ! {
+    // SAFETY: _exit takes no pointer and never returns.
+    unsafe { libc::_exit(status) }
 }

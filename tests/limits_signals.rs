@@ -80,10 +80,10 @@ fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
     drop(stalled);
 }
 
-#[test]
-fn at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees() {
+fn at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees(engine: &str) {
     let site = Site::new();
-    let server = Server::start_with(&site.root(), &["--max-conns", "2", "--idle-timeout", "30"], "debug");
+    let args = ["--engine", engine, "--max-conns", "2", "--idle-timeout", "30"];
+    let server = Server::start_with(&site.root(), &args, "debug");
     let mut first = server.connect();
     let mut second = server.connect();
     for client in [&mut first, &mut second] {
@@ -168,12 +168,11 @@ fn five_hundred_concurrent_connections_times_five_keep_alive_requests() {
     server.wait_for_log_count("\"GET /hello.txt HTTP/1.1\" 200", 2500);
 }
 
-#[test]
-fn sigterm_lets_a_slow_download_finish_then_exits_zero() {
+fn sigterm_lets_a_slow_download_finish_then_exits_zero(engine: &str) {
     let site = Site::new();
     let ten_mib: Vec<u8> = (0..10 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
     fs::write(site.root().join("ten.bin"), &ten_mib).unwrap();
-    let mut server = Server::start_with(&site.root(), &["--grace-period", "20"], "debug");
+    let mut server = Server::start_with(&site.root(), &["--engine", engine, "--grace-period", "20"], "debug");
     let mut idle = server.connect();
     idle.send(&get("/hello.txt"));
     idle.response(false);
@@ -195,10 +194,9 @@ fn sigterm_lets_a_slow_download_finish_then_exits_zero() {
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-#[test]
-fn a_second_signal_exits_at_once() {
+fn a_second_signal_exits_at_once(engine: &str) {
     let site = Site::new().with_big_file();
-    let mut server = Server::start_with(&site.root(), &["--grace-period", "60"], "debug");
+    let mut server = Server::start_with(&site.root(), &["--engine", engine, "--grace-period", "60"], "debug");
     let mut stalled = server.connect();
     stalled.send(&get("/big.bin"));
     let mut some = [0u8; 1024];
@@ -210,12 +208,12 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(1));
 }
 
-#[test]
-fn sighup_reopens_the_access_log_and_serving_goes_on() {
+fn sighup_reopens_the_access_log_and_serving_goes_on(engine: &str) {
     let site = Site::new();
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("access.log");
-    let server = Server::start_with(&site.root(), &["--access-log", log_path.to_str().unwrap()], "info");
+    let args = ["--engine", engine, "--access-log", log_path.to_str().unwrap()];
+    let server = Server::start_with(&site.root(), &args, "info");
     assert_eq!(server.exchange(&get("/hello.txt")).status, 200);
     let rotated = logs.path().join("access.log.1");
     fs::rename(&log_path, &rotated).unwrap();
@@ -240,17 +238,24 @@ fn sighup_reopens_the_access_log_and_serving_goes_on() {
     );
 }
 
-#[test]
-fn sigterm_right_after_the_ready_line_is_still_a_graceful_stop() {
+fn sigterm_right_after_the_ready_line_is_still_a_graceful_stop(engine: &str) {
     // The ready line comes after the signal handlers, so no SIGTERM can meet the default
     // action (death by signal, exit status -1 here) however early it follows the line. Before
     // the fix this failed within a hundred starts.
     // kill(2) straight from the test, no `kill` process in between: as early as can be.
     let site = Site::new();
     for _ in 0..100 {
-        let mut server = Server::start_with(&site.root(), &[], "info");
+        let mut server = Server::start_with(&site.root(), &["--engine", engine], "info");
         let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         assert_eq!(server.wait_exit(common::IO_TIMEOUT), Some(0));
     }
 }
+
+// The engines that stop gracefully: the event loop and the forking parent, which tells its
+// children to finish.
+engine_tests!(@each at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees: event_loop, process_per_conn);
+engine_tests!(@each sigterm_lets_a_slow_download_finish_then_exits_zero: event_loop, process_per_conn);
+engine_tests!(@each a_second_signal_exits_at_once: event_loop, process_per_conn);
+engine_tests!(@each sighup_reopens_the_access_log_and_serving_goes_on: event_loop, process_per_conn);
+engine_tests!(@each sigterm_right_after_the_ready_line_is_still_a_graceful_stop: event_loop, process_per_conn);

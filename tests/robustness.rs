@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BIG_LEN, HELLO, INDEX, IO_TIMEOUT, Server, Site, big_content, get, logged};
+use common::{BIG_LEN, Client, HELLO, INDEX, IO_TIMEOUT, Server, Site, big_content, get, logged};
 use onepoll::drive::CloseReason;
 
 fn twenty_pipelined_requests_in_one_write_are_answered_in_order(engine: &str) {
@@ -288,13 +288,15 @@ engine_tests! {
 #[test]
 fn each_engine_has_the_threads_its_design_implies() {
     let site = Site::new();
-    let cases: [(&[&str], usize); 4] = [
-        (&["--engine", "event-loop"], 1),
-        (&["--engine", "serial"], 1),
-        (&["--engine", "thread-pool", "--threads", "6"], 1 + 6), // fixed, whatever the load
-        (&["--engine", "thread-per-conn"], 1 + 5),
+    // (arguments, threads in the server, child processes of one thread each)
+    let cases: [(&[&str], usize, usize); 5] = [
+        (&["--engine", "event-loop"], 1, 0),
+        (&["--engine", "serial"], 1, 0),
+        (&["--engine", "thread-pool", "--threads", "6"], 1 + 6, 0), // fixed, whatever the load
+        (&["--engine", "thread-per-conn"], 1 + 5, 0),
+        (&["--engine", "process-per-conn"], 1, 5),
     ];
-    for (args, threads) in cases {
+    for (args, threads, processes) in cases {
         let server = Server::start_with(&site.root(), args, "info");
         let mut clients: Vec<_> = (0..5).map(|_| server.connect()).collect();
         // The first client is served by every engine; serial leaves the rest in the backlog.
@@ -306,9 +308,48 @@ fn each_engine_has_the_threads_its_design_implies() {
                 assert_eq!(client.response(false).body_text(), HELLO);
             }
         }
-        let tasks = fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap().count();
-        assert_eq!(tasks, threads, "{args:?}");
+        let tasks = |pid: u32| fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+        assert_eq!(tasks(server.pid()), threads, "{args:?}");
+        let children = server.child_pids();
+        assert_eq!(children.len(), processes, "{args:?}");
+        assert!(children.into_iter().all(|child| tasks(child) == 1), "{args:?}");
     }
+}
+
+/// A zombie (an exited child nobody reaped) whose parent is `pid`, if any.
+fn zombie_of(pid: u32) -> Option<String> {
+    fs::read_dir("/proc").unwrap().flatten().find_map(|entry| {
+        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+        // `pid (comm) state ppid ...`: the name may hold spaces, so split after its `)`.
+        let after_name: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        (after_name[0] == "Z" && after_name[1] == pid.to_string()).then_some(stat)
+    })
+}
+
+#[test]
+fn a_process_per_connection_server_reaps_every_child_and_leaks_no_descriptor() {
+    let site = Site::new();
+    let server = Server::start_with(&site.root(), &["--engine", "process-per-conn"], "info");
+    let descriptors = || fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    let before = descriptors();
+    // 300 connections, 50 at a time: children end while others start, so SIGCHLDs coalesce.
+    for _ in 0..6 {
+        let mut batch: Vec<Client> = (0..50).map(|_| server.connect()).collect();
+        for client in &mut batch {
+            client.send(&get("/hello.txt"));
+        }
+        for client in &mut batch {
+            assert_eq!(client.response(false).body_text(), HELLO);
+        }
+    }
+    // The clients are gone: every child ends and is reaped.
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    while !server.child_pids().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.child_pids(), Vec::<u32>::new(), "children left");
+    assert_eq!(zombie_of(server.pid()), None);
+    assert_eq!(descriptors(), before, "the parent leaked descriptors");
 }
 
 /// Bytes written to `stream` that the peer has not acknowledged (`SIOCOUTQ`, tcp(7)): they grow

@@ -50,11 +50,21 @@ pub fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Serves one connection to the end on the calling thread.
+/// The label of a newly accepted connection. Taken where it was accepted: a forked child's
+/// counter would never move.
+pub fn label_for(stream: &TcpStream) -> ConnLabel {
+    ConnLabel { token: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed), fd: stream.as_raw_fd() }
+}
+
 /// Serves one client on this thread until it leaves: over TLS when the listener it came from
 /// is an HTTPS one (`tls` is then its configuration).
-pub fn serve_blocking(stream: TcpStream, peer: SocketAddr, site: &Site, tls: Option<&Arc<ServerConfig>>) {
-    let label = ConnLabel { token: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed), fd: stream.as_raw_fd() };
+pub fn serve_blocking(
+    stream: TcpStream,
+    label: ConnLabel,
+    peer: SocketAddr,
+    site: &Site,
+    tls: Option<&Arc<ServerConfig>>,
+) {
     debug!("{label} accept {peer}");
     let limits = site.limits;
     let configured = stream

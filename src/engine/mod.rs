@@ -4,6 +4,7 @@
 
 pub mod blocking;
 pub mod event_loop;
+pub mod process_per_conn;
 pub mod serial;
 pub mod stream;
 pub mod thread_per_conn;
@@ -27,4 +28,6 @@ pub enum Engine {
     ThreadPerConn,
     /// Blocking, a fixed pool of `--threads` workers fed by a bounded queue.
     ThreadPool,
+    /// Blocking, one forked process per connection.
+    ProcessPerConn,
 }

@@ -2,12 +2,13 @@
 //! other client waits in the listen backlog meanwhile; this is the baseline the others beat.
 //! It serves one listener: waiting on two would already need a poller.
 
-use super::blocking::{BlockingListener, accept, serve_blocking};
+use super::blocking::{BlockingListener, accept, label_for, serve_blocking};
 use crate::drive::Site;
 
 pub fn run(listener: BlockingListener, site: &Site) -> ! {
     loop {
         let (stream, peer) = accept(&listener.listener);
-        serve_blocking(stream, peer, site, listener.tls.as_ref());
+        let label = label_for(&stream);
+        serve_blocking(stream, label, peer, site, listener.tls.as_ref());
     }
 }

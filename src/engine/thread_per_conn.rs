@@ -6,7 +6,7 @@ use std::thread;
 use log::warn;
 
 use super::ACCEPT_RETRY;
-use super::blocking::{BlockingListener, accept, serve_blocking};
+use super::blocking::{BlockingListener, accept, label_for, serve_blocking};
 use crate::drive::Site;
 
 /// Stack size per connection thread; our frames are shallow, so 64 KiB is plenty and keeps a
@@ -33,10 +33,10 @@ fn accept_forever<'scope>(
 ) {
     loop {
         let (stream, peer) = accept(&listener.listener);
-        let tls = listener.tls.clone();
+        let (tls, label) = (listener.tls.clone(), label_for(&stream));
         let spawned = thread::Builder::new()
             .stack_size(THREAD_STACK_BYTES)
-            .spawn_scoped(scope, move || serve_blocking(stream, peer, site, tls.as_ref()));
+            .spawn_scoped(scope, move || serve_blocking(stream, label, peer, site, tls.as_ref()));
         if let Err(error) = spawned {
             // Out of threads: the client is dropped (closed) and we back off.
             warn!("cannot start a thread: {error}; retrying in {ACCEPT_RETRY:?}");

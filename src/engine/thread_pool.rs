@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use super::blocking::{BlockingListener, accept, serve_blocking};
+use super::blocking::{BlockingListener, accept, label_for, serve_blocking};
 use crate::drive::Site;
 use rustls::ServerConfig;
 
@@ -49,7 +49,10 @@ fn work(jobs: &Mutex<Receiver<Job>>, site: &Site) {
         // The lock is held only to take a job, not while serving it.
         let job = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         match job {
-            Ok((stream, peer, tls)) => serve_blocking(stream, peer, site, tls.as_ref()),
+            Ok((stream, peer, tls)) => {
+                let label = label_for(&stream);
+                serve_blocking(stream, label, peer, site, tls.as_ref())
+            }
             Err(_) => return,
         }
     }

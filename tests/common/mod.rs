@@ -196,14 +196,26 @@ impl Server {
     }
 
     /// A memory figure of the server in KiB from `/proc/<pid>/status`, e.g. `VmRSS` or `VmHWM`
-    /// (the peak).
+    /// (the peak): summed over the server and its child processes, which is where a
+    /// process-per-connection server keeps its clients.
     pub fn memory_kib(&self, field: &str) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+        let of = |pid: u32| -> Option<u64> {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        };
+        let own = of(self.pid()).unwrap_or_else(|| panic!("no {field} in /proc status"));
+        // A child that exits meanwhile counts for nothing.
+        own + self.child_pids().into_iter().filter_map(of).sum::<u64>()
+    }
+
+    /// The server's child processes (a process-per-connection server's clients).
+    pub fn child_pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children.split_whitespace().map(|pid| pid.parse().unwrap()).collect()
     }
 
     /// CPU time (user + system) the server has used so far, from `/proc/<pid>/stat`.
@@ -471,13 +483,13 @@ pub fn get(path: &str) -> Vec<u8> {
 }
 
 /// Runs each listed test function (which takes the engine's CLI name) once per engine, as
-/// `test_name::engine_name`, so a failure names the engine it happened on: `all` on the four
-/// engines, `concurrent` on the three that serve clients at the same time (not `serial`).
+/// `test_name::engine_name`, so a failure names the engine it happened on: `all` on every
+/// engine, `concurrent` on those that serve clients at the same time (all but `serial`).
 #[macro_export]
 macro_rules! engine_tests {
     (all: [$($all:ident),* $(,)?]; $(concurrent: [$($concurrent:ident),* $(,)?];)?) => {
-        $( $crate::engine_tests!(@each $all: event_loop, serial, thread_per_conn, thread_pool); )*
-        $($( $crate::engine_tests!(@each $concurrent: event_loop, thread_per_conn, thread_pool); )*)?
+        $( $crate::engine_tests!(@each $all: event_loop, serial, thread_per_conn, thread_pool, process_per_conn); )*
+        $($( $crate::engine_tests!(@each $concurrent: event_loop, thread_per_conn, thread_pool, process_per_conn); )*)?
     };
     (@each $test:ident: $($engine:ident),+) => {
         mod $test {

@@ -10,6 +10,8 @@ use onepoll::config::Config;
 use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
 use onepoll::engine::blocking::BlockingListener;
+#[cfg(feature = "coroutine")]
+use onepoll::engine::coroutine;
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, process_per_conn, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, RootOptions};
@@ -267,7 +269,7 @@ fn serve(
                 process_per_conn::run(listeners, signals, &site, options.https, max_conns, grace_period);
             return exit_code(exit);
         }
-        serve_blocking(config, listeners, &site, cores);
+        serve_blocking(config, listeners, site, cores);
     }
     daemon::notify(sd_notify::NotifyState::Ready);
     let mut all: Vec<(Listener, Protocol)> = listeners
@@ -295,18 +297,22 @@ fn exit_code(exit: std::io::Result<Exit>) -> ExitCode {
 }
 
 /// The comparison engines never return.
-fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, site: &Site, cores: usize) -> ! {
+fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, site: Site, cores: usize) -> ! {
     match config.engine {
         Engine::EventLoop | Engine::ProcessPerConn => unreachable!("served in `serve`"),
         Engine::Serial => match <[BlockingListener; 1]>::try_from(listeners) {
-            Ok([listener]) => serial::run(listener, site),
+            Ok([listener]) => serial::run(listener, &site),
             Err(_) => {
                 eprintln!("onepoll: --engine serial serves exactly one listener");
                 std::process::exit(1)
             }
         },
-        Engine::ThreadPerConn => thread_per_conn::run(listeners, site),
-        Engine::ThreadPool => thread_pool::run(listeners, site, config.threads.map_or(cores, |n| n as usize)),
+        Engine::ThreadPerConn => thread_per_conn::run(listeners, &site),
+        Engine::ThreadPool => {
+            thread_pool::run(listeners, &site, config.threads.map_or(cores, |n| n as usize))
+        }
+        #[cfg(feature = "coroutine")]
+        Engine::Coroutine => coroutine::run(listeners, site),
     }
 }
 

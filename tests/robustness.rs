@@ -289,14 +289,16 @@ engine_tests! {
 fn each_engine_has_the_threads_its_design_implies() {
     let site = Site::new();
     // (arguments, threads in the server, child processes of one thread each)
-    let cases: [(&[&str], usize, usize); 5] = [
+    let cases: &[(&[&str], usize, usize)] = &[
         (&["--engine", "event-loop"], 1, 0),
         (&["--engine", "serial"], 1, 0),
         (&["--engine", "thread-pool", "--threads", "6"], 1 + 6, 0), // fixed, whatever the load
         (&["--engine", "thread-per-conn"], 1 + 5, 0),
         (&["--engine", "process-per-conn"], 1, 5),
+        #[cfg(feature = "coroutine")]
+        (&["--engine", "coroutine"], 1, 0), // current_thread: the runtime starts no thread
     ];
-    for (args, threads, processes) in cases {
+    for &(args, threads, processes) in cases {
         let server = Server::start_with(&site.root(), args, "info");
         let mut clients: Vec<_> = (0..5).map(|_| server.connect()).collect();
         // The first client is served by every engine; serial leaves the rest in the backlog.

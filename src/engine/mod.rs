@@ -3,6 +3,8 @@
 //! differ only in how they wait. The event loop is the default and the point of the project.
 
 pub mod blocking;
+#[cfg(feature = "coroutine")]
+pub mod coroutine;
 pub mod event_loop;
 pub mod process_per_conn;
 pub mod serial;
@@ -30,4 +32,7 @@ pub enum Engine {
     ThreadPool,
     /// Blocking, one forked process per connection.
     ProcessPerConn,
+    /// One tokio task per connection on a single-threaded runtime.
+    #[cfg(feature = "coroutine")]
+    Coroutine,
 }

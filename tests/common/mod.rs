@@ -488,10 +488,11 @@ pub fn get(path: &str) -> Vec<u8> {
 #[macro_export]
 macro_rules! engine_tests {
     (all: [$($all:ident),* $(,)?]; $(concurrent: [$($concurrent:ident),* $(,)?];)?) => {
-        $( $crate::engine_tests!(@each $all: event_loop, serial, thread_per_conn, thread_pool, process_per_conn); )*
-        $($( $crate::engine_tests!(@each $concurrent: event_loop, thread_per_conn, thread_pool, process_per_conn); )*)?
+        $( $crate::engine_tests!(@each $all: event_loop, serial, thread_per_conn, thread_pool, process_per_conn; coroutine); )*
+        $($( $crate::engine_tests!(@each $concurrent: event_loop, thread_per_conn, thread_pool, process_per_conn; coroutine); )*)?
     };
-    (@each $test:ident: $($engine:ident),+) => {
+    // After `;`: engines built only with their cargo feature (`coroutine`).
+    (@each $test:ident: $($engine:ident),+ $(; $featured:ident)?) => {
         mod $test {
             $(
                 #[test]
@@ -499,6 +500,13 @@ macro_rules! engine_tests {
                     super::$test(&stringify!($engine).replace('_', "-"));
                 }
             )+
+            $(
+                #[cfg(feature = "coroutine")]
+                #[test]
+                fn $featured() {
+                    super::$test(&stringify!($featured).replace('_', "-"));
+                }
+            )?
         }
     };
 }

@@ -1,0 +1,203 @@
+//! One task per connection on tokio's `current_thread` runtime: the seeds' gevent server in
+//! Rust terms. Tasks are coroutines: each runs the same non-blocking connection state machine
+//! as the event loop, and where the loop would go back to `epoll_wait`, the task `await`s its
+//! socket's readiness (or its deadline, from tokio's timer) and lets the others run. One
+//! thread; the runtime's epoll and timer wheel do what the event loop's slab and deadline
+//! list do by hand.
+//!
+//! Behind the cargo feature `coroutine`: a build without it has no tokio at all.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::future;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use log::{debug, warn};
+use rustls::ServerConfig;
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::ACCEPT_RETRY;
+use super::blocking::BlockingListener;
+use crate::connection::Connection;
+use crate::drive::{CloseReason, ConnLabel, LiveClock, Now, Site, Verdict};
+use crate::sys;
+use crate::tls::TlsTransport;
+use crate::transport::Transport;
+
+pub fn run(listeners: Vec<BlockingListener>, site: Site) -> ! {
+    // Tasks must be 'static; the site lives as long as the process anyway.
+    let site: &'static Site = Box::leak(Box::new(site));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("onepoll: cannot start the coroutine runtime: {error}");
+            std::process::exit(1)
+        }
+    };
+    // A LocalSet: connections hold per-thread buffer pools, so their tasks never move thread.
+    let tasks = tokio::task::LocalSet::new();
+    tasks.block_on(&runtime, async move {
+        for listener in listeners {
+            tokio::task::spawn_local(accept_forever(listener, site));
+        }
+        future::pending::<()>().await
+    });
+    unreachable!("accepting never ends")
+}
+
+async fn accept_forever(listener: BlockingListener, site: &'static Site) {
+    let BlockingListener { listener, tls } = listener;
+    let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!("cannot register a listener with the runtime: {error}");
+            return;
+        }
+    };
+    let next_token = Cell::new(0);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let label =
+                    ConnLabel { token: next_token.replace(next_token.get() + 1), fd: stream.as_raw_fd() };
+                tokio::task::spawn_local(serve(stream, label, peer, site, tls.clone()));
+            }
+            Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(error) => {
+                warn!("accept failed: {error}; retrying in {ACCEPT_RETRY:?}");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
+
+/// One connection's task, from accept to close.
+async fn serve(
+    stream: TcpStream,
+    label: ConnLabel,
+    peer: SocketAddr,
+    site: &'static Site,
+    tls: Option<Arc<ServerConfig>>,
+) {
+    debug!("{label} accept {peer}");
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!("{label} socket options: {error}");
+        return;
+    }
+    let socket = TaskSocket(stream);
+    match tls {
+        None => drive_until_closed(Connection::new(socket, label, Some(peer), Now::read()), site).await,
+        Some(config) => match TlsTransport::new(socket, &config) {
+            Ok(transport) => {
+                drive_until_closed(Connection::new(transport, label, Some(peer), Now::read()), site).await
+            }
+            Err(error) => warn!("{label} TLS session refused: {error}"),
+        },
+    }
+}
+
+/// The event loop's turn, as a coroutine: drive until the connection would block, then wait
+/// for the readiness it asked for or for its deadline, whichever comes first.
+async fn drive_until_closed<T: Transport + OnTaskSocket>(mut connection: Connection<T>, site: &Site) {
+    let reason = loop {
+        match connection.drive(site, &mut LiveClock) {
+            Verdict::Close(reason) => break reason,
+            // It did a fair share: let the other tasks run before it goes on.
+            Verdict::Yield => tokio::task::yield_now().await,
+            Verdict::Wait { writable } => {
+                let (deadline, timeout) = connection.deadline(&site.limits);
+                let socket = connection.transport_mut().task_socket();
+                let interest = if writable { Interest::WRITABLE } else { Interest::READABLE };
+                match tokio::time::timeout_at(deadline.into(), socket.ready(interest)).await {
+                    Err(_) => break CloseReason::Timeout(timeout),
+                    Ok(Err(error)) => break CloseReason::Io(error.kind()),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        }
+    };
+    connection.close(reason, &site.access_log);
+}
+
+/// A task's socket: tokio's, read and written without waiting. Each call goes through
+/// `try_io`, so a `WouldBlock` clears the readiness tokio holds and the next `ready()` waits
+/// for a new event, as the event loop's edge-triggered epoll does.
+pub struct TaskSocket(TcpStream);
+
+/// Where a transport's tokio socket is, to wait on its readiness.
+trait OnTaskSocket {
+    fn task_socket(&self) -> &TcpStream;
+}
+
+impl OnTaskSocket for TaskSocket {
+    fn task_socket(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl OnTaskSocket for TlsTransport<TaskSocket> {
+    fn task_socket(&self) -> &TcpStream {
+        &self.inner().0
+    }
+}
+
+impl Read for TaskSocket {
+    /// A read shorter than the buffer proves the socket empty (edge-triggered epoll's rule,
+    /// which tokio's own `poll_read` applies too): tokio is told `WouldBlock` so that it clears
+    /// the readiness, and we keep the bytes. A hang-up stays ready in tokio, so the EOF after
+    /// it is still read.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let socket = &self.0;
+        let mut short_read = None;
+        let result = socket.try_io(Interest::READABLE, || {
+            let read = (&*SockRef::from(socket)).read(buf)?;
+            if read > 0 && read < buf.len() {
+                short_read = Some(read);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        short_read.map_or(result, Ok)
+    }
+}
+
+impl Write for TaskSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for TaskSocket {
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let socket = &self.0;
+        socket.try_io(Interest::WRITABLE, || sys::sendfile(socket.as_raw_fd(), file, offset, len))
+    }
+
+    fn stop_blocking(&mut self) -> io::Result<()> {
+        Ok(()) // tokio's sockets never block
+    }
+
+    fn short_read_drains(&self) -> bool {
+        true
+    }
+
+    fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let socket = &self.0;
+        socket.try_io(Interest::WRITABLE, || {
+            SockRef::from(socket).send_vectored_with_flags(slices, libc::MSG_MORE)
+        })
+    }
+}

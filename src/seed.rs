@@ -59,7 +59,15 @@ enum SeedState {
     Echoing { buffer: Vec<u8>, sent: usize, read_closed: bool },
     /// Daytime: the line, `sent` bytes of it already out; the connection closes after it.
     Telling { line: Vec<u8>, sent: usize },
+    /// Daytime after the line: our side is shut (FIN sent) and whatever the client sends is
+    /// read and dropped until its EOF. Closing with unread bytes would send a reset, which
+    /// can destroy the line before a client that sent a command first (the seed's timestamp
+    /// client does) has read it.
+    Lingering,
 }
+
+/// How long a daytime client may take to close after its line.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SeedConnection {
     pub fn new(
@@ -89,14 +97,18 @@ impl SeedConnection {
         match &self.state {
             SeedState::Echoing { buffer, sent, .. } => *sent == buffer.len(),
             SeedState::Telling { .. } => false,
+            SeedState::Lingering => true,
         }
     }
 
     /// When to give up: idle (nothing to send) or send timeout (the client is not reading).
     pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        match self.is_idle() {
-            true => (self.last_progress + limits.idle_timeout, Timeout::Idle),
-            false => (self.last_progress + limits.send_timeout, Timeout::Send),
+        match (&self.state, self.is_idle()) {
+            (SeedState::Lingering, _) => {
+                (self.last_progress + limits.idle_timeout.min(LINGER), Timeout::Idle)
+            }
+            (_, true) => (self.last_progress + limits.idle_timeout, Timeout::Idle),
+            (_, false) => (self.last_progress + limits.send_timeout, Timeout::Send),
         }
     }
 
@@ -115,7 +127,24 @@ impl SeedConnection {
                 if !write_pending(&mut self.stream, line, sent, &label, &mut self.last_progress, now)? {
                     return Ok(Verdict::Wait { writable: true });
                 }
-                Ok(Verdict::Close(CloseReason::ResponseSaidClose))
+                trace!("{label} shutdown(SHUT_WR)");
+                self.stream.shutdown(std::net::Shutdown::Write)?;
+                self.state = SeedState::Lingering;
+                self.step(now)
+            }
+            SeedState::Lingering => {
+                let mut dropped = [0u8; 512];
+                loop {
+                    match self.stream.read(&mut dropped) {
+                        Ok(0) => return Ok(Verdict::Close(CloseReason::ResponseSaidClose)),
+                        Ok(read) => trace!("{label} read {read}B (dropped)"),
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                            return Ok(Verdict::Wait { writable: false });
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(error) => return Err(error),
+                    }
+                }
             }
             SeedState::Echoing { buffer, sent, read_closed } => {
                 let mut bounced = 0;
@@ -236,45 +265,14 @@ pub fn datagram_reply(seed: Seed, request: &[u8], wall: SystemTime) -> Vec<u8> {
     }
 }
 
-/// RFC 867 leaves the format free and suggests `Weekday, Month Day, Year HH:MM:SS-Zone`:
-/// `Sunday, November 22, 2026 03:24:29-UTC`, ending in CRLF.
+/// RFC 867 leaves the format free; we answer as BSD inetd's daytime and the seed's
+/// `time.ctime()` do: `Tue Dec  1 15:52:00 2026` (day of month padded to two columns), in UTC,
+/// ending in CRLF.
 pub fn daytime_line(wall: SystemTime) -> String {
-    const DAYS: [(&str, &str); 7] = [
-        ("Mon", "Monday"),
-        ("Tue", "Tuesday"),
-        ("Wed", "Wednesday"),
-        ("Thu", "Thursday"),
-        ("Fri", "Friday"),
-        ("Sat", "Saturday"),
-        ("Sun", "Sunday"),
-    ];
-    const MONTHS: [(&str, &str); 12] = [
-        ("Jan", "January"),
-        ("Feb", "February"),
-        ("Mar", "March"),
-        ("Apr", "April"),
-        ("May", "May"),
-        ("Jun", "June"),
-        ("Jul", "July"),
-        ("Aug", "August"),
-        ("Sep", "September"),
-        ("Oct", "October"),
-        ("Nov", "November"),
-        ("Dec", "December"),
-    ];
-    // The IMF-fixdate `Sun, 22 Nov 2026 03:24:29 GMT`, rearranged with the names spelled out.
+    // The IMF-fixdate `Tue, 01 Dec 2026 15:52:00 GMT`, rearranged.
     let date = http_date(wall);
-    let long = |table: &[(&'static str, &'static str)], short: &str| {
-        table.iter().find(|(abbreviation, _)| *abbreviation == short).map_or("?", |(_, name)| *name)
-    };
-    format!(
-        "{}, {} {}, {} {}-UTC\r\n",
-        long(&DAYS, date.weekday()),
-        long(&MONTHS, date.month()),
-        date.day().trim_start_matches('0'),
-        date.year(),
-        date.clock()
-    )
+    let day = date.day().strip_prefix('0').unwrap_or(date.day());
+    format!("{} {} {day:>2} {} {}\r\n", date.weekday(), date.month(), date.clock(), date.year())
 }
 
 #[cfg(test)]
@@ -284,11 +282,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn daytime_is_the_rfc_867_suggested_format() {
+    fn daytime_is_the_ctime_format() {
         let at = UNIX_EPOCH + Duration::from_secs(1_795_317_869); // 2026-11-22 03:24:29 UTC
-        assert_eq!(daytime_line(at), "Sunday, November 22, 2026 03:24:29-UTC\r\n");
+        assert_eq!(daytime_line(at), "Sun Nov 22 03:24:29 2026\r\n");
+        let single_digit_day = UNIX_EPOCH + Duration::from_secs(1_796_140_320); // 2026-12-01 15:52
+        assert_eq!(daytime_line(single_digit_day), "Tue Dec  1 15:52:00 2026\r\n");
         let first = UNIX_EPOCH + Duration::from_secs(1_772_323_200 + 86_400); // 2026-03-02
-        assert_eq!(daytime_line(first), "Monday, March 2, 2026 00:00:00-UTC\r\n");
+        assert_eq!(daytime_line(first), "Mon Mar  2 00:00:00 2026\r\n");
     }
 
     #[test]
@@ -337,9 +337,6 @@ mod tests {
     fn datagrams_get_their_bytes_back_or_the_time() {
         let at = UNIX_EPOCH;
         assert_eq!(datagram_reply(Seed::Echo, b"ping\n", at), b"ping\n");
-        assert_eq!(
-            datagram_reply(Seed::Daytime, b"anything", at),
-            b"Thursday, January 1, 1970 00:00:00-UTC\r\n"
-        );
+        assert_eq!(datagram_reply(Seed::Daytime, b"anything", at), b"Thu Jan  1 00:00:00 1970\r\n");
     }
 }

@@ -28,33 +28,20 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// `Sunday, November 22, 2026 03:24:29-UTC\r\n`, checked field by field.
+/// `Tue Dec  1 15:52:00 2026\r\n` (ctime's format, in UTC), checked field by field.
 fn assert_daytime(line: &str) {
-    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let body = line.strip_suffix("\r\n").unwrap_or_else(|| panic!("no CRLF: {line:?}"));
-    let (weekday, rest) = body.split_once(", ").unwrap();
-    let (month_day, rest) = rest.split_once(", ").unwrap();
-    let (month, day) = month_day.split_once(' ').unwrap();
-    let (year, clock) = rest.split_once(' ').unwrap();
+    assert_eq!(body.len(), 24, "{line:?}");
+    let (weekday, month, day, clock, year) =
+        (&body[0..3], &body[4..7], &body[8..10], &body[11..19], &body[20..]);
     assert!(DAYS.contains(&weekday) && MONTHS.contains(&month), "{line:?}");
-    assert!((1..=31).contains(&day.parse::<u32>().unwrap()), "{line:?}");
+    assert!((1..=31).contains(&day.trim_start().parse::<u32>().unwrap()), "{line:?}");
+    assert!(day.starts_with(' ') == (day.trim_start().len() == 1), "day padded with a space: {line:?}");
     assert!(year.len() == 4 && year.parse::<u32>().is_ok(), "{line:?}");
-    let clock = clock.strip_suffix("-UTC").unwrap();
-    assert!(clock.len() == 8 && clock.split(':').all(|part| part.parse::<u8>().is_ok()), "{line:?}");
+    assert!(clock.split(':').all(|part| part.len() == 2 && part.parse::<u8>().is_ok()), "{line:?}");
 }
 
 #[test]
@@ -125,6 +112,19 @@ fn daytime_over_tcp_is_one_line_then_close() {
     assert_eq!(fs_task_count(server.pid()), 1, "HTTP, echo and daytime on one thread");
 }
 
+#[test]
+fn a_daytime_client_that_speaks_first_gets_an_orderly_close_not_a_reset() {
+    let site = Site::new();
+    let (_server, _, daytime) = seeded(&site);
+    let mut stream = connect(daytime);
+    stream.write_all(b"what time is it?\r\n").unwrap();
+    // Closing with those bytes unread would reset the connection (and can lose the line):
+    // the server shuts its side, drops what we sent and waits for our EOF.
+    let mut line = String::new();
+    stream.read_to_string(&mut line).unwrap();
+    assert_daytime(&line);
+}
+
 fn fs_task_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
 }
@@ -163,4 +163,79 @@ fn nc_talks_to_both() {
     nc.stdin.take().unwrap().write_all(b"echo via nc\n").unwrap();
     let output = nc.wait_with_output().unwrap();
     assert_eq!(output.stdout, b"echo via nc\n");
+}
+
+// The seeds' own clients, each as the same socket calls in the same order (written here: the
+// seeds are not part of the project).
+
+/// Seed 000's `client.py` against echo: connect, one send, one recv of at most 1024 bytes.
+#[test]
+fn the_socket_tutorials_echo_client_gets_its_greeting_back() {
+    let site = Site::new();
+    let (_server, echo, _) = seeded(&site);
+    let mut s = TcpStream::connect(echo).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(s.write(b"Hello World!").unwrap(), 12);
+    let mut msg = [0u8; 1024];
+    let len = s.read(&mut msg).unwrap();
+    assert_eq!(&msg[..len], b"Hello World!");
+    drop(s); // the seed's process exits, which closes it
+}
+
+/// Seed 004's `Client.py` against daytime: it sends its command first, then reads the time.
+/// Our daytime does not wait for a command, and must not reset the connection for the bytes
+/// it never read before the client has the line.
+#[test]
+fn the_timestamp_client_gets_the_time_although_it_speaks_first() {
+    let site = Site::new();
+    let (_server, _, daytime) = seeded(&site);
+    for _ in 0..50 {
+        let mut tcp_client = TcpStream::connect(daytime).unwrap();
+        tcp_client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        assert_eq!(tcp_client.write(b"timetampe").unwrap(), 9);
+        let mut current_timestampe = [0u8; 1024];
+        let len = tcp_client.read(&mut current_timestampe).unwrap();
+        assert_daytime(std::str::from_utf8(&current_timestampe[..len]).unwrap());
+        drop(tcp_client); // `with` closes it
+    }
+}
+
+/// Seed 003's TCP client against echo: several messages on one connection (GBK-encoded, so
+/// not UTF-8), each sent and its answer read, then close.
+#[test]
+fn the_tcp_chat_client_gets_each_message_back_on_one_connection() {
+    let site = Site::new();
+    let (server, echo, _) = seeded(&site);
+    let mut tcp_socket = TcpStream::connect(echo).unwrap();
+    tcp_socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let messages: [&[u8]; 3] = [b"\xc4\xe3\xba\xc3", b"hello", b"\xd0\xbb\xd0\xbb"]; // GBK
+    for message in messages {
+        assert_eq!(tcp_socket.write(message).unwrap(), message.len());
+        let mut recv_data = [0u8; 1024];
+        let len = tcp_socket.read(&mut recv_data).unwrap();
+        assert_eq!(&recv_data[..len], message);
+    }
+    drop(tcp_socket);
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
+}
+
+/// Seed 003's UDP client against echo: bind, a datagram per line typed until `exit`, never a
+/// recv; the echoes wait in its socket, which we read only to check them.
+#[test]
+fn the_udp_client_that_never_reads_is_answered_and_harms_nothing() {
+    let site = Site::new();
+    let (server, echo, _) = seeded(&site);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lines: [&[u8]; 3] = [b"\xc4\xe3\xba\xc3", b"second", b"exit"];
+    for var in lines {
+        assert_eq!(s.send_to(var, echo).unwrap(), var.len());
+    }
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    for var in lines {
+        let mut reply = [0u8; 64];
+        let (len, from) = s.recv_from(&mut reply).unwrap();
+        assert_eq!((&reply[..len], from), (var, echo));
+    }
+    drop(s);
+    assert_eq!(server.exchange(&get("/hello.txt")).body_text(), HELLO);
 }

@@ -98,20 +98,43 @@ class Server:
         return leaves or [self.process.pid]
 
     def cpu_seconds(self):
-        """(user, system) CPU seconds of every process of the server so far."""
+        """(user, system) CPU seconds of every process of the server so far: the live ones',
+        plus, in the main process's `cutime`/`cstime`, those of the children it has reaped
+        (a process-per-connection server's children come and go during a run)."""
         user = system = 0
         for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # a child that exited meanwhile: its time is in cutime once reaped
+                continue
             user, system = user + int(fields[11]), system + int(fields[12])
+            if pid == self.process.pid:
+                user, system = user + int(fields[13]), system + int(fields[14])
         tick = os.sysconf("SC_CLK_TCK")
         return user / tick, system / tick
 
     def rss_kib(self):
         total = 0
         for pid in self.pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:  # a child that exited meanwhile
+                continue
+            for line in status.splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
+        return total
+
+    def pss_kib(self):
+        """Proportional set size summed over the server's processes: pages shared by several
+        (a forked child's copy of its parent's) count once in all, not once per process."""
+        total = 0
+        for pid in self.pids():
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:  # a child that exited meanwhile
+                continue
+            total += sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
         return total
 
     def stop(self):
@@ -238,7 +261,8 @@ def hold_idle_connections(server, count):
 
 
 def memory(server, counts):
-    points = {}
+    """{count: RSS} and {count: PSS} in KiB with `count` idle clients held."""
+    rss, pss = {}, {}
     for count in counts:
         try:
             held = hold_idle_connections(server, count)
@@ -246,18 +270,19 @@ def memory(server, counts):
             step(f"{count} idle connections not served ({error}); memory curve stops here")
             break
         time.sleep(0.2)
-        points[count] = server.rss_kib()
+        rss[count], pss[count] = server.rss_kib(), server.pss_kib()
         for conn in held:
             conn.close()
         time.sleep(0.2)
-    return points
+    return rss, pss
 
 
-def idle_memory(server, quick, what="connections"):
-    """RSS with 0, 10, 100 (and 1000) idle keep-alive clients, on the fresh process, before
-    load grows any pool: what each idle client costs."""
+def idle_memory(server, quick, result, what="connections"):
+    """RSS (and PSS) with 0, 10, 100 (and 1000) idle keep-alive clients, on the fresh process,
+    before load grows any pool: what each idle client costs."""
     step(f"memory with idle {what}")
-    return memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+    rss, pss = memory(server, [0, 10, 100] if quick else [0, 10, 100, 1000])
+    result["rss_kib_by_idle_connections"], result["pss_kib_by_idle_connections"] = rss, pss
 
 
 def measure(name, root, run_dir, quick, baseline=None):
@@ -269,7 +294,7 @@ def measure(name, root, run_dir, quick, baseline=None):
     try:
         result["idle_rss_kib"] = server.rss_kib()
         if not serial:
-            result["rss_kib_by_idle_connections"] = idle_memory(server, quick)
+            idle_memory(server, quick, result)
         step("wrk runs")
         # The runs whose CPU split the goal rows read last longer: the kernel charges each
         # clock tick wholly to user or system time, so a user share of ~10% is a sample of
@@ -310,7 +335,7 @@ def measure_https(name, root, run_dir, quick, tls):
     try:
         result["idle_rss_kib"] = server.rss_kib()
         if not serial:
-            result["rss_kib_by_idle_connections"] = idle_memory(server, quick, "TLS connections")
+            idle_memory(server, quick, result, "TLS connections")
         step("wrk runs over TLS")
         result["keep_alive"] = wrk(server, "/small.txt", 1 if serial else 100, seconds if quick else 20)
         result["handshake"] = wrk(server, "/small.txt", 1 if serial else 10, seconds if quick else 10,
@@ -371,7 +396,8 @@ def goals_https(report):
 def run_https(args, root, run_dir):
     servers = ["onepoll:event-loop"]
     if not args.quick:  # every engine over TLS too
-        servers += ["onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:serial"]
+        servers += ["onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:process-per-conn",
+                    "onepoll:coroutine", "onepoll:serial"]
     servers += [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]
@@ -436,6 +462,27 @@ def markdown(report):
             str(r["syscalls_per_request"]), str(r["syscalls_per_pipelined_request"]),
             str(r["idle_rss_kib"]), str(per_idle_connection(r)),
         ]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def markdown_engines(report):
+    """Every server at every keep-alive concurrency: throughput, CPU per request, and memory
+    with 1000 idle clients (PSS, so a forked child's shared pages count once)."""
+    levels = [1, 10, 100, 1000]
+    head = ("| server | " + " | ".join(f"rps c={c}" for c in levels) + " | "
+            + " | ".join(f"CPU µs/req c={c}" for c in levels) + " | MB with 1000 idle clients (PSS) |")
+    rows = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in report["results"]:
+        by_c = {k["connections"]: k for k in r["keep_alive"]}
+        def cell(c, key):
+            run = by_c.get(c)
+            if not run:
+                return "n/a"
+            return f"{run[key]}" + ("" if run["valid"] else " (invalid)")
+        pss = {int(c): v for c, v in (r.get("pss_kib_by_idle_connections") or {}).items()}
+        idle = f"{pss[1000] / 1024:.1f}" if 1000 in pss else "n/a"
+        rows.append("| " + " | ".join([r["server"]] + [cell(c, "rps") for c in levels]
+                                      + [cell(c, "cpu_us_per_request") for c in levels] + [idle]) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -542,7 +589,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 held connections and more
     servers = ["onepoll:event-loop", "onepoll:thread-pool"]
     if not args.quick:  # --quick keeps to the default engine, one blocking engine and the anchors
-        servers += ["onepoll:thread-per-conn", "onepoll:serial"]
+        servers += ["onepoll:thread-per-conn", "onepoll:process-per-conn", "onepoll:coroutine", "onepoll:serial"]
     if ONEPOLL_MUSL.exists():
         servers.append("onepoll-musl:event-loop")
     servers += [name for name in ("nginx", "lighttpd", "h2o") if shutil.which(name)]
@@ -596,7 +643,8 @@ def publish(report, stem):
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
     summary = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
-               f"({report['machine']['cpu']}), server pinned to core 0, wrk to core 1.\n\n{table}\n{goals(report)}")
+               f"({report['machine']['cpu']}), server pinned to core 0, wrk to core 1.\n\n{table}\n"
+               f"Engines and peers by keep-alive concurrency:\n\n{markdown_engines(report)}\n{goals(report)}")
     (RESULTS / f"{stem}.md").write_text(summary)
     if stem == "latest":
         plot(report)

@@ -32,7 +32,7 @@ pub struct BlockingListener {
     pub tls: Option<Arc<ServerConfig>>,
 }
 
-/// Labels for blocking connections: a counter stands in for the slab key.
+/// Labels for connections outside the event loop: a counter stands in for the slab key.
 static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(0);
 
 /// Accepts the next connection, sleeping and retrying on errors (EMFILE, ECONNABORTED, ...),
@@ -52,7 +52,7 @@ pub fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// The label of a newly accepted connection. Taken where it was accepted: a forked child's
 /// counter would never move.
-pub fn label_for(stream: &TcpStream) -> ConnLabel {
+pub fn label_for(stream: &impl AsRawFd) -> ConnLabel {
     ConnLabel { token: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed), fd: stream.as_raw_fd() }
 }
 

@@ -7,7 +7,6 @@
 //!
 //! Behind the cargo feature `coroutine`: a build without it has no tokio at all.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::future;
 use std::io::{self, IoSlice, Read, Write};
@@ -22,7 +21,7 @@ use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::ACCEPT_RETRY;
-use super::blocking::BlockingListener;
+use super::blocking::{BlockingListener, label_for};
 use crate::connection::Connection;
 use crate::drive::{CloseReason, ConnLabel, LiveClock, Now, Site, Verdict};
 use crate::sys;
@@ -59,12 +58,10 @@ async fn accept_forever(listener: BlockingListener, site: &'static Site) {
             return;
         }
     };
-    let next_token = Cell::new(0);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let label =
-                    ConnLabel { token: next_token.replace(next_token.get() + 1), fd: stream.as_raw_fd() };
+                let label = label_for(&stream);
                 tokio::task::spawn_local(serve(stream, label, peer, site, tls.clone()));
             }
             Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -92,9 +89,12 @@ async fn serve(
     let socket = TaskSocket(stream);
     match tls {
         None => drive_until_closed(Connection::new(socket, label, Some(peer), Now::read()), site).await,
+        // Boxed: a task's future is as large as its largest state, and a TLS session is five
+        // times a plain connection; every plain connection would carry that room otherwise.
         Some(config) => match TlsTransport::new(socket, &config) {
             Ok(transport) => {
-                drive_until_closed(Connection::new(transport, label, Some(peer), Now::read()), site).await
+                Box::pin(drive_until_closed(Connection::new(transport, label, Some(peer), Now::read()), site))
+                    .await
             }
             Err(error) => warn!("{label} TLS session refused: {error}"),
         },

@@ -233,7 +233,9 @@ def syscalls_per_request(server, requests, pipeline, seconds):
     strace.wait()
     total = [line for line in out.read_text().splitlines() if line.strip().endswith("total")]
     calls = int(total[-1].split()[3]) if total else 0
-    return round(calls / run["requests"], 2) if run["requests"] else None
+    # No calls at all means strace saw nothing (it attached too late or lost its summary): no
+    # number rather than a false zero.
+    return round(calls / run["requests"], 2) if run["requests"] and calls else None
 
 
 def hold_idle_connections(server, count):
@@ -348,7 +350,7 @@ def measure_https(name, root, run_dir, quick, tls):
 
 def markdown_https(report):
     head = ("| server | keep-alive rps | CPU µs/req | user µs/req | sys µs/req | handshakes/s "
-            "| CPU µs per handshake | 10 MiB MB/s | CPU ms per 10 MiB | idle RSS (KiB) | kB per idle TLS conn |")
+            "| CPU µs per handshake | 10 MiB MB/s | CPU ms per 10 MiB | idle RSS (KiB) | kB per idle TLS conn (PSS) |")
     rows = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in report["results"]:
         def cell(run, key, scale=1):
@@ -386,7 +388,7 @@ def goals_https(report):
         a, b = ours[key]["cpu_us_per_request"], by_name[peer][key]["cpu_us_per_request"]
         lines.append(goal_row(label, a, peer, b, target))
     per_conn = per_idle_connection(ours)
-    lines.append(f"| kB per idle TLS keep-alive connection | {per_conn} | | | ≤ 4 | {'yes' if per_conn is not None and per_conn <= 4 else 'no'} |")
+    lines.append(f"| kB (PSS) per idle TLS keep-alive connection | {per_conn} | | | ≤ 4 | {'yes' if per_conn is not None and per_conn <= 4 else 'no'} |")
     if "plain_idle_rss_kib" in report:
         extra = round((ours["idle_rss_kib"] - report["plain_idle_rss_kib"]) / 1024, 2)
         lines.append(f"| idle RSS with a TLS listener, above without (MB) | {extra} | | | ≤ 1 | {'yes' if extra <= 1 else 'no'} |")
@@ -414,8 +416,11 @@ def run_https(args, root, run_dir):
     for name in servers:
         print(f"== {name} (TLS)", file=sys.stderr, flush=True)
         report["results"].append(measure_https(name, root, run_dir, args.quick, tls))
+    publish_https(report, "https-quick" if args.quick else "https")
+
+
+def publish_https(report, stem):
     RESULTS.mkdir(exist_ok=True)
-    stem = "https-quick" if args.quick else "https"
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
     text = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
             f"({report['machine']['cpu']}), server pinned to core {SERVER_CPU}, wrk to core {CLIENT_CPU}; "
@@ -425,9 +430,11 @@ def run_https(args, root, run_dir):
 
 
 def per_idle_connection(result):
-    """kB of RSS per idle keep-alive connection: the slope from 10 to the most connections held,
-    so the code and library pages that serving the first request touches are not counted."""
-    points = {int(c): v for c, v in (result.get("rss_kib_by_idle_connections") or {}).items()}
+    """kB per idle keep-alive connection: the slope from 10 to the most connections held, so
+    the code and library pages that serving the first request touches are not counted. From
+    PSS where measured: RSS counts a forked child's shared pages once per child."""
+    measured = result.get("pss_kib_by_idle_connections") or result.get("rss_kib_by_idle_connections")
+    points = {int(c): v for c, v in (measured or {}).items()}
     counts = sorted(c for c in points if c >= 10)
     if len(counts) < 2:
         return None
@@ -440,7 +447,7 @@ def markdown(report):
     head = ("| server | rps c=1 | rps c=10 | rps c=100 | rps c=1000 | p99 c=100 (ms) | close rps | pipelined rps "
             "| 10 MiB MB/s | CPU µs/req | user µs/req | sys µs/req | CPU µs/req pipelined | user µs/req pipelined "
             "| sys µs/req pipelined | syscalls/req | syscalls/req pipelined "
-            "| idle RSS (KiB) | kB per idle conn |")
+            "| idle RSS (KiB) | kB per idle conn (PSS) |")
     rows.append(head)
     rows.append("|" + "---|" * head.count("|")[:-1] if False else "|" + "|".join(["---"] * (head.count("|") - 1)) + "|")
     for r in report["results"]:
@@ -512,7 +519,7 @@ def goals(report):
             lines.append(goal_row(f"{label}, against h2o", user(ours), "h2o", user(h2o), 0.6))
     abs_row("syscalls per keep-alive request", ours["syscalls_per_request"], 2)
     abs_row("syscalls per pipelined request", ours["syscalls_per_pipelined_request"], 0.3)
-    abs_row("kB RSS per idle keep-alive connection", per_idle_connection(ours), 0.5)
+    abs_row("kB (PSS) per idle keep-alive connection", per_idle_connection(ours), 0.5)
     abs_row("idle RSS (MB)", round(ours["idle_rss_kib"] / 1024, 2), 1.5)
     if musl := by_name.get("onepoll-musl:event-loop"):
         abs_row("idle RSS, static musl build (MB)", round(musl["idle_rss_kib"] / 1024, 2), 1.5)
@@ -583,7 +590,12 @@ def main():
                              "so before and after come from one run")
     args = parser.parse_args()
     if args.render:
-        publish(json.loads(Path(args.render).read_text()), "quick" if "--quick" in json.loads(Path(args.render).read_text())["command"] else "latest")
+        report = json.loads(Path(args.render).read_text())
+        quick = "--quick" in report["command"]
+        if "--https" in report["command"]:
+            publish_https(report, "https-quick" if quick else "https")
+        else:
+            publish(report, "quick" if quick else "latest")
         return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 held connections and more

@@ -20,6 +20,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,12 +244,25 @@ impl Parent<'_> {
         });
         let stop_signals = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP].into_iter().collect::<SigSet>();
         let _ = stop_signals.thread_unblock();
-        match prepared {
-            Ok(()) => serve_blocking(stream, label, peer, self.site, tls.as_ref()),
-            Err(error) => error!("{label} child set-up failed: {error}"),
-        }
+        let status = match prepared {
+            // A panic must not unwind out of the child's `main` into the parent's destructors
+            // (the pid file's would delete the parent's file): it ends this child only.
+            Ok(()) => match panic::catch_unwind(AssertUnwindSafe(|| {
+                serve_blocking(stream, label, peer, self.site, tls.as_ref())
+            })) {
+                Ok(()) => 0,
+                Err(_) => {
+                    error!("{label} panicked while serving; its child exits");
+                    1
+                }
+            },
+            Err(error) => {
+                error!("{label} child set-up failed: {error}");
+                1
+            }
+        };
         self.site.access_log.flush();
-        sys::exit_child(0)
+        sys::exit_child(status)
     }
 
     /// Collects every child that exited, without waiting for the ones still serving.

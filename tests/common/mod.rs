@@ -195,20 +195,29 @@ impl Server {
         None
     }
 
-    /// A memory figure of the server in KiB from `/proc/<pid>/status`, e.g. `VmRSS` or `VmHWM`
-    /// (the peak): summed over the server and its child processes, which is where a
-    /// process-per-connection server keeps its clients.
+    /// A memory figure of the server process in KiB from `/proc/<pid>/status`, e.g. `VmRSS`
+    /// or `VmHWM` (the peak).
     pub fn memory_kib(&self, field: &str) -> u64 {
-        let of = |pid: u32| -> Option<u64> {
-            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            status
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// The server's memory in KiB as its proportional set size (PSS), summed over it and its
+    /// children: pages a forked child shares with its parent count once in all, where `VmRSS`
+    /// would count them once per process.
+    pub fn proportional_kib(&self) -> u64 {
+        let pss = |pid: u32| -> Option<u64> {
+            let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            rollup
                 .lines()
-                .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+                .find_map(|line| line.strip_prefix("Pss:")?.trim().trim_end_matches(" kB").parse().ok())
         };
-        let own = of(self.pid()).unwrap_or_else(|| panic!("no {field} in /proc status"));
-        // A child that exits meanwhile counts for nothing.
-        own + self.child_pids().into_iter().filter_map(of).sum::<u64>()
+        let own = pss(self.pid()).expect("no Pss in /proc smaps_rollup");
+        own + self.child_pids().into_iter().filter_map(pss).sum::<u64>()
     }
 
     /// The server's child processes (a process-per-connection server's clients).

@@ -206,17 +206,18 @@ impl Server {
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 
-    /// The server's memory in KiB as its proportional set size (PSS), summed over it and its
-    /// children: pages a forked child shares with its parent count once in all, where `VmRSS`
-    /// would count them once per process.
+    /// The server's own memory in KiB (heap, stacks: anonymous pages) as a proportional set
+    /// size, summed over it and its children: a page a forked child still shares with its
+    /// parent counts once in all. File pages are left out: the binary's are shared with every
+    /// other server the tests run at the same time, so their share moves with those.
     pub fn proportional_kib(&self) -> u64 {
         let pss = |pid: u32| -> Option<u64> {
             let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
             rollup
                 .lines()
-                .find_map(|line| line.strip_prefix("Pss:")?.trim().trim_end_matches(" kB").parse().ok())
+                .find_map(|line| line.strip_prefix("Pss_Anon:")?.trim().trim_end_matches(" kB").parse().ok())
         };
-        let own = pss(self.pid()).expect("no Pss in /proc smaps_rollup");
+        let own = pss(self.pid()).expect("no Pss_Anon in /proc smaps_rollup (Linux 5.4 or later)");
         own + self.child_pids().into_iter().filter_map(pss).sum::<u64>()
     }
 

@@ -113,29 +113,25 @@ class Server:
         tick = os.sysconf("SC_CLK_TCK")
         return user / tick, system / tick
 
-    def rss_kib(self):
+    def summed_kib(self, proc_file, field):
+        """A `field:` line (in kB) of /proc/<pid>/<proc_file>, summed over the server's
+        processes; a child that exited meanwhile counts for nothing."""
         total = 0
         for pid in self.pids():
             try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:  # a child that exited meanwhile
+                text = Path(f"/proc/{pid}/{proc_file}").read_text()
+            except OSError:
                 continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            total += sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(field + ":"))
         return total
 
+    def rss_kib(self):
+        return self.summed_kib("status", "VmRSS")
+
     def pss_kib(self):
-        """Proportional set size summed over the server's processes: pages shared by several
-        (a forked child's copy of its parent's) count once in all, not once per process."""
-        total = 0
-        for pid in self.pids():
-            try:
-                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            except OSError:  # a child that exited meanwhile
-                continue
-            total += sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
-        return total
+        """Proportional set size: pages shared by several processes (a forked child's copy of
+        its parent's) count once in all, not once per process."""
+        return self.summed_kib("smaps_rollup", "Pss")
 
     def stop(self):
         # Every process of the server by PID (nginx's worker would outlive a killed master).

@@ -252,6 +252,33 @@ fn sigterm_right_after_the_ready_line_is_still_a_graceful_stop(engine: &str) {
     }
 }
 
+fn sigterm_while_clients_keep_connecting_is_still_a_graceful_stop(engine: &str) {
+    let site = Site::new();
+    let mut server = Server::start_with(&site.root(), &["--engine", engine], "debug");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = server.addr;
+    let connectors: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    // Connections arrive in the same wake-up as the signal: the listeners close under them.
+    server.wait_for_log(" accept ");
+    server.signal("TERM");
+    let status = server.wait_exit(common::IO_TIMEOUT);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for connector in connectors {
+        connector.join().unwrap();
+    }
+    let panicked = server.log_lines().into_iter().find(|line| line.contains(logged::PANICKED));
+    assert_eq!((status, panicked), (Some(0), None));
+}
+
 // The engines that stop gracefully: the event loop and the forking parent, which tells its
 // children to finish.
 engine_tests!(@each at_max_conns_new_clients_wait_in_the_backlog_until_a_slot_frees: event_loop, process_per_conn);
@@ -259,3 +286,4 @@ engine_tests!(@each sigterm_lets_a_slow_download_finish_then_exits_zero: event_l
 engine_tests!(@each a_second_signal_exits_at_once: event_loop, process_per_conn);
 engine_tests!(@each sighup_reopens_the_access_log_and_serving_goes_on: event_loop, process_per_conn);
 engine_tests!(@each sigterm_right_after_the_ready_line_is_still_a_graceful_stop: event_loop, process_per_conn);
+engine_tests!(@each sigterm_while_clients_keep_connecting_is_still_a_graceful_stop: event_loop, process_per_conn);

@@ -173,7 +173,9 @@ impl Parent<'_> {
                 }
                 self.begin_shutdown();
             }
-            for index in (0..listening).filter(|&index| ready[3 + index]) {
+            // A stop signal in the same wake-up has closed the listeners: nothing to accept.
+            let still_listening = if self.kill_at.is_none() { listening } else { 0 };
+            for index in (0..still_listening).filter(|&index| ready[3 + index]) {
                 self.accept_and_fork(index);
             }
             if let Some(kill_at) = self.kill_at {

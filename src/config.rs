@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::engine::Engine;
-use crate::http::ExtraHeader;
+use crate::http::{ExtraHeader, PathGlob, PathHeader};
 use crate::tls::CertificateFiles;
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
@@ -134,6 +134,14 @@ pub struct Config {
     #[arg(long = "header", value_name = "'NAME: VALUE'", value_parser = header, env = "ONEPOLL_HEADER", value_delimiter = '\n', help_heading = "Site")]
     pub headers: Vec<ExtraHeader>,
 
+    /// Add a header to the successful and redirect responses for paths matching GLOB, e.g.
+    /// `--header-for '/assets/*.js' 'Cache-Control: public, max-age=31536000, immutable'`: `*`
+    /// stays within a path segment, `**` crosses them, `?` is one character; matched on the
+    /// decoded path. Repeatable, on top of --header. `ONEPOLL_HEADER_FOR` takes GLOB and header
+    /// on alternate lines.
+    #[arg(long = "header-for", num_args = 2, value_names = ["GLOB", "'NAME: VALUE'"], env = "ONEPOLL_HEADER_FOR", value_delimiter = '\n', help_heading = "Site")]
+    pub header_for: Vec<String>,
+
     /// Serve FILE (relative to the root, e.g. index.html) for GET/HEAD of paths that do not
     /// exist and have no extension: the client-side routes of a single-page app.
     #[arg(long, value_name = "FILE", env = "ONEPOLL_SPA_FALLBACK", help_heading = "Site")]
@@ -199,6 +207,24 @@ impl Config {
 fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text.parse().map_err(|_| format!("not a number of seconds: {text}"))?;
     Duration::try_from_secs_f64(value).map_err(|_| format!("not a duration: {text}"))
+}
+
+impl Config {
+    /// The `--header-for` rules, each pattern and header checked as `--header`'s are.
+    pub fn path_headers(&self) -> Result<Vec<PathHeader>, String> {
+        self.header_for
+            .chunks(2)
+            .map(|pair| match pair {
+                [glob, field] => Ok(PathHeader {
+                    pattern: PathGlob::parse(glob)
+                        .map_err(|error| format!("--header-for {glob}: {error}"))?,
+                    header: ExtraHeader::parse(field)
+                        .map_err(|error| format!("--header-for {glob} {field}: {error}"))?,
+                }),
+                _ => Err("--header-for takes a GLOB and a 'NAME: VALUE'".to_owned()),
+            })
+            .collect()
+    }
 }
 
 fn header(text: &str) -> Result<ExtraHeader, String> {

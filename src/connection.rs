@@ -385,6 +385,11 @@ impl<T: Transport> Connection<T> {
     ) -> bool {
         let mut response = respond(request, found, now);
         response.add_headers(&site.headers);
+        if !site.path_headers.is_empty()
+            && let Some(path) = request.and_then(|request| request.servable_path().ok())
+        {
+            response.add_path_headers(&site.path_headers, &path.decoded());
+        }
         let request_line = match request {
             _ if !site.access_log.is_enabled() => String::new(),
             Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
@@ -568,6 +573,7 @@ mod tests {
             limits: LIMITS,
             access_log: AccessLog::off(),
             headers: Vec::new(),
+            path_headers: Vec::new(),
             https_redirect: None,
         };
         let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::AccessLog;
 use crate::files::Root;
-use crate::http::ExtraHeader;
+use crate::http::{ExtraHeader, PathHeader};
 
 /// What every connection serves, and the limits it serves it under.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub struct Site {
     pub access_log: AccessLog,
     /// Added to every response (`--header`).
     pub headers: Vec<ExtraHeader>,
+    /// Added to the responses for some paths (`--header-for`).
+    pub path_headers: Vec<PathHeader>,
     /// `--https-redirect`: plain-HTTP requests are sent to HTTPS on this port.
     pub https_redirect: Option<u16>,
 }

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use log::info;
 
 use onepoll::access_log::{AccessLog, Destination};
@@ -15,6 +15,7 @@ use onepoll::engine::coroutine;
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, process_per_conn, serial, thread_per_conn, thread_pool};
 use onepoll::files::{Root, RootOptions};
+use onepoll::http::PathHeader;
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
@@ -22,6 +23,11 @@ use onepoll::tls::{Https, new_ticket_secret};
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    // Checked with the other flags, so a bad rule is a usage error (exit 2) too.
+    let path_headers = match config.path_headers() {
+        Ok(rules) => rules,
+        Err(message) => Config::command().error(clap::error::ErrorKind::ValueValidation, message).exit(),
+    };
     let worker = std::env::var(WORKER_ENV).ok();
     let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     if let Some(index) = worker.clone() {
@@ -130,7 +136,7 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    serve(&config, listeners, seed_sockets, https, signals, root, access_log)
+    serve(&config, listeners, seed_sockets, https, signals, SiteParts { root, access_log, path_headers })
 }
 
 /// The signals an engine catches: the event loop and the forking parent each their own way,
@@ -213,6 +219,13 @@ fn open_root(config: &Config) -> Result<Root, String> {
     }
 }
 
+/// What the site is made of, opened and checked before an engine starts.
+struct SiteParts {
+    root: Root,
+    access_log: AccessLog,
+    path_headers: Vec<PathHeader>,
+}
+
 /// Runs the chosen engine on `listeners` until it ends.
 fn serve(
     config: &Config,
@@ -220,9 +233,9 @@ fn serve(
     seeds: SeedSockets,
     https: Option<Https>,
     signals: Signals,
-    mut root: Root,
-    access_log: AccessLog,
+    parts: SiteParts,
 ) -> ExitCode {
+    let SiteParts { mut root, access_log, path_headers } = parts;
     let limits = Limits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
@@ -241,7 +254,8 @@ fn serve(
         },
     );
     let https_redirect = https_port.filter(|_| config.https_redirect);
-    let site = Site { root, limits, access_log, headers: config.headers.clone(), https_redirect };
+    let headers = config.headers.clone();
+    let site = Site { root, limits, access_log, headers, path_headers, https_redirect };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options = Options {
         max_conns,

@@ -15,7 +15,48 @@ engine_tests! {
         listing_is_opt_in_and_escapes_hostile_names,
         the_404_page_is_served_with_status_404,
         hidden_paths_are_404_except_well_known_unless_asked_for,
+        path_headers_go_on_the_matching_paths_successes_only,
     ];
+}
+
+fn path_headers_go_on_the_matching_paths_successes_only(engine: &str) {
+    let site = Site::new();
+    fs::create_dir(site.root().join("assets")).unwrap();
+    fs::write(site.root().join("assets/app.3f9a.js"), "let app;\n").unwrap();
+    fs::write(site.root().join("assets/app.js.map"), "{}\n").unwrap();
+    let immutable = "public, max-age=31536000, immutable";
+    let args = [
+        "--engine",
+        engine,
+        "--header",
+        "X-Frame-Options: DENY",
+        "--header-for",
+        "/assets/*.js",
+        &format!("Cache-Control: {immutable}"),
+        "--header-for",
+        "/**.txt",
+        "X-Text: yes",
+    ];
+    let server = Server::start_with(&site.root(), &args, "info");
+    // Matched on the decoded, normalised path: encodings and dot-segments change nothing.
+    for target in ["/assets/app.3f9a.js", "/assets/%61pp.3f9a.js", "/sub/../assets/app.3f9a.js"] {
+        let response = server.exchange(&get(target));
+        assert_eq!(response.status, 200, "{target}");
+        assert_eq!(response.header("Cache-Control"), Some(immutable), "{target}");
+        assert_eq!(response.header("X-Frame-Options"), Some("DENY"), "--header stays: {target}");
+        assert_eq!(response.header("X-Text"), None, "{target}");
+    }
+    let etag = server.exchange(&get("/assets/app.3f9a.js")).header("ETag").unwrap().to_owned();
+    let revalidated = server.exchange(
+        format!("GET /assets/app.3f9a.js HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!((revalidated.status, revalidated.header("Cache-Control")), (304, Some(immutable)));
+    // `*` stays in its segment and the pattern is the whole path; errors never get the header.
+    for (target, status) in [("/assets/app.js.map", 200), ("/assets/missing.js", 404), ("/hello.txt", 200)] {
+        let response = server.exchange(&get(target));
+        assert_eq!((response.status, response.header("Cache-Control")), (status, None), "{target}");
+    }
+    assert_eq!(server.exchange(&get("/hello.txt")).header("X-Text"), Some("yes"));
 }
 
 fn head(path: &str) -> Vec<u8> {
@@ -171,6 +212,21 @@ fn hostile_or_framing_headers_are_refused_at_start() {
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{bad:?} was accepted");
         assert!(String::from_utf8_lossy(&output.stderr).contains("--header"), "{bad:?}");
+    }
+}
+
+#[test]
+fn bad_path_header_rules_are_refused_at_start() {
+    let site = Site::new();
+    for rule in [&["*.js", "Cache-Control: no-cache"][..], &["/a/*", "Content-Length: 1"], &["/a/*"]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .arg(site.root())
+            .args(["--port", "0", "--header-for"])
+            .args(rule)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{rule:?} was accepted");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--header-for"), "{rule:?}");
     }
 }
 

@@ -9,6 +9,7 @@ pub mod conditional;
 pub mod encoding;
 pub mod error;
 pub mod listing;
+pub mod path_glob;
 pub mod range;
 pub mod request;
 pub mod response;
@@ -21,6 +22,7 @@ pub use body::{BodyDiscard, DiscardProgress};
 pub use encoding::ContentCoding;
 pub use error::HttpError;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
+pub use path_glob::{PathGlob, PathHeader};
 pub use request::{
     BodyFraming, Method, Parsed, RepresentationFields, Request, Version, host_field, https_location,
     logged_fields, parse_head,

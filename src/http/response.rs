@@ -201,6 +201,15 @@ impl<B> Response<B> {
             self.headers.push(header.name, &header.value);
         }
     }
+
+    /// Appends the `--header-for` headers whose pattern matches `path` (the decoded path of
+    /// the request), if this response is one they apply to.
+    pub fn add_path_headers(&mut self, rules: &[super::PathHeader], path: &str) {
+        let status = self.status.code();
+        for rule in rules.iter().filter(|rule| rule.applies(path, status)) {
+            self.headers.push(rule.header.name, &rule.header.value);
+        }
+    }
 }
 
 /// The header section, built as it is sent: `Name: value\r\n` lines in one buffer that

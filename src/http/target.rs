@@ -39,6 +39,20 @@ impl SafePath {
         }
     }
 
+    /// The decoded path, `/` joined, with a trailing `/` for a directory: what `--header-for`
+    /// patterns are matched against (bytes that are not UTF-8 become U+FFFD).
+    pub fn decoded(&self) -> String {
+        let mut path = String::new();
+        for segment in &self.segments {
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(segment));
+        }
+        if self.names_directory || path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+
     /// Where to send a client that asked for a directory without the trailing slash: the same
     /// path, re-encoded from the normalised segments (so `//host` can never become an open
     /// redirect), with a slash and the original query.

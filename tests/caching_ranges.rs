@@ -220,6 +220,7 @@ fn precompressed_siblings_are_served_when_accepted(engine: &str) {
     fs::write(root.join("app.js"), "console.log('plain');\n").unwrap();
     fs::write(root.join("app.js.gz"), b"GZIP-BYTES").unwrap();
     fs::write(root.join("app.js.br"), b"BROTLI-BYTES!").unwrap();
+    fs::write(root.join("app.js.zst"), b"ZSTD-BYTES").unwrap();
     fs::write(root.join("only-gz.css"), "body{}\n").unwrap();
     fs::write(root.join("only-gz.css.gz"), b"GZ-CSS").unwrap();
     let server = Server::start_engine(&root, engine);
@@ -229,6 +230,9 @@ fn precompressed_siblings_are_served_when_accepted(engine: &str) {
         ("/app.js", "Accept-Encoding: gzip\r\n", Some("gzip"), "GZIP-BYTES"),
         ("/app.js", "Accept-Encoding: gzip, deflate, br\r\n", Some("br"), "BROTLI-BYTES!"),
         ("/app.js", "Accept-Encoding: br;q=0, gzip\r\n", Some("gzip"), "GZIP-BYTES"),
+        ("/app.js", "Accept-Encoding: zstd\r\n", Some("zstd"), "ZSTD-BYTES"),
+        ("/app.js", "Accept-Encoding: gzip, zstd\r\n", Some("zstd"), "ZSTD-BYTES"),
+        ("/app.js", "Accept-Encoding: gzip, deflate, br, zstd\r\n", Some("br"), "BROTLI-BYTES!"),
         ("/app.js", "Accept-Encoding: identity\r\n", None, "console.log('plain');\n"),
         ("/only-gz.css", "Accept-Encoding: br, gzip\r\n", Some("gzip"), "GZ-CSS"),
         ("/only-gz.css", "Accept-Encoding: br\r\n", None, "body{}\n"),

@@ -34,7 +34,7 @@ const MAX_ENTRIES: usize = 1024;
 pub struct CachedResource {
     pub identity: Arc<CachedFile>,
     /// Precompressed siblings, in `ContentCoding::ALL` order.
-    pub variants: [Option<Arc<CachedFile>>; 2],
+    pub variants: [Option<Arc<CachedFile>>; ContentCoding::ALL.len()],
 }
 
 /// One representation in memory: its metadata, the header fields of its full responses
@@ -115,7 +115,7 @@ impl FileCache {
 
     fn read_resource(&self, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
         let identity = read_small(file, name, None)?;
-        let mut variants = [None, None];
+        let mut variants = ContentCoding::ALL.map(|_| None);
         for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
             let mut sibling = file.as_os_str().to_owned();
             sibling.push(coding.file_suffix());

@@ -206,8 +206,8 @@ impl Root {
         self.open_representation(&joined, &canonical, name, accept_encoding)
     }
 
-    /// Opens the file at `canonical` (reached as `path`), or the best sibling `path.br` /
-    /// `path.gz` the client accepts. A sibling that is missing, escapes the root or cannot be
+    /// Opens the file at `canonical` (reached as `path`), or the best sibling `path.br`,
+    /// `path.zst` or `path.gz` the client accepts. A sibling that is missing, escapes the root or cannot be
     /// opened just means the file itself is sent.
     fn open_representation(
         &self,

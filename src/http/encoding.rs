@@ -1,21 +1,24 @@
-//! Content codings we can serve from precompressed siblings (`name.br`, `name.gz`), and which
+//! Content codings we can serve from precompressed siblings (`name.br`, `name.zst`,
+//! `name.gz`), and which
 //! of them a request's `Accept-Encoding` allows (RFC 9110 §12.5.3).
 
 /// A coding with a precompressed sibling file, in our order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentCoding {
     Brotli,
+    Zstd,
     Gzip,
 }
 
 impl ContentCoding {
     /// Every coding we look for, best first.
-    pub const ALL: [ContentCoding; 2] = [ContentCoding::Brotli, ContentCoding::Gzip];
+    pub const ALL: [ContentCoding; 3] = [ContentCoding::Brotli, ContentCoding::Zstd, ContentCoding::Gzip];
 
     /// The `Content-Encoding` token.
     pub fn token(self) -> &'static str {
         match self {
             ContentCoding::Brotli => "br",
+            ContentCoding::Zstd => "zstd",
             ContentCoding::Gzip => "gzip",
         }
     }
@@ -24,6 +27,7 @@ impl ContentCoding {
     pub fn file_suffix(self) -> &'static str {
         match self {
             ContentCoding::Brotli => ".br",
+            ContentCoding::Zstd => ".zst",
             ContentCoding::Gzip => ".gz",
         }
     }
@@ -69,13 +73,15 @@ mod tests {
         assert_eq!(accepted(Some("")), []);
         assert_eq!(accepted(Some("identity")), []);
         assert_eq!(accepted(Some("gzip, deflate, br")), [Brotli, Gzip]);
+        assert_eq!(accepted(Some("gzip, deflate, br, zstd")), [Brotli, Zstd, Gzip]);
+        assert_eq!(accepted(Some("zstd")), [Zstd]);
         assert_eq!(accepted(Some("GZIP")), [Gzip]);
         assert_eq!(accepted(Some("x-gzip")), [Gzip]);
         assert_eq!(accepted(Some("br;q=0, gzip;q=0.5")), [Gzip]);
         assert_eq!(accepted(Some("br; q=0.0")), []);
-        assert_eq!(accepted(Some("*")), [Brotli, Gzip]);
+        assert_eq!(accepted(Some("*")), [Brotli, Zstd, Gzip]);
         assert_eq!(accepted(Some("*;q=0, gzip")), [Gzip]);
-        assert_eq!(accepted(Some("br;q=0, *")), [Gzip]);
+        assert_eq!(accepted(Some("br;q=0, *")), [Zstd, Gzip]);
         assert_eq!(accepted(Some("gzip;q=bogus")), []);
     }
 }

@@ -279,8 +279,17 @@ fn serve(
             return fail(format_args!("the blocking engines serve TCP listeners only"));
         };
         if let Signals::Forking(signals) = signals {
-            let exit =
-                process_per_conn::run(listeners, signals, &site, options.https, max_conns, grace_period);
+            daemon::notify(sd_notify::NotifyState::Ready);
+            let stopping = || daemon::notify(sd_notify::NotifyState::Stopping);
+            let exit = process_per_conn::run(
+                listeners,
+                signals,
+                &site,
+                options.https,
+                max_conns,
+                grace_period,
+                stopping,
+            );
             return exit_code(exit);
         }
         serve_blocking(config, listeners, site, cores);

@@ -118,14 +118,14 @@ fn socket_activation_with_workers_shares_the_sockets() {
     child.wait().unwrap();
 }
 
-#[test]
-fn tells_systemd_when_ready_and_when_stopping() {
+fn tells_systemd_when_ready_and_when_stopping(engine: &str) {
     let site = Site::new();
     let sockets = tempfile::tempdir().unwrap();
     let path = sockets.path().join("notify");
     let notify = UnixDatagram::bind(&path).unwrap();
     notify.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut server = Server::start_with_env(&site.root(), &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let envs = [("NOTIFY_SOCKET", path.to_str().unwrap())];
+    let mut server = Server::start_with_env(&site.root(), &["--engine", engine], &envs);
     let mut message = [0u8; 256];
     let n = notify.recv(&mut message).expect("READY=1");
     assert_eq!(&message[..n], b"READY=1\n");
@@ -368,3 +368,6 @@ fn socket_activation_passes_a_unix_socket_too() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+// The engines that stop gracefully tell the service manager so.
+engine_tests!(@each tells_systemd_when_ready_and_when_stopping: event_loop, process_per_conn);

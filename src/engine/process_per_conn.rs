@@ -88,6 +88,8 @@ struct Parent<'a> {
     kill_at: Option<Instant>,
     /// `--max-conns` children live, so the listeners are not polled.
     paused_at_limit: bool,
+    /// Called once when a graceful shutdown begins (to tell the service manager).
+    on_shutdown: fn(),
 }
 
 pub fn run(
@@ -97,6 +99,7 @@ pub fn run(
     https: Option<Https>,
     max_children: usize,
     grace_period: Duration,
+    on_shutdown: fn(),
 ) -> io::Result<Exit> {
     for listener in &listeners {
         // Readiness comes from poll; a client gone between poll and accept must not block us.
@@ -113,6 +116,7 @@ pub fn run(
         retry_at: None,
         kill_at: None,
         paused_at_limit: false,
+        on_shutdown,
     };
     parent.run()
 }
@@ -313,6 +317,7 @@ impl Parent<'_> {
     fn begin_shutdown(&mut self) {
         self.listeners.clear();
         self.kill_at = Some(Instant::now() + self.grace_period);
+        (self.on_shutdown)();
         info!("shutting down: {} children finish within {:?}", self.children.len(), self.grace_period);
         self.kill_children(Signal::SIGTERM);
     }

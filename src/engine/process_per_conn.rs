@@ -67,6 +67,12 @@ impl Signals {
     }
 }
 
+/// The signals whose handlers write to the parent's pipes: blocked around `fork` until the
+/// child has replaced them, so a child never runs the parent's.
+fn handled_by_parent() -> SigSet {
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP].into_iter().collect()
+}
+
 /// Empties a self-pipe: how many wake-ups it held does not matter (signals coalesce).
 fn drain(pipe: &UnixStream) {
     let mut bytes = [0u8; 64];
@@ -213,9 +219,7 @@ impl Parent<'_> {
             }
         };
         let label = label_for(&stream);
-        // Stop and reload signals wait until the child has its own handlers: before that, it
-        // would run the parent's and write to the parent's pipes.
-        let stop_signals = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP].into_iter().collect::<SigSet>();
+        let stop_signals = handled_by_parent();
         let _ = stop_signals.thread_block();
         match sys::fork() {
             Ok(ForkResult::Child) => self.serve_in_child(stream, label, peer, index),
@@ -248,7 +252,7 @@ impl Parent<'_> {
             // If the parent dies, even by SIGKILL, the child drains as on SIGTERM.
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
         });
-        let stop_signals = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP].into_iter().collect::<SigSet>();
+        let stop_signals = handled_by_parent();
         let _ = stop_signals.thread_unblock();
         let status = match prepared {
             // A panic must not unwind out of the child's `main` into the parent's destructors

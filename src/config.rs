@@ -142,6 +142,19 @@ pub struct Config {
     #[arg(long = "header-for", num_args = 2, value_names = ["GLOB", "'NAME: VALUE'"], env = "ONEPOLL_HEADER_FOR", value_delimiter = '\n', help_heading = "Site")]
     pub header_for: Vec<String>,
 
+    /// Compress text files (HTML, CSS, JavaScript, JSON, SVG, wasm, ...) that have no
+    /// precompressed sibling with br, zstd or gzip, as each client's Accept-Encoding prefers.
+    /// Each file version is compressed once per coding, by a child process at the lowest
+    /// priority (never in the event loop), and then served from memory; until then it is sent
+    /// as it is. Event loop only.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On, env = "ONEPOLL_COMPRESS", help_heading = "Site")]
+    pub compress: Switch,
+
+    /// Memory for compressed forms (e.g. 16M, 512K, 1G): the least recently used are dropped
+    /// beyond it.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = size, env = "ONEPOLL_COMPRESS_CACHE", help_heading = "Site")]
+    pub compress_cache: usize,
+
     /// Serve FILE (relative to the root, e.g. index.html) for GET/HEAD of paths that do not
     /// exist and have no extension: the client-side routes of a single-page app.
     #[arg(long, value_name = "FILE", env = "ONEPOLL_SPA_FALLBACK", help_heading = "Site")]
@@ -201,6 +214,30 @@ impl Config {
         let pairs = self.tls_cert.iter().zip(&self.tls_key);
         Ok(pairs.map(|(cert, key)| CertificateFiles { cert: cert.clone(), key: key.clone() }).collect())
     }
+}
+
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// Bytes, with an optional binary suffix: `4096`, `512K`, `16M`, `1G`.
+fn size(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, suffix)) if suffix.is_ascii_alphabetic() => (&text[..at], suffix.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("not a size: {text} (use a number with K, M or G)")),
+    };
+    let value: usize = digits.parse().map_err(|_| format!("not a size: {text}"))?;
+    value.checked_mul(1 << shift).ok_or_else(|| format!("too large: {text}"))
 }
 
 /// Whole or fractional seconds, e.g. `10` or `0.5`.

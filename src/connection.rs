@@ -745,7 +745,7 @@ mod tests {
     #[test]
     fn a_cached_keep_alive_hit_allocates_nothing() {
         let (_dir, mut site, mut connection, now) = setup();
-        site.root.enable_cache().unwrap();
+        site.root.enable_cache(None).unwrap();
         // Room for everything the fake socket will see, so it does not allocate either.
         connection.transport.incoming.reserve(64 * 1024);
         connection.transport.written.reserve(1024 * 1024);

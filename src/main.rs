@@ -6,7 +6,7 @@ use clap::{CommandFactory, Parser};
 use log::info;
 
 use onepoll::access_log::{AccessLog, Destination};
-use onepoll::config::Config;
+use onepoll::config::{Config, Switch};
 use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
 use onepoll::engine::blocking::BlockingListener;
@@ -241,9 +241,14 @@ fn serve(
         idle_timeout: config.idle_timeout,
         send_timeout: config.send_timeout,
     };
-    // Only the event loop reads the cache's change events, so only it gets the cache.
+    // Only the event loop reads the cache's change events, so only it gets the cache, and
+    // the compressed forms that live in it.
+    let compression_budget =
+        (config.compress == Switch::On && cfg!(feature = "compression")).then_some(config.compress_cache);
     let file_changes = match config.engine {
-        Engine::EventLoop => root.enable_cache().map_err(|error| log::warn!("file cache off: {error}")).ok(),
+        Engine::EventLoop => {
+            root.enable_cache(compression_budget).map_err(|error| log::warn!("file cache off: {error}")).ok()
+        }
         _ => None,
     };
     // The port the first HTTPS listener got (port 0 picks one when binding).

@@ -31,10 +31,11 @@ pub fn sendfile(_socket_fd: RawFd, _file: &File, _offset: u64, _len: usize) -> i
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
-/// `fork(2)`, for the process-per-connection engine.
+/// `fork(2)`, for the process-per-connection engine and the event loop's compressor.
 pub fn fork() -> io::Result<nix::unistd::ForkResult> {
-    // SAFETY: only the process-per-connection engine forks, and its process has one thread
-    // (it starts none), so the child inherits no lock another thread held.
+    // SAFETY: only the process-per-connection engine and the event loop fork, and each runs
+    // in a process with one thread (they start none), so the child inherits no lock another
+    // thread held.
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
@@ -72,4 +73,45 @@ pub fn stop_reading_on_sigterm(socket: RawFd) -> io::Result<()> {
 pub fn exit_child(status: i32) -> ! {
     // SAFETY: _exit takes no pointer and never returns.
     unsafe { libc::_exit(status) }
+}
+
+/// In a forked child: the actions of `signals` back to their defaults, so the parent's
+/// handlers (which write to the parent's self-pipe) never run here.
+pub fn default_signal_actions(signals: &[nix::sys::signal::Signal]) -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in signals {
+        // SAFETY: SIG_DFL is always a valid disposition.
+        unsafe { sigaction(*signal, &default) }.map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// In a forked child: closes every descriptor from 3 up except `keep`, so the child holds no
+/// client socket, listener or log file of the parent open (a socket the parent closes must
+/// close for real, not linger in the child).
+#[cfg(target_os = "linux")]
+pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
+    let keep = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    for (first, last) in [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)] {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range(2) takes plain integers; closing descriptors this child does not
+        // use (it owns none of the parent's objects that would later use them) is sound.
+        if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The lowest scheduling priority (nice 19) for this process, so it yields the CPU to the
+/// event loop it was forked from whenever the loop has work.
+pub fn lowest_priority() -> io::Result<()> {
+    // SAFETY: setpriority(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -45,6 +45,7 @@ use crate::tls::{Https, TlsTransport};
 use crate::transport::Transport;
 
 use super::ACCEPT_RETRY;
+use super::compressor::Compressor;
 use super::stream::{PollListener, Socket, Stream};
 
 /// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
@@ -52,10 +53,12 @@ use super::stream::{PollListener, Socket, Stream};
 const SIGNALS: Token = Token(usize::MAX);
 /// The file cache's inotify descriptor: something under the root changed.
 const FILE_CHANGES: Token = Token(usize::MAX - 1);
+/// The compressor child's result socket.
+const COMPRESSED: Token = Token(usize::MAX - 2);
 /// Most listening (and, separately, datagram) sockets one loop serves.
 pub const MAX_LISTENERS: usize = 64;
 /// Listener `i` has token `FIRST_LISTENER + i`.
-const FIRST_LISTENER: usize = usize::MAX - 1 - MAX_LISTENERS;
+const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
 /// Datagram socket `i` has token `FIRST_DATAGRAM + i`.
 const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
 
@@ -208,6 +211,8 @@ struct EventLoop<'a> {
     shutdown_deadline: Option<Instant>,
     site: &'a Site,
     options: Options,
+    /// Makes the file cache's compressed forms, in a child process.
+    compressor: Compressor,
 }
 
 /// Serves `listeners` (and the seed protocols' `datagrams`) from this thread until a signal
@@ -259,8 +264,11 @@ pub fn run(
         shutdown_deadline: None,
         site,
         options,
+        compressor: Compressor::new(COMPRESSED),
     };
-    event_loop.run()
+    let exit = event_loop.run();
+    event_loop.compressor.stop();
+    exit
 }
 
 impl EventLoop<'_> {
@@ -285,6 +293,7 @@ impl EventLoop<'_> {
             for event in events.iter() {
                 match event.token() {
                     FILE_CHANGES => {}
+                    COMPRESSED => self.compressor.read_output(self.poll.registry()),
                     SIGNALS => {
                         if self.handle_signals(now) == Some(Exit::Forced) {
                             return Ok(Exit::Forced);
@@ -317,6 +326,7 @@ impl EventLoop<'_> {
                 self.resume_accepting(now);
             }
             self.remove_closed(now);
+            self.compressor.turn(&self.site.root, self.poll.registry());
             self.site.access_log.flush(); // this turn's lines, in one write
             if let Some(deadline) = self.shutdown_deadline {
                 if self.clients.is_empty() {
@@ -332,13 +342,17 @@ impl EventLoop<'_> {
     }
 
     /// The nearest instant something must happen without an event: a client deadline, an
-    /// accept retry, or the end of the grace period.
+    /// accept retry, the end of the grace period, or the compressor's.
     fn next_wakeup(&self) -> Option<Instant> {
         let retry = match self.accepting {
             Accepting::OutOfDescriptors { retry_at } => Some(retry_at),
             _ => None,
         };
-        [self.timers.first().map(|(at, _)| *at), retry, self.shutdown_deadline].into_iter().flatten().min()
+        let first_timer = self.timers.first().map(|(at, _)| *at);
+        [first_timer, retry, self.shutdown_deadline, self.compressor.next_wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Drains every listener once accepting was paused: their edges may have passed meanwhile.

@@ -3,6 +3,7 @@
 //! differ only in how they wait. The event loop is the default and the point of the project.
 
 pub mod blocking;
+pub mod compressor;
 #[cfg(feature = "coroutine")]
 pub mod coroutine;
 pub mod event_loop;

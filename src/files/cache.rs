@@ -7,7 +7,7 @@
 //! else in a turn. Only paths without symlinks are cached, so those watches cover everything a
 //! lookup depended on. Blocking engines run without the cache (nobody would read the events).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
@@ -19,17 +19,22 @@ use std::sync::Arc;
 use inotify::{Inotify, WatchMask};
 use log::{debug, warn};
 
-use crate::http::{ContentCoding, FNV1A_START, FileMeta, fnv1a, full_response_fields};
+use super::compress::worth_compressing;
+use crate::http::{
+    AcceptEncoding, Choice, ContentCoding, FNV1A_START, FileMeta, fnv1a, full_response_fields,
+};
 use crate::sys;
 
 /// Largest file kept in memory; larger ones stream from disk with sendfile.
 pub const MAX_CACHED_FILE_BYTES: u64 = 32 * 1024;
 /// Most cached paths; the cache is emptied when it would grow past this.
 const MAX_ENTRIES: usize = 1024;
+/// Most compressions waiting for the compressor; beyond it a request just does not queue one.
+const MAX_QUEUED_COMPRESSIONS: usize = 64;
 
-/// Everything a request for one path can be answered with: the file and its precompressed
-/// siblings, each read whole beside the metadata its responses need (which already says
-/// whether siblings exist), so a hit copies nothing but a reference count.
+/// A file and its precompressed siblings, each read whole beside the metadata its responses
+/// need (which already says whether other representations exist), so a hit copies nothing
+/// but a reference count.
 #[derive(Debug)]
 pub struct CachedResource {
     pub identity: Arc<CachedFile>,
@@ -52,14 +57,79 @@ impl CachedFile {
     }
 }
 
+/// What the cache knows about one path: a real, symlink-free regular file.
+struct CacheEntry {
+    /// The file and its siblings in memory; `None` when one of them is too large to hold, so
+    /// its requests go straight to the filesystem instead of walking the path twice.
+    held: Option<Arc<CachedResource>>,
+    /// The forms the compressor makes of this version of the file, when it has no sibling
+    /// and its type and size are worth compressing.
+    compressed: Option<Box<CompressedForms>>,
+}
+
+struct CompressedForms {
+    /// The file itself, which each form's metadata derives from.
+    identity: FileMeta,
+    /// Its canonical path, for the compressor to read.
+    file: PathBuf,
+    /// In `ContentCoding::ALL` order.
+    forms: [Form; ContentCoding::ALL.len()],
+}
+
+/// One coding of a file the server compresses itself.
+enum Form {
+    /// Not asked for yet, or evicted.
+    Absent,
+    /// Waiting for the compressor, or in it.
+    Queued,
+    Ready {
+        file: Arc<CachedFile>,
+        last_used: u64,
+    },
+    /// The compressor failed or saved too little: identity until the file changes.
+    Useless,
+}
+
+/// A compression for the compressor to run: `coding` of `file`, as long as it is still the
+/// version `identity` describes.
+#[derive(Debug, Clone)]
+pub struct CompressionJob {
+    /// The cache key the result belongs to.
+    pub key: String,
+    pub file: PathBuf,
+    pub coding: ContentCoding,
+    pub identity: FileMeta,
+}
+
+/// The compressed forms' share of the cache: a byte budget, spent least recently used first.
+struct CompressionBudget {
+    budget: usize,
+    used: usize,
+    /// Ticks once per hit on a compressed form: a form's `last_used` orders the evictions.
+    clock: u64,
+    queue: VecDeque<CompressionJob>,
+}
+
+/// What a request for a cached path gets.
+pub enum Lookup {
+    /// A representation in memory.
+    Hit(FileMeta, Arc<CachedFile>),
+    /// The file itself, from the filesystem; its responses say `Vary: Accept-Encoding` when
+    /// `varies` (compressed forms exist or will).
+    FromDisk { varies: bool },
+    /// The client refuses identity and nothing it accepts exists yet.
+    NotAcceptable,
+}
+
 pub struct FileCache {
     inotify: Inotify,
     /// Directories already watched.
     watched: HashSet<PathBuf>,
-    /// Keyed by the request path exactly as sent (origin-form, query removed). `None` marks a
-    /// real, symlink-free file too large to cache, so its requests skip straight to sendfile
-    /// instead of walking the path twice; only existing files get such an entry.
-    entries: HashMap<String, Option<Arc<CachedResource>>, BuildHasherDefault<Fnv1a>>,
+    /// Keyed by the request path exactly as sent (origin-form, query removed). Only existing
+    /// files get an entry.
+    entries: HashMap<String, CacheEntry, BuildHasherDefault<Fnv1a>>,
+    /// On-the-fly compression, if on.
+    compression: Option<CompressionBudget>,
 }
 
 /// FNV-1a for the cache's keys: a few instructions per byte of a short path, where SipHash
@@ -84,57 +154,212 @@ impl Hasher for Fnv1a {
 }
 
 impl FileCache {
-    pub fn new() -> io::Result<FileCache> {
+    /// A cache that also keeps up to `compression_budget` bytes of compressed forms, if given.
+    pub fn new(compression_budget: Option<usize>) -> io::Result<FileCache> {
+        let compression = compression_budget.map(|budget| CompressionBudget {
+            budget,
+            used: 0,
+            clock: 0,
+            queue: VecDeque::new(),
+        });
         let entries = HashMap::default();
-        Ok(FileCache { inotify: Inotify::init()?, watched: HashSet::new(), entries })
+        Ok(FileCache { inotify: Inotify::init()?, watched: HashSet::new(), entries, compression })
     }
 
     pub fn fd(&self) -> RawFd {
         self.inotify.as_raw_fd()
     }
 
-    /// `Some(Some(_))`: cached; `Some(None)`: known not cacheable; `None`: not looked at yet.
-    pub fn get(&self, key: &str) -> Option<Option<&CachedResource>> {
-        self.entries.get(key).map(Option::as_deref)
+    /// Whether this cache compresses files itself.
+    pub fn compresses(&self) -> bool {
+        self.compression.is_some()
+    }
+
+    /// The representation of the cached path `key` that `accept` gets, or `None` when the
+    /// path was not looked at yet. Queues the form the client wants most when it is missing.
+    pub fn lookup(&mut self, key: &str, accept: &AcceptEncoding) -> Option<Lookup> {
+        let entry = self.entries.get_mut(key)?;
+        if entry.held.is_none() && entry.compressed.is_none() {
+            return Some(Lookup::FromDisk { varies: false }); // the filesystem path weighs siblings
+        }
+        let held = entry.held.as_deref();
+        let forms = entry.compressed.as_deref_mut();
+        let sibling = |coding: ContentCoding| held.and_then(|held| held.variants[coding.index()].as_ref());
+        let choice = accept.choose(|coding| {
+            sibling(coding).is_some()
+                || forms
+                    .as_ref()
+                    .is_some_and(|forms| matches!(forms.forms[coding.index()], Form::Ready { .. }))
+        });
+        let varies = forms.is_some();
+        if let (Some(forms), Some(compression)) = (forms, self.compression.as_mut()) {
+            if let Some(wanted) = accept.most_wanted()
+                && matches!(forms.forms[wanted.index()], Form::Absent)
+                && compression.queue.len() < MAX_QUEUED_COMPRESSIONS
+            {
+                debug!("compression of {key} ({}) queued", wanted.token());
+                forms.forms[wanted.index()] = Form::Queued;
+                compression.queue.push_back(CompressionJob {
+                    key: key.to_owned(),
+                    file: forms.file.clone(),
+                    coding: wanted,
+                    identity: forms.identity,
+                });
+            }
+            if let Choice::Coded(coding) = choice
+                && let Form::Ready { file, last_used } = &mut forms.forms[coding.index()]
+            {
+                compression.clock += 1;
+                *last_used = compression.clock;
+                return Some(Lookup::Hit(file.meta, Arc::clone(file)));
+            }
+        }
+        Some(match (choice, held) {
+            (Choice::Coded(coding), _) => match sibling(coding) {
+                Some(file) => Lookup::Hit(file.meta, Arc::clone(file)),
+                None => Lookup::FromDisk { varies }, // unreachable: only existing forms are chosen
+            },
+            (Choice::Identity, Some(held)) => Lookup::Hit(held.identity.meta, Arc::clone(&held.identity)),
+            (Choice::Identity, None) => Lookup::FromDisk { varies },
+            (Choice::NothingAcceptable, _) => Lookup::NotAcceptable,
+        })
     }
 
     /// Reads `file` (a canonical path without symlinks under `root`) and its small siblings into
-    /// the cache under `key`. Returns `None` when any of them is too large, is not a regular
-    /// file, or cannot be read; the key is then remembered as not cacheable until the next
-    /// change on disk.
-    pub fn load(&mut self, root: &Path, key: &str, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
-        let directory = file.parent()?;
-        self.watch_down_to(root, directory).ok()?; // before reading: no change can slip between
-        let loaded = self.read_resource(file, name);
-        if self.entries.len() >= MAX_ENTRIES {
-            self.entries.clear();
+    /// the cache under `key`, or, when one is too large, remembers that the key is served from
+    /// the filesystem. Returns `false` when `file` is not a regular file that can be read.
+    pub fn load(&mut self, root: &Path, key: &str, file: &Path, name: &[u8]) -> bool {
+        let Some(directory) = file.parent() else { return false };
+        if self.watch_down_to(root, directory).is_err() {
+            return false; // watched before reading: no change can slip between
         }
-        self.entries.insert(key.to_owned(), loaded.clone());
-        loaded
+        let Some(entry) = self.read_entry(file, name) else { return false };
+        if self.entries.len() >= MAX_ENTRIES {
+            self.clear();
+        }
+        self.entries.insert(key.to_owned(), entry);
+        true
     }
 
-    fn read_resource(&self, file: &Path, name: &[u8]) -> Option<Arc<CachedResource>> {
-        let identity = read_small(file, name, None)?;
+    fn read_entry(&self, file: &Path, name: &[u8]) -> Option<CacheEntry> {
+        let (identity, content) = read_regular(file, name, None)?;
         let mut variants = ContentCoding::ALL.map(|_| None);
+        let mut has_siblings = false;
+        let mut holdable = content.is_some();
         for (slot, coding) in variants.iter_mut().zip(ContentCoding::ALL) {
             let mut sibling = file.as_os_str().to_owned();
             sibling.push(coding.file_suffix());
             match fs::symlink_metadata(&sibling) {
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Ok(meta) if meta.is_file() => {
-                    *slot = Some(read_small(Path::new(&sibling), name, Some(coding))?)
-                }
-                _ => return None, // a symlinked or odd sibling: leave it to the uncached path
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Ok(meta) if meta.is_file() => match read_regular(Path::new(&sibling), name, Some(coding)) {
+                    Some((meta, Some(content))) => *slot = Some((meta, content)),
+                    _ => holdable = false,
+                },
+                _ => holdable = false, // a symlinked or odd sibling: leave it to the uncached path
             }
+            has_siblings = true;
         }
-        let has_encoded_variants = variants.iter().any(Option::is_some);
+        let compressed =
+            (!has_siblings && self.compression.is_some() && worth_compressing(&identity)).then(|| {
+                Box::new(CompressedForms {
+                    identity: FileMeta { has_encoded_variants: true, ..identity },
+                    file: file.to_path_buf(),
+                    forms: ContentCoding::ALL.map(|_| Form::Absent),
+                })
+            });
+        let has_encoded_variants = has_siblings || compressed.is_some();
         let cached = |(meta, content): (FileMeta, Box<[u8]>)| {
             CachedFile::new(FileMeta { has_encoded_variants, ..meta }, content)
         };
-        Some(Arc::new(CachedResource {
-            identity: cached(identity),
-            variants: variants.map(|v| v.map(cached)),
-        }))
+        let held = match (holdable, content) {
+            (true, Some(content)) => Some(Arc::new(CachedResource {
+                identity: cached((identity, content)),
+                variants: variants.map(|v| v.map(cached)),
+            })),
+            _ => None,
+        };
+        Some(CacheEntry { held, compressed })
+    }
+
+    /// The next compression to run, oldest request first.
+    pub fn next_compression_job(&mut self) -> Option<CompressionJob> {
+        self.compression.as_mut()?.queue.pop_front()
+    }
+
+    /// Keeps what the compressor made for `job` (`None`: it failed), if the entry is still
+    /// the version it read and the form saves at least 5%; evicts the least recently used
+    /// forms to stay within the budget.
+    pub fn install_compressed(&mut self, job: &CompressionJob, compressed: Option<Vec<u8>>) {
+        let Some(budget) = self.compression.as_ref().map(|c| c.budget) else { return };
+        let worth_keeping = compressed
+            .filter(|bytes| (bytes.len() as u64) * 100 <= job.identity.len * 95 && bytes.len() <= budget);
+        if let Some(bytes) = &worth_keeping {
+            while self.compression.as_ref().is_some_and(|c| c.used + bytes.len() > c.budget) {
+                if !self.evict_least_recently_used() {
+                    break;
+                }
+            }
+        }
+        let Some(compression) = self.compression.as_mut() else { return };
+        let Some(forms) = self
+            .entries
+            .get_mut(&job.key)
+            .and_then(|entry| entry.compressed.as_deref_mut())
+            .filter(|forms| forms.identity.etag == job.identity.etag)
+        else {
+            return; // changed on disk meanwhile: a later request queues the new version
+        };
+        let slot = &mut forms.forms[job.coding.index()];
+        if !matches!(slot, Form::Queued) {
+            return;
+        }
+        *slot = match worth_keeping {
+            Some(bytes) => {
+                compression.used += bytes.len();
+                compression.clock += 1;
+                let meta = FileMeta {
+                    len: bytes.len() as u64,
+                    etag: forms.identity.etag.for_coding(job.coding),
+                    encoding: Some(job.coding),
+                    ..forms.identity
+                };
+                Form::Ready {
+                    file: CachedFile::new(meta, bytes.into_boxed_slice()),
+                    last_used: compression.clock,
+                }
+            }
+            None => Form::Useless,
+        };
+    }
+
+    /// Drops the compressed form used longest ago; `false` when there is none.
+    fn evict_least_recently_used(&mut self) -> bool {
+        let oldest = self
+            .entries
+            .values_mut()
+            .filter_map(|entry| entry.compressed.as_deref_mut())
+            .flat_map(|forms| forms.forms.iter_mut())
+            .filter(|form| matches!(form, Form::Ready { .. }))
+            .min_by_key(|form| match form {
+                Form::Ready { last_used, .. } => *last_used,
+                _ => u64::MAX,
+            });
+        let Some(form) = oldest else { return false };
+        if let Form::Ready { file, .. } = std::mem::replace(form, Form::Absent)
+            && let Some(compression) = self.compression.as_mut()
+        {
+            compression.used -= file.content.len();
+        }
+        true
+    }
+
+    /// Forgets everything: entries, compressed forms and compressions not started yet.
+    fn clear(&mut self) {
+        self.entries.clear();
+        if let Some(compression) = self.compression.as_mut() {
+            compression.used = 0;
+            compression.queue.clear();
+        }
     }
 
     fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {
@@ -178,18 +403,27 @@ impl FileCache {
         }
         if changed && !self.entries.is_empty() {
             debug!("file cache: {} entries dropped after a change on disk", self.entries.len());
-            self.entries.clear();
+            self.clear();
         }
         changed
     }
 }
 
-/// The whole of the small regular file at `path` (served as `name`, in `encoding`).
-fn read_small(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Option<(FileMeta, Box<[u8]>)> {
+/// The metadata of the regular file at `path` (served as `name`, in `encoding`), and its
+/// bytes when it is small enough to hold.
+fn read_regular(
+    path: &Path,
+    name: &[u8],
+    encoding: Option<ContentCoding>,
+) -> Option<(FileMeta, Option<Box<[u8]>>)> {
     let file = sys::open_nonblocking(path).ok()?;
     let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() > MAX_CACHED_FILE_BYTES {
+    if !meta.is_file() {
         return None;
+    }
+    let facts = FileMeta::new(meta.ino(), meta.len(), meta.modified().ok(), name, encoding);
+    if meta.len() > MAX_CACHED_FILE_BYTES {
+        return Some((facts, None));
     }
     let mut content = Vec::with_capacity(meta.len() as usize + 1);
     // Through `take`, not `File::read_to_end`, which would stat the file a second time for a
@@ -198,6 +432,5 @@ fn read_small(path: &Path, name: &[u8], encoding: Option<ContentCoding>) -> Opti
     if content.len() as u64 != meta.len() {
         return None; // changed while we read it
     }
-    let facts = FileMeta::new(meta.ino(), meta.len(), meta.modified().ok(), name, encoding);
-    Some((facts, content.into()))
+    Some((facts, Some(content.into())))
 }

@@ -16,14 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub mod cache;
+pub mod compress;
 
 use crate::http::{
-    ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES, Prerendered, Resource, SafePath,
-    is_hidden_name, render_listing, resolve_target,
+    AcceptEncoding, Choice, ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES,
+    Prerendered, Resource, SafePath, is_hidden_name, render_listing, resolve_target,
 };
 use crate::sys;
-pub use cache::CachedFile;
-use cache::{CachedResource, FileCache};
+pub use cache::{CachedFile, CompressionJob};
+use cache::{FileCache, Lookup};
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
@@ -84,9 +85,11 @@ impl Root {
     }
 
     /// Turns the small-file cache on; the caller must call [`Root::process_cache_events`]
-    /// whenever the returned descriptor is readable, before serving anything else.
-    pub fn enable_cache(&mut self) -> io::Result<RawFd> {
-        let cache = FileCache::new()?;
+    /// whenever the returned descriptor is readable, before serving anything else. With a
+    /// `compression_budget`, the cache also keeps that many bytes of compressed forms, which
+    /// the caller makes by running [`Root::next_compression_job`]s.
+    pub fn enable_cache(&mut self, compression_budget: Option<usize>) -> io::Result<RawFd> {
+        let cache = FileCache::new(compression_budget)?;
         let fd = cache.fd();
         self.cache = Some(Mutex::new(cache));
         Ok(fd)
@@ -98,6 +101,23 @@ impl Root {
         }
     }
 
+    /// The next compression the cache wants made, if any.
+    pub fn next_compression_job(&self) -> Option<CompressionJob> {
+        self.lock_cache()?.next_compression_job()
+    }
+
+    /// Hands the cache what the compressor made for `job` (`None`: it failed).
+    pub fn install_compressed(&self, job: &CompressionJob, compressed: Option<Vec<u8>>) {
+        if let Some(mut cache) = self.lock_cache() {
+            cache.install_compressed(job, compressed);
+        }
+    }
+
+    /// Whether responses may be compressed by the server itself.
+    pub fn compresses(&self) -> bool {
+        self.lock_cache().is_some_and(|cache| cache.compresses())
+    }
+
     fn lock_cache(&self) -> Option<MutexGuard<'_, FileCache>> {
         self.cache.as_ref().map(|cache| cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
@@ -105,20 +125,21 @@ impl Root {
     /// Resolves a request-target (RFC 9112 §3.2) and finds what it names; when that is
     /// nothing, the single-page-app fallback or the operator's 404 page, if configured.
     pub fn find_target(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
-        let found = self.find_exact(target, accept_encoding);
+        let accept_encoding = AcceptEncoding::parse(accept_encoding);
+        let found = self.find_exact(target, &accept_encoding);
         if !matches!(found, Err(HttpError::NotFound)) {
             return found;
         }
         if let Some(fallback) = &self.options.spa_fallback
             && is_client_route(target)
         {
-            let found = self.find_exact(fallback, accept_encoding);
+            let found = self.find_exact(fallback, &accept_encoding);
             if !matches!(found, Err(HttpError::NotFound)) {
                 return found;
             }
         }
         match &self.options.not_found_page {
-            Some(page) => match self.find_exact(page, None) {
+            Some(page) => match self.find_exact(page, &AcceptEncoding::parse(None)) {
                 Ok(Resource::File(meta, body)) => Ok(Resource::NotFoundPage(meta, body)),
                 _ => found,
             },
@@ -127,29 +148,40 @@ impl Root {
     }
 
     /// What `target` itself names: from the cache when it can, otherwise from the filesystem.
-    fn find_exact(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
+    fn find_exact(&self, target: &str, accept: &AcceptEncoding) -> Result<Found, HttpError> {
         let key = path_of(target).filter(|path| path.starts_with('/'));
-        if let (Some(mut cache), Some(key)) = (self.lock_cache(), key) {
-            match cache.get(key) {
-                Some(Some(hit)) => return Ok(from_cache(hit, accept_encoding)),
-                Some(None) => {
-                    drop(cache); // known too large to cache: the filesystem path, walked once
-                    return self.find(&self.resolve(target)?, accept_encoding);
+        let (Some(mut cache), Some(key)) = (self.lock_cache(), key) else {
+            return self.find(&self.resolve(target)?, accept);
+        };
+        let lookup = match cache.lookup(key, accept) {
+            Some(lookup) => lookup,
+            None => {
+                // Only what `resolve` allows is ever loaded, so a hit needs no second check.
+                let path = self.resolve(target)?;
+                let loaded = self
+                    .cacheable_file(&path)
+                    .is_some_and(|(file, name)| cache.load(&self.canonical, key, &file, &name));
+                if !loaded {
+                    drop(cache);
+                    return self.find(&path, accept); // behind a symlink, or not a file: never cached
                 }
-                None => {}
+                cache.lookup(key, accept).unwrap_or(Lookup::FromDisk { varies: false })
             }
-            // Only what `resolve` allows is ever loaded, so a hit needs no second check.
-            let path = self.resolve(target)?;
-            if let Some(loaded) = self
-                .cacheable_file(&path)
-                .and_then(|(file, name)| cache.load(&self.canonical, key, &file, &name))
-            {
-                return Ok(from_cache(&loaded, accept_encoding));
+        };
+        match lookup {
+            Lookup::Hit(meta, file) => Ok(Resource::File(meta, FileBody::Cached(file))),
+            Lookup::NotAcceptable => Err(HttpError::NotAcceptable),
+            Lookup::FromDisk { varies } => {
+                drop(cache);
+                let found = self.find(&self.resolve(target)?, accept);
+                match found {
+                    Ok(Resource::File(meta, body)) if varies => {
+                        Ok(Resource::File(FileMeta { has_encoded_variants: true, ..meta }, body))
+                    }
+                    other => other,
+                }
             }
-            drop(cache);
-            return self.find(&path, accept_encoding);
         }
-        self.find(&self.resolve(target)?, accept_encoding)
     }
 
     /// The safe path `target` names, if it may be served: hidden paths are 404 unless `--hidden`.
@@ -176,7 +208,7 @@ impl Root {
 
     /// Looks `path` up under the root and opens what it names: the file itself, or its
     /// precompressed sibling when `accept_encoding` allows one.
-    pub fn find(&self, path: &SafePath, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
+    pub fn find(&self, path: &SafePath, accept: &AcceptEncoding) -> Result<Found, HttpError> {
         let mut joined = self.canonical.clone();
         joined.extend(path.segments().map(OsStr::from_bytes));
         let canonical = self.canonicalize_inside(&joined)?;
@@ -192,49 +224,40 @@ impl Root {
                 }
                 other => other?,
             };
-            return self.open_representation(
-                &index,
-                &canonical_index,
-                INDEX_FILE.as_bytes(),
-                accept_encoding,
-            );
+            return self.open_representation(&index, &canonical_index, INDEX_FILE.as_bytes(), accept);
         }
         if path.names_directory() {
             return Err(HttpError::NotFound); // `/file.txt/` names no directory
         }
         let name = path.segments().last().unwrap_or_default();
-        self.open_representation(&joined, &canonical, name, accept_encoding)
+        self.open_representation(&joined, &canonical, name, accept)
     }
 
-    /// Opens the file at `canonical` (reached as `path`), or the best sibling `path.br`,
-    /// `path.zst` or `path.gz` the client accepts. A sibling that is missing, escapes the root or cannot be
-    /// opened just means the file itself is sent.
+    /// Opens the file at `canonical` (reached as `path`), or the sibling `path.br`, `path.zst`
+    /// or `path.gz` that `accept` prefers. A sibling that escapes the root or cannot be opened
+    /// counts as missing.
     fn open_representation(
         &self,
         path: &Path,
         canonical: &Path,
         name: &[u8],
-        accept_encoding: Option<&str>,
+        accept: &AcceptEncoding,
     ) -> Result<Found, HttpError> {
-        let mut has_encoded_variants = false;
-        let mut encoded = None;
-        for coding in ContentCoding::ALL {
+        let sibling_path = |coding: ContentCoding| {
             let mut sibling = path.as_os_str().to_owned();
             sibling.push(coding.file_suffix());
-            if !fs::metadata(&sibling).is_ok_and(|m| m.is_file()) {
-                continue;
-            }
-            has_encoded_variants = true;
-            if encoded.is_none() && coding.is_accepted(accept_encoding) {
-                encoded = self
-                    .canonicalize_inside(Path::new(&sibling))
-                    .and_then(|sibling| open_regular(&sibling, name, Some(coding)))
-                    .ok();
-            }
-        }
-        let (mut meta, body) = match encoded {
-            Some(opened) => opened,
-            None => open_regular(canonical, name, None)?,
+            PathBuf::from(sibling)
+        };
+        let siblings =
+            ContentCoding::ALL.map(|coding| fs::metadata(sibling_path(coding)).is_ok_and(|m| m.is_file()));
+        let has_encoded_variants = siblings.contains(&true);
+        let (mut meta, body) = match accept.choose(|coding| siblings[coding.index()]) {
+            Choice::Coded(coding) => self
+                .canonicalize_inside(&sibling_path(coding))
+                .and_then(|sibling| open_regular(&sibling, name, Some(coding)))
+                .or_else(|_| open_regular(canonical, name, None))?,
+            Choice::Identity => open_regular(canonical, name, None)?,
+            Choice::NothingAcceptable => return Err(HttpError::NotAcceptable),
         };
         meta.has_encoded_variants = has_encoded_variants;
         Ok(Resource::File(meta, body))
@@ -310,17 +333,6 @@ fn list_directory(canonical: &Path, path: &SafePath, show_hidden: bool) -> Resul
         directory.push(b'/');
     }
     Ok(Resource::Listing(render_listing(&directory, &mut entries, truncated)))
-}
-
-/// The representation of a cached resource that `accept_encoding` allows, best first.
-fn from_cache(resource: &CachedResource, accept_encoding: Option<&str>) -> Found {
-    let chosen = resource
-        .variants
-        .iter()
-        .zip(ContentCoding::ALL)
-        .find_map(|(variant, coding)| variant.as_ref().filter(|_| coding.is_accepted(accept_encoding)));
-    let cached = chosen.unwrap_or(&resource.identity);
-    Resource::File(cached.meta, FileBody::Cached(Arc::clone(cached)))
 }
 
 /// Opens the regular file at `path`, served as `name` in `encoding`, with the metadata of the

@@ -34,19 +34,30 @@ impl EntityTag {
         let _ = write!(etag, "\"{inode:x}-{len:x}-{secs:x}.{nanos:x}\"");
         etag
     }
+
+    /// The tag of this file's representation in `coding` made by the server (`"…-br"`): each
+    /// representation has its own strong tag (RFC 9110 §8.8.3), derived, so it changes with
+    /// the file.
+    pub fn for_coding(&self, coding: super::ContentCoding) -> EntityTag {
+        use std::fmt::Write;
+        let mut etag = EntityTag::default();
+        let opaque = self.as_str().trim_end_matches('"');
+        let _ = write!(etag, "{opaque}-{}\"", coding.token());
+        etag
+    }
 }
 
 /// An entity-tag held inline, so computing one per response allocates nothing. Ours are at
-/// most 60 bytes (three 64-bit and one 32-bit number in hex); longer input is cut.
+/// most 65 bytes (three 64-bit and one 32-bit number in hex, and a coding); longer input is cut.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct EntityTag {
-    bytes: [u8; 64],
+    bytes: [u8; 72],
     len: usize,
 }
 
 impl Default for EntityTag {
     fn default() -> EntityTag {
-        EntityTag { bytes: [0; 64], len: 0 }
+        EntityTag { bytes: [0; 72], len: 0 }
     }
 }
 
@@ -222,6 +233,14 @@ mod tests {
         ] {
             assert_ne!(other.etag, base);
         }
+        let brotli = base.for_coding(crate::http::ContentCoding::Brotli);
+        assert_eq!(brotli.as_str(), "\"1-2-3.4-br\"");
+        let longest = EntityTag::for_file(
+            u64::MAX,
+            u64::MAX,
+            Some(at(u64::MAX >> 2) + Duration::from_nanos(999_999_999)),
+        );
+        assert!(longest.for_coding(crate::http::ContentCoding::Zstd).ends_with("-zstd\""));
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum HttpError {
     PreconditionFailed,
     /// A valid `Range` none of whose ranges overlaps the file (RFC 9110 §14.1.1).
     RangeNotSatisfiable,
+    /// The client refuses the identity representation and accepts no coding we have
+    /// (`Accept-Encoding: br, identity;q=0`, RFC 9110 §12.5.3).
+    NotAcceptable,
     /// The server ran out of a resource (descriptors) opening the file; try again later.
     ServiceUnavailable,
     /// A standard method that a static server does not allow.
@@ -49,6 +52,7 @@ impl HttpError {
             HttpError::UnsupportedTransferCoding | HttpError::NotImplemented => Status::NOT_IMPLEMENTED,
             HttpError::NotFound => Status::NOT_FOUND,
             HttpError::Forbidden => Status::FORBIDDEN,
+            HttpError::NotAcceptable => Status::NOT_ACCEPTABLE,
             HttpError::ServiceUnavailable => Status::SERVICE_UNAVAILABLE,
             HttpError::PreconditionFailed => Status::PRECONDITION_FAILED,
             HttpError::RangeNotSatisfiable => Status::RANGE_NOT_SATISFIABLE,
@@ -66,6 +70,7 @@ impl HttpError {
         match self {
             HttpError::NotFound
             | HttpError::Forbidden
+            | HttpError::NotAcceptable
             | HttpError::PreconditionFailed
             | HttpError::RangeNotSatisfiable
             | HttpError::ServiceUnavailable

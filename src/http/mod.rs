@@ -19,7 +19,7 @@ pub mod target;
 mod properties;
 
 pub use body::{BodyDiscard, DiscardProgress};
-pub use encoding::ContentCoding;
+pub use encoding::{AcceptEncoding, Choice, ContentCoding, is_compressible};
 pub use error::HttpError;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use path_glob::{PathGlob, PathHeader};
@@ -56,6 +56,7 @@ impl Status {
     pub const FORBIDDEN: Status = Status(403);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const NOT_ACCEPTABLE: Status = Status(406);
     pub const PRECONDITION_FAILED: Status = Status(412);
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const URI_TOO_LONG: Status = Status(414);
@@ -90,6 +91,7 @@ impl Status {
             403 "Forbidden",
             404 "Not Found",
             405 "Method Not Allowed",
+            406 "Not Acceptable",
             412 "Precondition Failed",
             413 "Content Too Large",
             414 "URI Too Long",

@@ -1,0 +1,223 @@
+//! The event loop's compressor: the file cache's compressions run in a forked child process,
+//! one at a time, so a file that takes a second to compress at brotli's best level never
+//! stalls the loop. The loop pays for a `fork` and for reading the result, which arrives on
+//! a socket registered with the same `Poll` as every client: readable events, reads until
+//! `WouldBlock`, EOF when the child is done.
+//!
+//! The child runs at nice 19 (the loop takes the CPU whenever it has work), closes every
+//! descriptor the loop owns (so a client socket the loop closes really closes), dies with the
+//! loop (`PR_SET_PDEATHSIG`), and exits 0 only after writing the whole result; anything else
+//! is a failure and the file is sent uncompressed until it changes. A child that runs longer
+//! than [`TIME_LIMIT`] is killed.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::{Interest, Registry, Token};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::files::{CompressionJob, Root, compress};
+use crate::sys;
+
+/// Longest a compression may take before its child is killed.
+pub const TIME_LIMIT: Duration = Duration::from_secs(60);
+/// How often the loop looks for the child's exit status once its output has ended.
+const EXIT_POLL: Duration = Duration::from_millis(1);
+/// The signals the loop handles (through its self-pipe), blocked around `fork` until the
+/// child has put back the default actions.
+const LOOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// At most one compression in flight.
+pub struct Compressor {
+    token: Token,
+    running: Option<Running>,
+}
+
+struct Running {
+    job: CompressionJob,
+    pid: Pid,
+    /// The child's end of the result; `None` once it reached EOF.
+    output: Option<mio::net::UnixStream>,
+    received: Vec<u8>,
+    started: Instant,
+}
+
+impl Compressor {
+    /// A compressor whose result sockets get `token` in the loop's `Poll`.
+    pub fn new(token: Token) -> Compressor {
+        Compressor { token, running: None }
+    }
+
+    /// When the loop must wake up for the compressor without an event: to collect the child's
+    /// exit status, or to kill it at its time limit.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let running = self.running.as_ref()?;
+        Some(match running.output {
+            Some(_) => running.started + TIME_LIMIT,
+            None => Instant::now() + EXIT_POLL,
+        })
+    }
+
+    /// The result socket is readable: takes what the child wrote, until `WouldBlock` or EOF.
+    pub fn read_output(&mut self, registry: &Registry) {
+        let Some(running) = self.running.as_mut() else { return };
+        let Some(output) = running.output.as_mut() else { return };
+        let mut buffer = [0u8; 64 * 1024];
+        loop {
+            match output.read(&mut buffer) {
+                Ok(0) => {
+                    let _ = registry.deregister(output);
+                    running.output = None;
+                    return;
+                }
+                Ok(read) => running.received.extend_from_slice(&buffer[..read]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    warn!("compressor: reading the result of {}: {error}", running.job.key);
+                    let _ = registry.deregister(output);
+                    running.output = None;
+                    running.received.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Once per loop turn: finishes the compression whose child has exited, kills one past its
+    /// time limit, and starts the next job the cache queued.
+    pub fn turn(&mut self, root: &Root, registry: &Registry) {
+        if let Some(running) = &self.running {
+            if running.output.is_some() {
+                if running.started.elapsed() < TIME_LIMIT {
+                    return; // its EOF comes as an event
+                }
+                warn!(
+                    "compressor: {} took longer than {TIME_LIMIT:?}; killing child {}",
+                    running.job.key, running.pid
+                );
+                let _ = kill(running.pid, Signal::SIGKILL);
+            }
+            match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => return,
+                Ok(status) => self.finish(root, registry, status),
+                Err(error) => {
+                    warn!("compressor: waiting for child {}: {error}", running.pid);
+                    self.finish(root, registry, WaitStatus::StillAlive);
+                }
+            }
+        }
+        if let Some(job) = root.next_compression_job() {
+            self.start(job, root, registry);
+        }
+    }
+
+    fn finish(&mut self, root: &Root, registry: &Registry, status: WaitStatus) {
+        let Some(mut running) = self.running.take() else { return };
+        if let Some(mut output) = running.output.take() {
+            // Exited with output unread: what is left is in the socket buffer.
+            let _ = registry.deregister(&mut output);
+            let _ = output.read_to_end(&mut running.received);
+        }
+        let (key, coding) = (&running.job.key, running.job.coding.token());
+        let took = running.started.elapsed();
+        let result = match status {
+            WaitStatus::Exited(_, 0) => {
+                debug!(
+                    "compressor: {key} {coding}: {} -> {} bytes in {took:.1?} (child {})",
+                    running.job.identity.len,
+                    running.received.len(),
+                    running.pid
+                );
+                Some(running.received)
+            }
+            other => {
+                warn!("compressor: {key} {coding} failed after {took:.1?}: {other:?}; sent uncompressed");
+                None
+            }
+        };
+        root.install_compressed(&running.job, result);
+    }
+
+    fn start(&mut self, job: CompressionJob, root: &Root, registry: &Registry) {
+        let started = Instant::now();
+        let forked = UnixStream::pair().and_then(|(ours, theirs)| {
+            let blocked: SigSet = LOOP_SIGNALS.into_iter().collect();
+            let _ = blocked.thread_block();
+            let forked = sys::fork();
+            if let Ok(ForkResult::Child) = forked {
+                drop(ours);
+                run_child(&job, theirs);
+            }
+            let _ = blocked.thread_unblock();
+            drop(theirs);
+            let pid = match forked? {
+                ForkResult::Parent { child } => child,
+                ForkResult::Child => unreachable!("the child never returns"),
+            };
+            ours.set_nonblocking(true)?;
+            let mut output = mio::net::UnixStream::from_std(ours);
+            if let Err(error) = registry.register(&mut output, self.token, Interest::READABLE) {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(error);
+            }
+            Ok((pid, output))
+        });
+        match forked {
+            Ok((pid, output)) => {
+                debug!(
+                    "compressor: {} {} in child {pid} (level {}, fork took {:.0?})",
+                    job.key,
+                    job.coding.token(),
+                    compress::level(job.coding, job.identity.len),
+                    started.elapsed()
+                );
+                let received = Vec::with_capacity(job.identity.len as usize / 3);
+                self.running = Some(Running { job, pid, output: Some(output), received, started });
+            }
+            Err(error) => {
+                warn!("compressor: cannot start a child for {}: {error}; sent uncompressed", job.key);
+                root.install_compressed(&job, None);
+            }
+        }
+    }
+
+    /// The loop is ending: the child is killed and reaped (it is ours, started by PID).
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = kill(running.pid, Signal::SIGKILL);
+            let _ = waitpid(running.pid, None);
+        }
+    }
+}
+
+/// The child's whole life: shed what belongs to the loop, compress, write, `_exit`.
+fn run_child(job: &CompressionJob, mut output: UnixStream) -> ! {
+    let prepared = sys::default_signal_actions(&LOOP_SIGNALS)
+        .and_then(|()| LOOP_SIGNALS.into_iter().collect::<SigSet>().thread_unblock().map_err(io::Error::from))
+        .and_then(|()| sys::close_descriptors_except(output.as_raw_fd()))
+        .and_then(|()| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from))
+        .and_then(|()| sys::lowest_priority());
+    let status = match prepared {
+        // A panic must not unwind into the loop's stack frames copied into this child.
+        Ok(()) => match panic::catch_unwind(AssertUnwindSafe(|| {
+            compress::run(job).and_then(|bytes| output.write_all(&bytes))
+        })) {
+            Ok(Ok(())) => 0,
+            Ok(Err(error)) => {
+                debug!("compressor child: {}: {error}", job.key);
+                1
+            }
+            Err(_) => 2,
+        },
+        Err(_) => 3,
+    };
+    sys::exit_child(status)
+}

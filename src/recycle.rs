@@ -72,6 +72,20 @@ impl PooledString {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn push_str(&mut self, text: &str) {
+        self.0.push_str(text);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl From<&str> for PooledString {
+    fn from(text: &str) -> PooledString {
+        PooledString::copy_of(text)
+    }
 }
 
 impl Drop for PooledString {

@@ -130,7 +130,7 @@ pub fn evaluate_preconditions(fields: &RepresentationFields, validators: &Valida
             return Precondition::Failed;
         }
     } else if let (Some(since), Some(modified)) =
-        (parse_date(&fields.if_unmodified_since), validators.last_modified)
+        (parse_date(fields.if_unmodified_since.as_deref()), validators.last_modified)
         && modified > since
     {
         return Precondition::Failed;
@@ -140,7 +140,7 @@ pub fn evaluate_preconditions(fields: &RepresentationFields, validators: &Valida
             return Precondition::NotModified;
         }
     } else if let (Some(since), Some(modified)) =
-        (parse_date(&fields.if_modified_since), validators.last_modified)
+        (parse_date(fields.if_modified_since.as_deref()), validators.last_modified)
         && modified <= since
     {
         return Precondition::NotModified;
@@ -149,8 +149,8 @@ pub fn evaluate_preconditions(fields: &RepresentationFields, validators: &Valida
 }
 
 /// An HTTP-date, or `None` for anything invalid (which §13.1.3/§13.1.4 say to ignore).
-pub fn parse_date(field: &Option<String>) -> Option<SystemTime> {
-    field.as_deref().and_then(|text| httpdate::parse_http_date(text).ok())
+pub fn parse_date(field: Option<&str>) -> Option<SystemTime> {
+    field.and_then(|text| httpdate::parse_http_date(text).ok())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,7 +71,7 @@ fn if_range_holds(if_range: &str, validators: &Validators) -> bool {
     if value.starts_with('"') || value.starts_with("W/") {
         return !value.starts_with("W/") && value == validators.etag.as_str();
     }
-    matches!((parse_date(&Some(value.to_owned())), validators.last_modified), (Some(date), Some(modified)) if date == modified)
+    matches!((parse_date(Some(value)), validators.last_modified), (Some(date), Some(modified)) if date == modified)
 }
 
 /// One `range-spec` as sent.

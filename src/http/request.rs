@@ -84,13 +84,14 @@ pub struct Request {
 /// content codings (§12.5.3). Kept as sent; `conditional`, `range` and `encoding` interpret them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepresentationFields {
-    pub if_match: Option<String>,
-    pub if_none_match: Option<String>,
-    pub if_modified_since: Option<String>,
-    pub if_unmodified_since: Option<String>,
-    pub if_range: Option<String>,
-    pub range: Option<String>,
-    pub accept_encoding: Option<String>,
+    pub if_match: Option<PooledString>,
+    pub if_none_match: Option<PooledString>,
+    pub if_modified_since: Option<PooledString>,
+    pub if_unmodified_since: Option<PooledString>,
+    pub if_range: Option<PooledString>,
+    pub range: Option<PooledString>,
+    /// Pooled like the target: browsers send this one with every request.
+    pub accept_encoding: Option<PooledString>,
 }
 
 impl RepresentationFields {
@@ -110,7 +111,7 @@ impl RepresentationFields {
         };
         let value = String::from_utf8_lossy(value.trim_ascii());
         match slot {
-            None => *slot = Some(value.into_owned()),
+            None => *slot = Some(PooledString::copy_of(&value)),
             Some(joined) if is_list => {
                 joined.push_str(", ");
                 joined.push_str(&value);

@@ -143,8 +143,9 @@ class Server:
         self.process.wait()
 
 
-def start(name, root, run_dir, baseline=None, tls=None):
-    """Starts `name` on a free port; with `tls` (certificate and key files) it serves HTTPS."""
+def start(name, root, run_dir, baseline=None, tls=None, template=None):
+    """Starts `name` on a free port; with `tls` (certificate and key files) it serves HTTPS;
+    a peer from `scripts/bench/<template>.conf.template` when given."""
     port = free_port()
     if name.startswith("onepoll"):
         engine = name.split(":", 1)[1]
@@ -154,7 +155,7 @@ def start(name, root, run_dir, baseline=None, tls=None):
         command = [str(binary), str(root)] + listen + ["--engine", engine,
                    "--idle-timeout", "120", "--max-conns", "20000", "--access-log", "off"]
     else:
-        template = (BENCH / f"{name}{'-tls' if tls else ''}.conf.template").read_text()
+        template = (BENCH / f"{template or name + ('-tls' if tls else '')}.conf.template").read_text()
         config = template.replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@RUN@", str(run_dir))
         if tls:
             config = config.replace("@CERT@", str(tls[0])).replace("@KEY@", str(tls[1]))
@@ -425,6 +426,146 @@ def publish_https(report, stem):
     print(text)
 
 
+JQUERY = Path("/usr/share/javascript/jquery/jquery.min.js")  # Debian's libjs-jquery
+COMPRESSING = {"nginx": "nginx-gzip", "lighttpd": "lighttpd-deflate", "h2o": "h2o-compress"}
+
+
+def fetch_head(server, path, accept):
+    """(status, Content-Encoding, body bytes) of one GET with `accept` as Accept-Encoding."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"Accept-Encoding: {accept}",
+                          "-w", "%{http_code} %{size_download} %header{content-encoding}",
+                          f"http://127.0.0.1:{server.port}{path}"], capture_output=True, text=True).stdout.split()
+    return int(out[0]), (out[2] if len(out) > 2 else "identity"), int(out[1])
+
+
+def random_text(size, seed):
+    """`size` bytes of hex digits: compressible by half, and slow to compress at high levels."""
+    import random
+    return random.Random(seed).randbytes(size // 2).hex().encode()
+
+
+def run_compression(args, run_dir):
+    """jquery.min.js (no precompressed sibling) asked for with `Accept-Encoding: br, gzip` by
+    wrk -c20: server CPU per request and bytes per body, against nginx `gzip on`, lighttpd's
+    mod_deflate with its disk cache and h2o `compress: ON`; then onepoll's p99 latency for a
+    small file while 8 MiB files keep compressing, against the same without."""
+    seconds = 2 if args.quick else 10
+    root = run_dir / "root"
+    shutil.copy(JQUERY, root / "jquery.min.js")
+    servers = ["onepoll:event-loop"] + [name for name in COMPRESSING if shutil.which(name)]
+    if args.servers:
+        servers = [s for s in args.servers.split(",") if s]
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "scripts/bench.sh --compression" + (" --quick" if args.quick else ""),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()},
+        "file_bytes": JQUERY.stat().st_size,
+        "results": [],
+    }
+    accept = "br, gzip"
+    for name in servers:
+        print(f"== {name} (compression)", file=sys.stderr, flush=True)
+        server = start(name, root, run_dir, template=COMPRESSING.get(name))
+        try:
+            # The first requests pay for compressing (onepoll's child, lighttpd's cache write):
+            # measured is the steady state after them.
+            deadline = time.time() + 30
+            while True:
+                status, coding, body = fetch_head(server, "/jquery.min.js", accept)
+                if coding != "identity" or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            run = wrk(server, "/jquery.min.js", 20, seconds, headers=[f"Accept-Encoding: {accept}"])
+            report["results"].append({"server": name, "status": status, "coding": coding, "body_bytes": body, "run": run})
+        finally:
+            server.stop()
+    report["stall"] = compression_stall(root, run_dir, seconds)
+    publish_compression(report, "compression-quick" if args.quick else "compression")
+
+
+def compression_stall(root, run_dir, seconds):
+    """p99 of keep-alive requests for a 128-byte file (wrk -c10) with nothing compressing, and
+    while a helper keeps replacing an 8 MiB text file and asking for it (HEAD, br), so the
+    compressor child (sharing the server's core) is busy for the whole run."""
+    import threading
+    import urllib.request
+    big = root / "large.txt"
+    versions = [random_text(8 * 1024 * 1024, seed) for seed in (1, 2)]
+    big.write_bytes(versions[0])
+    server = start("onepoll:event-loop", root, run_dir)
+    result = {}
+    try:
+        result["quiet"] = wrk(server, "/small.txt", 10, seconds)
+        stop, done = threading.Event(), []
+
+        def churn():
+            turn = 0
+            while not stop.is_set():
+                turn += 1
+                (root / "large.tmp").write_bytes(versions[turn % 2])
+                os.replace(root / "large.tmp", big)
+                while not stop.is_set():
+                    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/large.txt", method="HEAD",
+                                                     headers={"Accept-Encoding": "br"})
+                    with urllib.request.urlopen(request) as response:
+                        if response.headers.get("Content-Encoding") == "br":
+                            done.append(turn)
+                            break
+                    time.sleep(0.01)
+
+        helper = threading.Thread(target=churn)
+        helper.start()
+        time.sleep(0.2)
+        result["compressing"] = wrk(server, "/small.txt", 10, seconds)
+        stop.set()
+        helper.join()
+        result["compressions_finished"] = len(done)
+    finally:
+        server.stop()
+    return result
+
+
+def markdown_compression(report):
+    rows = ["| server | coding sent | body bytes | req/s | CPU µs/req | user µs/req | sys µs/req | p99 ms |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        run = r["run"]
+        mark = "" if run["valid"] else " (invalid)"
+        rows.append(f"| {r['server']} | {r['coding']} | {r['body_bytes']} | {run['rps']}{mark} | {run['cpu_us_per_request']} "
+                    f"| {run['user_us_per_request']} | {run['system_us_per_request']} | {run['p99_ms']} |")
+    by_name = {r["server"]: r for r in report["results"]}
+    ours, peer = by_name.get("onepoll:event-loop"), by_name.get("lighttpd")
+    goals_text = ""
+    if ours and peer:
+        goals_text = "\n".join([
+            "| goal | onepoll | peer | ratio | target | met |", "|---|---|---|---|---|---|",
+            goal_row("CPU µs per compressed request", ours["run"]["cpu_us_per_request"], "lighttpd",
+                     peer["run"]["cpu_us_per_request"], 0.9),
+            goal_row("body bytes", ours["body_bytes"], "lighttpd", peer["body_bytes"], 0.95),
+        ]) + "\n"
+    stall = report.get("stall")
+    stall_text = ""
+    if stall:
+        stall_text = (
+            "\n| onepoll, 128-byte file, wrk -c10 | req/s | p99 ms | valid |\n|---|---|---|---|\n"
+            f"| nothing compressing | {stall['quiet']['rps']} | {stall['quiet']['p99_ms']} | {stall['quiet']['valid']} |\n"
+            f"| 8 MiB files compressing all along ({stall['compressions_finished']} finished) "
+            f"| {stall['compressing']['rps']} | {stall['compressing']['p99_ms']} | {stall['compressing']['valid']} |\n")
+    return "\n".join(rows) + "\n\n" + goals_text + stall_text
+
+
+def publish_compression(report, stem):
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    text = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
+            f"({report['machine']['cpu']}), server pinned to core {SERVER_CPU} (its compressor child too), "
+            f"wrk -c20 to core {CLIENT_CPU}; jquery.min.js ({report['file_bytes']} bytes, no precompressed "
+            f"sibling) with `Accept-Encoding: br, gzip`, after the first responses (steady state).\n\n"
+            + markdown_compression(report))
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)
+
+
 def per_idle_connection(result):
     """kB per idle keep-alive connection: the slope from 10 to the most connections held, so
     the code and library pages that serving the first request touches are not counted. From
@@ -581,6 +722,8 @@ def main():
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
     parser.add_argument("--https", action="store_true", help="only the HTTPS rows (results/https.md)")
+    parser.add_argument("--compression", action="store_true",
+                        help="only the compression rows and the stall check (results/compression.md)")
     parser.add_argument("--baseline", metavar="BINARY",
                         help="also measure this onepoll build (e.g. an earlier commit's) as onepoll-baseline:event-loop, "
                              "so before and after come from one run")
@@ -590,6 +733,8 @@ def main():
         quick = "--quick" in report["command"]
         if "--https" in report["command"]:
             publish_https(report, "https-quick" if quick else "https")
+        elif "--compression" in report["command"]:
+            publish_compression(report, "compression-quick" if quick else "compression")
         else:
             publish(report, "quick" if quick else "latest")
         return
@@ -611,6 +756,10 @@ def main():
     root.mkdir()
     (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
     (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
+    if args.compression:
+        run_compression(args, run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
     if args.https:
         run_https(args, root, run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)

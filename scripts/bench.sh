@@ -5,12 +5,13 @@
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
 #   scripts/bench.sh --baseline OLD_BINARY   also measures an earlier build, in the same run
 #   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
+#   scripts/bench.sh --compression   compressed jquery.min.js and the stall check (results/compression.md)
 # Installs wrk, strace, gnuplot, nginx, lighttpd and h2o from Debian's packages when missing
 # (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in wrk strace gnuplot taskset nginx lighttpd h2o; do
+for tool in wrk strace gnuplot taskset nginx lighttpd h2o curl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -25,6 +26,11 @@ fi
 if [ ! -e /usr/lib/lighttpd/mod_openssl.so ] || ! command -v openssl >/dev/null 2>&1; then
     echo "installing lighttpd-mod-openssl openssl (apt-get)" >&2
     apt-get update -qq && apt-get install -y -qq lighttpd-mod-openssl openssl >/dev/null
+fi
+# --compression: a real minified bundle with no sibling, Debian's jquery.min.js.
+if [ ! -e /usr/share/javascript/jquery/jquery.min.js ]; then
+    echo "installing libjs-jquery (apt-get)" >&2
+    apt-get update -qq && apt-get install -y -qq libjs-jquery >/dev/null
 fi
 cargo build --release --quiet
 # A static musl build too (the small-machine option), when rustup has or can fetch the target.

@@ -4,7 +4,8 @@
 //! a socket registered with the same `Poll` as every client: readable events, reads until
 //! `WouldBlock`, EOF when the child is done.
 //!
-//! The child runs at nice 19 (the loop takes the CPU whenever it has work), closes every
+//! The child runs as `SCHED_IDLE` (only on CPU time nothing else wants: the loop preempts it
+//! the moment it has work, even on the same core), closes every
 //! descriptor the loop owns (so a client socket the loop closes really closes), dies with the
 //! loop (`PR_SET_PDEATHSIG`), and exits 0 only after writing the whole result; anything else
 //! is a failure and the file is sent uncompressed until it changes. A child that runs longer

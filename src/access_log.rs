@@ -32,6 +32,8 @@ pub struct AccessRecord {
     pub request_line: String,
     pub referer: Option<String>,
     pub user_agent: Option<String>,
+    /// The user whose credentials `--auth-file` accepted (never the password).
+    pub user: Option<String>,
     /// When the request was answered (the loop turn's clock).
     pub received: SystemTime,
     pub status: u16,
@@ -180,8 +182,9 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// `peer - - [22/Nov/2026:07:00:00 +0000] "GET / HTTP/1.1" 200 1234 "referer" "agent"`: the
-/// body bytes actually sent, like nginx's `$body_bytes_sent`.
+/// `peer - user [22/Nov/2026:07:00:00 +0000] "GET / HTTP/1.1" 200 1234 "referer" "agent"`: the
+/// user `-` unless authenticated, the body bytes actually sent, like nginx's `$remote_user`
+/// and `$body_bytes_sent`.
 fn combined_log_line(line: &mut String, access: &AccessRecord, sent: Sent) {
     match access.peer {
         Some(peer) => {
@@ -189,7 +192,20 @@ fn combined_log_line(line: &mut String, access: &AccessRecord, sent: Sent) {
         }
         None => line.push('-'),
     }
-    line.push_str(" - - [");
+    line.push_str(" - ");
+    match &access.user {
+        // Escaped like every client-chosen text, and its spaces too: the field is unquoted.
+        Some(user) => {
+            for (index, word) in user.split(' ').enumerate() {
+                if index > 0 {
+                    line.push_str("\\x20");
+                }
+                push_escaped(line, word);
+            }
+        }
+        None => line.push('-'),
+    }
+    line.push_str(" [");
     push_log_time(line, access.received);
     line.push_str("] \"");
     push_escaped(line, &access.request_line);
@@ -228,6 +244,7 @@ mod tests {
 
     fn record() -> AccessRecord {
         AccessRecord {
+            user: None,
             peer: Some("192.0.2.7:51234".parse().unwrap()),
             request_line: "GET /a\"b HTTP/1.1".into(),
             referer: Some("http://x/\n".into()),

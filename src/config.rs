@@ -173,6 +173,34 @@ pub struct Config {
     #[arg(long = "404-page", value_name = "FILE", env = "ONEPOLL_404_PAGE", help_heading = "Site")]
     pub not_found_page: Option<String>,
 
+    /// Ask for a user and password (HTTP Basic) from this htpasswd file of bcrypt hashes, as
+    /// `htpasswd -B -c FILE NAME` writes. Read at start, again when it changes (looked at once
+    /// a second) and on SIGHUP. Use it over HTTPS: Basic sends the password readable.
+    #[arg(long, value_name = "FILE", env = "ONEPOLL_AUTH_FILE", help_heading = "Access")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Only paths under PREFIX (whole segments, decoded) ask for credentials; repeatable.
+    /// Default: the whole site.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        requires = "auth_file",
+        env = "ONEPOLL_AUTH_PATH",
+        value_delimiter = ',',
+        help_heading = "Access"
+    )]
+    pub auth_path: Vec<String>,
+
+    /// The realm a 401 names (browsers show it in their password prompt).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "onepoll",
+        env = "ONEPOLL_AUTH_REALM",
+        help_heading = "Access"
+    )]
+    pub auth_realm: String,
+
     /// After binding, switch to this user (and its groups); onepoll refuses to serve as
     /// root if asked to drop and the switch fails.
     #[arg(long, value_name = "NAME", env = "ONEPOLL_USER", help_heading = "Process")]

@@ -329,7 +329,7 @@ impl<T: Transport> Connection<T> {
                     }
                     Err(error) => {
                         debug!("{} request head refused: {error}", self.label);
-                        self.queue_response(None, Err(error), (None, None), site, now.wall);
+                        self.queue_response(None, Err(error), (None, None), None, site, now.wall);
                     }
                 },
             }
@@ -348,15 +348,19 @@ impl<T: Transport> Connection<T> {
     ) {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
+        let mut user = None;
         let found = match (&body, on_https) {
             (Err(error), _) => Err(error.clone()),
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
             (Ok(_), Some(location)) => Ok(Resource::OnHttps { location }),
-            (Ok(_), None) => request.check_method().and_then(|()| {
-                site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
-            }),
+            (Ok(_), None) => {
+                request.check_method().and_then(|()| authorize(&request, site)).and_then(|authorized| {
+                    user = authorized;
+                    site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
+                })
+            }
         };
-        if !self.queue_response(Some(&request), found, logged, site, now.wall) {
+        if !self.queue_response(Some(&request), found, logged, user, site, now.wall) {
             return; // closing
         }
         match body {
@@ -380,6 +384,7 @@ impl<T: Transport> Connection<T> {
         request: Option<&Request>,
         found: Result<Found, HttpError>,
         (referer, user_agent): LoggedFields,
+        user: Option<String>,
         site: &Site,
         now: SystemTime,
     ) -> bool {
@@ -400,6 +405,7 @@ impl<T: Transport> Connection<T> {
             request_line,
             referer,
             user_agent,
+            user,
             received: now,
             status: response.status.code(),
         };
@@ -546,6 +552,15 @@ impl Drop for InputBuffer {
     }
 }
 
+/// `--auth-file`: lets the request through (with its user, when its path is guarded), or the
+/// 401 or 503 that answers it instead, before any file is looked at. A target that names no
+/// path passes here and is refused by the lookup.
+fn authorize(request: &Request, site: &Site) -> Result<Option<String>, HttpError> {
+    let Some(auth) = &site.auth else { return Ok(None) };
+    let Ok(path) = request.servable_path() else { return Ok(None) };
+    auth.check(&path.decoded(), request.authorization.as_ref().map(|credentials| credentials.0.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -575,6 +590,7 @@ mod tests {
             headers: Vec::new(),
             path_headers: Vec::new(),
             https_redirect: None,
+            auth: None,
         };
         let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
         let label = ConnLabel { token: 0, fd: -1 };

@@ -23,6 +23,21 @@ pub struct Site {
     pub path_headers: Vec<PathHeader>,
     /// `--https-redirect`: plain-HTTP requests are sent to HTTPS on this port.
     pub https_redirect: Option<u16>,
+    /// `--auth-file`: Basic authentication, checked before any file access.
+    pub auth: Option<crate::auth::Auth>,
+}
+
+impl Site {
+    /// SIGHUP: the access log reopened (logrotate moved it) and the password file read again.
+    pub fn reload(&self) {
+        match self.access_log.reopen() {
+            Ok(()) => log::info!("SIGHUP: access log reopened"),
+            Err(error) => log::warn!("SIGHUP: cannot reopen the access log: {error}"),
+        }
+        if let Some(auth) = &self.auth {
+            auth.reload();
+        }
+    }
 }
 
 /// Per-connection time limits.

@@ -5,6 +5,7 @@
 //! → `output` (head bytes and file ranges back to the socket).
 
 pub mod access_log;
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod daemon;

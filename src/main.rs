@@ -6,6 +6,7 @@ use clap::{CommandFactory, Parser};
 use log::info;
 
 use onepoll::access_log::{AccessLog, Destination};
+use onepoll::auth::Auth;
 use onepoll::config::{Config, Switch};
 use onepoll::daemon::{self, PidFile};
 use onepoll::drive::{Limits, Site};
@@ -45,6 +46,13 @@ fn main() -> ExitCode {
         }
         info!("starting (pid {})", std::process::id());
     }
+    let auth = match &config.auth_file {
+        Some(file) => match Auth::load(file, config.auth_path.clone(), &config.auth_realm) {
+            Ok(auth) => Some(auth),
+            Err(message) => return fail(format_args!("--auth-file: {message}")),
+        },
+        None => None,
+    };
     // The root is checked before binding, so a typo costs one clear line; under --chroot it
     // is a path inside the chroot and can only be opened after entering it.
     let root_before_chroot = match config.chroot {
@@ -136,7 +144,14 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    serve(&config, listeners, seed_sockets, https, signals, SiteParts { root, access_log, path_headers })
+    serve(
+        &config,
+        listeners,
+        seed_sockets,
+        https,
+        signals,
+        SiteParts { root, access_log, path_headers, auth },
+    )
 }
 
 /// The signals an engine catches: the event loop and the forking parent each their own way,
@@ -224,6 +239,7 @@ struct SiteParts {
     root: Root,
     access_log: AccessLog,
     path_headers: Vec<PathHeader>,
+    auth: Option<Auth>,
 }
 
 /// Runs the chosen engine on `listeners` until it ends.
@@ -235,7 +251,7 @@ fn serve(
     signals: Signals,
     parts: SiteParts,
 ) -> ExitCode {
-    let SiteParts { mut root, access_log, path_headers } = parts;
+    let SiteParts { mut root, access_log, path_headers, auth } = parts;
     let limits = Limits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
@@ -260,7 +276,7 @@ fn serve(
     );
     let https_redirect = https_port.filter(|_| config.https_redirect);
     let headers = config.headers.clone();
-    let site = Site { root, limits, access_log, headers, path_headers, https_redirect };
+    let site = Site { root, limits, access_log, headers, path_headers, https_redirect, auth };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options = Options {
         max_conns,

@@ -559,10 +559,7 @@ impl EventLoop<'_> {
         for signal in signals {
             match signal {
                 SIGHUP => {
-                    match self.site.access_log.reopen() {
-                        Ok(()) => info!("SIGHUP: access log reopened"),
-                        Err(error) => warn!("SIGHUP: cannot reopen the access log: {error}"),
-                    }
+                    self.site.reload();
                     if let Some(https) = &mut self.options.https {
                         match https.reload() {
                             Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),

@@ -299,10 +299,7 @@ impl Parent<'_> {
     }
 
     fn reload(&mut self) {
-        match self.site.access_log.reopen() {
-            Ok(()) => info!("SIGHUP: access log reopened"),
-            Err(error) => warn!("SIGHUP: cannot reopen the access log: {error}"),
-        }
+        self.site.reload();
         if let Some(https) = &mut self.https {
             match https.reload() {
                 Ok(()) => {

@@ -22,6 +22,11 @@ pub enum HttpError {
     PreconditionFailed,
     /// A valid `Range` none of whose ranges overlaps the file (RFC 9110 §14.1.1).
     RangeNotSatisfiable,
+    /// The path needs credentials (`--auth-file`) and the request has none that verify; the
+    /// `WWW-Authenticate` challenge to send.
+    Unauthorized(std::sync::Arc<str>),
+    /// Too many passwords to check this second (a flood): try again in a second.
+    AuthenticationBusy,
     /// The client refuses the identity representation and accepts no coding we have
     /// (`Accept-Encoding: br, identity;q=0`, RFC 9110 §12.5.3).
     NotAcceptable,
@@ -53,6 +58,8 @@ impl HttpError {
             HttpError::NotFound => Status::NOT_FOUND,
             HttpError::Forbidden => Status::FORBIDDEN,
             HttpError::NotAcceptable => Status::NOT_ACCEPTABLE,
+            HttpError::Unauthorized(_) => Status::UNAUTHORIZED,
+            HttpError::AuthenticationBusy => Status::SERVICE_UNAVAILABLE,
             HttpError::ServiceUnavailable => Status::SERVICE_UNAVAILABLE,
             HttpError::PreconditionFailed => Status::PRECONDITION_FAILED,
             HttpError::RangeNotSatisfiable => Status::RANGE_NOT_SATISFIABLE,
@@ -71,6 +78,8 @@ impl HttpError {
             HttpError::NotFound
             | HttpError::Forbidden
             | HttpError::NotAcceptable
+            | HttpError::Unauthorized(_)
+            | HttpError::AuthenticationBusy
             | HttpError::PreconditionFailed
             | HttpError::RangeNotSatisfiable
             | HttpError::ServiceUnavailable

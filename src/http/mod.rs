@@ -4,6 +4,7 @@
 //! enforces it), so every rule is unit-tested with fixed inputs and a fixed `now`. Engines are
 //! thin shells that move bytes between sockets and these functions.
 
+pub mod auth;
 pub mod body;
 pub mod conditional;
 pub mod encoding;
@@ -24,8 +25,8 @@ pub use error::HttpError;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use path_glob::{PathGlob, PathHeader};
 pub use request::{
-    BodyFraming, Method, Parsed, RepresentationFields, Request, Version, host_field, https_location,
-    logged_fields, parse_head,
+    BodyFraming, Credentials, Method, Parsed, RepresentationFields, Request, Version, host_field,
+    https_location, logged_fields, parse_head,
 };
 pub use response::{
     BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Prerendered, Resource, Response, fnv1a,
@@ -53,6 +54,7 @@ impl Status {
     pub const PERMANENT_REDIRECT: Status = Status(308);
     pub const NOT_MODIFIED: Status = Status(304);
     pub const BAD_REQUEST: Status = Status(400);
+    pub const UNAUTHORIZED: Status = Status(401);
     pub const FORBIDDEN: Status = Status(403);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
@@ -88,6 +90,7 @@ impl Status {
             304 "Not Modified",
             308 "Permanent Redirect",
             400 "Bad Request",
+            401 "Unauthorized",
             403 "Forbidden",
             404 "Not Found",
             405 "Method Not Allowed",

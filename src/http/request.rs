@@ -78,6 +78,19 @@ pub struct Request {
     pub body: BodyFraming,
     /// The fields that select and validate the representation.
     pub fields: RepresentationFields,
+    /// `Authorization`, for `--auth-file` (a repeated field is kept empty: malformed).
+    pub authorization: Option<Credentials>,
+}
+
+/// An `Authorization` value as sent. Its `Debug` shows nothing of it, so no log of a request
+/// can carry a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials(pub PooledString);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
 }
 
 /// Request fields about the representation: preconditions (RFC 9110 §13), ranges (§14) and
@@ -249,6 +262,7 @@ impl Request {
         let mut transfer_codings: Vec<String> = Vec::new();
         let (mut saw_close, mut saw_keep_alive) = (false, false);
         let mut fields = RepresentationFields::default();
+        let mut authorization: Option<Credentials> = None;
         for field in parsed.headers.iter() {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
@@ -270,6 +284,12 @@ impl Request {
                     saw_close |= option.eq_ignore_ascii_case("close");
                     saw_keep_alive |= option.eq_ignore_ascii_case("keep-alive");
                 }
+            } else if name.eq_ignore_ascii_case("authorization") {
+                let value = String::from_utf8_lossy(field.value.trim_ascii());
+                authorization = Some(Credentials(match authorization {
+                    None => PooledString::copy_of(&value),
+                    Some(_) => PooledString::default(),
+                }));
             } else {
                 fields.absorb(name, field.value);
             }
@@ -296,6 +316,7 @@ impl Request {
             keep_alive,
             body,
             fields,
+            authorization,
         })
     }
 }

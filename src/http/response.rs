@@ -634,8 +634,13 @@ fn redirect<B>(status: Status, request: &Request, location: String, now: SystemT
 fn error_page<B>(error: &HttpError, request: Option<&Request>, now: SystemTime) -> Response<B> {
     let keep_alive = request.is_some_and(|r| r.keep_alive) && !error.closes_connection();
     let mut response = page(error.status(), error.advice(), request, keep_alive, now);
-    if *error == HttpError::MethodNotAllowed {
-        response.headers.insert(2, field!("Allow"), "GET, HEAD"); // RFC 9110 §15.5.6
+    match error {
+        HttpError::MethodNotAllowed => response.headers.insert(2, field!("Allow"), "GET, HEAD"), // RFC 9110 §15.5.6
+        HttpError::Unauthorized(challenge) => {
+            response.headers.insert(2, field!("WWW-Authenticate"), &**challenge)
+        }
+        HttpError::AuthenticationBusy => response.headers.insert(2, field!("Retry-After"), "1"),
+        _ => {}
     }
     response
 }

@@ -143,7 +143,7 @@ class Server:
         self.process.wait()
 
 
-def start(name, root, run_dir, baseline=None, tls=None, template=None):
+def start(name, root, run_dir, baseline=None, tls=None, template=None, extra=()):
     """Starts `name` on a free port; with `tls` (certificate and key files) it serves HTTPS;
     a peer from `scripts/bench/<template>.conf.template` when given."""
     port = free_port()
@@ -153,7 +153,7 @@ def start(name, root, run_dir, baseline=None, tls=None, template=None):
         listen = ["--port", str(port)] if not tls else \
             ["--listen-tls", f"127.0.0.1:{port}", "--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         command = [str(binary), str(root)] + listen + ["--engine", engine,
-                   "--idle-timeout", "120", "--max-conns", "20000", "--access-log", "off"]
+                   "--idle-timeout", "120", "--max-conns", "20000", "--access-log", "off"] + list(extra)
     else:
         template = (BENCH / f"{template or name + ('-tls' if tls else '')}.conf.template").read_text()
         config = template.replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@RUN@", str(run_dir))
@@ -566,6 +566,39 @@ def publish_compression(report, stem):
     print(text)
 
 
+def run_auth(args, root, run_dir):
+    """CPU per keep-alive request (wrk -c100, 128-byte file, every request with the same
+    `Authorization`) with --auth-file against without, alternating, two runs each."""
+    seconds = 2 if args.quick else 10
+    users = run_dir / "htpasswd"
+    subprocess.run(["htpasswd", "-cbB", str(users), "alice", "secret"], check=True, capture_output=True)
+    import base64
+    header = "Authorization: Basic " + base64.b64encode(b"alice:secret").decode()
+    runs = []
+    for round_ in range(1 if args.quick else 2):
+        for label, extra in (("auth off", []), ("auth on", ["--auth-file", str(users)])):
+            print(f"== onepoll:event-loop {label} (round {round_ + 1})", file=sys.stderr, flush=True)
+            server = start("onepoll:event-loop", root, run_dir, extra=extra)
+            try:
+                wrk(server, "/small.txt", 1, 1, headers=[header])  # the one bcrypt verification
+                runs.append({"label": label, "run": wrk(server, "/small.txt", 100, seconds, headers=[header])})
+            finally:
+                server.stop()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["| onepoll, keep-alive c=100 | req/s | CPU µs/req | user µs/req | sys µs/req | valid |",
+             "|---|---|---|---|---|---|"]
+    for r in runs:
+        run = r["run"]
+        lines.append(f"| {r['label']} | {run['rps']} | {run['cpu_us_per_request']} | {run['user_us_per_request']} "
+                     f"| {run['system_us_per_request']} | {run['valid']} |")
+    text = (f"Measured {date} with `scripts/bench.sh --auth{' --quick' if args.quick else ''}` on {os.cpu_count()} cores "
+            f"({cpu_model()}), server pinned to core {SERVER_CPU}, wrk to core {CLIENT_CPU}; every request carries "
+            f"the same `Authorization: Basic` (bcrypt cost 5, verified once, then remembered).\n\n" + "\n".join(lines) + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ("auth-quick.md" if args.quick else "auth.md")).write_text(text)
+    print(text)
+
+
 def per_idle_connection(result):
     """kB per idle keep-alive connection: the slope from 10 to the most connections held, so
     the code and library pages that serving the first request touches are not counted. From
@@ -722,6 +755,7 @@ def main():
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
     parser.add_argument("--https", action="store_true", help="only the HTTPS rows (results/https.md)")
+    parser.add_argument("--auth", action="store_true", help="only CPU per request with --auth-file against without")
     parser.add_argument("--compression", action="store_true",
                         help="only the compression rows and the stall check (results/compression.md)")
     parser.add_argument("--baseline", metavar="BINARY",
@@ -756,6 +790,10 @@ def main():
     root.mkdir()
     (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
     (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
+    if args.auth:
+        run_auth(args, root, run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
     if args.compression:
         run_compression(args, run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)

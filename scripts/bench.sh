@@ -6,18 +6,19 @@
 #   scripts/bench.sh --baseline OLD_BINARY   also measures an earlier build, in the same run
 #   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
 #   scripts/bench.sh --compression   compressed jquery.min.js and the stall check (results/compression.md)
+#   scripts/bench.sh --auth     CPU per request with --auth-file against without (results/auth.md)
 # Installs wrk, strace, gnuplot, nginx, lighttpd and h2o from Debian's packages when missing
 # (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in wrk strace gnuplot taskset nginx lighttpd h2o curl; do
+for tool in wrk strace gnuplot taskset nginx lighttpd h2o curl htpasswd; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     packages=()
     for tool in "${missing[@]}"; do
-        case "$tool" in gnuplot) packages+=(gnuplot-nox) ;; taskset) packages+=(util-linux) ;; *) packages+=("$tool") ;; esac
+        case "$tool" in gnuplot) packages+=(gnuplot-nox) ;; htpasswd) packages+=(apache2-utils) ;; taskset) packages+=(util-linux) ;; *) packages+=("$tool") ;; esac
     done
     echo "installing ${packages[*]} (apt-get)" >&2
     apt-get update -qq && apt-get install -y -qq "${packages[@]}" >/dev/null

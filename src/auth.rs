@@ -160,15 +160,7 @@ impl Auth {
     /// Reads the file again and forgets every remembered credential (SIGHUP). A file that no
     /// longer reads keeps the previous users.
     pub fn reload(&self) {
-        let mut state = self.lock();
-        match Users::read(&self.file) {
-            Ok(users) => {
-                info!("auth: {} reloaded ({} users)", self.file.display(), users.hashes.len());
-                state.users = users;
-                state.remembered.clear();
-            }
-            Err(error) => warn!("auth: keeping the previous users: {error}"),
-        }
+        self.read_again(&mut self.lock(), "reloaded");
     }
 
     fn reload_if_changed(&self, state: &mut State) {
@@ -178,14 +170,20 @@ impl Auth {
         state.checked_at = Instant::now();
         // A file that cannot be looked at (gone, or outside a --chroot) keeps the users read.
         if file_version(&self.file).is_ok_and(|version| version != state.users.version) {
-            match Users::read(&self.file) {
-                Ok(users) => {
-                    info!("auth: {} changed ({} users)", self.file.display(), users.hashes.len());
-                    state.users = users;
-                    state.remembered.clear();
-                }
-                Err(error) => warn!("auth: keeping the previous users: {error}"),
+            self.read_again(state, "changed");
+        }
+    }
+
+    /// Replaces the users with the file's and forgets every remembered credential, unless the
+    /// file no longer reads.
+    fn read_again(&self, state: &mut State, why: &str) {
+        match Users::read(&self.file) {
+            Ok(users) => {
+                info!("auth: {} {why} ({} users)", self.file.display(), users.hashes.len());
+                state.users = users;
+                state.remembered.clear();
             }
+            Err(error) => warn!("auth: keeping the previous users: {error}"),
         }
     }
 

@@ -91,12 +91,19 @@ engine_tests! {
     all: [basic_auth_guards_a_prefix_before_any_file_access];
 }
 
-#[test]
-fn a_changed_file_is_read_again_and_sighup_reloads_it() {
+/// An event-loop server guarding the whole site with a file where alice's password is
+/// `secret`; the file's path, to change it.
+fn guarded_site() -> (Site, Server, std::path::PathBuf) {
     let site = Site::new();
     let users = site.outside.path().join("htpasswd");
     htpasswd(&users, "alice", "secret");
     let server = Server::start_with(&site.root(), &["--auth-file", users.to_str().unwrap()], "debug");
+    (site, server, users)
+}
+
+#[test]
+fn a_changed_file_is_read_again_and_sighup_reloads_it() {
+    let (_site, server, users) = guarded_site();
     let old = format!("Basic {}", basic("alice", "secret"));
     let new = format!("Basic {}", basic("alice", "changed"));
     assert_eq!(get_with(&server, "/hello.txt", Some(&old)).status, 200);
@@ -110,8 +117,7 @@ fn a_changed_file_is_read_again_and_sighup_reloads_it() {
     assert_eq!(get_with(&server, "/hello.txt", Some(&new)).status, 200);
     htpasswd(&users, "alice", "third");
     server.signal("HUP");
-    server.wait_for_log("auth: ");
-    server.wait_for_log(logged::LOG_REOPENED);
+    server.wait_for_log(logged::AUTH_RELOADED);
     let third = format!("Basic {}", basic("alice", "third"));
     assert_eq!(get_with(&server, "/hello.txt", Some(&third)).status, 200);
     assert_eq!(get_with(&server, "/hello.txt", Some(&new)).status, 401);
@@ -119,10 +125,7 @@ fn a_changed_file_is_read_again_and_sighup_reloads_it() {
 
 #[test]
 fn a_flood_of_wrong_passwords_gets_503_while_a_known_user_passes() {
-    let site = Site::new();
-    let users = site.outside.path().join("htpasswd");
-    htpasswd(&users, "alice", "secret");
-    let server = Server::start_with(&site.root(), &["--auth-file", users.to_str().unwrap()], "debug");
+    let (_site, server, _) = guarded_site();
     let known = format!("Basic {}", basic("alice", "secret"));
     assert_eq!(get_with(&server, "/hello.txt", Some(&known)).status, 200);
     let mut client = server.connect();

@@ -57,13 +57,18 @@ fn write(root: &Path, name: &str, content: &str) {
     fs::write(root.join(name), content).unwrap();
 }
 
+/// The test site with `name` holding `content`, served by the event loop.
+fn serving(name: &str, content: &str) -> (Site, Server) {
+    let site = Site::new();
+    write(&site.root(), name, content);
+    let server = Server::start(&site.root());
+    (site, server)
+}
+
 #[test]
 fn each_coding_round_trips_through_curl() {
-    let site = Site::new();
-    let root = site.root();
     let original = script(400, "f");
-    write(&root, "bundle.js", &original);
-    let server = Server::start(&root);
+    let (_site, server) = serving("bundle.js", &original);
     let url = format!("http://{}/bundle.js", server.addr);
     for coding in ["br", "zstd", "gzip"] {
         let coded = until_coded(&server, "/bundle.js", coding, coding);
@@ -82,11 +87,8 @@ fn each_coding_round_trips_through_curl() {
 
 #[test]
 fn each_form_has_its_own_etag_and_ranges_and_the_identity_varies_too() {
-    let site = Site::new();
-    let root = site.root();
     let original = script(300, "g");
-    write(&root, "app.js", &original);
-    let server = Server::start(&root);
+    let (_site, server) = serving("app.js", &original);
     let first = server.exchange(&with("/app.js", "Accept-Encoding: br\r\n"));
     assert_eq!(first.header("Content-Encoding"), None, "identity until the form is made");
     assert_eq!(first.header("Vary"), Some("Accept-Encoding"));
@@ -121,10 +123,7 @@ fn each_form_has_its_own_etag_and_ranges_and_the_identity_varies_too() {
 
 #[test]
 fn refusing_identity_gets_406_until_an_accepted_form_exists() {
-    let site = Site::new();
-    let root = site.root();
-    write(&root, "page.html", &script(100, "h"));
-    let server = Server::start(&root);
+    let (_site, server) = serving("page.html", &script(100, "h"));
     let refused = server.exchange(&with("/page.html", "Accept-Encoding: zstd, identity;q=0\r\n"));
     assert_eq!(refused.status, 406);
     until_coded(&server, "/page.html", "zstd, identity;q=0", "zstd");
@@ -163,10 +162,8 @@ fn small_or_compressed_types_and_compress_off_are_sent_as_they_are() {
 
 #[test]
 fn a_change_on_disk_drops_the_compressed_form() {
-    let site = Site::new();
+    let (site, server) = serving("app.css", &script(200, "old"));
     let root = site.root();
-    write(&root, "app.css", &script(200, "old"));
-    let server = Server::start(&root);
     let old = until_coded(&server, "/app.css", "gzip", "gzip");
     let new = script(250, "new");
     write(&root, "app.css", &new);
@@ -200,11 +197,8 @@ fn the_budget_drops_the_least_recently_used_form() {
 /// Latency is measured by `scripts/compress-stall.sh`, not here.
 #[test]
 fn others_are_served_while_a_large_file_compresses() {
-    let site = Site::new();
-    let root = site.root();
     let large = random_hex(16 * 1024 * 1024, 3);
-    write(&root, "large.txt", &large);
-    let server = Server::start(&root);
+    let (_site, server) = serving("large.txt", &large);
     let identity = server.exchange(&with("/large.txt", "Accept-Encoding: br\r\n"));
     assert_eq!(identity.body.len(), large.len());
     let started = Instant::now();

@@ -459,6 +459,8 @@ pub mod logged {
     pub const ACCEPT_PAUSED: &str = "accept paused";
     pub const SHUTTING_DOWN: &str = "shutting down";
     pub const LOG_REOPENED: &str = "SIGHUP: access log reopened";
+    /// `auth: <file> reloaded (<n> users)`, after SIGHUP.
+    pub const AUTH_RELOADED: &str = " reloaded (";
     pub const STOPPING_WORKERS: &str = "supervisor: stopping";
     /// A head that could not be parsed (debug level), followed by the error.
     pub const HEAD_REFUSED: &str = "request head refused: ";

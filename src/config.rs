@@ -295,3 +295,19 @@ impl Config {
 fn header(text: &str) -> Result<ExtraHeader, String> {
     ExtraHeader::parse(text).map_err(|error| error.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("512K"), Ok(512 * 1024));
+        assert_eq!(size("16m"), Ok(16 << 20));
+        assert_eq!(size("1G"), Ok(1 << 30));
+        for bad in ["", "M", "12Q", "-1K", "1.5M", "99999999999999999999G"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::tls::CertificateFiles;
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about, max_term_width = 100)]
+#[command(version = env!("ONEPOLL_VERSION"), about, max_term_width = 100)]
 pub struct Config {
     /// Directory to serve.
     #[arg(default_value = "www", env = "ONEPOLL_ROOT")]

@@ -64,3 +64,15 @@ fn help_describes_the_options() {
         assert!(help.contains(option), "{help}");
     }
 }
+
+#[test]
+fn version_names_the_commit_and_the_features() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll")).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let expected_start = format!("onepoll {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected_start), "{text}");
+    assert!(text.contains("features: tls"), "{text}");
+    assert_eq!(text.contains("compression"), cfg!(feature = "compression"), "{text}");
+    assert_eq!(text.contains("coroutine"), cfg!(feature = "coroutine"), "{text}");
+}

@@ -8,7 +8,7 @@ use roff::{Roff, bold, italic, roman};
 /// `onepoll.1` in roff.
 pub fn man_page() -> Vec<u8> {
     let command = onepoll::config::Config::command();
-    let man = clap_mangen::Man::new(command.clone()).section("8").manual("System Manager's Manual");
+    let man = clap_mangen::Man::new(command.clone()).section("1").manual("User Commands");
     let mut page = Vec::new();
     man.render_title(&mut page).unwrap();
     man.render_name_section(&mut page).unwrap();
@@ -28,6 +28,46 @@ pub fn man_page() -> Vec<u8> {
     extra_sections(&command).to_writer(&mut page).unwrap();
     man.render_version_section(&mut page).unwrap();
     page
+}
+
+/// `/etc/default/onepoll` for the packaged service: every `ONEPOLL_*` variable with its help
+/// and default, commented out, except the root, which the package points at its own.
+pub fn default_file() -> String {
+    let mut text = String::from(
+        "# Settings for onepoll.service, which reads this file (EnvironmentFile). Every onepoll\n\
+         # option has a variable; uncomment a line to change it, then `systemctl restart onepoll`.\n\
+         # Under socket activation (onepoll.socket, port 80) the listening addresses come from\n\
+         # the socket unit, and ONEPOLL_ADDR, ONEPOLL_PORT and ONEPOLL_LISTEN are ignored. See onepoll(1).\n",
+    );
+    for arg in onepoll::config::Config::command().get_arguments() {
+        let Some(variable) = arg.get_env().map(|env| env.to_string_lossy().into_owned()) else { continue };
+        let help = arg.get_help().map(|help| help.to_string()).unwrap_or_default();
+        let default = arg.get_default_values().first().map(|value| value.to_string_lossy().into_owned());
+        let is_flag = !arg.get_action().takes_values();
+        let value = match (default, is_flag) {
+            (Some(default), _) => default,
+            (None, true) => "false".to_owned(),
+            (None, false) => String::new(),
+        };
+        text.push('\n');
+        let mut line = String::from("#");
+        for word in help.split_whitespace() {
+            if line.len() + word.len() > 90 {
+                text.push_str(&line);
+                text.push('\n');
+                line = String::from("#");
+            }
+            line.push(' ');
+            line.push_str(word);
+        }
+        text.push_str(&line);
+        text.push('\n');
+        match variable.as_str() {
+            "ONEPOLL_ROOT" => text.push_str("ONEPOLL_ROOT=/var/www/onepoll\n"),
+            _ => text.push_str(&format!("#{variable}={value}\n")),
+        }
+    }
+    text
 }
 
 fn extra_sections(command: &clap::Command) -> Roff {

@@ -113,9 +113,14 @@ pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
 pub fn lowest_priority() -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is this process.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } < 0 {
+        // SAFETY: sched_param is plain integers (musl's has more fields than glibc's), for
+        // which all zeros (priority 0, what SCHED_IDLE requires) is valid; it outlives the
+        // call, and pid 0 is this process.
+        let result = unsafe {
+            let param: libc::sched_param = std::mem::zeroed();
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
+        };
+        if result < 0 {
             return Err(io::Error::last_os_error());
         }
     }

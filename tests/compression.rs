@@ -218,8 +218,17 @@ fn others_are_served_while_a_large_file_compresses() {
             .filter(|target| target.to_string_lossy().starts_with("socket:"))
             .count()
     };
-    while sockets() != 1 {
-        assert!(started.elapsed() < Duration::from_secs(10), "the compressor holds sockets of the loop");
+    // And it runs as SCHED_IDLE (policy 5, field 41 of /proc/<pid>/stat): only on idle CPU.
+    let policy = || {
+        let stat = fs::read_to_string(format!("/proc/{compressor}/stat")).unwrap();
+        stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(38).unwrap().parse::<u32>().unwrap()
+    };
+    while sockets() != 1 || policy() != 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the compressor holds sockets of the loop, or is not SCHED_IDLE (policy {})",
+            policy()
+        );
         thread::sleep(Duration::from_millis(5));
     }
     let mut client = server.connect();

@@ -47,3 +47,21 @@ fn every_flag_of_help_is_in_the_man_page() {
         assert!(page.contains(variable), "{variable}");
     }
 }
+
+#[test]
+fn the_default_file_names_every_variable_with_its_default() {
+    let text = manual::default_file();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let variables: Vec<&str> = help
+        .split(|c: char| c == '=' || c == ']' || c.is_whitespace())
+        .filter(|word| word.starts_with("ONEPOLL_") && word.len() > "ONEPOLL_".len())
+        .collect();
+    assert!(variables.len() > 30, "{variables:?}");
+    for variable in variables {
+        let set = text.lines().any(|line| line.trim_start_matches('#').starts_with(&format!("{variable}=")));
+        assert!(set, "{variable} is missing from the default file");
+    }
+    assert!(text.contains("\n#ONEPOLL_PORT=8080\n") && text.contains("\nONEPOLL_ROOT=/var/www/onepoll\n"));
+    assert!(text.contains("\n#ONEPOLL_COMPRESS_CACHE=16M\n") && text.contains("\n#ONEPOLL_LISTING=false\n"));
+}

@@ -109,7 +109,8 @@ pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
 /// The lowest scheduling class for this process: on Linux `SCHED_IDLE`, which runs only when
 /// nothing else wants the CPU and is preempted at once when the event loop it was forked
 /// from wakes up (nice 19 still takes slices of a few milliseconds from a busy loop on the
-/// same core); elsewhere nice 19.
+/// same core); nice 19 elsewhere, or where `SCHED_IDLE` is refused (qemu-user has no
+/// sched_setscheduler).
 pub fn lowest_priority() -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
@@ -120,11 +121,10 @@ pub fn lowest_priority() -> io::Result<()> {
             let param: libc::sched_param = std::mem::zeroed();
             libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
         };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
+        if result == 0 {
+            return Ok(());
         }
     }
-    #[cfg(not(target_os = "linux"))]
     // SAFETY: setpriority(2) takes plain integers and touches no memory of ours.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } < 0 {
         return Err(io::Error::last_os_error());

@@ -201,24 +201,31 @@ impl Compressor {
 
 /// The child's whole life: shed what belongs to the loop, compress, write, `_exit`.
 fn run_child(job: &CompressionJob, mut output: UnixStream) -> ! {
-    let prepared = sys::default_signal_actions(&LOOP_SIGNALS)
-        .and_then(|()| LOOP_SIGNALS.into_iter().collect::<SigSet>().thread_unblock().map_err(io::Error::from))
-        .and_then(|()| sys::close_descriptors_except(output.as_raw_fd()))
-        .and_then(|()| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from))
-        .and_then(|()| sys::lowest_priority());
-    let status = match prepared {
-        // A panic must not unwind into the loop's stack frames copied into this child.
-        Ok(()) => match panic::catch_unwind(AssertUnwindSafe(|| {
-            compress::run(job).and_then(|bytes| output.write_all(&bytes))
-        })) {
-            Ok(Ok(())) => 0,
-            Ok(Err(error)) => {
-                debug!("compressor child: {}: {error}", job.key);
-                1
-            }
-            Err(_) => 2,
-        },
-        Err(_) => 3,
+    let steps: [(&str, &dyn Fn() -> io::Result<()>); 5] = [
+        ("default signal actions", &|| sys::default_signal_actions(&LOOP_SIGNALS)),
+        ("unblocking signals", &|| {
+            LOOP_SIGNALS.into_iter().collect::<SigSet>().thread_unblock().map_err(io::Error::from)
+        }),
+        ("closing the loop's descriptors", &|| sys::close_descriptors_except(output.as_raw_fd())),
+        ("PR_SET_PDEATHSIG", &|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)),
+        ("lowest priority", &|| sys::lowest_priority()),
+    ];
+    for (step, run) in steps {
+        if let Err(error) = run() {
+            warn!("compressor child: {step}: {error}");
+            sys::exit_child(3);
+        }
+    }
+    // A panic must not unwind into the loop's stack frames copied into this child.
+    let status = match panic::catch_unwind(AssertUnwindSafe(|| {
+        compress::run(job).and_then(|bytes| output.write_all(&bytes))
+    })) {
+        Ok(Ok(())) => 0,
+        Ok(Err(error)) => {
+            debug!("compressor child: {}: {error}", job.key);
+            1
+        }
+        Err(_) => 2,
     };
     sys::exit_child(status)
 }

@@ -53,7 +53,7 @@ pub fn drop_privileges(user: Option<&str>, chroot: Option<&Path>) -> io::Result<
     };
     if let Some(account) = &account {
         let name = CString::new(account.name.as_str()).map_err(io::Error::other)?;
-        unistd::initgroups(&name, account.gid)?;
+        crate::sys::initgroups(&name, account.gid)?;
     }
     if let Some(dir) = chroot {
         unistd::chroot(dir)?;

@@ -122,7 +122,8 @@ pub fn bind(addr: &ListenAddr, reuse_port: bool) -> io::Result<Listener> {
 /// `reuse_port` lets several workers bind the same address, each with its own accept queue
 /// that the kernel balances (`SO_REUSEPORT`).
 pub fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    // socket2 sets close-on-exec itself (SOCK_CLOEXEC, or FD_CLOEXEC where there is none).
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?; // restart while old connections sit in TIME_WAIT
     if reuse_port {
         socket.set_reuse_port(true)?;

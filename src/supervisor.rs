@@ -159,7 +159,7 @@ pub fn run(
 /// Called first thing in a worker: if the supervisor dies, even by SIGKILL, the kernel sends
 /// this worker SIGTERM, so it drains and exits instead of serving on unsupervised.
 pub fn bind_to_supervisor() -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    crate::sys::signal_when_parent_dies(Signal::SIGTERM)?;
     let expected = std::env::var(SUPERVISOR_ENV).ok().and_then(|pid| pid.parse::<i32>().ok());
     if expected != Some(nix::unistd::getppid().as_raw()) {
         return Err(io::Error::other("the supervisor exited before this worker started"));

@@ -2,7 +2,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -87,6 +89,25 @@ pub fn default_signal_actions(signals: &[nix::sys::signal::Signal]) -> io::Resul
     Ok(())
 }
 
+/// `send` flag: more follows at once, so the head and the `sendfile` body after it leave in
+/// full packets. Linux only; elsewhere nothing (the packets are just smaller).
+#[cfg(target_os = "linux")]
+pub const MSG_MORE: libc::c_int = libc::MSG_MORE;
+#[cfg(not(target_os = "linux"))]
+pub const MSG_MORE: libc::c_int = 0;
+
+/// `signal` for this process when its parent dies, even by SIGKILL (`PR_SET_PDEATHSIG`).
+/// Linux only; elsewhere a child outlives a killed parent until its own work ends.
+pub fn signal_when_parent_dies(signal: nix::sys::signal::Signal) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = signal;
+        Ok(())
+    }
+}
+
 /// In a forked child: closes every descriptor from 3 up except `keep`, so the child holds no
 /// client socket, listener or log file of the parent open (a socket the parent closes must
 /// close for real, not linger in the child).
@@ -102,6 +123,18 @@ pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
         if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } < 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Elsewhere: one `close` per possible descriptor below the process's limit.
+#[cfg(not(target_os = "linux"))]
+pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
+    // SAFETY: sysconf takes an integer and reads no memory of ours.
+    let limit = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 1 << 20) as RawFd;
+    for fd in (3..limit).filter(|fd| *fd != keep) {
+        // SAFETY: closing descriptors this child does not use; EBADF for unused numbers.
+        unsafe { libc::close(fd) };
     }
     Ok(())
 }
@@ -127,6 +160,22 @@ pub fn lowest_priority() -> io::Result<()> {
     }
     // SAFETY: setpriority(2) takes plain integers and touches no memory of ours.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The supplementary groups of the user `name`, plus `gid` (`initgroups(3)`).
+#[cfg(not(target_vendor = "apple"))]
+pub fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Result<()> {
+    nix::unistd::initgroups(name, gid).map_err(io::Error::from)
+}
+
+/// nix leaves Apple's `initgroups(3)` out (its group id is an int there).
+#[cfg(target_vendor = "apple")]
+pub fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Result<()> {
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::initgroups(name.as_ptr(), gid.as_raw() as libc::c_int) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

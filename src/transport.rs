@@ -72,7 +72,7 @@ impl Transport for std::net::TcpStream {
     }
 
     fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        SockRef::from(&*self).send_vectored_with_flags(slices, libc::MSG_MORE)
+        SockRef::from(&*self).send_vectored_with_flags(slices, crate::sys::MSG_MORE)
     }
 }
 

@@ -207,7 +207,7 @@ fn run_child(job: &CompressionJob, mut output: UnixStream) -> ! {
             LOOP_SIGNALS.into_iter().collect::<SigSet>().thread_unblock().map_err(io::Error::from)
         }),
         ("closing the loop's descriptors", &|| sys::close_descriptors_except(output.as_raw_fd())),
-        ("PR_SET_PDEATHSIG", &|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)),
+        ("PR_SET_PDEATHSIG", &|| sys::signal_when_parent_dies(Signal::SIGKILL)),
         ("lowest priority", &|| sys::lowest_priority()),
     ];
     for (step, run) in steps {

@@ -197,7 +197,7 @@ impl Transport for TaskSocket {
     fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         let socket = &self.0;
         socket.try_io(Interest::WRITABLE, || {
-            SockRef::from(socket).send_vectored_with_flags(slices, libc::MSG_MORE)
+            SockRef::from(socket).send_vectored_with_flags(slices, crate::sys::MSG_MORE)
         })
     }
 }

@@ -250,7 +250,7 @@ impl Parent<'_> {
         self.listeners.clear();
         let prepared = sys::stop_reading_on_sigterm(stream.as_raw_fd()).and_then(|()| {
             // If the parent dies, even by SIGKILL, the child drains as on SIGTERM.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
+            sys::signal_when_parent_dies(Signal::SIGTERM)
         });
         let stop_signals = handled_by_parent();
         let _ = stop_signals.thread_unblock();

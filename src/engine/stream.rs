@@ -139,9 +139,8 @@ impl Transport for Stream {
 
     fn write_vectored_more(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         match &mut self.socket {
-            Socket::Tcp(stream) => {
-                stream.try_io(|| SockRef::from(&*stream).send_vectored_with_flags(slices, libc::MSG_MORE))
-            }
+            Socket::Tcp(stream) => stream
+                .try_io(|| SockRef::from(&*stream).send_vectored_with_flags(slices, crate::sys::MSG_MORE)),
             Socket::Unix(stream) => stream.write_vectored(slices), // no packets to merge
         }
     }

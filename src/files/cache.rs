@@ -11,14 +11,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use inotify::{Inotify, WatchMask};
-use log::{debug, warn};
+use log::debug;
 
+use super::changes::Changes;
 use super::compress::worth_compressing;
 use crate::http::{
     AcceptEncoding, Choice, ContentCoding, FNV1A_START, FileMeta, fnv1a, full_response_fields,
@@ -122,7 +122,7 @@ pub enum Lookup {
 }
 
 pub struct FileCache {
-    inotify: Inotify,
+    changes: Changes,
     /// Directories already watched.
     watched: HashSet<PathBuf>,
     /// Keyed by the request path exactly as sent (origin-form, query removed). Only existing
@@ -163,11 +163,11 @@ impl FileCache {
             queue: VecDeque::new(),
         });
         let entries = HashMap::default();
-        Ok(FileCache { inotify: Inotify::init()?, watched: HashSet::new(), entries, compression })
+        Ok(FileCache { changes: Changes::new()?, watched: HashSet::new(), entries, compression })
     }
 
     pub fn fd(&self) -> RawFd {
-        self.inotify.as_raw_fd()
+        self.changes.fd()
     }
 
     /// Whether this cache compresses files itself.
@@ -363,19 +363,10 @@ impl FileCache {
     }
 
     fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {
-        let mask = WatchMask::MODIFY
-            | WatchMask::ATTRIB
-            | WatchMask::CLOSE_WRITE
-            | WatchMask::CREATE
-            | WatchMask::DELETE
-            | WatchMask::MOVED_FROM
-            | WatchMask::MOVED_TO
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF;
         let mut dir = directory;
         loop {
             if !self.watched.contains(dir) {
-                self.inotify.watches().add(dir, mask)?;
+                self.changes.watch(dir)?;
                 self.watched.insert(dir.to_path_buf());
             }
             if dir == root {
@@ -386,21 +377,9 @@ impl FileCache {
         }
     }
 
-    /// Drains the inotify descriptor; any change empties the cache. Returns whether it did.
+    /// Drains the change events; any change empties the cache. Returns whether it did.
     pub fn process_events(&mut self) -> bool {
-        let mut buffer = [0u8; 4096];
-        let mut changed = false;
-        loop {
-            match self.inotify.read_events(&mut buffer) {
-                Ok(events) => changed |= events.count() > 0,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => {
-                    warn!("inotify: {error}; emptying the file cache");
-                    changed = true;
-                    break;
-                }
-            }
-        }
+        let changed = self.changes.drain();
         if changed && !self.entries.is_empty() {
             debug!("file cache: {} entries dropped after a change on disk", self.entries.len());
             self.clear();

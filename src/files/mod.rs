@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub mod cache;
+mod changes;
 pub mod compress;
 
 use crate::http::{

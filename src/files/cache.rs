@@ -170,11 +170,6 @@ impl FileCache {
         self.changes.fd()
     }
 
-    /// Whether this cache compresses files itself.
-    pub fn compresses(&self) -> bool {
-        self.compression.is_some()
-    }
-
     /// The representation of the cached path `key` that `accept` gets, or `None` when the
     /// path was not looked at yet. Queues the form the client wants most when it is missing.
     pub fn lookup(&mut self, key: &str, accept: &AcceptEncoding) -> Option<Lookup> {

@@ -114,11 +114,6 @@ impl Root {
         }
     }
 
-    /// Whether responses may be compressed by the server itself.
-    pub fn compresses(&self) -> bool {
-        self.lock_cache().is_some_and(|cache| cache.compresses())
-    }
-
     fn lock_cache(&self) -> Option<MutexGuard<'_, FileCache>> {
         self.cache.as_ref().map(|cache| cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }

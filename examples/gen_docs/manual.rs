@@ -30,6 +30,20 @@ pub fn man_page() -> Vec<u8> {
     page
 }
 
+/// A section of terms, each with its meaning.
+fn definitions(roff: &mut Roff, section: &str, items: &[(&str, &str)]) {
+    roff.control("SH", [section]);
+    terms(roff, items);
+}
+
+/// Terms in bold, each with its meaning (`.TP` paragraphs).
+fn terms(roff: &mut Roff, items: &[(&str, &str)]) {
+    for (term, meaning) in items {
+        roff.control("TP", []).text([bold(*term)]);
+        roff.text([roman(*meaning)]);
+    }
+}
+
 /// `/etc/default/onepoll` for the packaged service: every `ONEPOLL_*` variable with its help
 /// and default, commented out, except the root, which the package points at its own.
 pub fn default_file() -> String {
@@ -84,89 +98,92 @@ fn extra_sections(command: &clap::Command) -> Roff {
             None => roman("as the ROOT argument"),
         }]);
     }
-    for (variable, meaning) in [
-        (
-            "RUST_LOG",
-            "diagnostics on stderr: error, warn, info (default) or debug, which logs every connection's state changes",
-        ),
-        (
-            "LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES",
-            "listening sockets passed by systemd (socket activation); names \"https\" get TLS",
-        ),
-        ("NOTIFY_SOCKET", "set by systemd for Type=notify: onepoll reports READY=1 and STOPPING=1"),
-    ] {
-        roff.control("TP", []).text([bold(variable)]);
-        roff.text([roman(meaning)]);
-    }
+    terms(
+        &mut roff,
+        &[
+            (
+                "RUST_LOG",
+                "diagnostics on stderr: error, warn, info (default) or debug, which logs every connection's state changes",
+            ),
+            (
+                "LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES",
+                "listening sockets passed by systemd (socket activation); names \"https\" get TLS",
+            ),
+            ("NOTIFY_SOCKET", "set by systemd for Type=notify: onepoll reports READY=1 and STOPPING=1"),
+        ],
+    );
 
-    roff.control("SH", ["SIGNALS"]);
-    for (signal, meaning) in [
-        (
-            "SIGTERM, SIGINT",
-            "graceful stop: listeners close, responses in flight finish for up to --grace-period, exit 0; a second signal exits at once with 1",
-        ),
-        (
-            "SIGHUP",
-            "reopens the --access-log file (logrotate), reloads the --tls-cert/--tls-key pairs and the --auth-file",
-        ),
-    ] {
-        roff.control("TP", []).text([bold(signal)]);
-        roff.text([roman(meaning)]);
-    }
+    definitions(
+        &mut roff,
+        "SIGNALS",
+        &[
+            (
+                "SIGTERM, SIGINT",
+                "graceful stop: listeners close, responses in flight finish for up to --grace-period, exit 0; a second signal exits at once with 1",
+            ),
+            (
+                "SIGHUP",
+                "reopens the --access-log file (logrotate), reloads the --tls-cert/--tls-key pairs and the --auth-file",
+            ),
+        ],
+    );
 
-    roff.control("SH", ["FILES"]);
-    for (file, meaning) in [
-        (
-            "/etc/default/onepoll",
-            "settings for the packaged service, as ONEPOLL_* variables (read by onepoll.service)",
-        ),
-        ("/var/www/onepoll", "the packaged service's default root"),
-        (
-            "/lib/systemd/system/onepoll.service, onepoll.socket",
-            "the systemd units; the socket unit listens on port 80 and starts the service on the first connection",
-        ),
-    ] {
-        roff.control("TP", []).text([bold(file)]);
-        roff.text([roman(meaning)]);
-    }
+    definitions(
+        &mut roff,
+        "FILES",
+        &[
+            (
+                "/etc/default/onepoll",
+                "settings for the packaged service, as ONEPOLL_* variables (read by onepoll.service)",
+            ),
+            ("/var/www/onepoll", "the packaged service's default root"),
+            (
+                "/lib/systemd/system/onepoll.service, onepoll.socket",
+                "the systemd units; the socket unit listens on port 80 and starts the service on the first connection",
+            ),
+        ],
+    );
 
-    roff.control("SH", ["EXIT STATUS"]);
-    for (status, meaning) in [
-        ("0", "stopped by SIGTERM or SIGINT after in-flight responses finished (or the grace period ended)"),
-        (
-            "1",
-            "could not start (root, listeners, certificates, password file, privileges), or a second stop signal",
-        ),
-        ("2", "a usage error: an unknown option or a value clap or onepoll refuses"),
-    ] {
-        roff.control("TP", []).text([bold(status)]);
-        roff.text([roman(meaning)]);
-    }
+    definitions(
+        &mut roff,
+        "EXIT STATUS",
+        &[
+            (
+                "0",
+                "stopped by SIGTERM or SIGINT after in-flight responses finished (or the grace period ended)",
+            ),
+            (
+                "1",
+                "could not start (root, listeners, certificates, password file, privileges), or a second stop signal",
+            ),
+            ("2", "a usage error: an unknown option or a value clap or onepoll refuses"),
+        ],
+    );
 
-    roff.control("SH", ["EXAMPLES"]);
-    for (example, meaning) in [
-        ("onepoll", "serve ./www on http://127.0.0.1:8080/"),
-        ("onepoll /srv/site --listen 0.0.0.0:80 --listen [::]:80", "a public site on both IPv4 and IPv6"),
-        (
-            "onepoll /srv/site --listen-tls 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem --listen 0.0.0.0:80 --https-redirect",
-            "HTTPS, with plain HTTP redirected to it except ACME HTTP-01 challenges",
-        ),
-        (
-            "onepoll /srv/site --header-for '/assets/*' 'Cache-Control: public, max-age=31536000, immutable'",
-            "long-lived caching for fingerprinted assets",
-        ),
-        (
-            "htpasswd -B -c /etc/onepoll/htpasswd alice && onepoll /srv/site --auth-file /etc/onepoll/htpasswd --auth-path /private",
-            "a password on one directory",
-        ),
-        (
-            "RUST_LOG=debug strace -f onepoll --port 0",
-            "watch the event loop's syscalls and each connection's states",
-        ),
-    ] {
-        roff.control("TP", []).text([bold(example)]);
-        roff.text([roman(meaning)]);
-    }
+    definitions(
+        &mut roff,
+        "EXAMPLES",
+        &[
+            ("onepoll", "serve ./www on http://127.0.0.1:8080/"),
+            ("onepoll /srv/site --listen 0.0.0.0:80 --listen [::]:80", "a public site on both IPv4 and IPv6"),
+            (
+                "onepoll /srv/site --listen-tls 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem --listen 0.0.0.0:80 --https-redirect",
+                "HTTPS, with plain HTTP redirected to it except ACME HTTP-01 challenges",
+            ),
+            (
+                "onepoll /srv/site --header-for '/assets/*' 'Cache-Control: public, max-age=31536000, immutable'",
+                "long-lived caching for fingerprinted assets",
+            ),
+            (
+                "htpasswd -B -c /etc/onepoll/htpasswd alice && onepoll /srv/site --auth-file /etc/onepoll/htpasswd --auth-path /private",
+                "a password on one directory",
+            ),
+            (
+                "RUST_LOG=debug strace -f onepoll --port 0",
+                "watch the event loop's syscalls and each connection's states",
+            ),
+        ],
+    );
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman("htpasswd(1), systemd.socket(5), sd_notify(3); the README in /usr/share/doc/onepoll.")]);
     roff

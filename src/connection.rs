@@ -19,6 +19,7 @@ use std::time::{Instant, SystemTime};
 use log::{debug, trace};
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::auth::Auth;
 use crate::drive::{Clock, CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
 use crate::files::Found;
 use crate::http::{
@@ -354,7 +355,8 @@ impl<T: Transport> Connection<T> {
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
             (Ok(_), Some(location)) => Ok(Resource::OnHttps { location }),
             (Ok(_), None) => {
-                request.check_method().and_then(|()| authorize(&request, site)).and_then(|authorized| {
+                let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, &request));
+                request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
                     site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
                 })
@@ -555,8 +557,7 @@ impl Drop for InputBuffer {
 /// `--auth-file`: lets the request through (with its user, when its path is guarded), or the
 /// 401 or 503 that answers it instead, before any file is looked at. A target that names no
 /// path passes here and is refused by the lookup.
-fn authorize(request: &Request, site: &Site) -> Result<Option<String>, HttpError> {
-    let Some(auth) = &site.auth else { return Ok(None) };
+fn authorize(auth: &Auth, request: &Request) -> Result<Option<String>, HttpError> {
     let Ok(path) = request.servable_path() else { return Ok(None) };
     auth.check(&path.decoded(), request.authorization.as_ref().map(|credentials| credentials.0.as_str()))
 }

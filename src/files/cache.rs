@@ -177,6 +177,13 @@ impl FileCache {
         if entry.held.is_none() && entry.compressed.is_none() {
             return Some(Lookup::FromDisk { varies: false }); // the filesystem path weighs siblings
         }
+        if accept.is_identity_only() {
+            // No coding wanted (most tools send no Accept-Encoding): nothing to weigh or queue.
+            return Some(match &entry.held {
+                Some(held) => Lookup::Hit(held.identity.meta, Arc::clone(&held.identity)),
+                None => Lookup::FromDisk { varies: entry.compressed.is_some() },
+            });
+        }
         let held = entry.held.as_deref();
         let forms = entry.compressed.as_deref_mut();
         let sibling = |coding: ContentCoding| held.and_then(|held| held.variants[coding.index()].as_ref());

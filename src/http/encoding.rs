@@ -101,6 +101,12 @@ impl AcceptEncoding {
         accept
     }
 
+    /// True when the client takes no coding and does take identity (no `Accept-Encoding` at
+    /// all, as from most tools): the answer is the file itself, whatever else exists.
+    pub fn is_identity_only(&self) -> bool {
+        self.codings == [0; 3] && self.identity != Some(0)
+    }
+
     /// Whether the client takes `coding` at all.
     pub fn accepts(&self, coding: ContentCoding) -> bool {
         self.codings[coding.index()] > 0
@@ -241,6 +247,19 @@ mod tests {
         assert_eq!(choose(Some("*;q=0, identity"), &[Brotli]), Choice::Identity);
         assert_eq!(choose(Some("identity;q=1, br;q=0.5"), &[Brotli]), Choice::Identity);
         assert_eq!(choose(Some("identity;q=0.1, br;q=0.5"), &[Brotli]), Choice::Coded(Brotli));
+        for (field, identity_only) in [
+            (None, true),
+            (Some("identity"), true),
+            (Some("deflate"), true),
+            (Some("br"), false),
+            (Some("identity;q=0"), false),
+        ] {
+            let accept = AcceptEncoding::parse(field);
+            assert_eq!(accept.is_identity_only(), identity_only, "{field:?}");
+            if identity_only {
+                assert_eq!(accept.choose(|_| true), Choice::Identity, "{field:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! On-the-fly compression: which files get it, at which level, and the work itself, which
 //! runs in a child process of the event loop (`engine::compressor`), never in the loop.
 //!
-//! Levels were chosen by measurement (README, "Compression"): a form is made once per file
+//! Levels were chosen by measurement (README, "Compression"; `examples/compression_levels.rs`
+//! reruns it): a form is made once per file
 //! version and then served from memory, so the best ratio is worth its CPU for the files a
 //! site is made of; above [`TOP_LEVELS_UP_TO`] the levels drop to ones that compress
 //! megabytes in about a second.

@@ -2,10 +2,9 @@
 //! runs in a child process of the event loop (`engine::compressor`), never in the loop.
 //!
 //! Levels were chosen by measurement (README, "Compression"; `examples/compression_levels.rs`
-//! reruns it): a form is made once per file
-//! version and then served from memory, so the best ratio is worth its CPU for the files a
-//! site is made of; above [`TOP_LEVELS_UP_TO`] the levels drop to ones that compress
-//! megabytes in about a second.
+//! reruns it): a form is made once per file version and then served from memory, so the best
+//! ratio is worth its CPU for the files a site is made of; above [`TOP_LEVELS_UP_TO`] the
+//! levels drop to ones that compress megabytes in about a second.
 
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;

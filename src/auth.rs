@@ -98,14 +98,18 @@ impl Auth {
         })
     }
 
-    /// Lets the request for `decoded_path` through (with its user, if it is guarded), or says
-    /// why not: 401 with the challenge, or 503 when the verification budget is spent.
+    /// Lets a request through (with its user, if its path is guarded), or says why not: 401
+    /// with the challenge, or 503 when the verification budget is spent. `decoded_path` is
+    /// called only when some paths are guarded and others not.
     pub fn check(
         &self,
-        decoded_path: &str,
+        decoded_path: impl FnOnce() -> Option<String>,
         authorization: Option<&str>,
     ) -> Result<Option<String>, HttpError> {
-        if !is_guarded(&self.prefixes, decoded_path) {
+        // The whole site needs no path decoded; a path that decodes to none is refused later
+        // by the lookup, without touching a file.
+        if !self.prefixes.is_empty() && !decoded_path().is_some_and(|path| is_guarded(&self.prefixes, &path))
+        {
             return Ok(None);
         }
         let refused = || HttpError::Unauthorized(Arc::clone(&self.challenge));
@@ -249,6 +253,11 @@ mod tests {
     use super::*;
     use base64::Engine;
 
+    /// The decoded path of a request, as `check` asks for it.
+    fn at(path: &str) -> impl FnOnce() -> Option<String> + use<'_> {
+        move || Some(path.to_owned())
+    }
+
     fn basic(user: &str, password: &str) -> String {
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
     }
@@ -270,42 +279,42 @@ mod tests {
         let (_dir, auth) = auth_with(&[("alice", "secret"), ("bob", "hunter2")], &["/private"]);
         let is_401 =
             |result: Result<Option<String>, HttpError>| matches!(result, Err(HttpError::Unauthorized(_)));
-        assert_eq!(auth.check("/public/a", None), Ok(None));
-        assert_eq!(auth.check("/private/a", Some(&basic("alice", "secret"))), Ok(Some("alice".into())));
-        assert_eq!(auth.check("/private", Some(&basic("bob", "hunter2"))), Ok(Some("bob".into())));
-        assert!(is_401(auth.check("/private/a", Some(&basic("alice", "hunter2")))));
-        assert!(is_401(auth.check("/private/a", Some(&basic("mallory", "secret")))));
-        assert!(is_401(auth.check("/private/a", None)));
-        assert!(is_401(auth.check("/private/a", Some("Basic !!"))));
-        assert!(is_401(auth.check("/private/a", Some("Bearer token"))));
+        assert_eq!(auth.check(at("/public/a"), None), Ok(None));
+        assert_eq!(auth.check(at("/private/a"), Some(&basic("alice", "secret"))), Ok(Some("alice".into())));
+        assert_eq!(auth.check(at("/private"), Some(&basic("bob", "hunter2"))), Ok(Some("bob".into())));
+        assert!(is_401(auth.check(at("/private/a"), Some(&basic("alice", "hunter2")))));
+        assert!(is_401(auth.check(at("/private/a"), Some(&basic("mallory", "secret")))));
+        assert!(is_401(auth.check(at("/private/a"), None)));
+        assert!(is_401(auth.check(at("/private/a"), Some("Basic !!"))));
+        assert!(is_401(auth.check(at("/private/a"), Some("Bearer token"))));
     }
 
     #[test]
     fn a_verified_credential_is_remembered_until_the_file_changes() {
         let (dir, auth) = auth_with(&[("alice", "secret")], &[]);
         let field = basic("alice", "secret");
-        assert!(auth.check("/", Some(&field)).is_ok());
+        assert!(auth.check(at("/"), Some(&field)).is_ok());
         let spent = auth.lock().spent;
         for _ in 0..100 {
-            assert!(auth.check("/", Some(&field)).is_ok());
+            assert!(auth.check(at("/"), Some(&field)).is_ok());
         }
         assert_eq!(auth.lock().spent, spent, "remembered: no bcrypt again");
         fs::write(dir.path().join("htpasswd"), format!("alice:{}\n", bcrypt::hash("changed", 4).unwrap()))
             .unwrap();
         auth.lock().checked_at -= FILE_CHECK_INTERVAL;
-        assert!(matches!(auth.check("/", Some(&field)), Err(HttpError::Unauthorized(_))));
-        assert!(auth.check("/", Some(&basic("alice", "changed"))).is_ok());
+        assert!(matches!(auth.check(at("/"), Some(&field)), Err(HttpError::Unauthorized(_))));
+        assert!(auth.check(at("/"), Some(&basic("alice", "changed"))).is_ok());
     }
 
     #[test]
     fn a_flood_spends_the_budget_and_then_gets_503_while_known_credentials_pass() {
         let (_dir, auth) = auth_with(&[("alice", "secret")], &[]);
         let known = basic("alice", "secret");
-        assert!(auth.check("/", Some(&known)).is_ok());
+        assert!(auth.check(at("/"), Some(&known)).is_ok());
         let mut answers = Vec::new();
         // Unknown users spend the budget as wrong passwords do (each is a real bcrypt run).
         for attempt in 0..10_000 {
-            let answer = auth.check("/", Some(&basic(&format!("user{attempt}"), "guess")));
+            let answer = auth.check(at("/"), Some(&basic(&format!("user{attempt}"), "guess")));
             let busy = answer == Err(HttpError::AuthenticationBusy);
             answers.push(busy);
             if busy {
@@ -314,8 +323,8 @@ mod tests {
             assert!(attempt < 9_999, "the budget never ran out");
         }
         assert!(answers.iter().filter(|busy| !**busy).count() >= 2);
-        assert_eq!(auth.check("/", Some(&basic("alice", "wrong"))), Err(HttpError::AuthenticationBusy));
-        assert_eq!(auth.check("/", Some(&known)), Ok(Some("alice".into())));
+        assert_eq!(auth.check(at("/"), Some(&basic("alice", "wrong"))), Err(HttpError::AuthenticationBusy));
+        assert_eq!(auth.check(at("/"), Some(&known)), Ok(Some("alice".into())));
     }
 
     #[test]

@@ -558,8 +558,8 @@ impl Drop for InputBuffer {
 /// 401 or 503 that answers it instead, before any file is looked at. A target that names no
 /// path passes here and is refused by the lookup.
 fn authorize(auth: &Auth, request: &Request) -> Result<Option<String>, HttpError> {
-    let Ok(path) = request.servable_path() else { return Ok(None) };
-    auth.check(&path.decoded(), request.authorization.as_ref().map(|credentials| credentials.0.as_str()))
+    let path = || request.servable_path().ok().map(|path| path.decoded());
+    auth.check(path, request.authorization.as_ref().map(|credentials| credentials.0.as_str()))
 }
 
 #[cfg(test)]

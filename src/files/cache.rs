@@ -295,6 +295,15 @@ impl FileCache {
         let Some(budget) = self.compression.as_ref().map(|c| c.budget) else { return };
         let worth_keeping = compressed
             .filter(|bytes| (bytes.len() as u64) * 100 <= job.identity.len * 95 && bytes.len() <= budget);
+        let awaited =
+            self.entries.get(&job.key).and_then(|entry| entry.compressed.as_deref()).is_some_and(|forms| {
+                forms.identity.etag == job.identity.etag
+                    && matches!(forms.forms[job.coding.index()], Form::Queued)
+            });
+        if !awaited {
+            return; // changed on disk meanwhile: a later request queues the new version
+        }
+        // Room is made only for a form that will be kept.
         if let Some(bytes) = &worth_keeping {
             while self.compression.as_ref().is_some_and(|c| c.used + bytes.len() > c.budget) {
                 if !self.evict_least_recently_used() {
@@ -302,20 +311,13 @@ impl FileCache {
                 }
             }
         }
-        let Some(compression) = self.compression.as_mut() else { return };
-        let Some(forms) = self
-            .entries
-            .get_mut(&job.key)
-            .and_then(|entry| entry.compressed.as_deref_mut())
-            .filter(|forms| forms.identity.etag == job.identity.etag)
-        else {
-            return; // changed on disk meanwhile: a later request queues the new version
-        };
-        let slot = &mut forms.forms[job.coding.index()];
-        if !matches!(slot, Form::Queued) {
+        let (Some(compression), Some(forms)) = (
+            self.compression.as_mut(),
+            self.entries.get_mut(&job.key).and_then(|entry| entry.compressed.as_deref_mut()),
+        ) else {
             return;
-        }
-        *slot = match worth_keeping {
+        };
+        forms.forms[job.coding.index()] = match worth_keeping {
             Some(bytes) => {
                 compression.used += bytes.len();
                 compression.clock += 1;

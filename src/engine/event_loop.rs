@@ -19,7 +19,7 @@
 //! Timers: every client has one entry in an ordered set, never later than its real deadline
 //! (header, idle or send, whichever applies now); `epoll_wait` sleeps until the nearest. An entry
 //! that fires early is re-armed at the real deadline, so progress costs no set update. The clock
-//! is read once per loop turn.
+//! is read once per loop turn (one vDSO `clock_gettime`; see [`TurnClock`]).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -38,7 +38,7 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::connection::Connection;
-use crate::drive::{CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
+use crate::drive::{CloseReason, ConnLabel, Limits, Now, Site, Timeout, TurnClock, Verdict};
 use crate::listen::Listener;
 use crate::seed::{self, Answered, Seed, SeedConnection};
 use crate::tls::{Https, TlsTransport};
@@ -274,9 +274,13 @@ pub fn run(
 impl EventLoop<'_> {
     fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        let mut clock = TurnClock::new();
+        let mut now = clock.read();
         loop {
+            // Measured from the start of this turn, not read again: a wake-up comes late by
+            // at most the turn's own work, and a timer that fires early is re-armed anyway.
             let timeout = match self.yielded.is_empty() && self.datagrams_yielded.is_empty() {
-                true => self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now())),
+                true => self.next_wakeup().map(|at| at.saturating_duration_since(now.mono)),
                 false => Some(Duration::ZERO), // yielded clients are waiting: just collect events
             };
             match self.poll.poll(&mut events, timeout) {
@@ -285,7 +289,7 @@ impl EventLoop<'_> {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             }
-            let now = Now::read(); // the clock is read once per loop turn
+            now = clock.read(); // the clock is read once per loop turn
             // Changes on disk first, so no request in this batch is answered from a stale cache.
             if events.iter().any(|event| event.token() == FILE_CHANGES) {
                 self.site.root.process_cache_events();

@@ -306,47 +306,60 @@ impl<T: Transport> Connection<T> {
                         self.enter(State::Closing(CloseReason::BadBody));
                     }
                 },
-                Reading::Idle | Reading::Head { .. } => match parse_head(self.input.data()) {
-                    Ok(Parsed::Partial) => {
-                        if let Reading::Idle = reading {
-                            *reading = Reading::Head { since: now.mono }; // pipelined leftovers
+                Reading::Idle | Reading::Head { .. } => {
+                    let was_idle = matches!(reading, Reading::Idle);
+                    // The request borrows its head where it was read: the input buffer is lent
+                    // to it while its response is decided, and the head consumed after.
+                    let input = std::mem::take(&mut self.input);
+                    let answered = match parse_head(input.data()) {
+                        Ok(Parsed::Partial) => None,
+                        Ok(Parsed::Complete { request, head_len }) => {
+                            let head = &input.data()[..head_len];
+                            let logged = match site.access_log.is_enabled() {
+                                true => logged_fields(head),
+                                false => (None, None),
+                            };
+                            let on_https = match site.https_redirect {
+                                Some(port) if !self.transport.is_encrypted() => {
+                                    https_location(&request, host_field(head).as_deref(), port)
+                                }
+                                _ => None,
+                            };
+                            Some((head_len, self.answer(request, logged, on_https, site, now)))
+                        }
+                        Err(error) => {
+                            debug!("{} request head refused: {error}", self.label);
+                            self.queue_response(None, Err(error), (None, None), None, site, now.wall);
+                            Some((0, None)) // the refusal closes: nothing after it is read
+                        }
+                    };
+                    self.input = input;
+                    let Some((head_len, body)) = answered else {
+                        if was_idle {
+                            self.set_reading(Reading::Head { since: now.mono }); // pipelined leftovers
                         }
                         return true;
+                    };
+                    self.input.consume(head_len);
+                    match body {
+                        Some(discard) => self.set_reading(Reading::Body(discard)),
+                        None => self.next_request(now),
                     }
-                    Ok(Parsed::Complete { request, head_len }) => {
-                        let head = &self.input.data()[..head_len];
-                        let logged = match site.access_log.is_enabled() {
-                            true => logged_fields(head),
-                            false => (None, None),
-                        };
-                        let on_https = match site.https_redirect {
-                            Some(port) if !self.transport.is_encrypted() => {
-                                https_location(&request, host_field(head).as_deref(), port)
-                            }
-                            _ => None,
-                        };
-                        self.input.consume(head_len);
-                        self.answer(request, logged, on_https, site, now);
-                    }
-                    Err(error) => {
-                        debug!("{} request head refused: {error}", self.label);
-                        self.queue_response(None, Err(error), (None, None), None, site, now.wall);
-                    }
-                },
+                }
             }
         }
     }
 
-    /// Queues the response to one request and moves to whatever comes after it; `on_https`
-    /// is where `--https-redirect` sends it instead, if anywhere.
+    /// Queues the response to one request; `on_https` is where `--https-redirect` sends it
+    /// instead, if anywhere. Returns the request's body, to be read and dropped next.
     fn answer(
         &mut self,
-        mut request: Request,
+        mut request: Request<'_>,
         logged: LoggedFields,
         on_https: Option<String>,
         site: &Site,
         now: Now,
-    ) {
+    ) -> Option<BodyDiscard> {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let mut user = None;
@@ -358,17 +371,12 @@ impl<T: Transport> Connection<T> {
                 let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, &request));
                 request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
-                    site.root.find_target(&request.target, request.fields.accept_encoding.as_deref())
+                    site.root.find_target(request.target, request.fields.accept_encoding.as_deref())
                 })
             }
         };
-        if !self.queue_response(Some(&request), found, logged, user, site, now.wall) {
-            return; // closing
-        }
-        match body {
-            Ok(Some(discard)) => self.set_reading(Reading::Body(discard)),
-            _ => self.next_request(now),
-        }
+        let stays_open = self.queue_response(Some(&request), found, logged, user, site, now.wall);
+        body.ok().flatten().filter(|_| stays_open)
     }
 
     /// After a request is answered in full: idle, or reading the next head already buffered.
@@ -383,7 +391,7 @@ impl<T: Transport> Connection<T> {
     /// Returns whether the connection stays open.
     fn queue_response(
         &mut self,
-        request: Option<&Request>,
+        request: Option<&Request<'_>>,
         found: Result<Found, HttpError>,
         (referer, user_agent): LoggedFields,
         user: Option<String>,
@@ -557,9 +565,9 @@ impl Drop for InputBuffer {
 /// `--auth-file`: lets the request through (with its user, when its path is guarded), or the
 /// 401 or 503 that answers it instead, before any file is looked at. A target that names no
 /// path passes here and is refused by the lookup.
-fn authorize(auth: &Auth, request: &Request) -> Result<Option<String>, HttpError> {
+fn authorize(auth: &Auth, request: &Request<'_>) -> Result<Option<String>, HttpError> {
     let path = || request.servable_path().ok().map(|path| path.decoded());
-    auth.check(path, request.authorization.as_ref().map(|credentials| credentials.0.as_str()))
+    auth.check(path, request.authorization.as_ref().map(|credentials| credentials.0.as_ref()))
 }
 
 #[cfg(test)]

@@ -433,8 +433,9 @@ mod tests {
     use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
     use crate::transport::fake::FakeSocket;
 
-    fn get(fields: &str) -> crate::http::Request {
-        match parse_head(format!("GET /f HTTP/1.1\r\nHost: x\r\n{fields}\r\n").as_bytes()) {
+    /// A request that lives as long as the test (its head is leaked).
+    fn get(fields: &str) -> crate::http::Request<'static> {
+        match parse_head(format!("GET /f HTTP/1.1\r\nHost: x\r\n{fields}\r\n").leak().as_bytes()) {
             Ok(Parsed::Complete { request, .. }) => request,
             other => panic!("{other:?}"),
         }

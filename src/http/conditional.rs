@@ -207,7 +207,7 @@ mod tests {
         Validators { etag: TAG.into(), last_modified: Some(at(1_795_322_700)) }
     }
 
-    fn fields(pairs: &[(&str, &str)]) -> RepresentationFields {
+    fn fields<'a>(pairs: &[(&str, &'a str)]) -> RepresentationFields<'a> {
         let mut fields = RepresentationFields::default();
         for (name, value) in pairs {
             let slot = match *name {

@@ -119,7 +119,8 @@ proptest! {
 
     #[test]
     fn ranges_stay_inside_the_file_sorted_and_disjoint(spec in "[0-9,=a-z -]{0,40}", len in 0u64..10_000) {
-        let fields = RepresentationFields { range: Some(format!("bytes={spec}").as_str().into()), ..Default::default() };
+        let range = format!("bytes={spec}");
+        let fields = RepresentationFields { range: Some(range.as_str().into()), ..Default::default() };
         let validators = Validators { etag: "\"t\"".into(), last_modified: None };
         if let RangeOutcome::Partial(ranges) = evaluate_range(&fields, &validators, len) {
             prop_assert!(!ranges.is_empty());

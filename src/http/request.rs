@@ -1,33 +1,34 @@
-//! Request-head parsing: bytes in, an owned [`Request`] out.
+//! Request-head parsing: bytes in, a [`Request`] that borrows them out.
 //!
 //! `httparse` does the tokenising; this module adds the rules httparse leaves to us: size
 //! limits (414/431), version errors (505), `Host` on HTTP/1.1, and message framing
 //! (`Content-Length` / `Transfer-Encoding`, RFC 9112 §6) strict enough that no body can be
 //! mistaken for the next request.
 
+use std::borrow::Cow;
+
 use super::{HttpError, MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
-use crate::recycle::PooledString;
 
 /// The request methods we tell apart. Only GET and HEAD are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Method {
+pub enum Method<'h> {
     Get,
     Head,
     /// A method registered for HTTP (RFC 9110 §9, RFC 5789) that a static server refuses with 405.
     Standard(&'static str),
     /// A token we do not know; refused with 501.
-    Unknown(String),
+    Unknown(&'h str),
 }
 
-impl Method {
-    fn from_token(token: &str) -> Method {
+impl<'h> Method<'h> {
+    fn from_token(token: &'h str) -> Method<'h> {
         const STANDARD: [&str; 7] = ["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
             other => match STANDARD.iter().find(|m| **m == other) {
                 Some(standard) => Method::Standard(standard),
-                None => Method::Unknown(other.to_owned()),
+                None => Method::Unknown(other),
             },
         }
     }
@@ -65,53 +66,54 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// An owned request head: everything later steps need, copied out of the read buffer.
+/// A request head: everything later steps need, borrowed from the bytes it was parsed from
+/// (the connection's input buffer), so answering a request copies none of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub method: Method,
-    /// The request-target exactly as sent; `target::resolve_target` interprets it. Pooled:
-    /// every request has one, and a warm server allocates nothing for it.
-    pub target: PooledString,
+pub struct Request<'h> {
+    pub method: Method<'h>,
+    /// The request-target exactly as sent; `target::resolve_target` interprets it.
+    pub target: &'h str,
     pub version: Version,
     /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
     pub keep_alive: bool,
     pub body: BodyFraming,
     /// The fields that select and validate the representation.
-    pub fields: RepresentationFields,
+    pub fields: RepresentationFields<'h>,
     /// `Authorization`, for `--auth-file` (a repeated field is kept empty: malformed).
-    pub authorization: Option<Credentials>,
+    pub authorization: Option<Credentials<'h>>,
 }
 
 /// An `Authorization` value as sent. Its `Debug` shows nothing of it, so no log of a request
 /// can carry a password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials(pub PooledString);
+pub struct Credentials<'h>(pub Cow<'h, str>);
 
-impl std::fmt::Debug for Credentials {
+impl std::fmt::Debug for Credentials<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Credentials(..)")
     }
 }
 
 /// Request fields about the representation: preconditions (RFC 9110 §13), ranges (§14) and
-/// content codings (§12.5.3). Kept as sent; `conditional`, `range` and `encoding` interpret them.
+/// content codings (§12.5.3). Kept as sent (borrowed; owned only when a list field came on
+/// several lines and was joined, or held bytes that are not UTF-8); `conditional`, `range` and
+/// `encoding` interpret them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RepresentationFields {
-    pub if_match: Option<PooledString>,
-    pub if_none_match: Option<PooledString>,
-    pub if_modified_since: Option<PooledString>,
-    pub if_unmodified_since: Option<PooledString>,
-    pub if_range: Option<PooledString>,
-    pub range: Option<PooledString>,
-    /// Pooled like the target: browsers send this one with every request.
-    pub accept_encoding: Option<PooledString>,
+pub struct RepresentationFields<'h> {
+    pub if_match: Option<Cow<'h, str>>,
+    pub if_none_match: Option<Cow<'h, str>>,
+    pub if_modified_since: Option<Cow<'h, str>>,
+    pub if_unmodified_since: Option<Cow<'h, str>>,
+    pub if_range: Option<Cow<'h, str>>,
+    pub range: Option<Cow<'h, str>>,
+    pub accept_encoding: Option<Cow<'h, str>>,
 }
 
-impl RepresentationFields {
+impl<'h> RepresentationFields<'h> {
     /// Takes the field if it is one of ours. List fields sent on several lines are joined with
     /// commas (RFC 9110 §5.3); a repeated single-valued field becomes empty, i.e. invalid, so
     /// it is ignored rather than guessed at.
-    fn absorb(&mut self, name: &str, value: &[u8]) {
+    fn absorb(&mut self, name: &str, value: &'h [u8]) {
         let (slot, is_list) = match name.len() {
             5 if name.eq_ignore_ascii_case("range") => (&mut self.range, false),
             8 if name.eq_ignore_ascii_case("if-match") => (&mut self.if_match, true),
@@ -124,12 +126,13 @@ impl RepresentationFields {
         };
         let value = String::from_utf8_lossy(value.trim_ascii());
         match slot {
-            None => *slot = Some(PooledString::copy_of(&value)),
+            None => *slot = Some(value),
             Some(joined) if is_list => {
+                let joined = joined.to_mut();
                 joined.push_str(", ");
                 joined.push_str(&value);
             }
-            Some(repeated) => repeated.clear(),
+            Some(repeated) => *repeated = Cow::Borrowed(""),
         }
     }
 }
@@ -138,15 +141,15 @@ impl RepresentationFields {
 // Returned by value and consumed at once: boxing the request would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
+pub enum Parsed<'h> {
     /// A whole head; `head_len` bytes of the buffer belong to it.
-    Complete { request: Request, head_len: usize },
+    Complete { request: Request<'h>, head_len: usize },
     /// Not an error: the head has not all arrived yet.
     Partial,
 }
 
 /// Parses the request head at the start of `buf`.
-pub fn parse_head(buf: &[u8]) -> Result<Parsed, HttpError> {
+pub fn parse_head(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     let request_line = |buf: &[u8]| -> usize { buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len()) };
     // Only a buffer longer than the limit can hold a request line that is (checked even on
     // a partial head, so a client cannot stream an endless line).
@@ -206,10 +209,10 @@ fn fields_named<const N: usize>(head: &[u8], names: [&str; N]) -> [Option<String
 /// Where `--https-redirect` sends a plain-HTTP request: the same host and target on HTTPS
 /// at `https_port`. `None` for ACME HTTP-01 challenges (RFC 8555 §8.3: they must be served
 /// over plain HTTP) and when there is no `Host` to name.
-pub fn https_location(request: &Request, host: Option<&str>, https_port: u16) -> Option<String> {
+pub fn https_location(request: &Request<'_>, host: Option<&str>, https_port: u16) -> Option<String> {
     let host = host.filter(|host| !host.is_empty())?;
     // The target as a path: origin-form as is, absolute-form without its scheme and authority.
-    let target = request.target.as_str();
+    let target = request.target;
     let path = match target.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
         None if target.starts_with('/') => target,
@@ -248,8 +251,8 @@ fn version_error(request_line: &[u8]) -> HttpError {
     if well_formed { HttpError::VersionNotSupported } else { HttpError::BadRequest("malformed HTTP version") }
 }
 
-impl Request {
-    fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
+impl<'h> Request<'h> {
+    fn from_parsed(parsed: &httparse::Request<'_, 'h>) -> Result<Request<'h>, HttpError> {
         // httparse only returns Complete with all three set.
         let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
             return Err(HttpError::BadRequest("incomplete request line"));
@@ -262,7 +265,7 @@ impl Request {
         let mut transfer_codings: Vec<String> = Vec::new();
         let (mut saw_close, mut saw_keep_alive) = (false, false);
         let mut fields = RepresentationFields::default();
-        let mut authorization: Option<Credentials> = None;
+        let mut authorization: Option<Credentials<'h>> = None;
         for field in parsed.headers.iter() {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
@@ -285,10 +288,9 @@ impl Request {
                     saw_keep_alive |= option.eq_ignore_ascii_case("keep-alive");
                 }
             } else if name.eq_ignore_ascii_case("authorization") {
-                let value = String::from_utf8_lossy(field.value.trim_ascii());
                 authorization = Some(Credentials(match authorization {
-                    None => PooledString::copy_of(&value),
-                    Some(_) => PooledString::default(),
+                    None => String::from_utf8_lossy(field.value.trim_ascii()),
+                    Some(_) => Cow::Borrowed(""),
                 }));
             } else {
                 fields.absorb(name, field.value);
@@ -311,7 +313,7 @@ impl Request {
         };
         Ok(Request {
             method: Method::from_token(method),
-            target: PooledString::copy_of(target),
+            target,
             version,
             keep_alive,
             body,
@@ -427,7 +429,7 @@ fn list_items(value: &[u8]) -> Result<impl Iterator<Item = &str>, HttpError> {
 mod tests {
     #[test]
     fn https_locations_keep_host_and_target_and_spare_acme_challenges() {
-        let at = |target: &str| complete(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).0;
+        let at = |target: &str| complete(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes()).0;
         let cases = [
             ("/a/b?c=d", Some("example.org:8080"), 443, Some("https://example.org/a/b?c=d")),
             ("/", Some("example.org"), 8443, Some("https://example.org:8443/")),
@@ -454,7 +456,7 @@ mod tests {
 
     use super::*;
 
-    fn complete(bytes: &[u8]) -> (Request, usize) {
+    fn complete(bytes: &[u8]) -> (Request<'_>, usize) {
         match parse_head(bytes) {
             Ok(Parsed::Complete { request, head_len }) => (request, head_len),
             other => {
@@ -494,7 +496,7 @@ mod tests {
         let mut buf = first.to_vec();
         buf.extend_from_slice(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
         let (request, head_len) = complete(&buf);
-        assert_eq!((request.target.as_str(), head_len), ("/1", first.len()));
+        assert_eq!((request.target, head_len), ("/1", first.len()));
     }
 
     #[test]
@@ -520,12 +522,12 @@ mod tests {
     #[test]
     fn tells_methods_apart() {
         let method =
-            |token: &str| complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).0.method;
+            |token: &str| complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes()).0.method;
         assert_eq!(method("GET"), Method::Get);
         assert_eq!(method("HEAD"), Method::Head);
         assert_eq!(method("DELETE"), Method::Standard("DELETE"));
-        assert_eq!(method("get"), Method::Unknown("get".into()));
-        assert_eq!(method("BREW"), Method::Unknown("BREW".into()));
+        assert_eq!(method("get"), Method::Unknown("get"));
+        assert_eq!(method("BREW"), Method::Unknown("BREW"));
     }
 
     #[test]

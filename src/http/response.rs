@@ -435,11 +435,11 @@ impl std::fmt::Display for ImfDate {
     }
 }
 
-impl Request {
+impl Request<'_> {
     /// The path this request may be served from: only GET and HEAD get as far as the
     /// filesystem; every other method is refused before the target is even looked at.
     pub fn servable_path(&self) -> Result<SafePath, HttpError> {
-        self.check_method().and_then(|()| super::resolve_target(&self.target))
+        self.check_method().and_then(|()| super::resolve_target(self.target))
     }
 
     /// Only GET and HEAD are served: 405 for other standard methods, 501 for unknown ones.
@@ -780,7 +780,7 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_795_322_700)
     }
 
-    fn request(head: &str) -> Request {
+    fn request(head: &str) -> Request<'_> {
         match parse_head(head.as_bytes()) {
             Ok(Parsed::Complete { request, .. }) => request,
             other => panic!("{other:?}"),
@@ -926,8 +926,9 @@ mod tests {
         assert!(response.keep_alive);
     }
 
-    fn with(head: &str, fields: &str) -> Request {
-        request(&format!("{head} HTTP/1.1\r\nHost: x\r\n{fields}\r\n"))
+    /// A request that lives as long as the test (its head is leaked).
+    fn with(head: &str, fields: &str) -> Request<'static> {
+        request(format!("{head} HTTP/1.1\r\nHost: x\r\n{fields}\r\n").leak())
     }
 
     #[test]

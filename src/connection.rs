@@ -156,7 +156,7 @@ impl<T: Transport> Connection<T> {
         loop {
             let now = clock.now();
             let needs_input = self.answer_buffered_requests(site, now);
-            match self.send_queued(&site.access_log) {
+            match self.send_queued(site) {
                 Ok(Flushed::All) => self.set_sending(false),
                 Ok(flushed) => {
                     self.set_sending(true);
@@ -218,18 +218,9 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Writes what the socket takes; each response that completes gets its access line.
-    fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
-        let label = self.label;
-        let logging = access_log.is_enabled();
-        let flushed = self.output.send_some(
-            &mut self.transport,
-            &label,
-            &mut |record: &AccessRecord, sent: Sent| {
-                if logging {
-                    access_log.record(&label, record, sent)
-                }
-            },
-        )?;
+    fn send_queued(&mut self, site: &Site) -> io::Result<Flushed> {
+        let flushed =
+            self.output.send_some(&mut self.transport, &self.label, &mut finished(site, self.label))?;
         // A layer under HTTP (TLS) may still hold bytes: records, handshake messages.
         match (flushed, self.transport.flush()) {
             (Flushed::All, Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Ok(Flushed::Blocked),
@@ -325,11 +316,13 @@ impl<T: Transport> Connection<T> {
                                 }
                                 _ => None,
                             };
-                            Some((head_len, self.answer(request, logged, on_https, site, now)))
+                            // Nothing pipelined behind it: its response may go out at once.
+                            let lone = head_len == input.data().len();
+                            Some((head_len, self.answer(request, logged, on_https, lone, site, now)))
                         }
                         Err(error) => {
                             debug!("{} request head refused: {error}", self.label);
-                            self.queue_response(None, Err(error), (None, None), None, site, now.wall);
+                            self.queue_response(None, Err(error), (None, None), None, false, site, now.wall);
                             Some((0, None)) // the refusal closes: nothing after it is read
                         }
                     };
@@ -350,13 +343,15 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Queues the response to one request; `on_https` is where `--https-redirect` sends it
-    /// instead, if anywhere. Returns the request's body, to be read and dropped next.
+    /// Queues the response to one request (`lone`: no other request is buffered behind it);
+    /// `on_https` is where `--https-redirect` sends it instead, if anywhere. Returns the
+    /// request's body, to be read and dropped next.
     fn answer(
         &mut self,
         mut request: Request<'_>,
         logged: LoggedFields,
         on_https: Option<String>,
+        lone: bool,
         site: &Site,
         now: Now,
     ) -> Option<BodyDiscard> {
@@ -375,7 +370,7 @@ impl<T: Transport> Connection<T> {
                 })
             }
         };
-        let stays_open = self.queue_response(Some(&request), found, logged, user, site, now.wall);
+        let stays_open = self.queue_response(Some(&request), found, logged, user, lone, site, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
 
@@ -388,13 +383,16 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Decides and queues one response; enters `Closing` when it closes the connection.
-    /// Returns whether the connection stays open.
+    /// A `lone` response (nothing buffered behind it to answer in the same `writev`) is sent
+    /// at once when the queue is empty. Returns whether the connection stays open.
+    #[allow(clippy::too_many_arguments)] // one call each from the two places a response comes from
     fn queue_response(
         &mut self,
         request: Option<&Request<'_>>,
         found: Result<Found, HttpError>,
         (referer, user_agent): LoggedFields,
         user: Option<String>,
+        lone: bool,
         site: &Site,
         now: SystemTime,
     ) -> bool {
@@ -420,7 +418,18 @@ impl<T: Transport> Connection<T> {
             status: response.status.code(),
         };
         let keep_alive = response.keep_alive;
-        self.output.push(response, record);
+        if !lone {
+            self.output.push(response, record);
+        } else if let Err(error) = self.output.send_or_push(
+            &mut self.transport,
+            &self.label,
+            response,
+            record,
+            &mut finished(site, self.label),
+        ) {
+            self.enter(State::Closing(CloseReason::Io(error.kind())));
+            return false;
+        }
         if !keep_alive {
             self.enter(State::Closing(CloseReason::ResponseSaidClose));
         }
@@ -562,6 +571,16 @@ impl Drop for InputBuffer {
     }
 }
 
+/// What happens when a response is all out: its access line, if the log is on.
+fn finished(site: &Site, label: ConnLabel) -> impl FnMut(&AccessRecord, Sent) + '_ {
+    let logging = site.access_log.is_enabled();
+    move |record: &AccessRecord, sent: Sent| {
+        if logging {
+            site.access_log.record(&label, record, sent)
+        }
+    }
+}
+
 /// `--auth-file`: lets the request through (with its user, when its path is guarded), or the
 /// 401 or 503 that answers it instead, before any file is looked at. A target that names no
 /// path passes here and is refused by the lookup.
@@ -661,6 +680,57 @@ mod tests {
             assert_eq!(statuses(&written), [200, 200, 200], "budget {budget}");
             assert_eq!(written.windows(5).filter(|w| w == b"hello").count(), 3, "budget {budget}");
         }
+    }
+
+    #[test]
+    fn a_lone_request_is_answered_in_one_writev_and_a_pipelined_batch_in_one_too() {
+        let (_dir, mut site, mut connection, now) = setup();
+        site.root.enable_cache(None).unwrap(); // bodies in memory: no sendfile
+        connection.transport.send(GET_HELLO);
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+        assert_eq!(connection.transport.calls, ["writev"]);
+        assert!(connection.transport.take_written().ends_with(b"\r\n\r\nhello"));
+        // Read together, three requests are answered together: sent one by one they would
+        // cost three writes.
+        connection.transport.send(&GET_HELLO.repeat(3));
+        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+        assert_eq!(connection.transport.calls, ["writev", "writev"]);
+        assert_eq!(statuses(&connection.transport.take_written()), [200, 200, 200]);
+        assert!(connection.is_idle() && connection.output.is_empty());
+    }
+
+    #[test]
+    fn a_lone_response_the_socket_takes_in_part_is_finished_from_the_queue() {
+        for budget in 1..80 {
+            let (_dir, mut site, mut connection, now) = setup();
+            site.root.enable_cache(None).unwrap();
+            connection.transport.write_budgets = [budget, 0].into();
+            connection.transport.send(GET_HELLO);
+            assert_eq!(
+                drive(&mut connection, &site, now),
+                Verdict::Wait { writable: true },
+                "budget {budget}"
+            );
+            assert_eq!(connection.deadline(&LIMITS).1, Timeout::Send);
+            assert_eq!(
+                drive(&mut connection, &site, now),
+                Verdict::Wait { writable: false },
+                "budget {budget}"
+            );
+            let written = connection.transport.take_written();
+            assert_eq!(statuses(&written), [200], "budget {budget}");
+            assert!(written.ends_with(b"\r\n\r\nhello"), "budget {budget}");
+            assert!(connection.is_idle());
+        }
+    }
+
+    #[test]
+    fn a_reset_while_answering_closes_with_the_socket_error() {
+        let (_dir, site, mut connection, now) = setup();
+        connection.transport.reset = true;
+        connection.transport.send(GET_HELLO);
+        let verdict = drive(&mut connection, &site, now);
+        assert_eq!(verdict, Verdict::Close(CloseReason::Io(io::ErrorKind::ConnectionReset)));
     }
 
     #[test]

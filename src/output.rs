@@ -171,6 +171,75 @@ impl<G> Default for OutputQueue<G> {
 impl<G: Tag> OutputQueue<G> {
     /// Queues `response`, whose body plan owns the file bytes it reads, tagged `tag`.
     pub fn push(&mut self, response: Response<FileBody>, tag: G) {
+        let Response { status, headers, body, .. } = response;
+        self.push_parts(status.line().as_bytes(), headers.into_block(), body, tag);
+    }
+
+    /// Sends `response` at once when nothing is queued ahead of it and its body is in memory,
+    /// straight from where it lies, and queues only what the socket did not take. A lone small
+    /// response (most keep-alive requests) then costs one `writev` and no queue storage; one
+    /// that must wait, or reads from an open file (sendfile), is queued as by [`Self::push`].
+    /// An error other than `WouldBlock` is returned, and nothing is queued.
+    pub fn send_or_push<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        label: &dyn Display,
+        response: Response<FileBody>,
+        tag: G,
+        finished: &mut impl FnMut(&G, Sent),
+    ) -> io::Result<()> {
+        let Response { status, headers, body, .. } = response;
+        let (status_line, header_block) = (status.line().as_bytes(), headers.into_block());
+        let head_bytes = status_line.len() + header_block.len();
+        let in_memory = match &body {
+            _ if !self.is_empty() => None,
+            BodyPlan::Empty => Some(&[][..]),
+            BodyPlan::Page(page) => Some(page.as_bytes()),
+            BodyPlan::File { file: FileBody::Cached(cached), offset, len } => {
+                Some(&cached.content[*offset as usize..(*offset + *len) as usize])
+            }
+            BodyPlan::File { .. } | BodyPlan::Multipart { .. } => None,
+        };
+        let Some(body_bytes) = in_memory else {
+            self.push_parts(status_line, header_block, body, tag);
+            return Ok(());
+        };
+        let total = head_bytes + body_bytes.len();
+        let slices = [IoSlice::new(status_line), IoSlice::new(&header_block), IoSlice::new(body_bytes)];
+        let written = loop {
+            match transport.write_vectored(&slices) {
+                Ok(written) => break written,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(error) => {
+                    trace!("{label} writev {error}");
+                    return Err(error);
+                }
+            }
+        };
+        match written {
+            0 => trace!("{label} writev WouldBlock"),
+            _ => trace!("{label} writev {written}B"),
+        }
+        self.bytes_sent += written as u64;
+        if written == total {
+            finished(&tag, Sent { head_bytes: head_bytes as u64, bytes: total as u64 });
+            give_bytes(header_block);
+            return Ok(());
+        }
+        self.push_parts(status_line, header_block, body, tag);
+        self.advance(written, finished);
+        Ok(())
+    }
+
+    /// Queues a response's parts: its status line, its header block, then its body.
+    fn push_parts(
+        &mut self,
+        status_line: &'static [u8],
+        header_block: Vec<u8>,
+        body: BodyPlan<FileBody>,
+        tag: G,
+    ) {
         if self.responses.capacity() == 0 {
             let spare = G::spare_queues().with(FreeList::take);
             self.responses = spare.unwrap_or_else(|| VecDeque::with_capacity(QUEUE_CAPACITY));
@@ -179,9 +248,7 @@ impl<G: Tag> OutputQueue<G> {
             let spare = SPARE_SEGMENTS.with(FreeList::take);
             self.segments = spare.unwrap_or_else(|| VecDeque::with_capacity(SEGMENTS_CAPACITY));
         }
-        let Response { status, headers, body, .. } = response;
         // The header block goes out as built, behind its static status line: nothing copied.
-        let (status_line, header_block) = (status.line().as_bytes(), headers.into_block());
         let head_bytes = (status_line.len() + header_block.len()) as u64;
         let first = self.segments.len();
         self.segments.push_back(Segment::Static { bytes: status_line, sent: 0 });

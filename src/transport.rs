@@ -88,7 +88,8 @@ pub mod fake {
 
     /// Reads take what the peer "sent" (`WouldBlock` when nothing is there, EOF once the
     /// peer closed); the i-th write takes at most `write_budgets[i]` bytes (0 = `WouldBlock`),
-    /// then everything; `sendfile` works only when `sendfile_works`. Non-blocking and
+    /// then everything, unless `reset` (every write fails as on a reset connection);
+    /// `sendfile` works only when `sendfile_works`. Non-blocking and
     /// edge-triggered like the event loop's sockets, so a short read drains it.
     #[derive(Debug, Default)]
     pub struct FakeSocket {
@@ -102,6 +103,8 @@ pub mod fake {
         /// The name of every write-side call, in order.
         pub calls: Vec<&'static str>,
         pub sendfile_works: bool,
+        /// The peer reset the connection: every write fails with `ConnectionReset`.
+        pub reset: bool,
     }
 
     impl FakeSocket {
@@ -124,6 +127,9 @@ pub mod fake {
         }
 
         fn take(&mut self, offered: usize) -> io::Result<usize> {
+            if self.reset {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
             match self.write_budgets.pop_front() {
                 Some(0) => Err(io::ErrorKind::WouldBlock.into()),
                 Some(budget) => Ok(budget.min(offered)),

@@ -350,6 +350,10 @@ fn is_valid_host(value: &[u8]) -> bool {
 
 /// `reg-name = *( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2).
 fn is_reg_name(name: &[u8]) -> bool {
+    // Names and addresses rarely hold percent-encoding: one table pass decides those.
+    if name.iter().all(|&b| REG_NAME_BYTES[b as usize]) {
+        return true;
+    }
     let mut rest = name;
     while let [first, tail @ ..] = rest {
         rest = match first {
@@ -429,7 +433,8 @@ fn list_items(value: &[u8]) -> Result<impl Iterator<Item = &str>, HttpError> {
 mod tests {
     #[test]
     fn https_locations_keep_host_and_target_and_spare_acme_challenges() {
-        let at = |target: &str| complete(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes()).0;
+        let at =
+            |target: &str| complete(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes()).0;
         let cases = [
             ("/a/b?c=d", Some("example.org:8080"), 443, Some("https://example.org/a/b?c=d")),
             ("/", Some("example.org"), 8443, Some("https://example.org:8443/")),
@@ -521,8 +526,9 @@ mod tests {
 
     #[test]
     fn tells_methods_apart() {
-        let method =
-            |token: &str| complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes()).0.method;
+        let method = |token: &str| {
+            complete(format!("{token} / HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes()).0.method
+        };
         assert_eq!(method("GET"), Method::Get);
         assert_eq!(method("HEAD"), Method::Head);
         assert_eq!(method("DELETE"), Method::Standard("DELETE"));

@@ -304,7 +304,8 @@ impl<T: Transport> Connection<T> {
                     let input = std::mem::take(&mut self.input);
                     let answered = match parse_head(input.data()) {
                         Ok(Parsed::Partial) => None,
-                        Ok(Parsed::Complete { request, head_len }) => {
+                        // By reference: the request is a few hundred bytes, not worth moving.
+                        Ok(Parsed::Complete { ref mut request, head_len }) => {
                             let head = &input.data()[..head_len];
                             let logged = match site.access_log.is_enabled() {
                                 true => logged_fields(head),
@@ -312,7 +313,7 @@ impl<T: Transport> Connection<T> {
                             };
                             let on_https = match site.https_redirect {
                                 Some(port) if !self.transport.is_encrypted() => {
-                                    https_location(&request, host_field(head).as_deref(), port)
+                                    https_location(request, host_field(head).as_deref(), port)
                                 }
                                 _ => None,
                             };
@@ -348,7 +349,7 @@ impl<T: Transport> Connection<T> {
     /// request's body, to be read and dropped next.
     fn answer(
         &mut self,
-        mut request: Request<'_>,
+        request: &mut Request<'_>,
         logged: LoggedFields,
         on_https: Option<String>,
         lone: bool,
@@ -363,14 +364,14 @@ impl<T: Transport> Connection<T> {
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
             (Ok(_), Some(location)) => Ok(Resource::OnHttps { location }),
             (Ok(_), None) => {
-                let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, &request));
+                let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
                 request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
                     site.root.find_target(request.target, request.fields.accept_encoding.as_deref())
                 })
             }
         };
-        let stays_open = self.queue_response(Some(&request), found, logged, user, lone, site, now.wall);
+        let stays_open = self.queue_response(Some(request), found, logged, user, lone, site, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
 

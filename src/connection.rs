@@ -473,6 +473,9 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Reads and drops what the client already sent, so closing does not reset the connection.
+    /// Never inlined: its scratch buffer would otherwise enlarge `drive`'s stack frame.
+    #[cold]
+    #[inline(never)]
     fn drain_unread_input(&mut self) {
         if self.transport.stop_blocking().is_err() {
             return;

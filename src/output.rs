@@ -482,6 +482,19 @@ fn send_file_range<G, T: Transport>(
             result => return result,
         }
     }
+    copy_file_range_through(file, offset, len, transport)
+}
+
+/// The fallback: `len` bytes of `file` from `offset` through a buffer. Never inlined: its 16 KiB
+/// buffer would otherwise enlarge the stack frame of every call that sends.
+#[cold]
+#[inline(never)]
+fn copy_file_range_through<T: Transport>(
+    file: &File,
+    offset: u64,
+    len: usize,
+    transport: &mut T,
+) -> io::Result<usize> {
     let mut chunk = [0u8; COPY_CHUNK_BYTES];
     let read = file.read_at(&mut chunk[..len.min(COPY_CHUNK_BYTES)], offset)?;
     if read == 0 {

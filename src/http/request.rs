@@ -166,9 +166,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
         Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD_BYTES => {
             Err(HttpError::HeaderFieldsTooLarge)
         }
-        Ok(httparse::Status::Complete(head_len)) => {
-            Ok(Parsed::Complete { request: Request::from_parsed(&parsed)?, head_len })
-        }
+        Ok(httparse::Status::Complete(head_len)) => Request::from_parsed(&parsed, head_len),
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeaderFieldsTooLarge),
         Err(httparse::Error::Version) => Err(version_error(&buf[..request_line(buf)])),
         Err(httparse::Error::HeaderName) => Err(HttpError::BadRequest("invalid header name")),
@@ -252,8 +250,9 @@ fn version_error(request_line: &[u8]) -> HttpError {
 }
 
 impl<'h> Request<'h> {
-    #[inline] // built in place in parse_head's result: a request is a few hundred bytes
-    fn from_parsed(parsed: &httparse::Request<'_, 'h>) -> Result<Request<'h>, HttpError> {
+    /// The whole outcome, built where it is returned: a request is a few hundred bytes, and
+    /// wrapping it afterwards would copy it.
+    fn from_parsed(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<Parsed<'h>, HttpError> {
         // httparse only returns Complete with all three set.
         let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
             return Err(HttpError::BadRequest("incomplete request line"));
@@ -312,7 +311,7 @@ impl<'h> Request<'h> {
             Version::Http11 => !saw_close,
             Version::Http10 => saw_keep_alive && !saw_close,
         };
-        Ok(Request {
+        let request = Request {
             method: Method::from_token(method),
             target,
             version,
@@ -320,7 +319,8 @@ impl<'h> Request<'h> {
             body,
             fields,
             authorization,
-        })
+        };
+        Ok(Parsed::Complete { request, head_len })
     }
 }
 

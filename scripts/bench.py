@@ -24,6 +24,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -599,6 +600,64 @@ def run_auth(args, root, run_dir):
     print(text)
 
 
+def run_user_time(args, root, run_dir):
+    """User CPU per request of onepoll against h2o and lighttpd, in alternating rounds: every
+    server is started once, then each round measures each of them in turn (the order rotates)
+    with keep-alive wrk -c100 and pipelined (c=10, 16 deep) runs. The kernel charges a whole
+    clock tick to user or system time, and the machine drifts over minutes, so one run of each
+    is a noisy sample; the goal rows read the median of the per-round ratios."""
+    rounds, seconds = (2, 3) if args.quick else (5, 8)
+    names = ["onepoll:event-loop"] + (["onepoll-baseline:event-loop"] if args.baseline else [])
+    names += [name for name in ("h2o", "lighttpd") if shutil.which(name)]
+    servers = {}
+    try:
+        for name in names:
+            servers[name] = start(name, root, run_dir, args.baseline)
+            wrk(servers[name], "/small.txt", 100, 1)  # warm: the cache, the first connections
+        table = []
+        for round_ in range(rounds):
+            order = names[round_ % len(names):] + names[:round_ % len(names)]
+            for name in order:
+                print(f"   {time.strftime('%H:%M:%S')} round {round_ + 1}: {name}", file=sys.stderr, flush=True)
+                keep_alive = wrk(servers[name], "/small.txt", 100, seconds)
+                pipelined = wrk(servers[name], "/small.txt", 10, seconds, script="requests.lua",
+                                env={"BENCH_PIPELINE": "16"})
+                table.append({"round": round_ + 1, "server": name, "keep_alive": keep_alive, "pipelined": pipelined})
+    finally:
+        for server in servers.values():
+            server.stop()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "scripts/bench.sh --user-time" + (" --quick" if args.quick else "") + (" --baseline BINARY" if args.baseline else "")
+    report = {"date": date, "command": command, "rounds": rounds, "seconds": seconds, "runs": table}
+    RESULTS.mkdir(exist_ok=True)
+    stem = "user-time-quick" if args.quick else "user-time"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    lines = ["| round | server | keep-alive req/s | user µs/req | sys µs/req | pipelined req/s | user µs/req pipelined "
+             "| sys µs/req pipelined | valid |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        ka, pl = r["keep_alive"], r["pipelined"]
+        lines.append(f"| {r['round']} | {r['server']} | {ka['rps']} | {ka['user_us_per_request']} | {ka['system_us_per_request']} "
+                     f"| {pl['rps']} | {pl['user_us_per_request']} | {pl['system_us_per_request']} "
+                     f"| {ka['valid'] and pl['valid']} |")
+    goals = ["| goal (median of the rounds' ratios) | per-round ratios | median | target | met |", "|---|---|---|---|---|"]
+    for label, key in (("user µs per keep-alive request (c=100), onepoll / h2o", "keep_alive"),
+                       ("user µs per pipelined request, onepoll / h2o", "pipelined")):
+        ratios = []
+        for round_ in range(1, rounds + 1):
+            by_name = {r["server"]: r[key]["user_us_per_request"] for r in table if r["round"] == round_}
+            if by_name.get("onepoll:event-loop") and by_name.get("h2o"):
+                ratios.append(round(by_name["onepoll:event-loop"] / by_name["h2o"], 2))
+        median = statistics.median(ratios) if ratios else None
+        met = "yes" if median is not None and median <= 0.6 else "no"
+        goals.append(f"| {label} | {', '.join(map(str, ratios))} | {median} | ≤ 0.6× | {met} |")
+    text = (f"Measured {date} with `{command}` on {os.cpu_count()} cores ({cpu_model()}), servers pinned to core "
+            f"{SERVER_CPU}, wrk to core {CLIENT_CPU}; {rounds} rounds of {seconds}-second runs, every server started "
+            f"once and measured in turn, the order rotating; 128-byte file, access log off.\n\n"
+            + "\n".join(goals) + "\n\n" + "\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)
+
+
 def per_idle_connection(result):
     """kB per idle keep-alive connection: the slope from 10 to the most connections held, so
     the code and library pages that serving the first request touches are not counted. From
@@ -756,6 +815,8 @@ def main():
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
     parser.add_argument("--https", action="store_true", help="only the HTTPS rows (results/https.md)")
     parser.add_argument("--auth", action="store_true", help="only CPU per request with --auth-file against without")
+    parser.add_argument("--user-time", action="store_true",
+                        help="only user CPU per request against h2o and lighttpd, alternating rounds (results/user-time.md)")
     parser.add_argument("--compression", action="store_true",
                         help="only the compression rows and the stall check (results/compression.md)")
     parser.add_argument("--baseline", metavar="BINARY",
@@ -790,6 +851,10 @@ def main():
     root.mkdir()
     (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
     (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
+    if args.user_time:
+        run_user_time(args, root, run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
     if args.auth:
         run_auth(args, root, run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)

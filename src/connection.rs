@@ -729,12 +729,24 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_while_answering_closes_with_the_socket_error() {
-        let (_dir, site, mut connection, now) = setup();
-        connection.transport.reset = true;
-        connection.transport.send(GET_HELLO);
-        let verdict = drive(&mut connection, &site, now);
-        assert_eq!(verdict, Verdict::Close(CloseReason::Io(io::ErrorKind::ConnectionReset)));
+    fn a_reset_while_answering_closes_with_the_socket_error_and_logs_the_response() {
+        for cached in [false, true] {
+            let (dir, mut site, mut connection, now) = setup();
+            if cached {
+                site.root.enable_cache(None).unwrap(); // the lone response is written at once
+            }
+            let log_path = dir.path().join("access.log");
+            site.access_log =
+                AccessLog::open(&crate::access_log::Destination::File(log_path.clone()), false).unwrap();
+            connection.transport.reset = true;
+            connection.transport.send(GET_HELLO);
+            let verdict = drive(&mut connection, &site, now);
+            assert_eq!(verdict, Verdict::Close(CloseReason::Io(io::ErrorKind::ConnectionReset)));
+            connection.close(CloseReason::Io(io::ErrorKind::ConnectionReset), &site.access_log);
+            let log = fs::read_to_string(&log_path).unwrap();
+            assert_eq!(log.lines().count(), 1, "cached {cached}: {log}");
+            assert!(log.contains("\"GET /hello.txt HTTP/1.1\" 200 0 "), "cached {cached}: {log}");
+        }
     }
 
     #[test]

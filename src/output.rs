@@ -179,7 +179,8 @@ impl<G: Tag> OutputQueue<G> {
     /// straight from where it lies, and queues only what the socket did not take. A lone small
     /// response (most keep-alive requests) then costs one `writev` and no queue storage; one
     /// that must wait, or reads from an open file (sendfile), is queued as by [`Self::push`].
-    /// An error other than `WouldBlock` is returned, and nothing is queued.
+    /// An error other than `WouldBlock` is returned after the response is handed to `finished`
+    /// with nothing sent, as [`Self::abandon`] would have handed it once queued.
     pub fn send_or_push<T: Transport>(
         &mut self,
         transport: &mut T,
@@ -213,6 +214,8 @@ impl<G: Tag> OutputQueue<G> {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break 0,
                 Err(error) => {
                     trace!("{label} writev {error}");
+                    finished(&tag, Sent { head_bytes: head_bytes as u64, bytes: 0 });
+                    give_bytes(header_block);
                     return Err(error);
                 }
             }

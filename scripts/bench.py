@@ -854,22 +854,16 @@ def main():
     root.mkdir()
     (root / "small.txt").write_bytes(bytes((i % 26) + 97 for i in range(SMALL_BYTES)))
     (root / "big.bin").write_bytes(os.urandom(BIG_BYTES))
-    if args.user_time:
-        run_user_time(args, root, run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    if args.auth:
-        run_auth(args, root, run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    if args.compression:
-        run_compression(args, run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    if args.https:
-        run_https(args, root, run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
+    # The modes that measure one thing each, apart from the full table.
+    single_modes = ((args.user_time, lambda: run_user_time(args, root, run_dir)),
+                    (args.auth, lambda: run_auth(args, root, run_dir)),
+                    (args.compression, lambda: run_compression(args, run_dir)),
+                    (args.https, lambda: run_https(args, root, run_dir)))
+    for chosen, run in single_modes:
+        if chosen:
+            run()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return
     if args.workers_scaling:
         rows = workers_scaling(root, run_dir)
         lines = ["| workers | keep-alive req/s (c=100) | 10 MiB MB/s (c=4) | all responses 200 |", "|---|---|---|---|"]

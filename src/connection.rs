@@ -21,7 +21,7 @@ use log::{debug, trace};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::auth::Auth;
 use crate::drive::{Clock, CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
-use crate::files::Found;
+use crate::files::{FileCache, Found};
 use crate::http::{
     BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, Resource, host_field, https_location,
     logged_fields, parse_head, respond,
@@ -133,10 +133,11 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Does everything possible without blocking. Every call is safe, even on a spurious
-    /// wake-up: the outcome of each read and write decides, never the event bits.
-    pub fn drive(&mut self, site: &Site, clock: &mut impl Clock) -> Verdict {
+    /// wake-up: the outcome of each read and write decides, never the event bits. The
+    /// engine lends its file cache, if it keeps one.
+    pub fn drive(&mut self, site: &Site, clock: &mut impl Clock, cache: Option<&mut FileCache>) -> Verdict {
         let sent_before = self.output.bytes_sent();
-        let verdict = self.drive_io(site, clock);
+        let verdict = self.drive_io(site, clock, cache);
         if self.output.bytes_sent() != sent_before {
             self.last_progress = clock.now().mono;
         }
@@ -148,14 +149,19 @@ impl<T: Transport> Connection<T> {
         verdict
     }
 
-    fn drive_io(&mut self, site: &Site, clock: &mut impl Clock) -> Verdict {
+    fn drive_io(
+        &mut self,
+        site: &Site,
+        clock: &mut impl Clock,
+        mut cache: Option<&mut FileCache>,
+    ) -> Verdict {
         // A short read on an edge-triggered socket proves it empty (epoll(7), Q9) until the
         // next readiness event, and every `drive` may be that event: so the proof lasts for
         // this call only.
         let mut socket_drained = false;
         loop {
             let now = clock.now();
-            let needs_input = self.answer_buffered_requests(site, now);
+            let needs_input = self.answer_buffered_requests(site, now, cache.as_deref_mut());
             match self.send_queued(site) {
                 Ok(Flushed::All) => self.set_sending(false),
                 Ok(flushed) => {
@@ -272,7 +278,7 @@ impl<T: Transport> Connection<T> {
 
     /// Answers every complete request in the input, in order. Returns true when nothing more
     /// can happen without reading, false when it stopped for output room or for closing.
-    fn answer_buffered_requests(&mut self, site: &Site, now: Now) -> bool {
+    fn answer_buffered_requests(&mut self, site: &Site, now: Now, mut cache: Option<&mut FileCache>) -> bool {
         loop {
             if self.output.len() >= MAX_QUEUED_RESPONSES {
                 return false;
@@ -319,7 +325,8 @@ impl<T: Transport> Connection<T> {
                             };
                             // Nothing pipelined behind it: its response may go out at once.
                             let lone = head_len == input.data().len();
-                            Some((head_len, self.answer(request, logged, on_https, lone, site, now)))
+                            let cache = cache.as_deref_mut();
+                            Some((head_len, self.answer(request, logged, on_https, lone, site, now, cache)))
                         }
                         Err(error) => {
                             debug!("{} request head refused: {error}", self.label);
@@ -347,6 +354,7 @@ impl<T: Transport> Connection<T> {
     /// Queues the response to one request (`lone`: no other request is buffered behind it);
     /// `on_https` is where `--https-redirect` sends it instead, if anywhere. Returns the
     /// request's body, to be read and dropped next.
+    #[allow(clippy::too_many_arguments)] // what the request needs, each from where it lives
     fn answer(
         &mut self,
         request: &mut Request<'_>,
@@ -355,6 +363,7 @@ impl<T: Transport> Connection<T> {
         lone: bool,
         site: &Site,
         now: Now,
+        cache: Option<&mut FileCache>,
     ) -> Option<BodyDiscard> {
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
@@ -367,7 +376,7 @@ impl<T: Transport> Connection<T> {
                 let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
                 request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
-                    site.root.find_target(request.target, request.fields.accept_encoding.as_deref())
+                    site.root.find_target(request.target, request.fields.accept_encoding.as_deref(), cache)
                 })
             }
         };
@@ -637,7 +646,17 @@ mod tests {
     }
 
     fn drive(connection: &mut Connection<FakeSocket>, site: &Site, now: Now) -> Verdict {
-        connection.drive(site, &mut { now })
+        connection.drive(site, &mut { now }, None)
+    }
+
+    /// The same, with a file cache lent as the event loop lends its own.
+    fn drive_cached(
+        connection: &mut Connection<FakeSocket>,
+        site: &Site,
+        cache: &mut FileCache,
+        now: Now,
+    ) -> Verdict {
+        connection.drive(site, &mut { now }, Some(cache))
     }
 
     fn later(now: Now, seconds: u64) -> Now {
@@ -688,16 +707,16 @@ mod tests {
 
     #[test]
     fn a_lone_request_is_answered_in_one_writev_and_a_pipelined_batch_in_one_too() {
-        let (_dir, mut site, mut connection, now) = setup();
-        site.root.enable_cache(None).unwrap(); // bodies in memory: no sendfile
+        let (_dir, site, mut connection, now) = setup();
+        let mut cache = FileCache::new(None).unwrap(); // bodies in memory: no sendfile
         connection.transport.send(GET_HELLO);
-        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+        assert_eq!(drive_cached(&mut connection, &site, &mut cache, now), Verdict::Wait { writable: false });
         assert_eq!(connection.transport.calls, ["writev"]);
         assert!(connection.transport.take_written().ends_with(b"\r\n\r\nhello"));
         // Read together, three requests are answered together: sent one by one they would
         // cost three writes.
         connection.transport.send(&GET_HELLO.repeat(3));
-        assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+        assert_eq!(drive_cached(&mut connection, &site, &mut cache, now), Verdict::Wait { writable: false });
         assert_eq!(connection.transport.calls, ["writev", "writev"]);
         assert_eq!(statuses(&connection.transport.take_written()), [200, 200, 200]);
         assert!(connection.is_idle() && connection.output.is_empty());
@@ -706,18 +725,18 @@ mod tests {
     #[test]
     fn a_lone_response_the_socket_takes_in_part_is_finished_from_the_queue() {
         for budget in 1..80 {
-            let (_dir, mut site, mut connection, now) = setup();
-            site.root.enable_cache(None).unwrap();
+            let (_dir, site, mut connection, now) = setup();
+            let mut cache = FileCache::new(None).unwrap();
             connection.transport.write_budgets = [budget, 0].into();
             connection.transport.send(GET_HELLO);
             assert_eq!(
-                drive(&mut connection, &site, now),
+                drive_cached(&mut connection, &site, &mut cache, now),
                 Verdict::Wait { writable: true },
                 "budget {budget}"
             );
             assert_eq!(connection.deadline(&LIMITS).1, Timeout::Send);
             assert_eq!(
-                drive(&mut connection, &site, now),
+                drive_cached(&mut connection, &site, &mut cache, now),
                 Verdict::Wait { writable: false },
                 "budget {budget}"
             );
@@ -732,15 +751,14 @@ mod tests {
     fn a_reset_while_answering_closes_with_the_socket_error_and_logs_the_response() {
         for cached in [false, true] {
             let (dir, mut site, mut connection, now) = setup();
-            if cached {
-                site.root.enable_cache(None).unwrap(); // the lone response is written at once
-            }
+            // Cached, the lone response is written at once.
+            let mut cache = cached.then(|| FileCache::new(None).unwrap());
             let log_path = dir.path().join("access.log");
             site.access_log =
                 AccessLog::open(&crate::access_log::Destination::File(log_path.clone()), false).unwrap();
             connection.transport.reset = true;
             connection.transport.send(GET_HELLO);
-            let verdict = drive(&mut connection, &site, now);
+            let verdict = connection.drive(&site, &mut { now }, cache.as_mut());
             assert_eq!(verdict, Verdict::Close(CloseReason::Io(io::ErrorKind::ConnectionReset)));
             connection.close(CloseReason::Io(io::ErrorKind::ConnectionReset), &site.access_log);
             let log = fs::read_to_string(&log_path).unwrap();
@@ -855,8 +873,8 @@ mod tests {
     /// pipelined, once the per-thread pools are warm: the cost left is the kernel's.
     #[test]
     fn a_cached_keep_alive_hit_allocates_nothing() {
-        let (_dir, mut site, mut connection, now) = setup();
-        site.root.enable_cache(None).unwrap();
+        let (_dir, site, mut connection, now) = setup();
+        let mut cache = FileCache::new(None).unwrap();
         // Room for everything the fake socket will see, so it does not allocate either.
         connection.transport.incoming.reserve(64 * 1024);
         connection.transport.written.reserve(1024 * 1024);
@@ -871,7 +889,10 @@ mod tests {
         for (round, request) in requests.iter().cycle().take(200).enumerate() {
             let before = ALLOCATIONS.with(std::cell::Cell::get);
             connection.transport.send(request);
-            assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+            assert_eq!(
+                drive_cached(&mut connection, &site, &mut cache, now),
+                Verdict::Wait { writable: false }
+            );
             let allocated = ALLOCATIONS.with(std::cell::Cell::get) - before;
             assert!(connection.transport.written.ends_with(b"\r\n\r\nhello"));
             connection.transport.written.clear();
@@ -885,28 +906,31 @@ mod tests {
     #[cfg(feature = "compression")]
     #[test]
     fn a_compressed_hit_allocates_nothing_either() {
-        let (dir, mut site, mut connection, now) = setup();
+        let (dir, site, mut connection, now) = setup();
         let script: String = (0..200).map(|n| format!("console.log('line {n}');\n")).collect();
         fs::write(dir.path().join("app.js"), &script).unwrap();
-        site.root.enable_cache(Some(1 << 20)).unwrap();
+        let mut cache = FileCache::new(Some(1 << 20)).unwrap();
         connection.transport.incoming.reserve(64 * 1024);
         connection.transport.written.reserve(1024 * 1024);
         connection.transport.calls.reserve(1024);
         let request = b"GET /app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n\r\n";
         connection.transport.send(request);
-        drive(&mut connection, &site, now);
+        drive_cached(&mut connection, &site, &mut cache, now);
         let first = String::from_utf8_lossy(&connection.transport.take_written()).into_owned();
         assert!(first.contains("Vary: Accept-Encoding") && !first.contains("Content-Encoding"), "{first}");
         // What the compressor's child would do, here in the test's thread.
-        let job = site.root.next_compression_job().expect("the request queued brotli");
+        let job = cache.next_compression_job().expect("the request queued brotli");
         assert_eq!(job.coding, crate::http::ContentCoding::Brotli);
         let brotli = crate::files::compress::run(&job).unwrap();
-        site.root.install_compressed(&job, Some(brotli.clone()));
-        assert!(site.root.next_compression_job().is_none(), "one job per form");
+        cache.install_compressed(&job, Some(brotli.clone()));
+        assert!(cache.next_compression_job().is_none(), "one job per form");
         for round in 0..100 {
             let before = ALLOCATIONS.with(std::cell::Cell::get);
             connection.transport.send(request);
-            assert_eq!(drive(&mut connection, &site, now), Verdict::Wait { writable: false });
+            assert_eq!(
+                drive_cached(&mut connection, &site, &mut cache, now),
+                Verdict::Wait { writable: false }
+            );
             let allocated = ALLOCATIONS.with(std::cell::Cell::get) - before;
             assert!(connection.transport.written.ends_with(&brotli));
             connection.transport.written.clear();

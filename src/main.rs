@@ -15,7 +15,7 @@ use onepoll::engine::blocking::BlockingListener;
 use onepoll::engine::coroutine;
 use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
 use onepoll::engine::{Engine, process_per_conn, serial, thread_per_conn, thread_pool};
-use onepoll::files::{Root, RootOptions};
+use onepoll::files::{FileCache, Root, RootOptions};
 use onepoll::http::PathHeader;
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
@@ -251,7 +251,7 @@ fn serve(
     signals: Signals,
     parts: SiteParts,
 ) -> ExitCode {
-    let SiteParts { mut root, access_log, path_headers, auth } = parts;
+    let SiteParts { root, access_log, path_headers, auth } = parts;
     let limits = Limits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
@@ -261,9 +261,9 @@ fn serve(
     // the compressed forms that live in it.
     let compression_budget =
         (config.compress == Switch::On && cfg!(feature = "compression")).then_some(config.compress_cache);
-    let file_changes = match config.engine {
+    let file_cache = match config.engine {
         Engine::EventLoop => {
-            root.enable_cache(compression_budget).map_err(|error| log::warn!("file cache off: {error}")).ok()
+            FileCache::new(compression_budget).map_err(|error| log::warn!("file cache off: {error}")).ok()
         }
         _ => None,
     };
@@ -281,7 +281,7 @@ fn serve(
     let options = Options {
         max_conns,
         grace_period,
-        file_changes,
+        file_cache,
         on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
         https,
     };

@@ -89,7 +89,7 @@ pub fn serve_blocking(
 /// Drives `connection` on this thread, blocking in its socket calls, until it closes.
 fn drive_until_closed<T: Transport>(mut connection: Connection<T>, site: &Site) {
     let reason = loop {
-        match connection.drive(site, &mut LiveClock) {
+        match connection.drive(site, &mut LiveClock, None) {
             Verdict::Yield => {} // the thread is this connection's alone: carry on
             Verdict::Close(reason) => break reason,
             Verdict::Wait { writable: true } => break CloseReason::Timeout(Timeout::Send),

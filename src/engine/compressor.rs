@@ -23,7 +23,7 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::files::{CompressionJob, Root, compress};
+use crate::files::{CompressionJob, FileCache, compress};
 use crate::sys;
 
 /// Longest a compression may take before its child is killed.
@@ -93,7 +93,7 @@ impl Compressor {
 
     /// Once per loop turn: finishes the compression whose child has exited, kills one past its
     /// time limit, and starts the next job the cache queued.
-    pub fn turn(&mut self, root: &Root, registry: &Registry) {
+    pub fn turn(&mut self, cache: &mut FileCache, registry: &Registry) {
         if let Some(running) = &self.running {
             if running.output.is_some() {
                 if running.started.elapsed() < TIME_LIMIT {
@@ -107,19 +107,19 @@ impl Compressor {
             }
             match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => return,
-                Ok(status) => self.finish(root, registry, status),
+                Ok(status) => self.finish(cache, registry, status),
                 Err(error) => {
                     warn!("compressor: waiting for child {}: {error}", running.pid);
-                    self.finish(root, registry, WaitStatus::StillAlive);
+                    self.finish(cache, registry, WaitStatus::StillAlive);
                 }
             }
         }
-        if let Some(job) = root.next_compression_job() {
-            self.start(job, root, registry);
+        if let Some(job) = cache.next_compression_job() {
+            self.start(job, cache, registry);
         }
     }
 
-    fn finish(&mut self, root: &Root, registry: &Registry, status: WaitStatus) {
+    fn finish(&mut self, cache: &mut FileCache, registry: &Registry, status: WaitStatus) {
         let Some(mut running) = self.running.take() else { return };
         if let Some(mut output) = running.output.take() {
             // Exited with output unread: what is left is in the socket buffer.
@@ -143,10 +143,10 @@ impl Compressor {
                 None
             }
         };
-        root.install_compressed(&running.job, result);
+        cache.install_compressed(&running.job, result);
     }
 
-    fn start(&mut self, job: CompressionJob, root: &Root, registry: &Registry) {
+    fn start(&mut self, job: CompressionJob, cache: &mut FileCache, registry: &Registry) {
         let started = Instant::now();
         let forked = UnixStream::pair().and_then(|(ours, theirs)| {
             let blocked: SigSet = LOOP_SIGNALS.into_iter().collect();
@@ -185,7 +185,7 @@ impl Compressor {
             }
             Err(error) => {
                 warn!("compressor: cannot start a child for {}: {error}; sent uncompressed", job.key);
-                root.install_compressed(&job, None);
+                cache.install_compressed(&job, None);
             }
         }
     }

@@ -105,7 +105,7 @@ async fn serve(
 /// for the readiness it asked for or for its deadline, whichever comes first.
 async fn drive_until_closed<T: Transport + OnTaskSocket>(mut connection: Connection<T>, site: &Site) {
     let reason = loop {
-        match connection.drive(site, &mut LiveClock) {
+        match connection.drive(site, &mut LiveClock, None) {
             Verdict::Close(reason) => break reason,
             // It did a fair share: let the other tasks run before it goes on.
             Verdict::Yield => tokio::task::yield_now().await,

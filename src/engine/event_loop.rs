@@ -23,7 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ use slab::Slab;
 use crate::access_log::AccessLog;
 use crate::connection::Connection;
 use crate::drive::{CloseReason, ConnLabel, Limits, Now, Site, Timeout, TurnClock, Verdict};
+use crate::files::FileCache;
 use crate::listen::Listener;
 use crate::seed::{self, Answered, Seed, SeedConnection};
 use crate::tls::{Https, TlsTransport};
@@ -85,8 +86,9 @@ pub struct Options {
     pub max_conns: usize,
     /// How long responses in flight may take to finish after SIGTERM/SIGINT.
     pub grace_period: Duration,
-    /// The file cache's change descriptor (`Root::enable_cache`), if the cache is on.
-    pub file_changes: Option<RawFd>,
+    /// Small files in memory: the loop reads its change events and lends it to every
+    /// connection it drives. `None` serves from the filesystem only.
+    pub file_cache: Option<FileCache>,
     /// Called once when a graceful shutdown begins (to tell the service manager).
     pub on_shutdown: fn(),
     /// Certificates for `Protocol::Https` listeners (reloaded on SIGHUP).
@@ -117,7 +119,7 @@ struct Slot {
 /// table): it obeys verdicts and never asks which kind of client it is driving.
 trait Client {
     fn label(&self) -> ConnLabel;
-    fn drive(&mut self, site: &Site, now: Now) -> Verdict;
+    fn drive(&mut self, site: &Site, now: Now, cache: Option<&mut FileCache>) -> Verdict;
     fn deadline(&self, limits: &Limits) -> (Instant, Timeout);
     /// Closing it now would lose nothing it was asked for.
     fn is_idle(&self) -> bool;
@@ -134,8 +136,8 @@ impl<T: Transport + Source> Client for Connection<T> {
     fn label(&self) -> ConnLabel {
         Connection::label(self)
     }
-    fn drive(&mut self, site: &Site, mut now: Now) -> Verdict {
-        Connection::drive(self, site, &mut now)
+    fn drive(&mut self, site: &Site, mut now: Now, cache: Option<&mut FileCache>) -> Verdict {
+        Connection::drive(self, site, &mut now, cache)
     }
     fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
         Connection::deadline(self, limits)
@@ -161,7 +163,7 @@ impl Client for SeedConnection {
     fn label(&self) -> ConnLabel {
         SeedConnection::label(self)
     }
-    fn drive(&mut self, _: &Site, now: Now) -> Verdict {
+    fn drive(&mut self, _: &Site, now: Now, _: Option<&mut FileCache>) -> Verdict {
         SeedConnection::drive(self, now.mono)
     }
     fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
@@ -211,6 +213,8 @@ struct EventLoop<'a> {
     shutdown_deadline: Option<Instant>,
     site: &'a Site,
     options: Options,
+    /// Lent to each connection while it is driven: only this thread touches it, so no lock.
+    file_cache: Option<FileCache>,
     /// Makes the file cache's compressed forms, in a child process.
     compressor: Compressor,
 }
@@ -223,7 +227,7 @@ pub fn run(
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
     signals: Signals,
     site: &Site,
-    options: Options,
+    mut options: Options,
 ) -> io::Result<Exit> {
     if listeners.len() > MAX_LISTENERS || datagrams.len() > MAX_LISTENERS {
         return Err(io::Error::new(
@@ -247,8 +251,9 @@ pub fn run(
     }
     let mut signals = signals;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    if let Some(fd) = options.file_changes {
-        poll.registry().register(&mut SourceFd(&fd), FILE_CHANGES, Interest::READABLE)?;
+    let file_cache = options.file_cache.take();
+    if let Some(cache) = &file_cache {
+        poll.registry().register(&mut SourceFd(&cache.fd()), FILE_CHANGES, Interest::READABLE)?;
     }
     let mut event_loop = EventLoop {
         poll,
@@ -264,6 +269,7 @@ pub fn run(
         shutdown_deadline: None,
         site,
         options,
+        file_cache,
         compressor: Compressor::new(COMPRESSED),
     };
     let exit = event_loop.run();
@@ -291,8 +297,10 @@ impl EventLoop<'_> {
             }
             now = clock.read(); // the clock is read once per loop turn
             // Changes on disk first, so no request in this batch is answered from a stale cache.
-            if events.iter().any(|event| event.token() == FILE_CHANGES) {
-                self.site.root.process_cache_events();
+            if let Some(cache) = &mut self.file_cache
+                && events.iter().any(|event| event.token() == FILE_CHANGES)
+            {
+                cache.process_events();
             }
             for event in events.iter() {
                 match event.token() {
@@ -330,7 +338,9 @@ impl EventLoop<'_> {
                 self.resume_accepting(now);
             }
             self.remove_closed(now);
-            self.compressor.turn(&self.site.root, self.poll.registry());
+            if let Some(cache) = &mut self.file_cache {
+                self.compressor.turn(cache, self.poll.registry());
+            }
             self.site.access_log.flush(); // this turn's lines, in one write
             if let Some(deadline) = self.shutdown_deadline {
                 if self.clients.is_empty() {
@@ -455,8 +465,8 @@ impl EventLoop<'_> {
         };
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
-        let site = self.site;
-        let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(site, now)));
+        let (site, cache) = (self.site, self.file_cache.as_mut());
+        let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(site, now, cache)));
         let driven = driven.unwrap_or_else(|_| {
             error!("{} panicked while being served; closing it", slot.client.label());
             Verdict::Close(CloseReason::Panicked)

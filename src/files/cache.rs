@@ -132,6 +132,12 @@ pub struct FileCache {
     compression: Option<CompressionBudget>,
 }
 
+impl std::fmt::Debug for FileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCache").field("entries", &self.entries.len()).finish_non_exhaustive()
+    }
+}
+
 /// FNV-1a for the cache's keys: a few instructions per byte of a short path, where SipHash
 /// took ~200 per lookup. SipHash guards a map against keys chosen to collide, but only files
 /// that exist on disk become keys here, so clients cannot pick them.

@@ -3,17 +3,17 @@
 //!
 //! The safety rule is simple and checked in one place: the canonical path (every symlink
 //! followed) of whatever we open must lie under the canonical root. A symlink may point
-//! anywhere inside the root; one that leads outside is refused with 403. With the cache on
-//! (event loop only), small files found on symlink-free paths are answered from memory.
+//! anywhere inside the root; one that leads outside is refused with 403. Given a
+//! [`FileCache`] (the event loop owns one and lends it to each lookup), small files found on
+//! symlink-free paths are answered from memory.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 pub mod cache;
 mod changes;
@@ -24,17 +24,17 @@ use crate::http::{
     Prerendered, Resource, SafePath, is_hidden_name, render_listing, resolve_target,
 };
 use crate::sys;
-pub use cache::{CachedFile, CompressionJob};
-use cache::{FileCache, Lookup};
+use cache::Lookup;
+pub use cache::{CachedFile, CompressionJob, FileCache};
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
 
-/// The served directory, canonicalised once at start-up.
+/// The served directory, canonicalised once at start-up. Read-only, so every engine's
+/// threads share one.
+#[derive(Debug)]
 pub struct Root {
     canonical: PathBuf,
-    /// Small files in memory, when the engine reads the cache's change events.
-    cache: Option<Mutex<FileCache>>,
     options: RootOptions,
 }
 
@@ -58,15 +58,6 @@ impl RootOptions {
     }
 }
 
-impl std::fmt::Debug for Root {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Root")
-            .field("canonical", &self.canonical)
-            .field("cached", &self.cache.is_some())
-            .finish()
-    }
-}
-
 impl Root {
     /// Fails unless `dir` exists and is a directory.
     pub fn new(dir: &Path) -> io::Result<Root> {
@@ -74,7 +65,7 @@ impl Root {
         if !canonical.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Root { canonical, cache: None, options: RootOptions::default() })
+        Ok(Root { canonical, options: RootOptions::default() })
     }
 
     pub fn with_options(self, options: RootOptions) -> Root {
@@ -85,57 +76,30 @@ impl Root {
         &self.canonical
     }
 
-    /// Turns the small-file cache on; the caller must call [`Root::process_cache_events`]
-    /// whenever the returned descriptor is readable, before serving anything else. With a
-    /// `compression_budget`, the cache also keeps that many bytes of compressed forms, which
-    /// the caller makes by running [`Root::next_compression_job`]s.
-    pub fn enable_cache(&mut self, compression_budget: Option<usize>) -> io::Result<RawFd> {
-        let cache = FileCache::new(compression_budget)?;
-        let fd = cache.fd();
-        self.cache = Some(Mutex::new(cache));
-        Ok(fd)
-    }
-
-    pub fn process_cache_events(&self) {
-        if let Some(mut cache) = self.lock_cache() {
-            cache.process_events();
-        }
-    }
-
-    /// The next compression the cache wants made, if any.
-    pub fn next_compression_job(&self) -> Option<CompressionJob> {
-        self.lock_cache()?.next_compression_job()
-    }
-
-    /// Hands the cache what the compressor made for `job` (`None`: it failed).
-    pub fn install_compressed(&self, job: &CompressionJob, compressed: Option<Vec<u8>>) {
-        if let Some(mut cache) = self.lock_cache() {
-            cache.install_compressed(job, compressed);
-        }
-    }
-
-    fn lock_cache(&self) -> Option<MutexGuard<'_, FileCache>> {
-        self.cache.as_ref().map(|cache| cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-
     /// Resolves a request-target (RFC 9112 §3.2) and finds what it names; when that is
     /// nothing, the single-page-app fallback or the operator's 404 page, if configured.
-    pub fn find_target(&self, target: &str, accept_encoding: Option<&str>) -> Result<Found, HttpError> {
+    /// With a `cache`, small files come from memory (and are read into it on a miss).
+    pub fn find_target(
+        &self,
+        target: &str,
+        accept_encoding: Option<&str>,
+        mut cache: Option<&mut FileCache>,
+    ) -> Result<Found, HttpError> {
         let accept_encoding = AcceptEncoding::parse(accept_encoding);
-        let found = self.find_exact(target, &accept_encoding);
+        let found = self.find_exact(target, &accept_encoding, cache.as_deref_mut());
         if !matches!(found, Err(HttpError::NotFound)) {
             return found;
         }
         if let Some(fallback) = &self.options.spa_fallback
             && is_client_route(target)
         {
-            let found = self.find_exact(fallback, &accept_encoding);
+            let found = self.find_exact(fallback, &accept_encoding, cache.as_deref_mut());
             if !matches!(found, Err(HttpError::NotFound)) {
                 return found;
             }
         }
         match &self.options.not_found_page {
-            Some(page) => match self.find_exact(page, &AcceptEncoding::parse(None)) {
+            Some(page) => match self.find_exact(page, &AcceptEncoding::parse(None), cache) {
                 Ok(Resource::File(meta, body)) => Ok(Resource::NotFoundPage(meta, body)),
                 _ => found,
             },
@@ -144,9 +108,14 @@ impl Root {
     }
 
     /// What `target` itself names: from the cache when it can, otherwise from the filesystem.
-    fn find_exact(&self, target: &str, accept: &AcceptEncoding) -> Result<Found, HttpError> {
+    fn find_exact(
+        &self,
+        target: &str,
+        accept: &AcceptEncoding,
+        cache: Option<&mut FileCache>,
+    ) -> Result<Found, HttpError> {
         let key = path_of(target).filter(|path| path.starts_with('/'));
-        let (Some(mut cache), Some(key)) = (self.lock_cache(), key) else {
+        let (Some(cache), Some(key)) = (cache, key) else {
             return self.find(&self.resolve(target)?, accept);
         };
         let lookup = match cache.lookup(key, accept) {
@@ -158,7 +127,6 @@ impl Root {
                     .cacheable_file(&path)
                     .is_some_and(|(file, name)| cache.load(&self.canonical, key, &file, &name));
                 if !loaded {
-                    drop(cache);
                     return self.find(&path, accept); // behind a symlink, or not a file: never cached
                 }
                 cache.lookup(key, accept).unwrap_or(Lookup::FromDisk { varies: false })
@@ -168,7 +136,6 @@ impl Root {
             Lookup::Hit(meta, file) => Ok(Resource::File(meta, FileBody::Cached(file))),
             Lookup::NotAcceptable => Err(HttpError::NotAcceptable),
             Lookup::FromDisk { varies } => {
-                drop(cache);
                 let found = self.find(&self.resolve(target)?, accept);
                 match found {
                     Ok(Resource::File(meta, body)) if varies => {

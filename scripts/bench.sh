@@ -7,7 +7,8 @@
 #   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
 #   scripts/bench.sh --compression   compressed jquery.min.js and the stall check (results/compression.md)
 #   scripts/bench.sh --auth     CPU per request with --auth-file against without (results/auth.md)
-#   scripts/bench.sh --user-time  user CPU per request against h2o, alternating rounds (results/user-time.md)
+#   scripts/bench.sh --user-time [--rounds 6 --round-seconds 15]  user CPU per request against h2o,
+#                               alternating rounds, pooled with its tick-counting interval (results/user-time.md)
 # Installs wrk, strace, gnuplot, nginx, lighttpd and h2o from Debian's packages when missing
 # (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail

@@ -23,8 +23,7 @@ use crate::output::Sent;
 /// Buffered lines are written once they reach this size, even mid-turn.
 const FLUSH_AT_BYTES: usize = 32 * 1024;
 
-/// What an access-log line says about a response. The text fields stay empty (unallocated)
-/// when no access log is on.
+/// What an access-log line says about a response; made only while a log is on.
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
     pub peer: Option<SocketAddr>,

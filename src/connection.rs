@@ -40,13 +40,17 @@ const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 /// `Referer` and `User-Agent` for the access log, when it is on.
 type LoggedFields = (Option<String>, Option<String>);
 
+/// What a queued response carries for its access line: nothing at all while no log is on, so
+/// a response costs no record to build, move and drop; boxed, so it moves as one pointer.
+type Logged = Option<Box<AccessRecord>>;
+
 thread_local! {
     /// Emptied output queues of HTTP connections, for the next busy one.
-    static SPARE_OUTPUT_QUEUES: FreeList<VecDeque<Pending<AccessRecord>>> = const { FreeList::new(SPARE_QUEUES) };
+    static SPARE_OUTPUT_QUEUES: FreeList<VecDeque<Pending<Logged>>> = const { FreeList::new(SPARE_QUEUES) };
 }
 
-impl Tag for AccessRecord {
-    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Pending<AccessRecord>>>> {
+impl Tag for Logged {
+    fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Pending<Logged>>>> {
         &SPARE_OUTPUT_QUEUES
     }
 }
@@ -102,7 +106,7 @@ pub struct Connection<T> {
     input: InputBuffer,
     state: State,
     /// Responses not yet fully written, oldest first, each with its access-log record.
-    output: OutputQueue<AccessRecord>,
+    output: OutputQueue<Logged>,
     /// Last time bytes moved either way (or the accept): the base of idle and send timeouts.
     last_progress: Instant,
     /// The server is shutting down: answer what was asked, with `Connection: close`. A policy
@@ -273,7 +277,11 @@ impl<T: Transport> Connection<T> {
         debug!("{} close: {reason}", self.label);
         self.transport.finish();
         let label = self.label;
-        self.output.abandon(&mut |record: &AccessRecord, sent: Sent| access_log.record(&label, record, sent));
+        self.output.abandon(&mut |logged: &Logged, sent: Sent| {
+            if let Some(record) = logged {
+                access_log.record(&label, record, sent);
+            }
+        });
     }
 
     /// Answers every complete request in the input, in order. Returns true when nothing more
@@ -413,20 +421,22 @@ impl<T: Transport> Connection<T> {
         {
             response.add_path_headers(&site.path_headers, &path.decoded());
         }
-        let request_line = match request {
-            _ if !site.access_log.is_enabled() => String::new(),
-            Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
-            None => "-".to_owned(),
-        };
-        let record = AccessRecord {
-            peer: self.peer,
-            request_line,
-            referer,
-            user_agent,
-            user,
-            received: now,
-            status: response.status.code(),
-        };
+        let record = site.access_log.is_enabled().then(|| {
+            let request_line = match request {
+                Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
+                None => "-".to_owned(),
+            };
+            let status = response.status.code();
+            Box::new(AccessRecord {
+                peer: self.peer,
+                request_line,
+                referer,
+                user_agent,
+                user,
+                received: now,
+                status,
+            })
+        });
         let keep_alive = response.keep_alive;
         if !lone {
             self.output.push(response, record);
@@ -585,11 +595,10 @@ impl Drop for InputBuffer {
 }
 
 /// What happens when a response is all out: its access line, if the log is on.
-fn finished(site: &Site, label: ConnLabel) -> impl FnMut(&AccessRecord, Sent) + '_ {
-    let logging = site.access_log.is_enabled();
-    move |record: &AccessRecord, sent: Sent| {
-        if logging {
-            site.access_log.record(&label, record, sent)
+fn finished(site: &Site, label: ConnLabel) -> impl FnMut(&Logged, Sent) + '_ {
+    move |logged: &Logged, sent: Sent| {
+        if let Some(record) = logged {
+            site.access_log.record(&label, record, sent);
         }
     }
 }

@@ -461,7 +461,7 @@ impl<G: Tag> OutputQueue<G> {
 fn take_body(body: FileBody, file: &mut Option<File>) -> Option<Arc<CachedFile>> {
     match body {
         FileBody::Open(open) => {
-            *file = Some(open);
+            *file = Some(open.file);
             None
         }
         FileBody::Cached(cached) => Some(cached),
@@ -513,6 +513,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+    use crate::files::OpenFile;
     use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
     use crate::transport::fake::FakeSocket;
 
@@ -553,21 +554,22 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(content).unwrap();
         file.seek(SeekFrom::Start(0)).unwrap();
-        FileBody::Open(file)
+        FileBody::Open(Box::new(OpenFile { file, meta: meta_of(content) }))
+    }
+
+    /// What `GET /f` serves for a file of `content`, open or cached alike.
+    fn meta_of(content: &[u8]) -> FileMeta {
+        FileMeta::plain(content.len() as u64, None, b"f.bin")
     }
 
     /// The response to `GET /f` with `fields`, for a file of `content` served from `body`.
     /// `content` as the file cache holds it, with the meta `file_output` gives it.
     fn cached(content: &[u8]) -> FileBody {
-        FileBody::Cached(CachedFile::new(
-            FileMeta::plain(content.len() as u64, None, b"f.bin"),
-            content.into(),
-        ))
+        FileBody::Cached(CachedFile::new(meta_of(content), content.into()))
     }
 
     fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output, Vec<u8>) {
-        let meta = FileMeta::plain(content.len() as u64, None, b"f.bin");
-        let response = respond(Some(&get(fields)), Ok(Resource::File(meta, body)), UNIX_EPOCH);
+        let response = respond(Some(&get(fields)), Ok(Resource::File(body)), UNIX_EPOCH);
         let mut expected = Vec::new();
         response.write_head(&mut expected);
         match &response.body {

@@ -113,7 +113,7 @@ struct CompressionBudget {
 /// What a request for a cached path gets.
 pub enum Lookup {
     /// A representation in memory.
-    Hit(FileMeta, Arc<CachedFile>),
+    Hit(Arc<CachedFile>),
     /// The file itself, from the filesystem; its responses say `Vary: Accept-Encoding` when
     /// `varies` (compressed forms exist or will).
     FromDisk { varies: bool },
@@ -186,7 +186,7 @@ impl FileCache {
         if accept.is_identity_only() {
             // No coding wanted (most tools send no Accept-Encoding): nothing to weigh or queue.
             return Some(match &entry.held {
-                Some(held) => Lookup::Hit(held.identity.meta, Arc::clone(&held.identity)),
+                Some(held) => Lookup::Hit(Arc::clone(&held.identity)),
                 None => Lookup::FromDisk { varies: entry.compressed.is_some() },
             });
         }
@@ -219,15 +219,15 @@ impl FileCache {
             {
                 compression.clock += 1;
                 *last_used = compression.clock;
-                return Some(Lookup::Hit(file.meta, Arc::clone(file)));
+                return Some(Lookup::Hit(Arc::clone(file)));
             }
         }
         Some(match (choice, held) {
             (Choice::Coded(coding), _) => match sibling(coding) {
-                Some(file) => Lookup::Hit(file.meta, Arc::clone(file)),
+                Some(file) => Lookup::Hit(Arc::clone(file)),
                 None => Lookup::FromDisk { varies }, // unreachable: only existing forms are chosen
             },
-            (Choice::Identity, Some(held)) => Lookup::Hit(held.identity.meta, Arc::clone(&held.identity)),
+            (Choice::Identity, Some(held)) => Lookup::Hit(Arc::clone(&held.identity)),
             (Choice::Identity, None) => Lookup::FromDisk { varies },
             (Choice::NothingAcceptable, _) => Lookup::NotAcceptable,
         })

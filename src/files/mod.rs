@@ -21,7 +21,7 @@ pub mod compress;
 
 use crate::http::{
     AcceptEncoding, Choice, ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES,
-    Prerendered, Resource, SafePath, is_hidden_name, render_listing, resolve_target,
+    Representation, Resource, SafePath, is_hidden_name, render_listing, resolve_target,
 };
 use crate::sys;
 use cache::Lookup;
@@ -100,7 +100,7 @@ impl Root {
         }
         match &self.options.not_found_page {
             Some(page) => match self.find_exact(page, &AcceptEncoding::parse(None), cache) {
-                Ok(Resource::File(meta, body)) => Ok(Resource::NotFoundPage(meta, body)),
+                Ok(Resource::File(page)) => Ok(Resource::NotFoundPage(page)),
                 _ => found,
             },
             None => found,
@@ -133,13 +133,14 @@ impl Root {
             }
         };
         match lookup {
-            Lookup::Hit(meta, file) => Ok(Resource::File(meta, FileBody::Cached(file))),
+            Lookup::Hit(file) => Ok(Resource::File(FileBody::Cached(file))),
             Lookup::NotAcceptable => Err(HttpError::NotAcceptable),
             Lookup::FromDisk { varies } => {
                 let found = self.find(&self.resolve(target)?, accept);
                 match found {
-                    Ok(Resource::File(meta, body)) if varies => {
-                        Ok(Resource::File(FileMeta { has_encoded_variants: true, ..meta }, body))
+                    Ok(Resource::File(FileBody::Open(mut open))) if varies => {
+                        open.meta.has_encoded_variants = true;
+                        Ok(Resource::File(FileBody::Open(open)))
                     }
                     other => other,
                 }
@@ -214,7 +215,7 @@ impl Root {
         let siblings =
             ContentCoding::ALL.map(|coding| fs::metadata(sibling_path(coding)).is_ok_and(|m| m.is_file()));
         let has_encoded_variants = siblings.contains(&true);
-        let (mut meta, body) = match accept.choose(|coding| siblings[coding.index()]) {
+        let mut open = match accept.choose(|coding| siblings[coding.index()]) {
             Choice::Coded(coding) => self
                 .canonicalize_inside(&sibling_path(coding))
                 .and_then(|sibling| open_regular(&sibling, name, Some(coding)))
@@ -222,8 +223,8 @@ impl Root {
             Choice::Identity => open_regular(canonical, name, None)?,
             Choice::NothingAcceptable => return Err(HttpError::NotAcceptable),
         };
-        meta.has_encoded_variants = has_encoded_variants;
-        Ok(Resource::File(meta, body))
+        open.meta.has_encoded_variants = has_encoded_variants;
+        Ok(Resource::File(FileBody::Open(open)))
     }
 
     fn canonicalize_inside(&self, path: &Path) -> Result<PathBuf, HttpError> {
@@ -232,19 +233,33 @@ impl Root {
     }
 }
 
-/// What a lookup found; a file to serve carries its own bytes.
+/// What a lookup found; a file to serve carries its own metadata and bytes.
 pub type Found = Resource<FileBody>;
 
-/// Where a file's bytes come from.
+/// A file to serve: its metadata, and where its bytes come from. A pointer either way, so a
+/// lookup's result moves as a few words.
 #[derive(Debug)]
 pub enum FileBody {
     /// An open file, streamed with sendfile.
-    Open(File),
+    Open(Box<OpenFile>),
     /// The whole file, from the cache.
     Cached(Arc<CachedFile>),
 }
 
-impl Prerendered for FileBody {
+#[derive(Debug)]
+pub struct OpenFile {
+    pub file: File,
+    pub meta: FileMeta,
+}
+
+impl Representation for FileBody {
+    fn meta(&self) -> &FileMeta {
+        match self {
+            FileBody::Open(open) => &open.meta,
+            FileBody::Cached(cached) => &cached.meta,
+        }
+    }
+
     fn full_response_fields(&self) -> Option<&[u8]> {
         match self {
             FileBody::Open(_) => None,
@@ -304,14 +319,14 @@ fn open_regular(
     path: &Path,
     name: &[u8],
     encoding: Option<ContentCoding>,
-) -> Result<(FileMeta, FileBody), HttpError> {
+) -> Result<Box<OpenFile>, HttpError> {
     let file = sys::open_nonblocking(path).map_err(not_servable)?;
     let metadata = file.metadata().map_err(not_servable)?;
     if !metadata.is_file() {
         return Err(if metadata.is_dir() { HttpError::NotFound } else { HttpError::Forbidden });
     }
     let meta = FileMeta::new(metadata.ino(), metadata.len(), metadata.modified().ok(), name, encoding);
-    Ok((meta, FileBody::Open(file)))
+    Ok(Box::new(OpenFile { file, meta }))
 }
 
 fn not_servable(error: io::Error) -> HttpError {

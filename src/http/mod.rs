@@ -29,7 +29,7 @@ pub use request::{
     https_location, logged_fields, parse_head,
 };
 pub use response::{
-    BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Prerendered, Resource, Response, fnv1a,
+    BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Representation, Resource, Response, fnv1a,
     full_response_fields, http_date, respond,
 };
 pub use target::{SafePath, is_hidden_name, resolve_target};

@@ -1,10 +1,11 @@
 //! The decision function and the response-head serializer.
 //!
 //! [`respond`] turns (request, what the filesystem found, `now`) into a [`Response`]: a status,
-//! its header fields and a [`BodyPlan`]. The file's bytes travel through it as an opaque `B`
-//! (an open file or cached contents, to the core just a value it moves): a plan that reads a
-//! file owns that file, so no plan can promise a body it does not carry. Every error status is
-//! produced here and nowhere else.
+//! its header fields and a [`BodyPlan`]. A file travels through it as one value `B` that
+//! carries both its metadata and its bytes (an open file or cached contents; to the core a
+//! [`Representation`] it reads the metadata of and moves): a plan that reads a file owns that
+//! file, so no plan can promise a body it does not carry. Every error status is produced here
+//! and nowhere else.
 
 use std::time::SystemTime;
 
@@ -17,11 +18,11 @@ use crate::recycle::{give_bytes, take_bytes};
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
 
-/// What the filesystem edge found for a path: plain values, and a file's bytes as `B`.
+/// What the filesystem edge found for a path: plain values, and a file as `B`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource<B> {
     /// A regular file to serve.
-    File(FileMeta, B),
+    File(B),
     /// A directory named without its trailing slash: redirect to `location`.
     DirectoryWithoutSlash { location: String },
     /// Plain HTTP under `--https-redirect`: the same resource at this HTTPS `location`.
@@ -29,7 +30,7 @@ pub enum Resource<B> {
     /// A generated HTML listing of a directory that has no index file (`--listing`).
     Listing(String),
     /// Nothing was found, and the operator's 404 page (`--404-page`) is this file.
-    NotFoundPage(FileMeta, B),
+    NotFoundPage(B),
 }
 
 /// What a response needs to know about a file, derived once from its metadata when it is
@@ -79,16 +80,25 @@ impl FileMeta {
     }
 }
 
-/// A file body that may bring the representation fields of its full responses already
-/// rendered (a cached file), so a hot hit copies them instead of writing them field by field.
-pub trait Prerendered {
-    /// What [`full_response_fields`] rendered for this file's meta, if it was done ahead.
+/// A file to serve, as the core sees it: its metadata, and maybe the representation fields of
+/// its full responses rendered ahead (a cached file), so a hot hit copies them instead of
+/// writing them field by field. Its bytes are the engine's business.
+pub trait Representation {
+    fn meta(&self) -> &FileMeta;
+
+    /// What [`full_response_fields`] rendered for [`Self::meta`], if it was done ahead.
     fn full_response_fields(&self) -> Option<&[u8]> {
         None
     }
 }
 
-impl Prerendered for () {}
+/// A file known by its metadata alone: the plans are what the core's tests look at.
+#[cfg(test)]
+impl Representation for FileMeta {
+    fn meta(&self) -> &FileMeta {
+        self
+    }
+}
 
 /// `Content-Type` through `Vary` of a `200` for the file `meta` describes, as `respond` writes
 /// them (rendered once per cached file; valid while its mtime is not in the future).
@@ -455,7 +465,7 @@ impl Request<'_> {
 /// The decision function: what to answer to `request`, given what the filesystem found.
 ///
 /// `request` is `None` when the head could not be parsed at all.
-pub fn respond<B: Prerendered>(
+pub fn respond<B: Representation>(
     request: Option<&Request>,
     found: Result<Resource<B>, HttpError>,
     now: SystemTime,
@@ -465,21 +475,22 @@ pub fn respond<B: Prerendered>(
         return error_page(&error, None, now);
     };
     match found {
-        Ok(Resource::File(meta, file)) => file_response(request, &meta, file, now),
+        Ok(Resource::File(file)) => file_response(request, file, now),
         Ok(Resource::DirectoryWithoutSlash { location }) => {
             redirect(Status::MOVED_PERMANENTLY, request, location, now)
         }
         // 308, not 301: a POST stays a POST (RFC 9110 §15.4.9).
         Ok(Resource::OnHttps { location }) => redirect(Status::PERMANENT_REDIRECT, request, location, now),
         Ok(Resource::Listing(html)) => generated(Status::OK, html, request, now),
-        Ok(Resource::NotFoundPage(meta, file)) => not_found_page(request, &meta, file, now),
+        Ok(Resource::NotFoundPage(file)) => not_found_page(request, file, now),
         Err(error) => error_page(&error, Some(request), now),
     }
 }
 
 /// The operator's 404 page: the file's bytes under status 404, without validators or ranges
 /// (they describe the page, not the missing resource).
-fn not_found_page<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTime) -> Response<B> {
+fn not_found_page<B: Representation>(request: &Request, file: B, now: SystemTime) -> Response<B> {
+    let meta = *file.meta();
     let mut headers = common_headers(now);
     headers.push(field!("Content-Type"), meta.content_type);
     headers.push(field!("Content-Length"), meta.len);
@@ -491,12 +502,9 @@ fn not_found_page<B>(request: &Request, meta: &FileMeta, file: B, now: SystemTim
     Response { status: Status::NOT_FOUND, headers, body, keep_alive: request.keep_alive }
 }
 
-fn file_response<B: Prerendered>(
-    request: &Request,
-    meta: &FileMeta,
-    file: B,
-    now: SystemTime,
-) -> Response<B> {
+fn file_response<B: Representation>(request: &Request, file: B, now: SystemTime) -> Response<B> {
+    // Copied once: the file moves into the body plan while its facts are still needed.
+    let meta = &{ *file.meta() };
     let validators = Validators::new(meta.etag, meta.modified, now);
     let mut headers = common_headers(now);
     let status = match evaluate_preconditions(&request.fields, &validators) {
@@ -769,9 +777,9 @@ mod tests {
     /// The decision function with no file bytes to carry: the plans are what is tested.
     fn respond(
         request: Option<&Request>,
-        found: Result<Resource<()>, HttpError>,
+        found: Result<Resource<FileMeta>, HttpError>,
         now: SystemTime,
-    ) -> Response<()> {
+    ) -> Response<FileMeta> {
         super::respond(request, found, now)
     }
 
@@ -787,11 +795,11 @@ mod tests {
         }
     }
 
-    fn file(len: u64, name: &[u8]) -> Result<Resource<()>, HttpError> {
-        Ok(Resource::File(FileMeta::plain(len, Some(now() - Duration::from_secs(60)), name), ()))
+    fn file(len: u64, name: &[u8]) -> Result<Resource<FileMeta>, HttpError> {
+        Ok(Resource::File(FileMeta::plain(len, Some(now() - Duration::from_secs(60)), name)))
     }
 
-    fn head_text(response: &Response<()>) -> String {
+    fn head_text(response: &Response<FileMeta>) -> String {
         let mut out = Vec::new();
         response.write_head(&mut out);
         String::from_utf8(out).unwrap()
@@ -811,7 +819,7 @@ mod tests {
                  Accept-Ranges: bytes\r\n\r\n"
             )
         );
-        assert_eq!(response.body, BodyPlan::File { file: (), offset: 0, len: 1234 });
+        assert!(matches!(response.body, BodyPlan::File { offset: 0, len: 1234, .. }));
         assert!(response.keep_alive);
     }
 
@@ -844,7 +852,7 @@ mod tests {
     fn never_claims_a_future_modification_time() {
         let get = request("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let future = FileMeta::plain(1, Some(now() + Duration::from_secs(3600)), b"a");
-        let response = respond(Some(&get), Ok(Resource::File(future, ())), now());
+        let response = respond(Some(&get), Ok(Resource::File(future)), now());
         assert_eq!(response.header("Last-Modified"), response.header("Date"));
     }
 
@@ -971,7 +979,7 @@ mod tests {
         assert_eq!(response.header("Content-Range"), Some("bytes 10-19/100"));
         assert_eq!(response.header("Content-Length"), Some("10"));
         assert_eq!(response.header("Content-Type"), Some("text/plain; charset=utf-8"));
-        assert_eq!(response.body, BodyPlan::File { file: (), offset: 10, len: 10 });
+        assert!(matches!(response.body, BodyPlan::File { offset: 10, len: 10, .. }));
         // HEAD ignores Range (RFC 9110 §14.2).
         let head = respond(Some(&with("HEAD /", "Range: bytes=10-19\r\n")), file(100, b"a.txt"), now());
         assert_eq!((head.status, head.header("Content-Length")), (Status::OK, Some("100")));
@@ -1014,10 +1022,8 @@ mod tests {
     fn a_stale_if_range_gets_the_whole_file() {
         let fields = "Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n";
         let response = respond(Some(&with("GET /", fields)), file(100, b"a"), now());
-        assert_eq!(
-            (response.status, response.body.clone()),
-            (Status::OK, BodyPlan::File { file: (), offset: 0, len: 100 })
-        );
+        assert_eq!(response.status, Status::OK);
+        assert!(matches!(response.body, BodyPlan::File { offset: 0, len: 100, .. }));
     }
 
     #[test]
@@ -1037,13 +1043,16 @@ mod tests {
         assert_eq!(String::from_utf8(headers.into_block()).unwrap(), block + "\r\n");
     }
 
-    /// A body carrying fields rendered ahead, as a cached file does.
+    /// A file carrying fields rendered ahead, as a cached file does.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    struct Rendered(Box<[u8]>);
+    struct Rendered(FileMeta, Box<[u8]>);
 
-    impl Prerendered for Rendered {
+    impl Representation for Rendered {
+        fn meta(&self) -> &FileMeta {
+            &self.0
+        }
         fn full_response_fields(&self) -> Option<&[u8]> {
-            Some(&self.0)
+            Some(&self.1)
         }
     }
 
@@ -1066,11 +1075,11 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: Sun, 22 Nov 2026 04:45:00 GMT\r\n\r\n",
         ];
         for meta in metas {
-            let rendered = Rendered(full_response_fields(&meta));
+            let rendered = Rendered(meta, full_response_fields(&meta));
             for head in heads {
                 let get = request(head);
-                let per_response = respond(Some(&get), Ok(Resource::File(meta, ())), now());
-                let ahead = super::respond(Some(&get), Ok(Resource::File(meta, rendered.clone())), now());
+                let per_response = respond(Some(&get), Ok(Resource::File(meta)), now());
+                let ahead = super::respond(Some(&get), Ok(Resource::File(rendered.clone())), now());
                 let mut ahead_head = Vec::new();
                 ahead.write_head(&mut ahead_head);
                 assert_eq!(
@@ -1108,12 +1117,12 @@ mod tests {
             has_encoded_variants: true,
             ..FileMeta::plain(40, None, b"app.js")
         };
-        let response = respond(Some(&get), Ok(Resource::File(gzipped, ())), now());
+        let response = respond(Some(&get), Ok(Resource::File(gzipped)), now());
         assert_eq!(response.header("Content-Encoding"), Some("gzip"));
         assert_eq!(response.header("Content-Type"), Some("text/javascript; charset=utf-8"));
         assert_eq!(response.header("Vary"), Some("Accept-Encoding"));
         let identity = FileMeta { has_encoded_variants: true, ..FileMeta::plain(90, None, b"app.js") };
-        let response = respond(Some(&get), Ok(Resource::File(identity, ())), now());
+        let response = respond(Some(&get), Ok(Resource::File(identity)), now());
         assert_eq!(
             (response.header("Content-Encoding"), response.header("Vary")),
             (None, Some("Accept-Encoding"))

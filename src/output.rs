@@ -17,7 +17,7 @@ use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::thread::LocalKey;
 
 use log::trace;
@@ -77,7 +77,7 @@ enum Segment {
     /// Header block, generated page or multipart delimiters; `sent` bytes of it are out.
     Bytes { bytes: Vec<u8>, sent: usize },
     /// `content[start..end]` of a cached file, shared rather than copied; `start` advances.
-    Shared { cached: Arc<CachedFile>, start: usize, end: usize },
+    Shared { cached: Rc<CachedFile>, start: usize, end: usize },
     /// Bytes of the owning response's file from `offset` (the next to send) up to, not
     /// including, `end`.
     File { offset: u64, end: u64 },
@@ -292,14 +292,14 @@ impl<G: Tag> OutputQueue<G> {
     }
 
     /// A range of the body: shared from `cached` contents, or read from the open file.
-    fn push_file(&mut self, cached: &Option<Arc<CachedFile>>, offset: u64, len: u64) {
+    fn push_file(&mut self, cached: &Option<Rc<CachedFile>>, offset: u64, len: u64) {
         if len == 0 {
             return;
         }
         match cached {
             Some(cached) => {
                 let (start, end) = (offset as usize, (offset + len) as usize);
-                self.segments.push_back(Segment::Shared { cached: Arc::clone(cached), start, end });
+                self.segments.push_back(Segment::Shared { cached: Rc::clone(cached), start, end });
             }
             None => self.segments.push_back(Segment::File { offset, end: offset + len }),
         }
@@ -458,7 +458,7 @@ impl<G: Tag> OutputQueue<G> {
 }
 
 /// Keeps an open file in `file` for `Segment::File` to read; a cached body is returned as is.
-fn take_body(body: FileBody, file: &mut Option<File>) -> Option<Arc<CachedFile>> {
+fn take_body(body: FileBody, file: &mut Option<File>) -> Option<Rc<CachedFile>> {
     match body {
         FileBody::Open(open) => {
             *file = Some(open.file);

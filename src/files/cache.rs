@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::rc::Rc;
 
 use log::debug;
 
@@ -37,9 +37,9 @@ const MAX_QUEUED_COMPRESSIONS: usize = 64;
 /// but a reference count.
 #[derive(Debug)]
 pub struct CachedResource {
-    pub identity: Arc<CachedFile>,
+    pub identity: Rc<CachedFile>,
     /// Precompressed siblings, in `ContentCoding::ALL` order.
-    pub variants: [Option<Arc<CachedFile>>; ContentCoding::ALL.len()],
+    pub variants: [Option<Rc<CachedFile>>; ContentCoding::ALL.len()],
 }
 
 /// One representation in memory: its metadata, the header fields of its full responses
@@ -52,8 +52,8 @@ pub struct CachedFile {
 }
 
 impl CachedFile {
-    pub fn new(meta: FileMeta, content: Box<[u8]>) -> Arc<CachedFile> {
-        Arc::new(CachedFile { meta, full_response_fields: full_response_fields(&meta), content })
+    pub fn new(meta: FileMeta, content: Box<[u8]>) -> Rc<CachedFile> {
+        Rc::new(CachedFile { meta, full_response_fields: full_response_fields(&meta), content })
     }
 }
 
@@ -61,7 +61,7 @@ impl CachedFile {
 struct CacheEntry {
     /// The file and its siblings in memory; `None` when one of them is too large to hold, so
     /// its requests go straight to the filesystem instead of walking the path twice.
-    held: Option<Arc<CachedResource>>,
+    held: Option<Rc<CachedResource>>,
     /// The forms the compressor makes of this version of the file, when it has no sibling
     /// and its type and size are worth compressing.
     compressed: Option<Box<CompressedForms>>,
@@ -83,7 +83,7 @@ enum Form {
     /// Waiting for the compressor, or in it.
     Queued,
     Ready {
-        file: Arc<CachedFile>,
+        file: Rc<CachedFile>,
         last_used: u64,
     },
     /// The compressor failed or saved too little: identity until the file changes.
@@ -113,7 +113,7 @@ struct CompressionBudget {
 /// What a request for a cached path gets.
 pub enum Lookup {
     /// A representation in memory.
-    Hit(Arc<CachedFile>),
+    Hit(Rc<CachedFile>),
     /// The file itself, from the filesystem; its responses say `Vary: Accept-Encoding` when
     /// `varies` (compressed forms exist or will).
     FromDisk { varies: bool },
@@ -186,7 +186,7 @@ impl FileCache {
         if accept.is_identity_only() {
             // No coding wanted (most tools send no Accept-Encoding): nothing to weigh or queue.
             return Some(match &entry.held {
-                Some(held) => Lookup::Hit(Arc::clone(&held.identity)),
+                Some(held) => Lookup::Hit(Rc::clone(&held.identity)),
                 None => Lookup::FromDisk { varies: entry.compressed.is_some() },
             });
         }
@@ -219,15 +219,15 @@ impl FileCache {
             {
                 compression.clock += 1;
                 *last_used = compression.clock;
-                return Some(Lookup::Hit(Arc::clone(file)));
+                return Some(Lookup::Hit(Rc::clone(file)));
             }
         }
         Some(match (choice, held) {
             (Choice::Coded(coding), _) => match sibling(coding) {
-                Some(file) => Lookup::Hit(Arc::clone(file)),
+                Some(file) => Lookup::Hit(Rc::clone(file)),
                 None => Lookup::FromDisk { varies }, // unreachable: only existing forms are chosen
             },
-            (Choice::Identity, Some(held)) => Lookup::Hit(Arc::clone(&held.identity)),
+            (Choice::Identity, Some(held)) => Lookup::Hit(Rc::clone(&held.identity)),
             (Choice::Identity, None) => Lookup::FromDisk { varies },
             (Choice::NothingAcceptable, _) => Lookup::NotAcceptable,
         })
@@ -280,7 +280,7 @@ impl FileCache {
             CachedFile::new(FileMeta { has_encoded_variants, ..meta }, content)
         };
         let held = match (holdable, content) {
-            (true, Some(content)) => Some(Arc::new(CachedResource {
+            (true, Some(content)) => Some(Rc::new(CachedResource {
                 identity: cached((identity, content)),
                 variants: variants.map(|v| v.map(cached)),
             })),

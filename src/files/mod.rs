@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::rc::Rc;
 
 pub mod cache;
 mod changes;
@@ -243,7 +243,7 @@ pub enum FileBody {
     /// An open file, streamed with sendfile.
     Open(Box<OpenFile>),
     /// The whole file, from the cache.
-    Cached(Arc<CachedFile>),
+    Cached(Rc<CachedFile>),
 }
 
 #[derive(Debug)]

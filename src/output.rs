@@ -460,8 +460,8 @@ impl<G: Tag> OutputQueue<G> {
 /// Keeps an open file in `file` for `Segment::File` to read; a cached body is returned as is.
 fn take_body(body: FileBody, file: &mut Option<File>) -> Option<Rc<CachedFile>> {
     match body {
-        FileBody::Open(open) => {
-            *file = Some(open.file);
+        FileBody::Open { file: open, .. } => {
+            *file = Some(open);
             None
         }
         FileBody::Cached(cached) => Some(cached),
@@ -513,7 +513,6 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::files::OpenFile;
     use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
     use crate::transport::fake::FakeSocket;
 
@@ -554,7 +553,7 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(content).unwrap();
         file.seek(SeekFrom::Start(0)).unwrap();
-        FileBody::Open(Box::new(OpenFile { file, meta: meta_of(content) }))
+        FileBody::Open { file, meta: Box::new(meta_of(content)) }
     }
 
     /// What `GET /f` serves for a file of `content`, open or cached alike.

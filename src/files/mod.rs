@@ -138,9 +138,9 @@ impl Root {
             Lookup::FromDisk { varies } => {
                 let found = self.find(&self.resolve(target)?, accept);
                 match found {
-                    Ok(Resource::File(FileBody::Open(mut open))) if varies => {
-                        open.meta.has_encoded_variants = true;
-                        Ok(Resource::File(FileBody::Open(open)))
+                    Ok(Resource::File(FileBody::Open { file, mut meta })) if varies => {
+                        meta.has_encoded_variants = true;
+                        Ok(Resource::File(FileBody::Open { file, meta }))
                     }
                     other => other,
                 }
@@ -215,7 +215,7 @@ impl Root {
         let siblings =
             ContentCoding::ALL.map(|coding| fs::metadata(sibling_path(coding)).is_ok_and(|m| m.is_file()));
         let has_encoded_variants = siblings.contains(&true);
-        let mut open = match accept.choose(|coding| siblings[coding.index()]) {
+        let (file, mut meta) = match accept.choose(|coding| siblings[coding.index()]) {
             Choice::Coded(coding) => self
                 .canonicalize_inside(&sibling_path(coding))
                 .and_then(|sibling| open_regular(&sibling, name, Some(coding)))
@@ -223,8 +223,8 @@ impl Root {
             Choice::Identity => open_regular(canonical, name, None)?,
             Choice::NothingAcceptable => return Err(HttpError::NotAcceptable),
         };
-        open.meta.has_encoded_variants = has_encoded_variants;
-        Ok(Resource::File(FileBody::Open(open)))
+        meta.has_encoded_variants = has_encoded_variants;
+        Ok(Resource::File(FileBody::Open { file, meta: Box::new(meta) }))
     }
 
     fn canonicalize_inside(&self, path: &Path) -> Result<PathBuf, HttpError> {
@@ -236,33 +236,27 @@ impl Root {
 /// What a lookup found; a file to serve carries its own metadata and bytes.
 pub type Found = Resource<FileBody>;
 
-/// A file to serve: its metadata, and where its bytes come from. A pointer either way, so a
-/// lookup's result moves as a few words.
+/// A file to serve: its metadata, and where its bytes come from. The metadata sits behind a
+/// pointer either way, so a lookup's result moves as a few words.
 #[derive(Debug)]
 pub enum FileBody {
     /// An open file, streamed with sendfile.
-    Open(Box<OpenFile>),
+    Open { file: File, meta: Box<FileMeta> },
     /// The whole file, from the cache.
     Cached(Rc<CachedFile>),
-}
-
-#[derive(Debug)]
-pub struct OpenFile {
-    pub file: File,
-    pub meta: FileMeta,
 }
 
 impl Representation for FileBody {
     fn meta(&self) -> &FileMeta {
         match self {
-            FileBody::Open(open) => &open.meta,
+            FileBody::Open { meta, .. } => meta,
             FileBody::Cached(cached) => &cached.meta,
         }
     }
 
     fn full_response_fields(&self) -> Option<&[u8]> {
         match self {
-            FileBody::Open(_) => None,
+            FileBody::Open { .. } => None,
             FileBody::Cached(cached) => Some(&cached.full_response_fields),
         }
     }
@@ -319,14 +313,14 @@ fn open_regular(
     path: &Path,
     name: &[u8],
     encoding: Option<ContentCoding>,
-) -> Result<Box<OpenFile>, HttpError> {
+) -> Result<(File, FileMeta), HttpError> {
     let file = sys::open_nonblocking(path).map_err(not_servable)?;
     let metadata = file.metadata().map_err(not_servable)?;
     if !metadata.is_file() {
         return Err(if metadata.is_dir() { HttpError::NotFound } else { HttpError::Forbidden });
     }
     let meta = FileMeta::new(metadata.ino(), metadata.len(), metadata.modified().ok(), name, encoding);
-    Ok(Box::new(OpenFile { file, meta }))
+    Ok((file, meta))
 }
 
 fn not_servable(error: io::Error) -> HttpError {

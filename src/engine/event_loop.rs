@@ -87,7 +87,8 @@ pub struct Options {
     /// How long responses in flight may take to finish after SIGTERM/SIGINT.
     pub grace_period: Duration,
     /// Small files in memory: the loop reads its change events and lends it to every
-    /// connection it drives. `None` serves from the filesystem only.
+    /// connection it drives (only this thread touches it, so no lock). `None` serves from the
+    /// filesystem only.
     pub file_cache: Option<FileCache>,
     /// Called once when a graceful shutdown begins (to tell the service manager).
     pub on_shutdown: fn(),
@@ -213,8 +214,6 @@ struct EventLoop<'a> {
     shutdown_deadline: Option<Instant>,
     site: &'a Site,
     options: Options,
-    /// Lent to each connection while it is driven: only this thread touches it, so no lock.
-    file_cache: Option<FileCache>,
     /// Makes the file cache's compressed forms, in a child process.
     compressor: Compressor,
 }
@@ -227,7 +226,7 @@ pub fn run(
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
     signals: Signals,
     site: &Site,
-    mut options: Options,
+    options: Options,
 ) -> io::Result<Exit> {
     if listeners.len() > MAX_LISTENERS || datagrams.len() > MAX_LISTENERS {
         return Err(io::Error::new(
@@ -251,8 +250,7 @@ pub fn run(
     }
     let mut signals = signals;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let file_cache = options.file_cache.take();
-    if let Some(cache) = &file_cache {
+    if let Some(cache) = &options.file_cache {
         poll.registry().register(&mut SourceFd(&cache.fd()), FILE_CHANGES, Interest::READABLE)?;
     }
     let mut event_loop = EventLoop {
@@ -269,7 +267,6 @@ pub fn run(
         shutdown_deadline: None,
         site,
         options,
-        file_cache,
         compressor: Compressor::new(COMPRESSED),
     };
     let exit = event_loop.run();
@@ -297,7 +294,7 @@ impl EventLoop<'_> {
             }
             now = clock.read(); // the clock is read once per loop turn
             // Changes on disk first, so no request in this batch is answered from a stale cache.
-            if let Some(cache) = &mut self.file_cache
+            if let Some(cache) = &mut self.options.file_cache
                 && events.iter().any(|event| event.token() == FILE_CHANGES)
             {
                 cache.process_events();
@@ -338,7 +335,7 @@ impl EventLoop<'_> {
                 self.resume_accepting(now);
             }
             self.remove_closed(now);
-            if let Some(cache) = &mut self.file_cache {
+            if let Some(cache) = &mut self.options.file_cache {
                 self.compressor.turn(cache, self.poll.registry());
             }
             self.site.access_log.flush(); // this turn's lines, in one write
@@ -465,7 +462,7 @@ impl EventLoop<'_> {
         };
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
-        let (site, cache) = (self.site, self.file_cache.as_mut());
+        let (site, cache) = (self.site, self.options.file_cache.as_mut());
         let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(site, now, cache)));
         let driven = driven.unwrap_or_else(|_| {
             error!("{} panicked while being served; closing it", slot.client.label());

@@ -8,7 +8,8 @@ use crate::listen::ListenAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::engine::Engine;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
@@ -22,16 +23,34 @@ pub struct Config {
     #[arg(default_value = "www", env = "ONEPOLL_ROOT")]
     pub root: PathBuf,
 
-    /// Address to listen on (when no --listen is given).
-    #[arg(long, default_value = "127.0.0.1", env = "ONEPOLL_ADDR", help_heading = "Listening")]
+    /// Address to listen on for plain HTTP; not with --listen, which names its own.
+    #[arg(
+        long,
+        default_value = "127.0.0.1",
+        env = "ONEPOLL_ADDR",
+        conflicts_with = "listen",
+        help_heading = "Listening"
+    )]
     pub addr: IpAddr,
 
-    /// Port to listen on (when no --listen is given); 0 picks a free one (the log says which).
-    #[arg(long, default_value_t = 8080, env = "ONEPOLL_PORT", help_heading = "Listening")]
+    /// Port to listen on for plain HTTP; 0 picks a free one (the log says which). Not with
+    /// --listen, which names its own. Given beside --listen-tls, plain HTTP is served too.
+    #[arg(
+        long,
+        default_value_t = 8080,
+        env = "ONEPOLL_PORT",
+        conflicts_with = "listen",
+        help_heading = "Listening"
+    )]
     pub port: u16,
 
+    /// Whether --addr or --port was given (flag or variable) rather than left at its default:
+    /// beside --listen-tls, that asks for plain HTTP too.
+    #[arg(skip)]
+    pub plain_address_given: bool,
+
     /// Listen on ADDR:PORT or unix:/PATH; repeat for several, e.g. `--listen 0.0.0.0:80
-    /// --listen [::]:80` (IPv6 listeners are IPv6-only, so the pair is dual-stack). Replaces
+    /// --listen [::]:80` (IPv6 listeners are IPv6-only, so the pair is dual-stack). Instead of
     /// --addr/--port. Ignored when a service manager passes listening sockets (systemd).
     #[arg(
         long,
@@ -43,7 +62,8 @@ pub struct Config {
     pub listen: Vec<ListenAddr>,
 
     /// Serve HTTPS on ADDR:PORT (or [V6]:PORT); repeatable like --listen. Needs --tls-cert and
-    /// --tls-key. Without --listen, only HTTPS is served. Ignored when a service manager passes
+    /// --tls-key. Plain HTTP is served beside it only on a --listen, or on an --addr/--port
+    /// given explicitly; otherwise only HTTPS. Ignored when a service manager passes
     /// listening sockets: those named `https` (LISTEN_FDNAMES) are served with TLS.
     #[arg(
         long,
@@ -217,11 +237,30 @@ pub struct Config {
 }
 
 impl Config {
-    /// The addresses to bind when no listener is inherited.
+    /// The configuration from `args` (the program's name first) and the `ONEPOLL_*`
+    /// environment, or the usage error to exit with.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Config::command().try_get_matches_from(args)?;
+        let mut config = Config::from_arg_matches(&matches)?;
+        config.plain_address_given = ["addr", "port"]
+            .iter()
+            .any(|id| matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue));
+        Ok(config)
+    }
+
+    /// The plain-HTTP addresses to bind when no listener is inherited: the --listen ones, or
+    /// --addr:--port unless only --listen-tls was asked for.
     pub fn listen_addrs(&self) -> Vec<ListenAddr> {
-        match (self.listen.is_empty(), self.listen_tls.is_empty()) {
-            (true, true) => vec![ListenAddr::Tcp(SocketAddr::new(self.addr, self.port))],
-            _ => self.listen.clone(),
+        if !self.listen.is_empty() {
+            self.listen.clone()
+        } else if self.listen_tls.is_empty() || self.plain_address_given {
+            vec![ListenAddr::Tcp(SocketAddr::new(self.addr, self.port))]
+        } else {
+            Vec::new()
         }
     }
 
@@ -298,7 +337,38 @@ fn header(text: &str) -> Result<ExtraHeader, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::size;
+    use super::{Config, ListenAddr, size};
+
+    fn listeners(args: &[&str]) -> (Vec<ListenAddr>, Vec<ListenAddr>) {
+        let config = Config::from_args(["onepoll"].iter().chain(args)).unwrap();
+        (config.listen_addrs(), config.listen_tls_addrs())
+    }
+
+    fn tcp(addr: &str) -> ListenAddr {
+        ListenAddr::Tcp(addr.parse().unwrap())
+    }
+
+    #[test]
+    fn an_explicit_port_beside_listen_tls_serves_plain_http_too() {
+        let https = vec![tcp("127.0.0.1:8443")];
+        assert_eq!(listeners(&[]), (vec![tcp("127.0.0.1:8080")], vec![]));
+        assert_eq!(listeners(&["--listen-tls", "127.0.0.1:8443"]), (vec![], https.clone()));
+        let both = (vec![tcp("127.0.0.1:8080")], https.clone());
+        assert_eq!(listeners(&["--port", "8080", "--listen-tls", "127.0.0.1:8443"]), both);
+        let both = (vec![tcp("0.0.0.0:8080")], https.clone());
+        assert_eq!(listeners(&["--addr", "0.0.0.0", "--listen-tls", "127.0.0.1:8443"]), both);
+        let listed = (vec![tcp("127.0.0.1:80")], https);
+        assert_eq!(listeners(&["--listen", "127.0.0.1:80", "--listen-tls", "127.0.0.1:8443"]), listed);
+    }
+
+    #[test]
+    fn addr_or_port_beside_listen_is_a_usage_error() {
+        for flag in ["--port", "--addr"] {
+            let value = if flag == "--port" { "8080" } else { "0.0.0.0" };
+            let error = Config::from_args(["onepoll", flag, value, "--listen", "127.0.0.1:80"]).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{flag}");
+        }
+    }
 
     #[test]
     fn sizes_take_binary_suffixes() {

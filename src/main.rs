@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use log::info;
 
 use onepoll::access_log::{AccessLog, Destination};
@@ -23,7 +23,7 @@ use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 use onepoll::tls::{Https, new_ticket_secret};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = Config::from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
     // Checked with the other flags, so a bad rule is a usage error (exit 2) too.
     let path_headers = match config.path_headers() {
         Ok(rules) => rules,

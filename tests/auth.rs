@@ -1,5 +1,6 @@
 //! `--auth-file`: Basic authentication end to end, with password files written by Apache's
-//! `htpasswd -B` (`.ci/run` installs apache2-utils) and checked with curl too.
+//! `htpasswd` (the fixtures in tests/fixtures/htpasswd/ each name the command that made them)
+//! and checked with curl too.
 
 mod common;
 
@@ -10,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::{HELLO, Response, Server, Site, logged, tool};
 
-fn htpasswd(file: &Path, user: &str, password: &str) {
-    let create = if file.exists() { "-bB" } else { "-cbB" };
-    let status =
-        tool("htpasswd", "apache2-utils").arg(create).arg(file).args([user, password]).output().unwrap();
-    assert!(status.status.success(), "{status:?}");
+/// Puts the password file `tests/fixtures/htpasswd/<fixture>` at `file`, replacing it at once
+/// (a new file renamed over the old one, as an editor saves).
+fn install_passwords(fixture: &str, file: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/htpasswd").join(fixture);
+    let staged = file.with_extension("new");
+    fs::copy(&source, &staged).unwrap_or_else(|error| panic!("{}: {error}", source.display()));
+    fs::rename(&staged, file).unwrap();
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -30,8 +33,7 @@ fn get_with(server: &Server, path: &str, authorization: Option<&str>) -> Respons
 fn basic_auth_guards_a_prefix_before_any_file_access(engine: &str) {
     let site = Site::new();
     let users = site.outside.path().join("htpasswd");
-    htpasswd(&users, "alice", "secret");
-    htpasswd(&users, "bob", "hunter2");
+    install_passwords("alice-and-bob", &users);
     let server = Server::start_with(
         &site.root(),
         &[
@@ -97,7 +99,7 @@ engine_tests! {
 fn guarded_site() -> (Site, Server, std::path::PathBuf) {
     let site = Site::new();
     let users = site.outside.path().join("htpasswd");
-    htpasswd(&users, "alice", "secret");
+    install_passwords("alice-secret", &users);
     let server = Server::start_with(&site.root(), &["--auth-file", users.to_str().unwrap()], "debug");
     (site, server, users)
 }
@@ -108,7 +110,7 @@ fn a_changed_file_is_read_again_and_sighup_reloads_it() {
     let old = format!("Basic {}", basic("alice", "secret"));
     let new = format!("Basic {}", basic("alice", "changed"));
     assert_eq!(get_with(&server, "/hello.txt", Some(&old)).status, 200);
-    htpasswd(&users, "alice", "changed");
+    install_passwords("alice-changed", &users);
     // Looked at once a second: within two, the remembered old password is forgotten.
     let started = Instant::now();
     while get_with(&server, "/hello.txt", Some(&old)).status == 200 {
@@ -116,7 +118,7 @@ fn a_changed_file_is_read_again_and_sighup_reloads_it() {
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(get_with(&server, "/hello.txt", Some(&new)).status, 200);
-    htpasswd(&users, "alice", "third");
+    install_passwords("alice-third", &users);
     server.signal("HUP");
     server.wait_for_log(logged::AUTH_RELOADED);
     let third = format!("Basic {}", basic("alice", "third"));
@@ -164,9 +166,7 @@ fn a_bad_password_file_stops_the_start() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--auth-file"), "{missing:?}");
     // htpasswd's default (MD5, $apr1$) is refused with what to use instead.
-    let made =
-        tool("htpasswd", "apache2-utils").args(["-cbm"]).arg(&users).args(["alice", "x"]).output().unwrap();
-    assert!(made.status.success());
+    install_passwords("alice-md5", &users);
     let md5 = run(&["--auth-file", users.to_str().unwrap()]);
     assert_eq!(md5.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&md5.stderr).contains("htpasswd -B"), "{md5:?}");

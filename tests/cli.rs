@@ -76,3 +76,21 @@ fn version_names_the_commit_and_the_features() {
     assert_eq!(text.contains("compression"), cfg!(feature = "compression"), "{text}");
     assert_eq!(text.contains("coroutine"), cfg!(feature = "coroutine"), "{text}");
 }
+
+#[test]
+fn addr_or_port_beside_listen_is_refused_not_ignored() {
+    let site = Site::new();
+    let root = site.root();
+    for (flag, value) in [("--port", "8080"), ("--addr", "0.0.0.0")] {
+        let (code, stderr) = run_to_exit(&[root.to_str().unwrap(), flag, value, "--listen", "127.0.0.1:0"]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("--listen"), "{stderr}");
+    }
+    // The same from the environment: ONEPOLL_PORT is as explicit as --port.
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .args([root.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("ONEPOLL_PORT", "8080")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}

@@ -6,17 +6,14 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, HELLO, IO_TIMEOUT, Server, Site, get, logged, tool};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{Client, HELLO, IO_TIMEOUT, Server, Site, before_exec, get, logged, tool};
 
 /// The PIDs of `pid`'s children.
 fn children(pid: u32) -> Vec<u32> {
@@ -57,22 +54,22 @@ fn serves_every_listen_address_ipv4_and_ipv6() {
     assert_eq!(thread_count(server.pid()), 1, "two listeners, still one thread");
 }
 
-/// Runs `systemd-socket-activate` (Debian's systemd package), which binds `listen` itself and
-/// starts onepoll with the sockets at the first connection, as systemd would.
-fn activated(site: &Site, listen: &[String], extra: &[&str]) -> std::process::Child {
-    let mut command = tool("systemd-socket-activate", "systemd");
-    for address in listen {
-        command.args(["-l", address]);
-    }
-    command
-        .arg(env!("CARGO_BIN_EXE_onepoll"))
-        .arg(site.root())
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate (apt-get install systemd)")
+/// Starts onepoll with `sockets` the way systemd does (sd_listen_fds(3)), each named `http`.
+/// systemd's own `systemd-socket-activate` drives the same start in
+/// scripts/socket-activation-check.sh.
+fn activated(site: &Site, sockets: &[OwnedFd], extra: &[&str]) -> std::process::Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+    command.arg(site.root()).args(extra).env("RUST_LOG", "info");
+    let named: Vec<(&dyn AsFd, &str)> = sockets.iter().map(|socket| (socket as &dyn AsFd, "http")).collect();
+    before_exec::activate(&mut command, &named);
+    command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start onepoll")
+}
+
+/// A listening TCP socket on a free loopback port, as a service manager would bind it.
+fn tcp_socket() -> (OwnedFd, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener.into(), addr)
 }
 
 fn ask_with_retry(addr: &str) -> String {
@@ -91,8 +88,9 @@ fn ask_with_retry(addr: &str) -> String {
 #[test]
 fn socket_activation_serves_the_inherited_listeners() {
     let site = Site::new();
-    let addrs = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
-    let mut child = activated(&site, &addrs, &["--port", "1"]); // --port is ignored when activated
+    let (sockets, addrs): (Vec<OwnedFd>, Vec<String>) = [tcp_socket(), tcp_socket()].into_iter().unzip();
+    let mut child = activated(&site, &sockets, &["--port", "1"]); // --port is ignored when activated
+    drop(sockets); // onepoll has its copies
     for addr in &addrs {
         assert_eq!(ask_with_retry(addr), HELLO);
     }
@@ -108,8 +106,8 @@ fn socket_activation_serves_the_inherited_listeners() {
 #[test]
 fn socket_activation_with_workers_shares_the_sockets() {
     let site = Site::new();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = activated(&site, std::slice::from_ref(&addr), &["--workers", "2"]);
+    let (socket, addr) = tcp_socket();
+    let mut child = activated(&site, &[socket], &["--workers", "2"]);
     for _ in 0..20 {
         assert_eq!(ask_with_retry(&addr), HELLO);
     }
@@ -150,7 +148,7 @@ fn workers_are_single_threaded_processes_restarted_when_they_die() {
     }
     // Each worker's log lines carry its index.
     server.wait_for_log(&format!("] worker=1 {}", logged::READY));
-    Command::new("kill").args(["-KILL", &workers[0].to_string()]).status().unwrap();
+    common::send_signal(workers[0], "KILL");
     server.wait_for_log("worker 0 died (signal 9); restarting it");
     eventually("a replacement worker", || {
         let now = children(server.pid());
@@ -325,13 +323,11 @@ fn serves_a_unix_socket_next_to_tcp() {
     // A Unix peer has no address: the access line says "-".
     let line = server.wait_for_log("\"GET /hello.txt HTTP/1.1\" 200 13 \"-\"");
     assert!(server.log_lines().iter().any(|l| l.starts_with("- - - [")), "{line}");
-    if Command::new("curl").arg("--version").output().is_ok() {
-        let curl = Command::new("curl")
-            .args(["-s", "--unix-socket", socket.to_str().unwrap(), "http://localhost/hello.txt"])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&curl.stdout), HELLO);
-    }
+    let curl = tool("curl", "curl")
+        .args(["-s", "--unix-socket", socket.to_str().unwrap(), "http://localhost/hello.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), HELLO);
     assert_eq!(thread_count(server.pid()), 1);
 }
 
@@ -361,8 +357,7 @@ fn socket_activation_passes_a_unix_socket_too() {
     let site = Site::new();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("activated.sock");
-    let mut child = activated(&site, &[socket.display().to_string()], &[]);
-    eventually("the socket file", || socket.exists());
+    let mut child = activated(&site, &[UnixListener::bind(&socket).unwrap().into()], &[]);
     let response = ask_unix(&socket, "/hello.txt");
     assert!(response.ends_with(HELLO), "{response}");
     child.kill().unwrap();

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, HELLO, IO_TIMEOUT, Server, Site, big_content, get, tool};
+use common::{Client, HELLO, IO_TIMEOUT, Server, Site, before_exec, big_content, get, tool};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{
@@ -368,6 +368,26 @@ fn bad_certificates_at_start_are_one_line_errors() {
     assert_eq!(unpaired.status.code(), Some(1));
 }
 
+/// `--listen-tls` alone serves HTTPS only; with an explicit `--port` (or `--addr`) beside it,
+/// that plain listener is served too, never silently dropped.
+#[test]
+fn an_explicit_port_beside_listen_tls_serves_plain_http_too() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let config = client_config(&[&pem], &BOTH_VERSIONS);
+    let both =
+        HttpsServer::start_with(&site.root(), &[&pem], &["--port", "0", "--listen-tls", "127.0.0.1:0"], &[]);
+    let line = both.server.wait_for_log("listening on http://");
+    let plain: SocketAddr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let mut client = Client::connect(plain);
+    client.send(&get("/hello.txt"));
+    assert_eq!(client.response(false).body_text(), HELLO);
+    let mut secure = tls_connect(both.https, "localhost", &config);
+    assert_eq!(get_over_tls(&mut secure, "/hello.txt").body_text(), HELLO);
+    let https_only = HttpsServer::start_tls_only(&site.root(), &[&pem], &[]);
+    assert!(!https_only.server.log_lines().iter().any(|line| line.contains("listening on http://")));
+}
+
 #[test]
 fn https_redirect_sends_plain_http_to_https_except_acme_challenges() {
     let site = Site::new();
@@ -431,34 +451,23 @@ fn socket_activation_tells_https_listeners_apart_by_name() {
     let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
     fs::write(&cert, &pem.cert).unwrap();
     fs::write(&key, &pem.key).unwrap();
-    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (plain, secure): (SocketAddr, SocketAddr) = (port(0), port(1));
-    let mut activator = tool("systemd-socket-activate", "systemd")
-        .args(["-l", &plain.to_string(), "-l", &secure.to_string(), "--fdname=http:https"])
-        .arg(env!("CARGO_BIN_EXE_onepoll"))
-        .arg(site.root())
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    let mut client = loop {
-        if let Ok(stream) = TcpStream::connect(plain) {
-            break Client::from_stream(stream);
-        }
-        assert!(std::time::Instant::now() < deadline, "nothing listens on {plain}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (plain_socket, secure_socket) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (plain, secure) = (plain_socket.local_addr().unwrap(), secure_socket.local_addr().unwrap());
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll"));
+    command.arg(site.root()).arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+    before_exec::activate(&mut command, &[(&plain_socket, "http"), (&secure_socket, "https")]);
+    let mut activated =
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut client = Client::connect(plain);
     client.send(&get("/hello.txt"));
     assert_eq!(client.response(false).body_text(), HELLO);
     let mut secure_client = tls_connect(secure, "localhost", &client_config(&[&pem], &BOTH_VERSIONS));
     assert_eq!(get_over_tls(&mut secure_client, "/hello.txt").body_text(), HELLO);
-    activator.kill().unwrap();
-    activator.wait().unwrap();
+    activated.kill().unwrap();
+    activated.wait().unwrap();
 }
 
 engine_tests! {

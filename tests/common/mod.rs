@@ -2,6 +2,8 @@
 //! temporary root, talk to it over raw sockets, and kill it (by PID, via `Child`) on drop.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod before_exec;
+
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -46,21 +48,15 @@ impl Server {
         Server::spawn(command, log_level)
     }
 
-    /// Starts onepoll with at most `max_fds` open descriptors (`ulimit -n` in a shell that
-    /// then execs it, so the PID is onepoll's own).
-    pub fn start_with_fd_limit(root: &Path, max_fds: u32, extra_args: &[&str]) -> Server {
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!("ulimit -n {max_fds} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_onepoll"))
-            .arg(root)
-            .args(["--addr", "127.0.0.1", "--port", "0"])
-            .args(extra_args);
+    /// Starts onepoll with at most `max_fds` open descriptors (as `ulimit -n` would).
+    pub fn start_with_fd_limit(root: &Path, max_fds: u64, extra_args: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+        command.arg(root).args(["--addr", "127.0.0.1", "--port", "0"]).args(extra_args);
+        before_exec::limit_descriptors(&mut command, max_fds);
         Server::spawn(command, "debug")
     }
 
-    /// Starts `command` (onepoll, or a wrapper that execs it) and waits for its address.
+    /// Starts `command` (onepoll) and waits for its address.
     pub fn spawn(mut command: Command, log_level: &str) -> Server {
         let mut child = command
             .env("RUST_LOG", log_level)
@@ -178,9 +174,7 @@ impl Server {
 
     /// Sends `signal` (e.g. "TERM") to the server's own PID.
     pub fn signal(&self, signal: &str) {
-        let status =
-            Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
-        assert!(status.success(), "kill -{signal}");
+        send_signal(self.pid(), signal);
     }
 
     /// Waits up to `limit` for the process to exit; its exit code, or `None` if still running.
@@ -428,8 +422,8 @@ impl Site {
         symlink(root.join("hello.txt"), root.join("link-inside.txt")).unwrap();
         symlink(outside.path().join("secret.txt"), root.join("link-outside.txt")).unwrap();
         symlink(outside.path(), root.join("dir-outside")).unwrap();
-        let made_fifo = Command::new("mkfifo").arg(root.join("fifo")).status().expect("run mkfifo");
-        assert!(made_fifo.success(), "mkfifo");
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
         Site { dir, outside }
     }
 
@@ -487,6 +481,12 @@ pub fn tool(name: &str, package: &str) -> Command {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
     assert!(found, "this test needs `{name}`: apt-get install {package} (.ci/run installs it)");
     Command::new(name)
+}
+
+/// Sends `signal` (a name without `SIG`, e.g. "HUP") to `pid`, as `kill -HUP pid` does.
+pub fn send_signal(pid: u32, signal: &str) {
+    let signal: nix::sys::signal::Signal = format!("SIG{signal}").parse().expect("a signal name");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
 }
 
 /// `GET path` over HTTP/1.1 with a Host field and optional extra lines.

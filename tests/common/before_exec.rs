@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// Makes `command` start with at most `max_fds` open descriptors (RLIMIT_NOFILE).
-pub fn limit_descriptors(command: &mut Command, max_fds: u64) {
+pub fn limit_descriptors(command: &mut Command, max_fds: libc::rlim_t) {
     let limit = libc::rlimit { rlim_cur: max_fds, rlim_max: max_fds };
     // SAFETY: setrlimit is async-signal-safe and reads only `limit`, copied into the closure.
     unsafe {

@@ -49,7 +49,7 @@ impl Server {
     }
 
     /// Starts onepoll with at most `max_fds` open descriptors (as `ulimit -n` would).
-    pub fn start_with_fd_limit(root: &Path, max_fds: u64, extra_args: &[&str]) -> Server {
+    pub fn start_with_fd_limit(root: &Path, max_fds: libc::rlim_t, extra_args: &[&str]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
         command.arg(root).args(["--addr", "127.0.0.1", "--port", "0"]).args(extra_args);
         before_exec::limit_descriptors(&mut command, max_fds);

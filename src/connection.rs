@@ -20,8 +20,8 @@ use log::{debug, trace};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::auth::Auth;
-use crate::drive::{Clock, CloseReason, ConnLabel, Limits, Now, Site, Timeout, Verdict};
-use crate::files::{FileCache, Found};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Timeout, Verdict};
+use crate::files::Found;
 use crate::http::{
     BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, Resource, host_field, https_location,
     logged_fields, parse_head, respond,
@@ -128,45 +128,19 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    pub fn label(&self) -> ConnLabel {
-        self.label
-    }
-
     pub fn transport_mut(&mut self) -> &mut T {
         &mut self.transport
     }
 
-    /// Does everything possible without blocking. Every call is safe, even on a spurious
-    /// wake-up: the outcome of each read and write decides, never the event bits. The
-    /// engine lends its file cache, if it keeps one.
-    pub fn drive(&mut self, site: &Site, clock: &mut impl Clock, cache: Option<&mut FileCache>) -> Verdict {
-        let sent_before = self.output.bytes_sent();
-        let verdict = self.drive_io(site, clock, cache);
-        if self.output.bytes_sent() != sent_before {
-            self.last_progress = clock.now().mono;
-        }
-        if let Verdict::Close(_) = verdict {
-            // Free the buffer now, not when the engine drops us after its batch: a burst of
-            // closing clients then shares one buffer instead of each allocating its own.
-            self.input.give_back();
-        }
-        verdict
-    }
-
-    fn drive_io(
-        &mut self,
-        site: &Site,
-        clock: &mut impl Clock,
-        mut cache: Option<&mut FileCache>,
-    ) -> Verdict {
+    fn drive_io(&mut self, cx: &mut Context<'_>) -> Verdict {
         // A short read on an edge-triggered socket proves it empty (epoll(7), Q9) until the
         // next readiness event, and every `drive` may be that event: so the proof lasts for
         // this call only.
         let mut socket_drained = false;
         loop {
-            let now = clock.now();
-            let needs_input = self.answer_buffered_requests(site, now, cache.as_deref_mut());
-            match self.send_queued(site) {
+            let now = cx.now();
+            let needs_input = self.answer_buffered_requests(cx, now);
+            match self.send_queued(cx.access_log) {
                 Ok(Flushed::All) => self.set_sending(false),
                 Ok(flushed) => {
                     self.set_sending(true);
@@ -228,9 +202,9 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Writes what the socket takes; each response that completes gets its access line.
-    fn send_queued(&mut self, site: &Site) -> io::Result<Flushed> {
+    fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
         let flushed =
-            self.output.send_some(&mut self.transport, &self.label, &mut finished(site, self.label))?;
+            self.output.send_some(&mut self.transport, &self.label, &mut finished(access_log, self.label))?;
         // A layer under HTTP (TLS) may still hold bytes: records, handshake messages.
         match (flushed, self.transport.flush()) {
             (Flushed::All, Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Ok(Flushed::Blocked),
@@ -239,54 +213,10 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// When this connection runs out of time if nothing moves, and which limit that is.
-    pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        if self.transport.is_handshaking() {
-            // The TLS handshake is part of getting a request in: it counts from the accept.
-            return (self.last_progress + limits.header_timeout, Timeout::Header);
-        }
-        match &self.state {
-            State::Reading(Reading::Head { since }) => (*since + limits.header_timeout, Timeout::Header),
-            State::Reading(Reading::Idle | Reading::Body(_)) => {
-                (self.last_progress + limits.idle_timeout, Timeout::Idle)
-            }
-            State::Sending(_) | State::Closing(_) => {
-                (self.last_progress + limits.send_timeout, Timeout::Send)
-            }
-        }
-    }
-
-    /// True between requests: closing now loses nothing the client asked for.
-    pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Reading(Reading::Idle))
-    }
-
-    /// Tells the connection its readiness event reported a hang-up or error (EPOLLRDHUP,
-    /// EPOLLERR): a fact about the socket, kept by the transport.
-    pub fn note_hang_up(&mut self) {
-        self.transport.note_hang_up();
-    }
-
-    /// From now on every response says `Connection: close`; the engine closes idle ones.
-    pub fn begin_draining(&mut self) {
-        self.draining = true;
-    }
-
-    /// Logs the close and anything left unsent. Dropping `self` closes the socket.
-    pub fn close(mut self, reason: CloseReason, access_log: &AccessLog) {
-        debug!("{} close: {reason}", self.label);
-        self.transport.finish();
-        let label = self.label;
-        self.output.abandon(&mut |logged: &Logged, sent: Sent| {
-            if let Some(record) = logged {
-                access_log.record(&label, record, sent);
-            }
-        });
-    }
-
     /// Answers every complete request in the input, in order. Returns true when nothing more
     /// can happen without reading, false when it stopped for output room or for closing.
-    fn answer_buffered_requests(&mut self, site: &Site, now: Now, mut cache: Option<&mut FileCache>) -> bool {
+    fn answer_buffered_requests(&mut self, cx: &mut Context<'_>, now: Now) -> bool {
+        let site = cx.site;
         loop {
             if self.output.len() >= MAX_QUEUED_RESPONSES {
                 return false;
@@ -321,7 +251,7 @@ impl<T: Transport> Connection<T> {
                         // By reference: the request is a few hundred bytes, not worth moving.
                         Ok(Parsed::Complete { ref mut request, head_len }) => {
                             let head = &input.data()[..head_len];
-                            let logged = match site.access_log.is_enabled() {
+                            let logged = match cx.access_log.is_enabled() {
                                 true => logged_fields(head),
                                 false => (None, None),
                             };
@@ -333,12 +263,11 @@ impl<T: Transport> Connection<T> {
                             };
                             // Nothing pipelined behind it: its response may go out at once.
                             let lone = head_len == input.data().len();
-                            let cache = cache.as_deref_mut();
-                            Some((head_len, self.answer(request, logged, on_https, lone, site, now, cache)))
+                            Some((head_len, self.answer(request, logged, on_https, lone, cx, now)))
                         }
                         Err(error) => {
                             debug!("{} request head refused: {error}", self.label);
-                            self.queue_response(None, Err(error), (None, None), None, false, site, now.wall);
+                            self.queue_response(None, Err(error), (None, None), None, false, cx, now.wall);
                             Some((0, None)) // the refusal closes: nothing after it is read
                         }
                     };
@@ -369,10 +298,10 @@ impl<T: Transport> Connection<T> {
         logged: LoggedFields,
         on_https: Option<String>,
         lone: bool,
-        site: &Site,
+        cx: &mut Context<'_>,
         now: Now,
-        cache: Option<&mut FileCache>,
     ) -> Option<BodyDiscard> {
+        let site = cx.site;
         request.keep_alive &= !self.draining;
         let body = BodyDiscard::for_framing(request.body);
         let mut user = None;
@@ -384,11 +313,15 @@ impl<T: Transport> Connection<T> {
                 let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
                 request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
-                    site.root.find_target(request.target, request.fields.accept_encoding.as_deref(), cache)
+                    site.root.find_target(
+                        request.target,
+                        request.fields.accept_encoding.as_deref(),
+                        cx.cache.as_deref_mut(),
+                    )
                 })
             }
         };
-        let stays_open = self.queue_response(Some(request), found, logged, user, lone, site, now.wall);
+        let stays_open = self.queue_response(Some(request), found, logged, user, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
 
@@ -411,9 +344,10 @@ impl<T: Transport> Connection<T> {
         (referer, user_agent): LoggedFields,
         user: Option<String>,
         lone: bool,
-        site: &Site,
+        cx: &Context<'_>,
         now: SystemTime,
     ) -> bool {
+        let site = cx.site;
         let mut response = respond(request, found, now);
         response.add_headers(&site.headers);
         if !site.path_headers.is_empty()
@@ -421,7 +355,7 @@ impl<T: Transport> Connection<T> {
         {
             response.add_path_headers(&site.path_headers, &path.decoded());
         }
-        let record = site.access_log.is_enabled().then(|| {
+        let record = cx.access_log.is_enabled().then(|| {
             let request_line = match request {
                 Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
                 None => "-".to_owned(),
@@ -445,7 +379,7 @@ impl<T: Transport> Connection<T> {
             &self.label,
             response,
             record,
-            &mut finished(site, self.label),
+            &mut finished(cx.access_log, self.label),
         ) {
             self.enter(State::Closing(CloseReason::Io(error.kind())));
             return false;
@@ -507,6 +441,70 @@ impl<T: Transport> Connection<T> {
                 Ok(read) => drained += read,
             }
         }
+    }
+}
+
+impl<T: Transport> Client for Connection<T> {
+    fn label(&self) -> ConnLabel {
+        self.label
+    }
+
+    /// Every call is safe, even on a spurious wake-up: the outcome of each read and write
+    /// decides, never the event bits.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Verdict {
+        let sent_before = self.output.bytes_sent();
+        let verdict = self.drive_io(cx);
+        if self.output.bytes_sent() != sent_before {
+            self.last_progress = cx.now().mono;
+        }
+        if let Verdict::Close(_) = verdict {
+            // Free the buffer now, not when the engine drops us after its batch: a burst of
+            // closing clients then shares one buffer instead of each allocating its own.
+            self.input.give_back();
+        }
+        verdict
+    }
+
+    fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        if self.transport.is_handshaking() {
+            // The TLS handshake is part of getting a request in: it counts from the accept.
+            return (self.last_progress + limits.header_timeout, Timeout::Header);
+        }
+        match &self.state {
+            State::Reading(Reading::Head { since }) => (*since + limits.header_timeout, Timeout::Header),
+            State::Reading(Reading::Idle | Reading::Body(_)) => {
+                (self.last_progress + limits.idle_timeout, Timeout::Idle)
+            }
+            State::Sending(_) | State::Closing(_) => {
+                (self.last_progress + limits.send_timeout, Timeout::Send)
+            }
+        }
+    }
+
+    /// True between requests.
+    fn is_idle(&self) -> bool {
+        matches!(self.state, State::Reading(Reading::Idle))
+    }
+
+    /// EPOLLRDHUP or EPOLLERR: a fact about the socket, kept by the transport.
+    fn note_hang_up(&mut self) {
+        self.transport.note_hang_up();
+    }
+
+    /// From now on every response says `Connection: close`; the engine closes idle ones.
+    fn begin_draining(&mut self) {
+        self.draining = true;
+    }
+
+    fn close(mut self: Box<Self>, reason: CloseReason, cx: &mut Context<'_>) {
+        debug!("{} close: {reason}", self.label);
+        self.transport.finish();
+        let label = self.label;
+        self.output.abandon(&mut |logged: &Logged, sent: Sent| {
+            if let Some(record) = logged {
+                cx.access_log.record(&label, record, sent);
+            }
+        });
     }
 }
 
@@ -595,10 +593,10 @@ impl Drop for InputBuffer {
 }
 
 /// What happens when a response is all out: its access line, if the log is on.
-fn finished(site: &Site, label: ConnLabel) -> impl FnMut(&Logged, Sent) + '_ {
+fn finished(access_log: &AccessLog, label: ConnLabel) -> impl FnMut(&Logged, Sent) + '_ {
     move |logged: &Logged, sent: Sent| {
         if let Some(record) = logged {
-            site.access_log.record(&label, record, sent);
+            access_log.record(&label, record, sent);
         }
     }
 }
@@ -617,7 +615,10 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::files::Root;
+    use crate::drive::Time;
+    use crate::files::{FileCache, Root};
+    use crate::service::Service;
+    use crate::site::Site;
     use crate::transport::fake::FakeSocket;
 
     const LIMITS: Limits = Limits {
@@ -629,19 +630,18 @@ mod tests {
 
     /// A site with `hello.txt` ("hello") and `big.bin` (200 KiB), and a connection to it
     /// over a scripted socket. The directory lives as long as the returned guard.
-    fn setup() -> (tempfile::TempDir, Site, Connection<FakeSocket>, Now) {
+    fn setup() -> (tempfile::TempDir, Service, Connection<FakeSocket>, Now) {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("hello.txt"), "hello").unwrap();
         fs::write(dir.path().join("big.bin"), vec![7u8; 200 * 1024]).unwrap();
         let site = Site {
             root: Root::new(dir.path()).unwrap(),
-            limits: LIMITS,
-            access_log: AccessLog::off(),
             headers: Vec::new(),
             path_headers: Vec::new(),
             https_redirect: None,
             auth: None,
         };
+        let site = Service { site, access_log: AccessLog::off(), limits: LIMITS };
         let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
         let label = ConnLabel { token: 0, fd: -1 };
         let connection = Connection::new(FakeSocket::writing(&[], true), label, None, now);
@@ -654,18 +654,29 @@ mod tests {
         text.match_indices("HTTP/1.1 ").map(|(at, _)| text[at + 9..at + 12].parse().unwrap()).collect()
     }
 
-    fn drive(connection: &mut Connection<FakeSocket>, site: &Site, now: Now) -> Verdict {
-        connection.drive(site, &mut { now }, None)
+    fn drive(connection: &mut Connection<FakeSocket>, service: &Service, now: Now) -> Verdict {
+        drive_with(connection, service, None, now)
+    }
+
+    /// Drives as the event loop does: with the turn's time and the cache it lends, if any.
+    fn drive_with(
+        connection: &mut Connection<FakeSocket>,
+        service: &Service,
+        cache: Option<&mut FileCache>,
+        now: Now,
+    ) -> Verdict {
+        let mut cx = Context::new(Time::Turn(now), &service.site, &service.access_log, cache);
+        connection.drive(&mut cx)
     }
 
     /// The same, with a file cache lent as the event loop lends its own.
     fn drive_cached(
         connection: &mut Connection<FakeSocket>,
-        site: &Site,
+        service: &Service,
         cache: &mut FileCache,
         now: Now,
     ) -> Verdict {
-        connection.drive(site, &mut { now }, Some(cache))
+        drive_with(connection, service, Some(cache), now)
     }
 
     fn later(now: Now, seconds: u64) -> Now {
@@ -767,9 +778,10 @@ mod tests {
                 AccessLog::open(&crate::access_log::Destination::File(log_path.clone()), false).unwrap();
             connection.transport.reset = true;
             connection.transport.send(GET_HELLO);
-            let verdict = connection.drive(&site, &mut { now }, cache.as_mut());
+            let verdict = drive_with(&mut connection, &site, cache.as_mut(), now);
             assert_eq!(verdict, Verdict::Close(CloseReason::Io(io::ErrorKind::ConnectionReset)));
-            connection.close(CloseReason::Io(io::ErrorKind::ConnectionReset), &site.access_log);
+            let mut cx = site.live_context();
+            Box::new(connection).close(CloseReason::Io(io::ErrorKind::ConnectionReset), &mut cx);
             let log = fs::read_to_string(&log_path).unwrap();
             assert_eq!(log.lines().count(), 1, "cached {cached}: {log}");
             assert!(log.contains("\"GET /hello.txt HTTP/1.1\" 200 0 "), "cached {cached}: {log}");

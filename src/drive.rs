@@ -1,6 +1,8 @@
-//! The contract between an engine and what it drives: an HTTP [`crate::connection::Connection`]
-//! or a seed protocol's client. An engine hands it the clock and the site, and gets back a
-//! [`Verdict`]; it never needs to know which protocol it is driving to obey one.
+//! The contract between an engine and the clients it drives: an HTTP
+//! [`crate::connection::Connection`] or a seed protocol's client, each a [`Client`]. An engine
+//! lends a client a [`Context`] (the time, and what the service answers from) for each
+//! `drive`, and gets back a [`Verdict`]; it never needs to know which protocol it is driving to
+//! obey one.
 
 use std::fmt;
 use std::io;
@@ -8,34 +10,66 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::AccessLog;
-use crate::files::Root;
-use crate::http::{ExtraHeader, PathHeader};
+use crate::files::FileCache;
+use crate::site::Site;
 
-/// What every connection serves, and the limits it serves it under.
-#[derive(Debug)]
-pub struct Site {
-    pub root: Root,
-    pub limits: Limits,
-    pub access_log: AccessLog,
-    /// Added to every response (`--header`).
-    pub headers: Vec<ExtraHeader>,
-    /// Added to the responses for some paths (`--header-for`).
-    pub path_headers: Vec<PathHeader>,
-    /// `--https-redirect`: plain-HTTP requests are sent to HTTPS on this port.
-    pub https_redirect: Option<u16>,
-    /// `--auth-file`: Basic authentication, checked before any file access.
-    pub auth: Option<crate::auth::Auth>,
+/// What every engine asks of every client it holds, HTTP or a seed protocol alike (redis'
+/// handler table): the engine obeys verdicts and never asks which kind of client it drives.
+pub trait Client {
+    /// `conn=<token> fd=<fd>`, for the engine's own log lines about it.
+    fn label(&self) -> ConnLabel;
+    /// Does everything possible without blocking (a blocking engine's socket blocks instead),
+    /// and says what to wait for next. Safe on a spurious wake-up: the I/O's outcome decides.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Verdict;
+    /// When it runs out of time if nothing moves, and which limit that is.
+    fn deadline(&self, limits: &Limits) -> (Instant, Timeout);
+    /// Closing it now would lose nothing it was asked for.
+    fn is_idle(&self) -> bool;
+    /// The readiness event reported a hang-up or an error.
+    fn note_hang_up(&mut self) {}
+    /// The server is shutting down: finish what was asked, take nothing new.
+    fn begin_draining(&mut self) {}
+    /// Logs the close and whatever it leaves unsent; dropping it closes the socket.
+    fn close(self: Box<Self>, reason: CloseReason, cx: &mut Context<'_>);
 }
 
-impl Site {
-    /// SIGHUP: the access log reopened (logrotate moved it) and the password file read again.
-    pub fn reload(&self) {
-        match self.access_log.reopen() {
-            Ok(()) => log::info!("SIGHUP: access log reopened"),
-            Err(error) => log::warn!("SIGHUP: cannot reopen the access log: {error}"),
-        }
-        if let Some(auth) = &self.auth {
-            auth.reload();
+/// What an engine lends a client for one call: the time, and the parts of the service it
+/// answers from. One value, so a new part (a second site, counters) changes no signature.
+pub struct Context<'a> {
+    time: Time,
+    /// What is served.
+    pub site: &'a Site,
+    /// Where each response's line goes.
+    pub access_log: &'a AccessLog,
+    /// Small files in memory, when the engine keeps them (the event loop, which alone reads
+    /// their change events and is the one thread touching them).
+    pub cache: Option<&'a mut FileCache>,
+}
+
+/// Where a [`Context`] gets the time.
+#[derive(Debug, Clone, Copy)]
+pub enum Time {
+    /// The time the event loop read for this turn.
+    Turn(Now),
+    /// Read live on every call: a blocking engine's `drive` waits for its client.
+    Live,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        time: Time,
+        site: &'a Site,
+        access_log: &'a AccessLog,
+        cache: Option<&'a mut FileCache>,
+    ) -> Self {
+        Context { time, site, access_log, cache }
+    }
+
+    /// The time now, as this context tells it.
+    pub fn now(&self) -> Now {
+        match self.time {
+            Time::Turn(now) => now,
+            Time::Live => Now::read(),
         }
     }
 }
@@ -97,27 +131,6 @@ impl TurnClock {
 impl Default for TurnClock {
     fn default() -> TurnClock {
         TurnClock::new()
-    }
-}
-
-/// Where [`Connection::drive`] gets the time. The event loop passes the [`Now`] it read for
-/// the turn; a blocking engine, whose `drive` waits for its client, reads the clock live.
-pub trait Clock {
-    fn now(&mut self) -> Now;
-}
-
-impl Clock for Now {
-    fn now(&mut self) -> Now {
-        *self
-    }
-}
-
-/// Reads the system clocks on every call.
-pub struct LiveClock;
-
-impl Clock for LiveClock {
-    fn now(&mut self) -> Now {
-        Now::read()
     }
 }
 

@@ -17,6 +17,8 @@ pub mod listen;
 pub mod output;
 pub mod recycle;
 pub mod seed;
+pub mod service;
+pub mod site;
 pub mod supervisor;
 mod sys;
 pub mod tls;

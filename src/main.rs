@@ -9,7 +9,7 @@ use onepoll::access_log::{AccessLog, Destination};
 use onepoll::auth::Auth;
 use onepoll::config::{Config, Switch};
 use onepoll::daemon::{self, PidFile};
-use onepoll::drive::{Limits, Site};
+use onepoll::drive::Limits;
 use onepoll::engine::blocking::BlockingListener;
 #[cfg(feature = "coroutine")]
 use onepoll::engine::coroutine;
@@ -19,6 +19,8 @@ use onepoll::files::{FileCache, Root, RootOptions};
 use onepoll::http::PathHeader;
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
+use onepoll::service::Service;
+use onepoll::site::Site;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 use onepoll::tls::{Https, new_ticket_secret};
 
@@ -276,7 +278,8 @@ fn serve(
     );
     let https_redirect = https_port.filter(|_| config.https_redirect);
     let headers = config.headers.clone();
-    let site = Site { root, limits, access_log, headers, path_headers, https_redirect, auth };
+    let site = Site { root, headers, path_headers, https_redirect, auth };
+    let service = Service { site, access_log, limits };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options = Options {
         max_conns,
@@ -305,7 +308,7 @@ fn serve(
             let exit = process_per_conn::run(
                 listeners,
                 signals,
-                &site,
+                &service,
                 options.https,
                 max_conns,
                 grace_period,
@@ -313,7 +316,7 @@ fn serve(
             );
             return exit_code(exit);
         }
-        serve_blocking(config, listeners, site, cores);
+        serve_blocking(config, listeners, service, cores);
     }
     daemon::notify(sd_notify::NotifyState::Ready);
     let mut all: Vec<(Listener, Protocol)> = listeners
@@ -327,8 +330,8 @@ fn serve(
     let Signals::EventLoop(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));
     };
-    let exit = event_loop::run(all, seeds.datagrams, signals, &site, options);
-    site.access_log.flush();
+    let exit = event_loop::run(all, seeds.datagrams, signals, &service, options);
+    service.access_log.flush();
     exit_code(exit)
 }
 
@@ -341,22 +344,22 @@ fn exit_code(exit: std::io::Result<Exit>) -> ExitCode {
 }
 
 /// The comparison engines never return.
-fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, site: Site, cores: usize) -> ! {
+fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, service: Service, cores: usize) -> ! {
     match config.engine {
         Engine::EventLoop | Engine::ProcessPerConn => unreachable!("served in `serve`"),
         Engine::Serial => match <[BlockingListener; 1]>::try_from(listeners) {
-            Ok([listener]) => serial::run(listener, &site),
+            Ok([listener]) => serial::run(listener, &service),
             Err(_) => {
                 eprintln!("onepoll: --engine serial serves exactly one listener");
                 std::process::exit(1)
             }
         },
-        Engine::ThreadPerConn => thread_per_conn::run(listeners, &site),
+        Engine::ThreadPerConn => thread_per_conn::run(listeners, &service),
         Engine::ThreadPool => {
-            thread_pool::run(listeners, &site, config.threads.map_or(cores, |n| n as usize))
+            thread_pool::run(listeners, &service, config.threads.map_or(cores, |n| n as usize))
         }
         #[cfg(feature = "coroutine")]
-        Engine::Coroutine => coroutine::run(listeners, site),
+        Engine::Coroutine => coroutine::run(listeners, service),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use log::{debug, trace};
 use mio::net::{TcpStream, UdpSocket};
 
-use crate::drive::{CloseReason, ConnLabel, Limits, Timeout, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Timeout, Verdict};
 use crate::http::http_date;
 
 /// Bytes of echo held per connection: reading stops while this much waits to go back.
@@ -84,40 +84,8 @@ impl SeedConnection {
         SeedConnection { stream, label, state, last_progress: now }
     }
 
-    pub fn label(&self) -> ConnLabel {
-        self.label
-    }
-
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
-    }
-
-    /// Whether closing now loses nothing the client was promised.
-    pub fn is_idle(&self) -> bool {
-        match &self.state {
-            SeedState::Echoing { buffer, sent, .. } => *sent == buffer.len(),
-            SeedState::Telling { .. } => false,
-            SeedState::Lingering => true,
-        }
-    }
-
-    /// When to give up: idle (nothing to send) or send timeout (the client is not reading).
-    pub fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        match (&self.state, self.is_idle()) {
-            (SeedState::Lingering, _) => {
-                (self.last_progress + limits.idle_timeout.min(LINGER), Timeout::Idle)
-            }
-            (_, true) => (self.last_progress + limits.idle_timeout, Timeout::Idle),
-            (_, false) => (self.last_progress + limits.send_timeout, Timeout::Send),
-        }
-    }
-
-    /// Does all the reading and writing possible without blocking.
-    pub fn drive(&mut self, now: Instant) -> Verdict {
-        match self.step(now) {
-            Ok(verdict) => verdict,
-            Err(error) => Verdict::Close(CloseReason::Io(error.kind())),
-        }
     }
 
     fn step(&mut self, now: Instant) -> io::Result<Verdict> {
@@ -185,8 +153,43 @@ impl SeedConnection {
             }
         }
     }
+}
 
-    pub fn close(self, reason: CloseReason) {
+impl Client for SeedConnection {
+    fn label(&self) -> ConnLabel {
+        self.label
+    }
+
+    /// Whether closing now loses nothing the client was promised.
+    fn is_idle(&self) -> bool {
+        match &self.state {
+            SeedState::Echoing { buffer, sent, .. } => *sent == buffer.len(),
+            SeedState::Telling { .. } => false,
+            SeedState::Lingering => true,
+        }
+    }
+
+    /// When to give up: idle (nothing to send) or send timeout (the client is not reading).
+    fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
+        match (&self.state, self.is_idle()) {
+            (SeedState::Lingering, _) => {
+                (self.last_progress + limits.idle_timeout.min(LINGER), Timeout::Idle)
+            }
+            (_, true) => (self.last_progress + limits.idle_timeout, Timeout::Idle),
+            (_, false) => (self.last_progress + limits.send_timeout, Timeout::Send),
+        }
+    }
+
+    /// Does all the reading and writing possible without blocking; a seed needs nothing from
+    /// the context but the time.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Verdict {
+        match self.step(cx.now().mono) {
+            Ok(verdict) => verdict,
+            Err(error) => Verdict::Close(CloseReason::Io(error.kind())),
+        }
+    }
+
+    fn close(self: Box<Self>, reason: CloseReason, _: &mut Context<'_>) {
         debug!("{} close: {reason}", self.label);
     }
 }
@@ -310,7 +313,7 @@ mod tests {
         let now = Instant::now();
         let mut conn = SeedConnection::new(Seed::Echo, TcpStream::from_std(server), label, now, UNIX_EPOCH);
         // More is waiting and the client has room for the echo, yet the drive gives way.
-        assert_eq!(conn.drive(now), Verdict::Yield);
+        assert_eq!(conn.step(now).unwrap(), Verdict::Yield);
     }
 
     #[test]

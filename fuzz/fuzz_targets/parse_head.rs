@@ -5,7 +5,16 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use onepoll::http::{BodyDiscard, FileMeta, Parsed, Resource, parse_head, respond};
+use onepoll::http::{BodyDiscard, FileMeta, Parsed, Representation, Resource, parse_head, respond};
+
+/// A file known by its metadata alone: the decision reads nothing else.
+struct Meta(FileMeta);
+
+impl Representation for Meta {
+    fn meta(&self) -> &FileMeta {
+        &self.0
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let now = UNIX_EPOCH + Duration::from_secs(1_795_322_700);
@@ -20,11 +29,11 @@ fuzz_target!(|data: &[u8]| {
                 has_encoded_variants: true,
                 ..FileMeta::new(7, 1 << 33, Some(now), b"file.txt", None)
             };
-            let _ = respond(Some(&request), Ok(Resource::File(meta, ())), now);
+            let _ = respond(Some(&request), Ok(Resource::File(Meta(meta))), now);
         }
         Ok(Parsed::Partial) => {}
         Err(error) => {
-            let _ = respond::<()>(None, Err(error), now);
+            let _ = respond::<Meta>(None, Err(error), now);
         }
     }
 });

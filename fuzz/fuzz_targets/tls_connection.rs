@@ -14,8 +14,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use libfuzzer_sys::fuzz_target;
 use onepoll::access_log::AccessLog;
 use onepoll::connection::Connection;
-use onepoll::drive::{ConnLabel, Limits, Now, Site, Verdict};
+use onepoll::drive::{Client, ConnLabel, Context, Limits, Now, Time, Verdict};
 use onepoll::files::Root;
+use onepoll::service::Service;
+use onepoll::site::Site;
 use onepoll::tls::{CertificateFiles, Https, TlsTransport};
 use onepoll::transport::Transport;
 use rustls::pki_types::ServerName;
@@ -68,7 +70,7 @@ impl Transport for Pipe {
 
 struct Setup {
     _dir: tempfile::TempDir,
-    site: Site,
+    service: Service,
     https: Https,
     client: Arc<ClientConfig>,
 }
@@ -99,24 +101,25 @@ fn setup() -> &'static Setup {
         };
         let site = Site {
             root: Root::new(dir.path()).unwrap(),
-            limits,
-            access_log: AccessLog::off(),
             headers: Vec::new(),
+            path_headers: Vec::new(),
             https_redirect: None,
+            auth: None,
         };
-        Setup { _dir: dir, site, https, client: Arc::new(client) }
+        let service = Service { site, access_log: AccessLog::off(), limits };
+        Setup { _dir: dir, service, https, client: Arc::new(client) }
     })
 }
 
 /// Moves the client's records to the server, drives it, and gives its records back; false once
 /// the server closed.
-fn exchange(client: &mut ClientConnection, server: &mut Connection<TlsTransport<Pipe>>, now: &mut Now) -> bool {
+fn exchange(client: &mut ClientConnection, server: &mut Connection<TlsTransport<Pipe>>, now: Now) -> bool {
     let mut wire = Vec::new();
     while client.wants_write() {
         client.write_tls(&mut wire).unwrap();
     }
     server.transport_mut().inner_mut().incoming.extend(wire);
-    let open = !matches!(server.drive(&setup().site, now), Verdict::Close(_));
+    let open = !matches!(drive(server, now), Verdict::Close(_));
     let sent = std::mem::take(&mut server.transport_mut().inner_mut().outgoing);
     let mut sent = &sent[..];
     while !sent.is_empty() {
@@ -134,10 +137,16 @@ fn exchange(client: &mut ClientConnection, server: &mut Connection<TlsTransport<
     open
 }
 
+/// One drive with the turn's time, as the event loop would.
+fn drive(server: &mut Connection<TlsTransport<Pipe>>, now: Now) -> Verdict {
+    let service = &setup().service;
+    server.drive(&mut Context::new(Time::Turn(now), &service.site, &service.access_log, None))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, bytes)) = data.split_first() else { return };
     let setup = setup();
-    let mut now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
+    let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
     let label = ConnLabel { token: 0, fd: -1 };
     let transport = TlsTransport::new(Pipe::default(), setup.https.config()).unwrap();
     let mut server = Connection::new(transport, label, None, now);
@@ -147,14 +156,14 @@ fuzz_target!(|data: &[u8]| {
         if !client.is_handshaking() {
             break;
         }
-        assert!(exchange(&mut client, &mut server, &mut now), "closed during a clean handshake");
+        assert!(exchange(&mut client, &mut server, now), "closed during a clean handshake");
     }
     assert!(!client.is_handshaking(), "the handshake did not finish");
     match mode % 2 {
         0 => {
             client.writer().write_all(bytes).unwrap();
             for _ in 0..64 {
-                if !exchange(&mut client, &mut server, &mut now) {
+                if !exchange(&mut client, &mut server, now) {
                     break;
                 }
             }
@@ -162,7 +171,7 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             server.transport_mut().inner_mut().incoming.extend(bytes);
             for _ in 0..64 {
-                if matches!(server.drive(&setup.site, &mut now), Verdict::Close(_)) {
+                if matches!(drive(&mut server, now), Verdict::Close(_)) {
                     break;
                 }
                 server.transport_mut().inner_mut().outgoing.clear();

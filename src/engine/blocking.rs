@@ -1,7 +1,7 @@
 //! What the three comparison engines share: serving one connection on a blocking socket, and
 //! accepting with the same back-off the event loop uses when descriptors run out.
 //!
-//! A blocking engine hands the whole connection to [`Connection::drive`] once: with blocking
+//! A blocking engine hands the whole connection to [`Client::drive`] once: with blocking
 //! sockets every read and write waits, so `drive` only returns when the connection is done or
 //! a socket timeout fired (`SO_RCVTIMEO` = idle timeout, `SO_SNDTIMEO` = send timeout, which
 //! the kernel reports as `EAGAIN`, i.e. the same `WouldBlock` verdict the event loop waits on).
@@ -21,9 +21,9 @@ use rustls::ServerConfig;
 
 use super::ACCEPT_RETRY;
 use crate::connection::Connection;
-use crate::drive::{CloseReason, ConnLabel, LiveClock, Now, Site, Timeout, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Now, Timeout, Verdict};
+use crate::service::Service;
 use crate::tls::TlsTransport;
-use crate::transport::Transport;
 
 /// A listening socket of a blocking engine, and the TLS configuration its clients get, if it
 /// is an HTTPS one.
@@ -62,11 +62,11 @@ pub fn serve_blocking(
     stream: TcpStream,
     label: ConnLabel,
     peer: SocketAddr,
-    site: &Site,
+    service: &Service,
     tls: Option<&Arc<ServerConfig>>,
 ) {
     debug!("{label} accept {peer}");
-    let limits = site.limits;
+    let limits = service.limits;
     let configured = stream
         .set_nodelay(true)
         .and_then(|()| stream.set_read_timeout(Some(limits.idle_timeout).filter(|t| !t.is_zero())))
@@ -76,25 +76,29 @@ pub fn serve_blocking(
         return;
     }
     match tls {
-        None => drive_until_closed(Connection::new(stream, label, Some(peer), Now::read()), site),
+        None => {
+            drive_until_closed(Box::new(Connection::new(stream, label, Some(peer), Now::read())), service)
+        }
         Some(config) => match TlsTransport::new(stream, config) {
-            Ok(transport) => {
-                drive_until_closed(Connection::new(transport, label, Some(peer), Now::read()), site)
-            }
+            Ok(transport) => drive_until_closed(
+                Box::new(Connection::new(transport, label, Some(peer), Now::read())),
+                service,
+            ),
             Err(error) => warn!("{label} TLS session refused: {error}"),
         },
     }
 }
 
-/// Drives `connection` on this thread, blocking in its socket calls, until it closes.
-fn drive_until_closed<T: Transport>(mut connection: Connection<T>, site: &Site) {
+/// Drives `client` on this thread, blocking in its socket calls, until it closes.
+fn drive_until_closed(mut client: Box<impl Client>, service: &Service) {
+    let mut cx = service.live_context();
     let reason = loop {
-        match connection.drive(site, &mut LiveClock, None) {
+        match client.drive(&mut cx) {
             Verdict::Yield => {} // the thread is this connection's alone: carry on
             Verdict::Close(reason) => break reason,
             Verdict::Wait { writable: true } => break CloseReason::Timeout(Timeout::Send),
             Verdict::Wait { writable: false } => break CloseReason::Timeout(Timeout::Idle),
         }
     };
-    connection.close(reason, &site.access_log);
+    client.close(reason, &mut cx);
 }

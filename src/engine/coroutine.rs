@@ -23,14 +23,15 @@ use tokio::net::{TcpListener, TcpStream};
 use super::ACCEPT_RETRY;
 use super::blocking::{BlockingListener, label_for};
 use crate::connection::Connection;
-use crate::drive::{CloseReason, ConnLabel, LiveClock, Now, Site, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Now, Verdict};
+use crate::service::Service;
 use crate::sys;
 use crate::tls::TlsTransport;
 use crate::transport::Transport;
 
-pub fn run(listeners: Vec<BlockingListener>, site: Site) -> ! {
-    // Tasks must be 'static; the site lives as long as the process anyway.
-    let site: &'static Site = Box::leak(Box::new(site));
+pub fn run(listeners: Vec<BlockingListener>, service: Service) -> ! {
+    // Tasks must be 'static; the service lives as long as the process anyway.
+    let service: &'static Service = Box::leak(Box::new(service));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -42,14 +43,14 @@ pub fn run(listeners: Vec<BlockingListener>, site: Site) -> ! {
     let tasks = tokio::task::LocalSet::new();
     tasks.block_on(&runtime, async move {
         for listener in listeners {
-            tokio::task::spawn_local(accept_forever(listener, site));
+            tokio::task::spawn_local(accept_forever(listener, service));
         }
         future::pending::<()>().await
     });
     unreachable!("accepting never ends")
 }
 
-async fn accept_forever(listener: BlockingListener, site: &'static Site) {
+async fn accept_forever(listener: BlockingListener, service: &'static Service) {
     let BlockingListener { listener, tls } = listener;
     let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
         Ok(listener) => listener,
@@ -62,7 +63,7 @@ async fn accept_forever(listener: BlockingListener, site: &'static Site) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let label = label_for(&stream);
-                tokio::task::spawn_local(serve(stream, label, peer, site, tls.clone()));
+                tokio::task::spawn_local(serve(stream, label, peer, service, tls.clone()));
             }
             Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
             Err(error) => {
@@ -78,7 +79,7 @@ async fn serve(
     stream: TcpStream,
     label: ConnLabel,
     peer: SocketAddr,
-    site: &'static Site,
+    service: &'static Service,
     tls: Option<Arc<ServerConfig>>,
 ) {
     debug!("{label} accept {peer}");
@@ -88,13 +89,16 @@ async fn serve(
     }
     let socket = TaskSocket(stream);
     match tls {
-        None => drive_until_closed(Connection::new(socket, label, Some(peer), Now::read()), site).await,
+        None => {
+            drive_until_closed(Box::new(Connection::new(socket, label, Some(peer), Now::read())), service)
+                .await
+        }
         // Boxed: a task's future is as large as its largest state, and a TLS session is five
         // times a plain connection; every plain connection would carry that room otherwise.
         Some(config) => match TlsTransport::new(socket, &config) {
             Ok(transport) => {
-                Box::pin(drive_until_closed(Connection::new(transport, label, Some(peer), Now::read()), site))
-                    .await
+                let connection = Box::new(Connection::new(transport, label, Some(peer), Now::read()));
+                Box::pin(drive_until_closed(connection, service)).await
             }
             Err(error) => warn!("{label} TLS session refused: {error}"),
         },
@@ -103,14 +107,18 @@ async fn serve(
 
 /// The event loop's turn, as a coroutine: drive until the connection would block, then wait
 /// for the readiness it asked for or for its deadline, whichever comes first.
-async fn drive_until_closed<T: Transport + OnTaskSocket>(mut connection: Connection<T>, site: &Site) {
+async fn drive_until_closed<T: Transport + OnTaskSocket>(
+    mut connection: Box<Connection<T>>,
+    service: &Service,
+) {
+    let mut cx = service.live_context();
     let reason = loop {
-        match connection.drive(site, &mut LiveClock, None) {
+        match connection.drive(&mut cx) {
             Verdict::Close(reason) => break reason,
             // It did a fair share: let the other tasks run before it goes on.
             Verdict::Yield => tokio::task::yield_now().await,
             Verdict::Wait { writable } => {
-                let (deadline, timeout) = connection.deadline(&site.limits);
+                let (deadline, timeout) = connection.deadline(&service.limits);
                 let socket = connection.transport_mut().task_socket();
                 let interest = if writable { Interest::WRITABLE } else { Interest::READABLE };
                 match tokio::time::timeout_at(deadline.into(), socket.ready(interest)).await {
@@ -121,7 +129,7 @@ async fn drive_until_closed<T: Transport + OnTaskSocket>(mut connection: Connect
             }
         }
     };
-    connection.close(reason, &site.access_log);
+    connection.close(reason, &mut cx);
 }
 
 /// A task's socket: tokio's, read and written without waiting. Each call goes through

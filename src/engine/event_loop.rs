@@ -36,12 +36,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::access_log::AccessLog;
 use crate::connection::Connection;
-use crate::drive::{CloseReason, ConnLabel, Limits, Now, Site, Timeout, TurnClock, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Now, Time, TurnClock, Verdict};
 use crate::files::FileCache;
 use crate::listen::Listener;
 use crate::seed::{self, Answered, Seed, SeedConnection};
+use crate::service::Service;
 use crate::tls::{Https, TlsTransport};
 use crate::transport::Transport;
 
@@ -107,7 +107,7 @@ pub enum Exit {
 
 /// A slab entry: one client and the loop's bookkeeping for it.
 struct Slot {
-    client: Box<dyn Client>,
+    client: Box<dyn Polled>,
     /// Whether WRITABLE is part of the registered interest.
     writable_armed: bool,
     /// Closed during the current turn; removed from the slab after it.
@@ -116,68 +116,20 @@ struct Slot {
     timer: Instant,
 }
 
-/// What the loop asks of every client it holds, HTTP or a seed protocol alike (redis' handler
-/// table): it obeys verdicts and never asks which kind of client it is driving.
-trait Client {
-    fn label(&self) -> ConnLabel;
-    fn drive(&mut self, site: &Site, now: Now, cache: Option<&mut FileCache>) -> Verdict;
-    fn deadline(&self, limits: &Limits) -> (Instant, Timeout);
-    /// Closing it now would lose nothing it was asked for.
-    fn is_idle(&self) -> bool;
-    /// The socket, to change its registered interest.
+/// A client the loop polls: the engine contract, and the socket to change its interest on.
+trait Polled: Client {
     fn source(&mut self) -> &mut dyn Source;
-    /// The readiness event reported a hang-up or an error.
-    fn note_hang_up(&mut self) {}
-    /// The server is shutting down: finish what was asked, take nothing new.
-    fn begin_draining(&mut self) {}
-    fn close(self: Box<Self>, reason: CloseReason, access_log: &AccessLog);
 }
 
-impl<T: Transport + Source> Client for Connection<T> {
-    fn label(&self) -> ConnLabel {
-        Connection::label(self)
-    }
-    fn drive(&mut self, site: &Site, mut now: Now, cache: Option<&mut FileCache>) -> Verdict {
-        Connection::drive(self, site, &mut now, cache)
-    }
-    fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        Connection::deadline(self, limits)
-    }
-    fn is_idle(&self) -> bool {
-        Connection::is_idle(self)
-    }
+impl<T: Transport + Source> Polled for Connection<T> {
     fn source(&mut self) -> &mut dyn Source {
         self.transport_mut()
     }
-    fn note_hang_up(&mut self) {
-        Connection::note_hang_up(self)
-    }
-    fn begin_draining(&mut self) {
-        Connection::begin_draining(self)
-    }
-    fn close(self: Box<Self>, reason: CloseReason, access_log: &AccessLog) {
-        Connection::close(*self, reason, access_log)
-    }
 }
 
-impl Client for SeedConnection {
-    fn label(&self) -> ConnLabel {
-        SeedConnection::label(self)
-    }
-    fn drive(&mut self, _: &Site, now: Now, _: Option<&mut FileCache>) -> Verdict {
-        SeedConnection::drive(self, now.mono)
-    }
-    fn deadline(&self, limits: &Limits) -> (Instant, Timeout) {
-        SeedConnection::deadline(self, limits)
-    }
-    fn is_idle(&self) -> bool {
-        SeedConnection::is_idle(self)
-    }
+impl Polled for SeedConnection {
     fn source(&mut self) -> &mut dyn Source {
         self.stream_mut()
-    }
-    fn close(self: Box<Self>, reason: CloseReason, _: &AccessLog) {
-        SeedConnection::close(*self, reason)
     }
 }
 
@@ -212,7 +164,7 @@ struct EventLoop<'a> {
     accepting: Accepting,
     /// Set by the first SIGTERM/SIGINT: when the grace period ends.
     shutdown_deadline: Option<Instant>,
-    site: &'a Site,
+    service: &'a Service,
     options: Options,
     /// Makes the file cache's compressed forms, in a child process.
     compressor: Compressor,
@@ -225,7 +177,7 @@ pub fn run(
     listeners: Vec<(Listener, Protocol)>,
     datagrams: Vec<(std::net::UdpSocket, Seed)>,
     signals: Signals,
-    site: &Site,
+    service: &Service,
     options: Options,
 ) -> io::Result<Exit> {
     if listeners.len() > MAX_LISTENERS || datagrams.len() > MAX_LISTENERS {
@@ -265,7 +217,7 @@ pub fn run(
         datagrams_yielded: Vec::new(),
         accepting: Accepting::Open,
         shutdown_deadline: None,
-        site,
+        service,
         options,
         compressor: Compressor::new(COMPRESSED),
     };
@@ -338,7 +290,7 @@ impl EventLoop<'_> {
             if let Some(cache) = &mut self.options.file_cache {
                 self.compressor.turn(cache, self.poll.registry());
             }
-            self.site.access_log.flush(); // this turn's lines, in one write
+            self.service.access_log.flush(); // this turn's lines, in one write
             if let Some(deadline) = self.shutdown_deadline {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -424,7 +376,7 @@ impl EventLoop<'_> {
                 continue;
             }
             let from = peer.map_or_else(|| "a unix socket".to_owned(), |peer| peer.to_string());
-            let client: Box<dyn Client> = match (protocol, stream.socket) {
+            let client: Box<dyn Polled> = match (protocol, stream.socket) {
                 (Protocol::Http, socket) => {
                     debug!("{label} accept {from}");
                     Box::new(Connection::new(Stream::from(socket), label, peer, now))
@@ -450,7 +402,7 @@ impl EventLoop<'_> {
                 }
                 (Protocol::Seed(_), Socket::Unix(_)) => continue, // seed listeners are TCP only
             };
-            let (deadline, _) = client.deadline(&self.site.limits);
+            let (deadline, _) = client.deadline(&self.service.limits);
             self.timers.insert((deadline, key));
             entry.insert(Slot { client, writable_armed: false, closed: false, timer: deadline });
         }
@@ -462,8 +414,14 @@ impl EventLoop<'_> {
         };
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
-        let (site, cache) = (self.site, self.options.file_cache.as_mut());
-        let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(site, now, cache)));
+        let service = self.service;
+        let mut cx = Context::new(
+            Time::Turn(now),
+            &service.site,
+            &service.access_log,
+            self.options.file_cache.as_mut(),
+        );
+        let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(&mut cx)));
         let driven = driven.unwrap_or_else(|_| {
             error!("{} panicked while being served; closing it", slot.client.label());
             Verdict::Close(CloseReason::Panicked)
@@ -503,7 +461,7 @@ impl EventLoop<'_> {
         // Re-arm only when the deadline moved earlier. A later one (the usual case: progress
         // pushed it back) is found when the armed timer fires early, so a busy keep-alive
         // connection costs no timer-set update per request.
-        let (deadline, _) = slot.client.deadline(&self.site.limits);
+        let (deadline, _) = slot.client.deadline(&self.service.limits);
         if deadline < slot.timer {
             self.rearm(key, deadline);
         }
@@ -537,7 +495,7 @@ impl EventLoop<'_> {
                 self.timers.pop_first();
                 continue;
             }
-            let (actual, timeout) = slot.client.deadline(&self.site.limits);
+            let (actual, timeout) = slot.client.deadline(&self.service.limits);
             if actual > now.mono {
                 self.rearm(key, actual); // it fired early: the connection made progress since
                 continue;
@@ -552,11 +510,18 @@ impl EventLoop<'_> {
         if self.closed.is_empty() {
             return;
         }
+        let service = self.service;
+        let mut cx = Context::new(
+            Time::Turn(now),
+            &service.site,
+            &service.access_log,
+            self.options.file_cache.as_mut(),
+        );
         for (key, reason) in self.closed.drain(..) {
             self.yielded.retain(|yielded| *yielded != key); // the key may soon be reused
             let slot = self.clients.remove(key);
             self.timers.remove(&(slot.timer, key));
-            slot.client.close(reason, &self.site.access_log);
+            slot.client.close(reason, &mut cx);
         }
         if self.accepting != Accepting::Open {
             self.resume_accepting(now); // a slot or a descriptor just came free
@@ -570,7 +535,7 @@ impl EventLoop<'_> {
         for signal in signals {
             match signal {
                 SIGHUP => {
-                    self.site.reload();
+                    self.service.reload();
                     if let Some(https) = &mut self.options.https {
                         match https.reload() {
                             Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),

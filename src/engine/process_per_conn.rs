@@ -34,7 +34,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use super::ACCEPT_RETRY;
 use super::blocking::{BlockingListener, label_for, serve_blocking};
 use super::event_loop::Exit;
-use crate::drive::Site;
+use crate::service::Service;
 use crate::sys;
 use crate::tls::Https;
 
@@ -83,7 +83,7 @@ fn drain(pipe: &UnixStream) {
 struct Parent<'a> {
     listeners: Vec<BlockingListener>,
     signals: Signals,
-    site: &'a Site,
+    service: &'a Service,
     https: Option<Https>,
     children: HashSet<Pid>,
     max_children: usize,
@@ -101,7 +101,7 @@ struct Parent<'a> {
 pub fn run(
     listeners: Vec<BlockingListener>,
     signals: Signals,
-    site: &Site,
+    service: &Service,
     https: Option<Https>,
     max_children: usize,
     grace_period: Duration,
@@ -114,7 +114,7 @@ pub fn run(
     let mut parent = Parent {
         listeners,
         signals,
-        site,
+        service,
         https,
         children: HashSet::new(),
         max_children: max_children.max(1),
@@ -258,7 +258,7 @@ impl Parent<'_> {
             // A panic must not unwind out of the child's `main` into the parent's destructors
             // (the pid file's would delete the parent's file): it ends this child only.
             Ok(()) => match panic::catch_unwind(AssertUnwindSafe(|| {
-                serve_blocking(stream, label, peer, self.site, tls.as_ref())
+                serve_blocking(stream, label, peer, self.service, tls.as_ref())
             })) {
                 Ok(()) => 0,
                 Err(_) => {
@@ -271,7 +271,7 @@ impl Parent<'_> {
                 1
             }
         };
-        self.site.access_log.flush();
+        self.service.access_log.flush();
         sys::exit_child(status)
     }
 
@@ -299,7 +299,7 @@ impl Parent<'_> {
     }
 
     fn reload(&mut self) {
-        self.site.reload();
+        self.service.reload();
         if let Some(https) = &mut self.https {
             match https.reload() {
                 Ok(()) => {

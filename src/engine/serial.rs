@@ -3,12 +3,12 @@
 //! It serves one listener: waiting on two would already need a poller.
 
 use super::blocking::{BlockingListener, accept, label_for, serve_blocking};
-use crate::drive::Site;
+use crate::service::Service;
 
-pub fn run(listener: BlockingListener, site: &Site) -> ! {
+pub fn run(listener: BlockingListener, service: &Service) -> ! {
     loop {
         let (stream, peer) = accept(&listener.listener);
         let label = label_for(&stream);
-        serve_blocking(stream, label, peer, site, listener.tls.as_ref());
+        serve_blocking(stream, label, peer, service, listener.tls.as_ref());
     }
 }

@@ -7,28 +7,28 @@ use log::warn;
 
 use super::ACCEPT_RETRY;
 use super::blocking::{BlockingListener, accept, label_for, serve_blocking};
-use crate::drive::Site;
+use crate::service::Service;
 
 /// Stack size per connection thread; our frames are shallow, so 64 KiB is plenty and keeps a
 /// thousand idle clients from reserving 2 GiB of address space.
 const THREAD_STACK_BYTES: usize = 64 * 1024;
 
-pub fn run(listeners: Vec<BlockingListener>, site: &Site) -> ! {
+pub fn run(listeners: Vec<BlockingListener>, service: &Service) -> ! {
     let mut listeners = listeners.into_iter();
     let first = listeners.next().expect("at least one listener");
     thread::scope(|scope| {
         // Each further listener gets an accepting thread of its own; this one takes the first.
         for listener in listeners {
-            scope.spawn(move || accept_forever(&listener, site, scope));
+            scope.spawn(move || accept_forever(&listener, service, scope));
         }
-        accept_forever(&first, site, scope);
+        accept_forever(&first, service, scope);
     });
     unreachable!("accepting never ends")
 }
 
 fn accept_forever<'scope>(
     listener: &BlockingListener,
-    site: &'scope Site,
+    service: &'scope Service,
     scope: &'scope thread::Scope<'scope, '_>,
 ) {
     loop {
@@ -36,7 +36,7 @@ fn accept_forever<'scope>(
         let (tls, label) = (listener.tls.clone(), label_for(&stream));
         let spawned = thread::Builder::new()
             .stack_size(THREAD_STACK_BYTES)
-            .spawn_scoped(scope, move || serve_blocking(stream, label, peer, site, tls.as_ref()));
+            .spawn_scoped(scope, move || serve_blocking(stream, label, peer, service, tls.as_ref()));
         if let Err(error) = spawned {
             // Out of threads: the client is dropped (closed) and we back off.
             warn!("cannot start a thread: {error}; retrying in {ACCEPT_RETRY:?}");

@@ -8,19 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use super::blocking::{BlockingListener, accept, label_for, serve_blocking};
-use crate::drive::Site;
+use crate::service::Service;
 use rustls::ServerConfig;
 
 /// An accepted client, and its listener's TLS configuration if it is an HTTPS one.
 type Job = (TcpStream, SocketAddr, Option<Arc<ServerConfig>>);
 
-pub fn run(listeners: Vec<BlockingListener>, site: &Site, threads: usize) -> ! {
+pub fn run(listeners: Vec<BlockingListener>, service: &Service, threads: usize) -> ! {
     let (queue, jobs) = sync_channel::<Job>(threads);
     let jobs = Arc::new(Mutex::new(jobs));
     thread::scope(|scope| {
         for _ in 0..threads {
             let jobs = Arc::clone(&jobs);
-            scope.spawn(move || work(&jobs, site));
+            scope.spawn(move || work(&jobs, service));
         }
         // This thread accepts from the first listener, a thread each from any others, all
         // feeding the one queue.
@@ -44,14 +44,14 @@ fn accept_into(listener: &BlockingListener, queue: &SyncSender<Job>) {
     }
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>, site: &Site) {
+fn work(jobs: &Mutex<Receiver<Job>>, service: &Service) {
     loop {
         // The lock is held only to take a job, not while serving it.
         let job = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         match job {
             Ok((stream, peer, tls)) => {
                 let label = label_for(&stream);
-                serve_blocking(stream, label, peer, site, tls.as_ref())
+                serve_blocking(stream, label, peer, service, tls.as_ref())
             }
             Err(_) => return,
         }

@@ -1,0 +1,32 @@
+//! The service: what every engine serves its clients from, apart from how it waits for
+//! sockets. The site, the access log and the time limits, shared read-only (by every thread
+//! of the blocking engines too); an engine lends them to a client as a [`Context`].
+
+use crate::access_log::AccessLog;
+use crate::drive::{Context, Limits, Time};
+use crate::site::Site;
+
+/// The parts of the service every engine shares.
+#[derive(Debug)]
+pub struct Service {
+    pub site: Site,
+    pub access_log: AccessLog,
+    /// Each connection's time limits.
+    pub limits: Limits,
+}
+
+impl Service {
+    /// The context a client of a blocking engine gets: live time, no file cache.
+    pub fn live_context(&self) -> Context<'_> {
+        Context::new(Time::Live, &self.site, &self.access_log, None)
+    }
+
+    /// SIGHUP: the access log reopened (logrotate moved it) and the site's files read again.
+    pub fn reload(&self) {
+        match self.access_log.reopen() {
+            Ok(()) => log::info!("SIGHUP: access log reopened"),
+            Err(error) => log::warn!("SIGHUP: cannot reopen the access log: {error}"),
+        }
+        self.site.reload();
+    }
+}

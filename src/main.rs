@@ -13,13 +13,14 @@ use onepoll::drive::Limits;
 use onepoll::engine::blocking::BlockingListener;
 #[cfg(feature = "coroutine")]
 use onepoll::engine::coroutine;
-use onepoll::engine::event_loop::{self, Exit, Options, Protocol};
-use onepoll::engine::{Engine, process_per_conn, serial, thread_per_conn, thread_pool};
+use onepoll::engine::event_loop::{self, Options};
+use onepoll::engine::{Engine, Exit, process_per_conn, serial, thread_per_conn, thread_pool};
 use onepoll::files::{FileCache, Root, RootOptions};
 use onepoll::http::PathHeader;
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
 use onepoll::service::Service;
+use onepoll::service::event_loop::{LoopService, Protocol};
 use onepoll::site::Site;
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 use onepoll::tls::{Https, new_ticket_secret};
@@ -281,17 +282,12 @@ fn serve(
     let site = Site { root, headers, path_headers, https_redirect, auth };
     let service = Service { site, access_log, limits };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
-    let options = Options {
-        max_conns,
-        grace_period,
-        file_cache,
-        on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
-        https,
-    };
+    let options =
+        Options { max_conns, grace_period, on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping) };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if config.engine != Engine::EventLoop {
         // The blocking engines are for comparing designs on TCP; Unix sockets are a daemon feature.
-        let tls = options.https.as_ref().map(|https| Arc::clone(https.config()));
+        let tls = https.as_ref().map(|https| Arc::clone(https.config()));
         let Some(listeners) = listeners
             .into_iter()
             .map(|(listener, scheme)| {
@@ -305,15 +301,8 @@ fn serve(
         if let Signals::Forking(signals) = signals {
             daemon::notify(sd_notify::NotifyState::Ready);
             let stopping = || daemon::notify(sd_notify::NotifyState::Stopping);
-            let exit = process_per_conn::run(
-                listeners,
-                signals,
-                &service,
-                options.https,
-                max_conns,
-                grace_period,
-                stopping,
-            );
+            let exit =
+                process_per_conn::run(listeners, signals, &service, https, max_conns, grace_period, stopping);
             return exit_code(exit);
         }
         serve_blocking(config, listeners, service, cores);
@@ -330,8 +319,12 @@ fn serve(
     let Signals::EventLoop(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));
     };
-    let exit = event_loop::run(all, seeds.datagrams, signals, &service, options);
-    service.access_log.flush();
+    let mut service = match LoopService::new(service, https, file_cache, seeds.datagrams) {
+        Ok(service) => service,
+        Err(error) => return fail(format_args!("cannot serve the seed protocols' datagrams: {error}")),
+    };
+    let exit = event_loop::run(all, signals, &mut service, options);
+    service.service().access_log.flush();
     exit_code(exit)
 }
 

@@ -1,13 +1,16 @@
 //! The default engine: one thread, one `mio::Poll`, every socket non-blocking.
 //!
-//! This file knows mio and slab, and of the protocols only whom to create on `accept`: every
-//! client (an HTTP connection, or echo/daytime) is a [`Client`] behind one interface, and the
-//! loop never asks which. Each listener, datagram socket and the signal pipe have their own
-//! tokens; each client lives in a `Slab` whose key is its `Token`. On every event the loop
-//! calls the client's `drive` and obeys the verdict: arm WRITABLE only while output is pending (so a response that fits the socket
-//! buffer costs no `epoll_ctl`), yield, or close. Closed clients leave the slab only after the
-//! whole event batch, so a key reused by `accept` can never receive an event that was meant for
-//! its previous owner.
+//! This file knows mio and slab, and nothing of what it serves: a [`Handler`] (the service)
+//! makes the client for each accepted socket, owns its own event sources (file changes, the
+//! compressor, datagrams), and gets a turn before the loop sleeps and on SIGHUP (redis' `ae.c`
+//! with its handler table and `beforeSleep`). Every client, whatever it speaks, is a
+//! [`Polled`] [`Client`] behind one interface, and the loop never asks which. Each listener and
+//! the signal pipe have their own tokens; each client lives in a `Slab` whose key is its
+//! `Token`. On every event the loop calls the client's `drive` and obeys the verdict: arm
+//! WRITABLE only while output is pending (so a response that fits the socket buffer costs no
+//! `epoll_ctl`), yield, or close. Closed clients leave the slab only after the whole event
+//! batch, so a key reused by `accept` can never receive an event that was meant for its
+//! previous owner.
 //!
 //! Readiness is edge-triggered (mio registers `EPOLLET`): an event says the state *changed*, not
 //! that it holds, and no new event comes while it stays the same. Hence the rules from mio's
@@ -23,60 +26,100 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, trace, warn};
 use mio::event::Source;
-use mio::net::UdpSocket;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::Connection;
-use crate::drive::{Client, CloseReason, ConnLabel, Context, Now, Time, TurnClock, Verdict};
-use crate::files::FileCache;
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, TurnClock, Verdict};
 use crate::listen::Listener;
-use crate::seed::{self, Answered, Seed, SeedConnection};
-use crate::service::Service;
-use crate::tls::{Https, TlsTransport};
-use crate::transport::Transport;
 
-use super::ACCEPT_RETRY;
-use super::compressor::Compressor;
-use super::stream::{PollListener, Socket, Stream};
+use super::stream::{PollListener, Socket};
+use super::{ACCEPT_RETRY, Exit};
 
 /// The self-pipe that signal-hook writes to from its signal handler. Client tokens are slab
 /// keys, which never reach this top range.
 const SIGNALS: Token = Token(usize::MAX);
-/// The file cache's inotify descriptor: something under the root changed.
-const FILE_CHANGES: Token = Token(usize::MAX - 1);
-/// The compressor child's result socket.
-const COMPRESSED: Token = Token(usize::MAX - 2);
-/// Most listening (and, separately, datagram) sockets one loop serves.
+/// Most listening sockets one loop serves.
 pub const MAX_LISTENERS: usize = 64;
 /// Listener `i` has token `FIRST_LISTENER + i`.
-const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
-/// Datagram socket `i` has token `FIRST_DATAGRAM + i`.
-const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
+const FIRST_LISTENER: usize = usize::MAX - MAX_LISTENERS;
+/// Tokens the handler may give its own event sources, below the listeners'.
+pub const HANDLER_TOKENS: usize = 128;
+const FIRST_HANDLER_TOKEN: usize = FIRST_LISTENER - HANDLER_TOKENS;
 
-/// What a listening socket's clients speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    /// HTTP inside TLS, with the loop's `Options::https` certificates.
-    Https,
-    Seed(Seed),
-}
 /// Most events taken from one `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
 
-/// The signals the loop handles: SIGTERM/SIGINT (graceful stop), SIGHUP (log reopen).
+/// The signals the loop handles: SIGTERM/SIGINT (graceful stop), SIGHUP (reload).
 pub fn shutdown_signals() -> io::Result<Signals> {
     Signals::new([SIGTERM, SIGINT, SIGHUP])
+}
+
+/// A client the loop polls: the engine contract, and the socket whose interest it changes.
+pub trait Polled: Client {
+    fn source(&mut self) -> &mut dyn Source;
+
+    /// It has work before any readiness event (a protocol whose server speaks first): driven
+    /// in the turn it was accepted.
+    fn speaks_first(&self) -> bool {
+        false
+    }
+}
+
+/// What the loop serves: everything but the poller, the listeners, the clients and their
+/// timers. Each hook is called from the loop's one thread.
+pub trait Handler {
+    /// What a listener's clients speak, as the handler tells listeners apart.
+    type Kind: Copy;
+
+    /// The client for a socket accepted on a listener of `kind` (already registered for
+    /// READABLE under `label.token`); `None` refuses it, and dropping the socket closes it.
+    fn accept(
+        &mut self,
+        kind: Self::Kind,
+        socket: Socket,
+        label: ConnLabel,
+        peer: Option<SocketAddr>,
+        now: Now,
+    ) -> Option<Box<dyn Polled>>;
+
+    /// Registers the handler's own event sources, each under a token from `tokens`.
+    fn register(&mut self, registry: &Registry, tokens: Range<usize>) -> io::Result<()>;
+
+    /// One of its sources is ready. A turn's handler events come before its clients' events,
+    /// so (for example) a change on disk is known before any request of the batch is answered.
+    fn ready(&mut self, token: Token, registry: &Registry, now: Now);
+
+    /// The end of every turn, just before the loop sleeps.
+    fn before_sleep(&mut self, registry: &Registry, now: Now);
+
+    /// The nearest instant the handler needs a turn without an event, if any (`now.mono`
+    /// for at once).
+    fn next_wakeup(&self, now: Now) -> Option<Instant>;
+
+    /// SIGHUP.
+    fn reload(&mut self);
+
+    /// A graceful shutdown begins: take no new work (the loop closes the listeners).
+    fn begin_shutdown(&mut self, registry: &Registry);
+
+    /// The loop has ended: whatever the handler started (a child process) is stopped.
+    fn end(&mut self);
+
+    /// What a client is lent for one call.
+    fn context(&mut self, now: Now) -> Context<'_>;
+
+    /// Each client's time limits.
+    fn limits(&self) -> &Limits;
 }
 
 /// Engine settings that are not per connection.
@@ -86,23 +129,8 @@ pub struct Options {
     pub max_conns: usize,
     /// How long responses in flight may take to finish after SIGTERM/SIGINT.
     pub grace_period: Duration,
-    /// Small files in memory: the loop reads its change events and lends it to every
-    /// connection it drives (only this thread touches it, so no lock). `None` serves from the
-    /// filesystem only.
-    pub file_cache: Option<FileCache>,
     /// Called once when a graceful shutdown begins (to tell the service manager).
     pub on_shutdown: fn(),
-    /// Certificates for `Protocol::Https` listeners (reloaded on SIGHUP).
-    pub https: Option<Https>,
-}
-
-/// How the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// After SIGTERM/SIGINT, once in-flight responses finished or the grace period ran out.
-    Graceful,
-    /// A second SIGTERM/SIGINT during the grace period.
-    Forced,
 }
 
 /// A slab entry: one client and the loop's bookkeeping for it.
@@ -114,23 +142,6 @@ struct Slot {
     closed: bool,
     /// The deadline this client has in the timer set.
     timer: Instant,
-}
-
-/// A client the loop polls: the engine contract, and the socket to change its interest on.
-trait Polled: Client {
-    fn source(&mut self) -> &mut dyn Source;
-}
-
-impl<T: Transport + Source> Polled for Connection<T> {
-    fn source(&mut self) -> &mut dyn Source {
-        self.transport_mut()
-    }
-}
-
-impl Polled for SeedConnection {
-    fn source(&mut self) -> &mut dyn Source {
-        self.stream_mut()
-    }
 }
 
 /// Why accepting is paused, if it is.
@@ -145,12 +156,10 @@ enum Accepting {
     },
 }
 
-struct EventLoop<'a> {
+struct EventLoop<'a, H: Handler> {
     poll: Poll,
     /// Emptied once shutdown has begun (the sockets close, so new clients are refused).
-    listeners: Vec<(PollListener, Protocol)>,
-    /// UDP sockets of the seed protocols; emptied at shutdown too.
-    datagrams: Vec<(UdpSocket, Seed)>,
+    listeners: Vec<(PollListener, H::Kind)>,
     signals: Signals,
     clients: Slab<Slot>,
     /// (deadline, slab key) for every open client.
@@ -159,74 +168,57 @@ struct EventLoop<'a> {
     closed: Vec<(usize, CloseReason)>,
     /// Clients that yielded with output still to send: driven again next turn.
     yielded: Vec<usize>,
-    /// Datagram sockets that spent their budget with datagrams left: answered again next turn.
-    datagrams_yielded: Vec<usize>,
     accepting: Accepting,
     /// Set by the first SIGTERM/SIGINT: when the grace period ends.
     shutdown_deadline: Option<Instant>,
-    service: &'a Service,
+    handler: &'a mut H,
     options: Options,
-    /// Makes the file cache's compressed forms, in a child process.
-    compressor: Compressor,
 }
 
-/// Serves `listeners` (and the seed protocols' `datagrams`) from this thread until a signal
-/// ends it. `signals` comes from [`shutdown_signals`], created before the server says it is
+/// Serves `listeners` from this thread until a signal ends it, `handler` deciding what each
+/// client is. `signals` comes from [`shutdown_signals`], created before the server says it is
 /// ready, so no early SIGTERM can meet the default action and kill it mid-start.
-pub fn run(
-    listeners: Vec<(Listener, Protocol)>,
-    datagrams: Vec<(std::net::UdpSocket, Seed)>,
+pub fn run<H: Handler>(
+    listeners: Vec<(Listener, H::Kind)>,
     signals: Signals,
-    service: &Service,
+    handler: &mut H,
     options: Options,
 ) -> io::Result<Exit> {
-    if listeners.len() > MAX_LISTENERS || datagrams.len() > MAX_LISTENERS {
+    if listeners.len() > MAX_LISTENERS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("more than {MAX_LISTENERS} sockets"),
+            format!("more than {MAX_LISTENERS} listening sockets"),
         ));
     }
     let poll = Poll::new()?;
     let mut registered = Vec::with_capacity(listeners.len());
-    for (index, (listener, protocol)) in listeners.into_iter().enumerate() {
+    for (index, (listener, kind)) in listeners.into_iter().enumerate() {
         let mut listener = PollListener::from_listener(listener)?;
         poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
-        registered.push((listener, protocol));
-    }
-    let mut registered_datagrams = Vec::with_capacity(datagrams.len());
-    for (index, (socket, seed)) in datagrams.into_iter().enumerate() {
-        socket.set_nonblocking(true)?;
-        let mut socket = UdpSocket::from_std(socket);
-        poll.registry().register(&mut socket, Token(FIRST_DATAGRAM + index), Interest::READABLE)?;
-        registered_datagrams.push((socket, seed));
+        registered.push((listener, kind));
     }
     let mut signals = signals;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    if let Some(cache) = &options.file_cache {
-        poll.registry().register(&mut SourceFd(&cache.fd()), FILE_CHANGES, Interest::READABLE)?;
-    }
+    handler.register(poll.registry(), FIRST_HANDLER_TOKEN..FIRST_LISTENER)?;
     let mut event_loop = EventLoop {
         poll,
         listeners: registered,
-        datagrams: registered_datagrams,
         signals,
         clients: Slab::new(),
         timers: BTreeSet::new(),
         closed: Vec::new(),
         yielded: Vec::new(),
-        datagrams_yielded: Vec::new(),
         accepting: Accepting::Open,
         shutdown_deadline: None,
-        service,
+        handler,
         options,
-        compressor: Compressor::new(COMPRESSED),
     };
     let exit = event_loop.run();
-    event_loop.compressor.stop();
+    event_loop.handler.end();
     exit
 }
 
-impl EventLoop<'_> {
+impl<H: Handler> EventLoop<'_, H> {
     fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         let mut clock = TurnClock::new();
@@ -234,8 +226,8 @@ impl EventLoop<'_> {
         loop {
             // Measured from the start of this turn, not read again: a wake-up comes late by
             // at most the turn's own work, and a timer that fires early is re-armed anyway.
-            let timeout = match self.yielded.is_empty() && self.datagrams_yielded.is_empty() {
-                true => self.next_wakeup().map(|at| at.saturating_duration_since(now.mono)),
+            let timeout = match self.yielded.is_empty() {
+                true => self.next_wakeup(now).map(|at| at.saturating_duration_since(now.mono)),
                 false => Some(Duration::ZERO), // yielded clients are waiting: just collect events
             };
             match self.poll.poll(&mut events, timeout) {
@@ -245,25 +237,21 @@ impl EventLoop<'_> {
                 Err(error) => return Err(error),
             }
             now = clock.read(); // the clock is read once per loop turn
-            // Changes on disk first, so no request in this batch is answered from a stale cache.
-            if let Some(cache) = &mut self.options.file_cache
-                && events.iter().any(|event| event.token() == FILE_CHANGES)
-            {
-                cache.process_events();
+            // The handler's own sources first (see `Handler::ready`).
+            for event in events.iter() {
+                if (FIRST_HANDLER_TOKEN..FIRST_LISTENER).contains(&event.token().0) {
+                    self.handler.ready(event.token(), self.poll.registry(), now);
+                }
             }
             for event in events.iter() {
                 match event.token() {
-                    FILE_CHANGES => {}
-                    COMPRESSED => self.compressor.read_output(self.poll.registry()),
                     SIGNALS => {
                         if self.handle_signals(now) == Some(Exit::Forced) {
                             return Ok(Exit::Forced);
                         }
                     }
                     Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER, now),
-                    Token(token) if token >= FIRST_DATAGRAM => {
-                        self.answer_datagrams(token - FIRST_DATAGRAM, now)
-                    }
+                    Token(token) if token >= FIRST_HANDLER_TOKEN => {}
                     Token(key) => {
                         if (event.is_read_closed() || event.is_error())
                             && let Some(slot) = self.clients.get_mut(key)
@@ -277,9 +265,6 @@ impl EventLoop<'_> {
             for key in std::mem::take(&mut self.yielded) {
                 self.drive(key, now);
             }
-            for index in std::mem::take(&mut self.datagrams_yielded) {
-                self.answer_datagrams(index, now);
-            }
             self.expire_timers(now);
             if let Accepting::OutOfDescriptors { retry_at } = self.accepting
                 && retry_at <= now.mono
@@ -287,10 +272,7 @@ impl EventLoop<'_> {
                 self.resume_accepting(now);
             }
             self.remove_closed(now);
-            if let Some(cache) = &mut self.options.file_cache {
-                self.compressor.turn(cache, self.poll.registry());
-            }
-            self.service.access_log.flush(); // this turn's lines, in one write
+            self.handler.before_sleep(self.poll.registry(), now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -305,14 +287,14 @@ impl EventLoop<'_> {
     }
 
     /// The nearest instant something must happen without an event: a client deadline, an
-    /// accept retry, the end of the grace period, or the compressor's.
-    fn next_wakeup(&self) -> Option<Instant> {
+    /// accept retry, the end of the grace period, or the handler's.
+    fn next_wakeup(&self, now: Now) -> Option<Instant> {
         let retry = match self.accepting {
             Accepting::OutOfDescriptors { retry_at } => Some(retry_at),
             _ => None,
         };
         let first_timer = self.timers.first().map(|(at, _)| *at);
-        [first_timer, retry, self.shutdown_deadline, self.compressor.next_wakeup()]
+        [first_timer, retry, self.shutdown_deadline, self.handler.next_wakeup(now)]
             .into_iter()
             .flatten()
             .min()
@@ -328,7 +310,7 @@ impl EventLoop<'_> {
     /// Accepts until `WouldBlock`: with edge-triggered readiness a pending connection left in
     /// the backlog would get no further event. Pauses at `max_conns` or out of descriptors.
     fn accept_from(&mut self, index: usize, now: Now) {
-        let Some(&(ref listener, protocol)) = self.listeners.get(index) else {
+        let Some(&(ref listener, kind)) = self.listeners.get(index) else {
             return; // shut down since the event was queued
         };
         loop {
@@ -375,34 +357,13 @@ impl EventLoop<'_> {
                 warn!("{label} register failed: {error}");
                 continue;
             }
-            let from = peer.map_or_else(|| "a unix socket".to_owned(), |peer| peer.to_string());
-            let client: Box<dyn Polled> = match (protocol, stream.socket) {
-                (Protocol::Http, socket) => {
-                    debug!("{label} accept {from}");
-                    Box::new(Connection::new(Stream::from(socket), label, peer, now))
-                }
-                (Protocol::Https, socket) => {
-                    let Some(https) = &self.options.https else { continue };
-                    match TlsTransport::new(Stream::from(socket), https.config()) {
-                        Ok(transport) => {
-                            debug!("{label} accept {from} (TLS)");
-                            Box::new(Connection::new(transport, label, peer, now))
-                        }
-                        Err(error) => {
-                            warn!("{label} TLS session refused: {error}");
-                            continue;
-                        }
-                    }
-                }
-                (Protocol::Seed(seed), Socket::Tcp(stream)) => {
-                    debug!("{label} accept {from} ({seed})");
-                    // Daytime speaks first: drive it this turn, with no event to wait for.
-                    self.yielded.push(key);
-                    Box::new(SeedConnection::new(seed, stream, label, now.mono, now.wall))
-                }
-                (Protocol::Seed(_), Socket::Unix(_)) => continue, // seed listeners are TCP only
+            let Some(client) = self.handler.accept(kind, stream.socket, label, peer, now) else {
+                continue;
             };
-            let (deadline, _) = client.deadline(&self.service.limits);
+            if client.speaks_first() {
+                self.yielded.push(key); // driven this turn, with no event to wait for
+            }
+            let (deadline, _) = client.deadline(self.handler.limits());
             self.timers.insert((deadline, key));
             entry.insert(Slot { client, writable_armed: false, closed: false, timer: deadline });
         }
@@ -414,13 +375,7 @@ impl EventLoop<'_> {
         };
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
-        let service = self.service;
-        let mut cx = Context::new(
-            Time::Turn(now),
-            &service.site,
-            &service.access_log,
-            self.options.file_cache.as_mut(),
-        );
+        let mut cx = self.handler.context(now);
         let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(&mut cx)));
         let driven = driven.unwrap_or_else(|_| {
             error!("{} panicked while being served; closing it", slot.client.label());
@@ -461,20 +416,9 @@ impl EventLoop<'_> {
         // Re-arm only when the deadline moved earlier. A later one (the usual case: progress
         // pushed it back) is found when the armed timer fires early, so a busy keep-alive
         // connection costs no timer-set update per request.
-        let (deadline, _) = slot.client.deadline(&self.service.limits);
+        let (deadline, _) = slot.client.deadline(self.handler.limits());
         if deadline < slot.timer {
             self.rearm(key, deadline);
-        }
-    }
-
-    /// Answers the datagrams waiting on seed socket `index`; a socket that still has some
-    /// after its budget is answered again next turn, after the others had theirs.
-    fn answer_datagrams(&mut self, index: usize, now: Now) {
-        let Some((socket, seed)) = self.datagrams.get(index) else {
-            return;
-        };
-        if seed::answer_datagrams(socket, *seed, now.wall) == Answered::BudgetSpent {
-            self.datagrams_yielded.push(index);
         }
     }
 
@@ -495,7 +439,7 @@ impl EventLoop<'_> {
                 self.timers.pop_first();
                 continue;
             }
-            let (actual, timeout) = slot.client.deadline(&self.service.limits);
+            let (actual, timeout) = slot.client.deadline(self.handler.limits());
             if actual > now.mono {
                 self.rearm(key, actual); // it fired early: the connection made progress since
                 continue;
@@ -510,13 +454,7 @@ impl EventLoop<'_> {
         if self.closed.is_empty() {
             return;
         }
-        let service = self.service;
-        let mut cx = Context::new(
-            Time::Turn(now),
-            &service.site,
-            &service.access_log,
-            self.options.file_cache.as_mut(),
-        );
+        let mut cx = self.handler.context(now);
         for (key, reason) in self.closed.drain(..) {
             self.yielded.retain(|yielded| *yielded != key); // the key may soon be reused
             let slot = self.clients.remove(key);
@@ -528,21 +466,13 @@ impl EventLoop<'_> {
         }
     }
 
-    /// SIGHUP reopens the access log; the first SIGTERM/SIGINT starts a graceful shutdown, a
-    /// second one ends the process at once.
+    /// SIGHUP reloads what the handler serves; the first SIGTERM/SIGINT starts a graceful
+    /// shutdown, a second one ends the process at once.
     fn handle_signals(&mut self, now: Now) -> Option<Exit> {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
             match signal {
-                SIGHUP => {
-                    self.service.reload();
-                    if let Some(https) = &mut self.options.https {
-                        match https.reload() {
-                            Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),
-                            Err(error) => error!("SIGHUP: certificates kept as they were: {error}"),
-                        }
-                    }
-                }
+                SIGHUP => self.handler.reload(),
                 _ if self.shutdown_deadline.is_some() => {
                     warn!("second signal: exiting now with {} connections open", self.clients.len());
                     return Some(Exit::Forced);
@@ -559,9 +489,7 @@ impl EventLoop<'_> {
         for (mut listener, _) in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        for (mut socket, _) in self.datagrams.drain(..) {
-            let _ = self.poll.registry().deregister(&mut socket);
-        }
+        self.handler.begin_shutdown(self.poll.registry());
         self.shutdown_deadline = Some(now.mono + self.options.grace_period);
         (self.options.on_shutdown)();
         info!(

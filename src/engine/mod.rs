@@ -3,7 +3,6 @@
 //! differ only in how they wait. The event loop is the default and the point of the project.
 
 pub mod blocking;
-pub mod compressor;
 #[cfg(feature = "coroutine")]
 pub mod coroutine;
 pub mod event_loop;
@@ -19,6 +18,15 @@ use std::time::Duration;
 /// before it is tried again, in every engine: long enough not to spin, short enough that
 /// clients in the backlog barely notice.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// How an engine that stops on signals ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// After SIGTERM/SIGINT, once in-flight responses finished or the grace period ran out.
+    Graceful,
+    /// A second SIGTERM/SIGINT during the grace period.
+    Forced,
+}
 
 /// Which engine serves (`--engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -32,8 +32,8 @@ use nix::unistd::{ForkResult, Pid};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use super::ACCEPT_RETRY;
+use super::Exit;
 use super::blocking::{BlockingListener, label_for, serve_blocking};
-use super::event_loop::Exit;
 use crate::service::Service;
 use crate::sys;
 use crate::tls::Https;

@@ -1,5 +1,5 @@
 //! On-the-fly compression: which files get it, at which level, and the work itself, which
-//! runs in a child process of the event loop (`engine::compressor`), never in the loop.
+//! runs in a child process of the event loop (`service::compressor`), never in the loop.
 //!
 //! Levels were chosen by measurement (README, "Compression"; `examples/compression_levels.rs`
 //! reruns it): a form is made once per file version and then served from memory, so the best

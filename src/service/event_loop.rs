@@ -1,0 +1,235 @@
+//! The service as the event loop serves it: the [`Handler`] that decides what each accepted
+//! socket's client speaks, and owns what only the loop's thread has: the file cache with its
+//! change events and its compressor child, the HTTPS certificates (reloaded on SIGHUP), and the
+//! seed protocols' datagram sockets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use mio::event::Source;
+use mio::net::UdpSocket;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+
+use super::Service;
+use super::compressor::Compressor;
+use crate::connection::Connection;
+use crate::drive::{ConnLabel, Context, Limits, Now, Time};
+use crate::engine::event_loop::{Handler, Polled};
+use crate::engine::stream::{Socket, Stream};
+use crate::files::FileCache;
+use crate::seed::{self, Answered, Seed, SeedConnection};
+use crate::tls::{Https, TlsTransport};
+use crate::transport::Transport;
+
+/// What a listening socket's clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    /// HTTP inside TLS, with the service's certificates.
+    Https,
+    Seed(Seed),
+}
+
+/// The event loop's service.
+pub struct LoopService {
+    service: Service,
+    /// Certificates for `Protocol::Https` listeners.
+    https: Option<Https>,
+    /// Small files in memory: the loop's thread alone touches it, so it needs no lock.
+    cache: Option<FileCache>,
+    /// Makes the cache's compressed forms in a child process; there once registered.
+    compressor: Option<Compressor>,
+    /// The seed protocols' UDP sockets; emptied at shutdown.
+    datagrams: Vec<(UdpSocket, Seed)>,
+    /// Datagram sockets that spent their budget with datagrams left: answered again next turn.
+    datagrams_yielded: Vec<usize>,
+    /// The first of the tokens the loop gave this service's sources.
+    first_token: usize,
+}
+
+/// The service's sources, by their offset from its first token.
+const FILE_CHANGES: usize = 0;
+const COMPRESSED: usize = 1;
+const FIRST_DATAGRAM: usize = 2;
+
+impl LoopService {
+    /// `datagrams` are the seed protocols' UDP sockets.
+    pub fn new(
+        service: Service,
+        https: Option<Https>,
+        cache: Option<FileCache>,
+        datagrams: Vec<(std::net::UdpSocket, Seed)>,
+    ) -> io::Result<LoopService> {
+        let datagrams = datagrams
+            .into_iter()
+            .map(|(socket, seed)| socket.set_nonblocking(true).map(|()| (UdpSocket::from_std(socket), seed)))
+            .collect::<io::Result<_>>()?;
+        Ok(LoopService {
+            service,
+            https,
+            cache,
+            compressor: None,
+            datagrams,
+            datagrams_yielded: Vec::new(),
+            first_token: 0,
+        })
+    }
+
+    /// The shared part, for what the process does after the loop (a last log flush).
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    fn token(&self, offset: usize) -> Token {
+        Token(self.first_token + offset)
+    }
+
+    /// Answers the datagrams waiting on socket `index`; one that still has some after its
+    /// budget is answered again next turn, after the others had theirs.
+    fn answer_datagrams(&mut self, index: usize, now: Now) {
+        let Some((socket, seed)) = self.datagrams.get(index) else {
+            return;
+        };
+        if seed::answer_datagrams(socket, *seed, now.wall) == Answered::BudgetSpent {
+            self.datagrams_yielded.push(index);
+        }
+    }
+}
+
+impl Handler for LoopService {
+    type Kind = Protocol;
+
+    fn accept(
+        &mut self,
+        kind: Protocol,
+        socket: Socket,
+        label: ConnLabel,
+        peer: Option<SocketAddr>,
+        now: Now,
+    ) -> Option<Box<dyn Polled>> {
+        let from = || peer.map_or_else(|| "a unix socket".to_owned(), |peer| peer.to_string());
+        match (kind, socket) {
+            (Protocol::Http, socket) => {
+                debug!("{label} accept {}", from());
+                Some(Box::new(Connection::new(Stream::from(socket), label, peer, now)))
+            }
+            (Protocol::Https, socket) => {
+                match TlsTransport::new(Stream::from(socket), self.https.as_ref()?.config()) {
+                    Ok(transport) => {
+                        debug!("{label} accept {} (TLS)", from());
+                        Some(Box::new(Connection::new(transport, label, peer, now)))
+                    }
+                    Err(error) => {
+                        warn!("{label} TLS session refused: {error}");
+                        None
+                    }
+                }
+            }
+            (Protocol::Seed(seed), Socket::Tcp(stream)) => {
+                debug!("{label} accept {} ({seed})", from());
+                Some(Box::new(SeedConnection::new(seed, stream, label, now.mono, now.wall)))
+            }
+            (Protocol::Seed(_), Socket::Unix(_)) => None, // seed listeners are TCP only
+        }
+    }
+
+    fn register(&mut self, registry: &Registry, tokens: Range<usize>) -> io::Result<()> {
+        if FIRST_DATAGRAM + self.datagrams.len() > tokens.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many datagram sockets"));
+        }
+        self.first_token = tokens.start;
+        if let Some(cache) = &self.cache {
+            registry.register(&mut SourceFd(&cache.fd()), self.token(FILE_CHANGES), Interest::READABLE)?;
+            self.compressor = Some(Compressor::new(self.token(COMPRESSED)));
+        }
+        for index in 0..self.datagrams.len() {
+            let token = self.token(FIRST_DATAGRAM + index);
+            registry.register(&mut self.datagrams[index].0, token, Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, token: Token, registry: &Registry, now: Now) {
+        match token.0 - self.first_token {
+            FILE_CHANGES => {
+                if let Some(cache) = &mut self.cache {
+                    cache.process_events();
+                }
+            }
+            COMPRESSED => {
+                if let Some(compressor) = &mut self.compressor {
+                    compressor.read_output(registry);
+                }
+            }
+            offset => self.answer_datagrams(offset - FIRST_DATAGRAM, now),
+        }
+    }
+
+    fn before_sleep(&mut self, registry: &Registry, now: Now) {
+        for index in std::mem::take(&mut self.datagrams_yielded) {
+            self.answer_datagrams(index, now);
+        }
+        if let (Some(cache), Some(compressor)) = (&mut self.cache, &mut self.compressor) {
+            compressor.turn(cache, registry);
+        }
+        self.service.access_log.flush(); // this turn's lines, in one write
+    }
+
+    fn next_wakeup(&self, now: Now) -> Option<Instant> {
+        let datagrams_waiting = (!self.datagrams_yielded.is_empty()).then_some(now.mono);
+        let compressor = self.compressor.as_ref().and_then(Compressor::next_wakeup);
+        datagrams_waiting.into_iter().chain(compressor).min()
+    }
+
+    fn reload(&mut self) {
+        self.service.reload();
+        if let Some(https) = &mut self.https {
+            match https.reload() {
+                Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),
+                Err(error) => error!("SIGHUP: certificates kept as they were: {error}"),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, registry: &Registry) {
+        for (mut socket, _) in self.datagrams.drain(..) {
+            let _ = registry.deregister(&mut socket);
+        }
+        self.datagrams_yielded.clear();
+    }
+
+    fn end(&mut self) {
+        if let Some(compressor) = &mut self.compressor {
+            compressor.stop();
+        }
+    }
+
+    fn context(&mut self, now: Now) -> Context<'_> {
+        Context::new(Time::Turn(now), &self.service.site, &self.service.access_log, self.cache.as_mut())
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.service.limits
+    }
+}
+
+impl<T: Transport + Source> Polled for Connection<T> {
+    fn source(&mut self) -> &mut dyn Source {
+        self.transport_mut()
+    }
+}
+
+impl Polled for SeedConnection {
+    fn source(&mut self) -> &mut dyn Source {
+        self.stream_mut()
+    }
+
+    /// Daytime speaks first; echo's first drive just finds nothing to read yet.
+    fn speaks_first(&self) -> bool {
+        true
+    }
+}

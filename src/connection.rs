@@ -872,6 +872,7 @@ mod tests {
         static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
 
+    #[allow(unsafe_code)] // a counting allocator for the test only
     // SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
     // const-initialised thread-local Cell, which never allocates.
     unsafe impl std::alloc::GlobalAlloc for CountingAllocator {

@@ -1,8 +1,14 @@
 //! onepoll: a small, fast HTTP/1.1 static-file server built around one mio `Poll` loop.
 //!
-//! A request flows: `engine` (socket readiness) → `connection` (per-connection state machine)
-//! → `http` (sans-I/O protocol core: parse, resolve, decide) → `files` (the filesystem edge)
-//! → `output` (head bytes and file ranges back to the socket).
+//! A request flows: `engine` (socket readiness; the `drive` contract) → `service` (which
+//! client an accepted socket gets, and what it is lent: the `site`, the access log, the file
+//! cache) → `connection` (per-connection state machine) → `http` (sans-I/O protocol core:
+//! parse, resolve, decide) → `files` (the filesystem edge) → `output` (head bytes and file
+//! ranges back to the socket).
+
+// `unsafe` lives in `sys`, one syscall wrapper at a time, each with its SAFETY line.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod access_log;
 pub mod auth;
@@ -20,6 +26,7 @@ pub mod seed;
 pub mod service;
 pub mod site;
 pub mod supervisor;
+#[allow(unsafe_code)]
 mod sys;
 pub mod tls;
 pub mod transport;

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use log::debug;
 
 use super::changes::Changes;
-use super::compress::worth_compressing;
+use super::compress::{CompressionJob, worth_compressing};
 use crate::http::{
     AcceptEncoding, Choice, ContentCoding, FNV1A_START, FileMeta, fnv1a, full_response_fields,
 };
@@ -88,17 +88,6 @@ enum Form {
     },
     /// The compressor failed or saved too little: identity until the file changes.
     Useless,
-}
-
-/// A compression for the compressor to run: `coding` of `file`, as long as it is still the
-/// version `identity` describes.
-#[derive(Debug, Clone)]
-pub struct CompressionJob {
-    /// The cache key the result belongs to.
-    pub key: String,
-    pub file: PathBuf,
-    pub coding: ContentCoding,
-    pub identity: FileMeta,
 }
 
 /// The compressed forms' share of the cache: a byte budget, spent least recently used first.

@@ -8,8 +8,8 @@
 
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
-use super::cache::CompressionJob;
 use crate::http::{ContentCoding, FileMeta, is_compressible};
 use crate::sys;
 
@@ -56,6 +56,17 @@ pub fn level(coding: ContentCoding, len: u64) -> u32 {
 }
 
 /// Runs `job` (in the compressor's child): reads the file, checks it is still the version the
+/// A compression for the compressor to run: `coding` of `file`, as long as it is still the
+/// version `identity` describes.
+#[derive(Debug, Clone)]
+pub struct CompressionJob {
+    /// The cache key the result belongs to.
+    pub key: String,
+    pub file: PathBuf,
+    pub coding: ContentCoding,
+    pub identity: FileMeta,
+}
+
 /// job was queued for, and compresses it.
 pub fn run(job: &CompressionJob) -> io::Result<Vec<u8>> {
     let file = sys::open_nonblocking(&job.file)?;

@@ -25,7 +25,8 @@ use crate::http::{
 };
 use crate::sys;
 use cache::Lookup;
-pub use cache::{CachedFile, CompressionJob, FileCache};
+pub use cache::{CachedFile, FileCache};
+pub use compress::CompressionJob;
 
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";

@@ -412,3 +412,99 @@ fn read_regular(
     }
     Some((facts, Some(content.into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root holding `name` with `content`, and the canonical paths the cache is given.
+    fn root_with(name: &str, content: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(name), content).unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let file = root.join(name);
+        (dir, root, file)
+    }
+
+    fn hit(lookup: Option<Lookup>) -> Rc<CachedFile> {
+        match lookup {
+            Some(Lookup::Hit(file)) => file,
+            _ => panic!("not a hit"),
+        }
+    }
+
+    #[test]
+    fn a_small_file_is_held_a_large_one_served_from_disk_and_an_unseen_one_unknown() {
+        let (_dir, root, small) = root_with("small.txt", b"hello");
+        let big = root.join("big.bin");
+        fs::write(&big, vec![0u8; MAX_CACHED_FILE_BYTES as usize + 1]).unwrap();
+        let mut cache = FileCache::new(None).unwrap();
+        let identity = AcceptEncoding::parse(None);
+        assert!(cache.lookup("/small.txt", &identity).is_none(), "never looked at");
+        assert!(cache.load(&root, "/small.txt", &small, b"small.txt"));
+        let file = hit(cache.lookup("/small.txt", &identity));
+        assert_eq!(
+            (&*file.content, file.meta.len, file.meta.content_type),
+            (&b"hello"[..], 5, "text/plain; charset=utf-8")
+        );
+        assert!(cache.load(&root, "/big.bin", &big, b"big.bin"));
+        assert!(matches!(cache.lookup("/big.bin", &identity), Some(Lookup::FromDisk { varies: false })));
+        assert!(!cache.load(&root, "/missing", &root.join("missing"), b"missing"), "not a file");
+    }
+
+    #[test]
+    fn any_change_under_a_watched_directory_empties_the_cache() {
+        let (_dir, root, file) = root_with("page.html", b"<p>old</p>");
+        let mut cache = FileCache::new(None).unwrap();
+        assert!(cache.load(&root, "/page.html", &file, b"page.html"));
+        assert!(!cache.process_events(), "nothing changed yet");
+        fs::write(&file, b"<p>new</p>").unwrap();
+        assert!(cache.process_events());
+        assert!(cache.lookup("/page.html", &AcceptEncoding::parse(None)).is_none(), "forgotten");
+        assert!(cache.load(&root, "/page.html", &file, b"page.html"));
+        assert_eq!(&*hit(cache.lookup("/page.html", &AcceptEncoding::parse(None))).content, b"<p>new</p>");
+    }
+
+    #[test]
+    fn a_precompressed_sibling_is_held_beside_the_file_and_chosen_by_accept_encoding() {
+        let (_dir, root, file) = root_with("app.js", b"console.log(1);");
+        fs::write(root.join("app.js.gz"), b"gzipped").unwrap();
+        let mut cache = FileCache::new(None).unwrap();
+        assert!(cache.load(&root, "/app.js", &file, b"app.js"));
+        let gzip = hit(cache.lookup("/app.js", &AcceptEncoding::parse(Some("gzip"))));
+        assert_eq!((&*gzip.content, gzip.meta.encoding), (&b"gzipped"[..], Some(ContentCoding::Gzip)));
+        let identity = hit(cache.lookup("/app.js", &AcceptEncoding::parse(None)));
+        assert_eq!(&*identity.content, b"console.log(1);");
+        assert!(identity.meta.has_encoded_variants && gzip.meta.has_encoded_variants, "both vary");
+        let refused = AcceptEncoding::parse(Some("br, identity;q=0"));
+        assert!(matches!(cache.lookup("/app.js", &refused), Some(Lookup::NotAcceptable)));
+    }
+
+    #[test]
+    fn a_compressed_form_is_queued_once_kept_when_it_saves_enough_and_then_served() {
+        let text: String = (0..400).map(|n| format!("line {n}\n")).collect();
+        let (_dir, root, file) = root_with("notes.txt", text.as_bytes());
+        let mut cache = FileCache::new(Some(1 << 20)).unwrap();
+        assert!(cache.load(&root, "/notes.txt", &file, b"notes.txt"));
+        let brotli = AcceptEncoding::parse(Some("br"));
+        assert_eq!(
+            &*hit(cache.lookup("/notes.txt", &brotli)).content,
+            text.as_bytes(),
+            "identity until made"
+        );
+        hit(cache.lookup("/notes.txt", &brotli));
+        let job = cache.next_compression_job().expect("queued by the first lookup");
+        assert_eq!((job.key.as_str(), job.coding), ("/notes.txt", ContentCoding::Brotli));
+        assert!(cache.next_compression_job().is_none(), "queued once, however often asked");
+        cache.install_compressed(&job, Some(vec![b'x'; 10]));
+        let served = hit(cache.lookup("/notes.txt", &brotli));
+        assert_eq!((&*served.content, served.meta.encoding), (&[b'x'; 10][..], Some(ContentCoding::Brotli)));
+        // A result that saves less than 5% is not kept: identity until the file changes.
+        let gzip = AcceptEncoding::parse(Some("gzip"));
+        hit(cache.lookup("/notes.txt", &gzip));
+        let job = cache.next_compression_job().unwrap();
+        cache.install_compressed(&job, Some(text.as_bytes()[..text.len() - 1].to_vec()));
+        assert_eq!(hit(cache.lookup("/notes.txt", &gzip)).meta.encoding, None);
+        assert!(cache.next_compression_job().is_none(), "not queued again");
+    }
+}

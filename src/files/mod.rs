@@ -331,3 +331,103 @@ fn not_servable(error: io::Error) -> HttpError {
         _ => HttpError::NotFound,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `find_target` answered, in a word, and the bytes of a file's body when it is one.
+    fn outcome(found: Result<Found, HttpError>) -> (String, Vec<u8>) {
+        let read = |body: FileBody| match body {
+            FileBody::Open { mut file, .. } => {
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+                bytes
+            }
+            FileBody::Cached(file) => file.content.to_vec(),
+        };
+        match found {
+            Ok(Resource::File(body)) => {
+                let coding = body.meta().encoding.map_or("", |coding| coding.token());
+                (format!("file{coding}"), read(body))
+            }
+            Ok(Resource::NotFoundPage(body)) => ("404 page".into(), read(body)),
+            Ok(Resource::DirectoryWithoutSlash { location }) => (format!("redirect {location}"), vec![]),
+            Ok(Resource::Listing(_)) => ("listing".into(), vec![]),
+            Ok(Resource::OnHttps { .. }) => ("on https".into(), vec![]),
+            Err(error) => (format!("{error:?}"), vec![]),
+        }
+    }
+
+    /// A root of every kind of thing a lookup meets, and a secret outside it.
+    fn site() -> (tempfile::TempDir, tempfile::TempDir) {
+        let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let root = dir.path();
+        fs::write(root.join("hello.txt"), "hello").unwrap();
+        fs::write(root.join("app.js"), "js").unwrap();
+        fs::write(root.join("app.js.br"), "brotli").unwrap();
+        fs::create_dir_all(root.join("docs")).unwrap();
+        fs::write(root.join("docs/index.html"), "docs").unwrap();
+        fs::create_dir_all(root.join("bare")).unwrap();
+        fs::create_dir_all(root.join(".git")).unwrap();
+        fs::write(root.join(".git/config"), "secret").unwrap();
+        fs::create_dir_all(root.join(".well-known")).unwrap();
+        fs::write(root.join(".well-known/security.txt"), "contact").unwrap();
+        fs::write(root.join("404.html"), "gone").unwrap();
+        fs::write(outside.path().join("secret"), "secret").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink(root.join("hello.txt"), root.join("inside")).unwrap();
+        (dir, outside)
+    }
+
+    #[test]
+    fn find_target_names_what_a_target_leads_to_with_and_without_the_cache() {
+        let (dir, _outside) = site();
+        let root = Root::new(dir.path()).unwrap();
+        let cases: [(&str, Option<&str>, &str, &[u8]); 12] = [
+            ("/hello.txt", None, "file", b"hello"),
+            ("/hello.txt?x=1", None, "file", b"hello"),
+            ("/app.js", Some("br"), "filebr", b"brotli"),
+            ("/app.js", Some("gzip"), "file", b"js"),
+            ("/docs", None, "redirect /docs/", b""),
+            ("/docs/", None, "file", b"docs"),
+            ("/bare/", None, "NotFound", b""),
+            ("/hello.txt/", None, "NotFound", b""),
+            ("/.git/config", None, "NotFound", b""),
+            ("/.well-known/security.txt", None, "file", b"contact"),
+            ("/escape", None, "Forbidden", b""),
+            ("/inside", None, "file", b"hello"),
+        ];
+        let mut cache = FileCache::new(None).unwrap();
+        for round in 0..3 {
+            // Without a cache; then with one, twice: a miss that loads, and a hit.
+            for (target, accept, expected, body) in cases {
+                let cache = (round > 0).then_some(&mut cache);
+                let (what, bytes) = outcome(root.find_target(target, accept, cache));
+                assert_eq!(
+                    (what.as_str(), &bytes[..]),
+                    (expected, body),
+                    "{target} {accept:?} round {round}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn options_decide_listings_hidden_files_fallbacks_and_the_404_page() {
+        let (dir, _outside) = site();
+        let options = RootOptions {
+            spa_fallback: Some(RootOptions::target_for("hello.txt")),
+            listing: true,
+            not_found_page: Some(RootOptions::target_for("404.html")),
+            hidden: true,
+        };
+        let root = Root::new(dir.path()).unwrap().with_options(options);
+        let find = |target: &str| outcome(root.find_target(target, None, None));
+        assert_eq!(find("/bare/").0, "listing");
+        assert_eq!(find("/.git/config"), ("file".into(), b"secret".to_vec()));
+        assert_eq!(find("/users/42"), ("file".into(), b"hello".to_vec()), "a client route");
+        assert_eq!(find("/missing.js"), ("404 page".into(), b"gone".to_vec()), "not a route: a 404");
+        assert_eq!(find("/escape").0, "Forbidden", "options never open the root");
+    }
+}

@@ -23,8 +23,7 @@ use crate::auth::Auth;
 use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Timeout, Verdict};
 use crate::files::Found;
 use crate::http::{
-    BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, Resource, host_field, https_location,
-    logged_fields, parse_head, respond,
+    BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, Resource, https_location, parse_head, respond,
 };
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
@@ -36,9 +35,6 @@ pub const MAX_QUEUED_RESPONSES: usize = 32;
 /// Unread request bytes thrown away before closing, so the kernel does not answer them with a
 /// RST that could destroy our last response in flight.
 const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
-
-/// `Referer` and `User-Agent` for the access log, when it is on.
-type LoggedFields = (Option<String>, Option<String>);
 
 /// What a queued response carries for its access line: nothing at all while no log is on, so
 /// a response costs no record to build, move and drop; boxed, so it moves as one pointer.
@@ -250,24 +246,17 @@ impl<T: Transport> Connection<T> {
                         Ok(Parsed::Partial) => None,
                         // By reference: the request is a few hundred bytes, not worth moving.
                         Ok(Parsed::Complete { ref mut request, head_len }) => {
-                            let head = &input.data()[..head_len];
-                            let logged = match cx.access_log.is_enabled() {
-                                true => logged_fields(head),
-                                false => (None, None),
-                            };
                             let on_https = match site.https_redirect {
-                                Some(port) if !self.transport.is_encrypted() => {
-                                    https_location(request, host_field(head).as_deref(), port)
-                                }
+                                Some(port) if !self.transport.is_encrypted() => https_location(request, port),
                                 _ => None,
                             };
                             // Nothing pipelined behind it: its response may go out at once.
                             let lone = head_len == input.data().len();
-                            Some((head_len, self.answer(request, logged, on_https, lone, cx, now)))
+                            Some((head_len, self.answer(request, on_https, lone, cx, now)))
                         }
                         Err(error) => {
                             debug!("{} request head refused: {error}", self.label);
-                            self.queue_response(None, Err(error), (None, None), None, false, cx, now.wall);
+                            self.queue_response(None, Err(error), None, false, cx, now.wall);
                             Some((0, None)) // the refusal closes: nothing after it is read
                         }
                     };
@@ -291,11 +280,9 @@ impl<T: Transport> Connection<T> {
     /// Queues the response to one request (`lone`: no other request is buffered behind it);
     /// `on_https` is where `--https-redirect` sends it instead, if anywhere. Returns the
     /// request's body, to be read and dropped next.
-    #[allow(clippy::too_many_arguments)] // what the request needs, each from where it lives
     fn answer(
         &mut self,
         request: &mut Request<'_>,
-        logged: LoggedFields,
         on_https: Option<String>,
         lone: bool,
         cx: &mut Context<'_>,
@@ -321,7 +308,7 @@ impl<T: Transport> Connection<T> {
                 })
             }
         };
-        let stays_open = self.queue_response(Some(request), found, logged, user, lone, cx, now.wall);
+        let stays_open = self.queue_response(Some(request), found, user, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
 
@@ -336,12 +323,10 @@ impl<T: Transport> Connection<T> {
     /// Decides and queues one response; enters `Closing` when it closes the connection.
     /// A `lone` response (nothing buffered behind it to answer in the same `writev`) is sent
     /// at once when the queue is empty. Returns whether the connection stays open.
-    #[allow(clippy::too_many_arguments)] // one call each from the two places a response comes from
     fn queue_response(
         &mut self,
         request: Option<&Request<'_>>,
         found: Result<Found, HttpError>,
-        (referer, user_agent): LoggedFields,
         user: Option<String>,
         lone: bool,
         cx: &Context<'_>,
@@ -360,12 +345,13 @@ impl<T: Transport> Connection<T> {
                 Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
                 None => "-".to_owned(),
             };
+            let text = |field: Option<&[u8]>| field.map(|bytes| String::from_utf8_lossy(bytes).into_owned());
             let status = response.status.code();
             Box::new(AccessRecord {
                 peer: self.peer,
                 request_line,
-                referer,
-                user_agent,
+                referer: text(request.and_then(|request| request.referer)),
+                user_agent: text(request.and_then(|request| request.user_agent)),
                 user,
                 received: now,
                 status,

@@ -25,8 +25,8 @@ pub use error::HttpError;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use path_glob::{PathGlob, PathHeader};
 pub use request::{
-    BodyFraming, Credentials, Method, Parsed, RepresentationFields, Request, Version, host_field,
-    https_location, logged_fields, parse_head,
+    BodyFraming, Credentials, Method, Parsed, RepresentationFields, Request, Version, https_location,
+    parse_head,
 };
 pub use response::{
     BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Representation, Resource, Response, fnv1a,

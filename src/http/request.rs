@@ -81,6 +81,12 @@ pub struct Request<'h> {
     pub fields: RepresentationFields<'h>,
     /// `Authorization`, for `--auth-file` (a repeated field is kept empty: malformed).
     pub authorization: Option<Credentials<'h>>,
+    /// The authority (`Host`, checked: a name, IPv4 or `[IPv6]`, and a port), if sent: what a
+    /// root per host and the responses that name this server go by.
+    pub host: Option<&'h str>,
+    /// `Referer` and `User-Agent` as sent (the first of each), for the access log.
+    pub referer: Option<&'h [u8]>,
+    pub user_agent: Option<&'h [u8]>,
 }
 
 /// An `Authorization` value as sent. Its `Debug` shows nothing of it, so no log of a request
@@ -177,38 +183,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     }
 }
 
-/// The `Referer` and `User-Agent` of a head `parse_head` accepted, for the access log: looked
-/// up only while a log is on, so serving with logging off never copies them.
-pub fn logged_fields(head: &[u8]) -> (Option<String>, Option<String>) {
-    let [referer, user_agent] = fields_named(head, ["referer", "user-agent"]);
-    (referer, user_agent)
-}
-
-/// The `Host` of a head `parse_head` accepted (and so checked), for the few responses that
-/// name this server, such as `--https-redirect`'s.
-pub fn host_field(head: &[u8]) -> Option<String> {
-    let [host] = fields_named(head, ["host"]);
-    host
-}
-
-/// The first value of each of `names` in `head`, read again only when someone needs them.
-fn fields_named<const N: usize>(head: &[u8], names: [&str; N]) -> [Option<String>; N] {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    if parsed.parse(head).is_err() {
-        return [const { None }; N];
-    }
-    names.map(|name| {
-        let field = parsed.headers.iter().find(|field| field.name.eq_ignore_ascii_case(name))?;
-        Some(String::from_utf8_lossy(field.value).into_owned())
-    })
-}
-
 /// Where `--https-redirect` sends a plain-HTTP request: the same host and target on HTTPS
 /// at `https_port`. `None` for ACME HTTP-01 challenges (RFC 8555 §8.3: they must be served
 /// over plain HTTP) and when there is no `Host` to name.
-pub fn https_location(request: &Request<'_>, host: Option<&str>, https_port: u16) -> Option<String> {
-    let host = host.filter(|host| !host.is_empty())?;
+pub fn https_location(request: &Request<'_>, https_port: u16) -> Option<String> {
+    let host = request.host.filter(|host| !host.is_empty())?;
     // The target as a path: origin-form as is, absolute-form without its scheme and authority.
     let target = request.target;
     let path = match target.split_once("://") {
@@ -266,6 +245,7 @@ impl<'h> Request<'h> {
         let (mut saw_close, mut saw_keep_alive) = (false, false);
         let mut fields = RepresentationFields::default();
         let mut authorization: Option<Credentials<'h>> = None;
+        let (mut referer, mut user_agent): (Option<&'h [u8]>, Option<&'h [u8]>) = (None, None);
         for field in parsed.headers.iter() {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
@@ -292,6 +272,10 @@ impl<'h> Request<'h> {
                     None => String::from_utf8_lossy(field.value.trim_ascii()),
                     Some(_) => Cow::Borrowed(""),
                 }));
+            } else if name.len() == 7 && name.eq_ignore_ascii_case("referer") {
+                referer.get_or_insert(field.value);
+            } else if name.len() == 10 && name.eq_ignore_ascii_case("user-agent") {
+                user_agent.get_or_insert(field.value);
             } else {
                 fields.absorb(name, field.value);
             }
@@ -319,6 +303,10 @@ impl<'h> Request<'h> {
             body,
             fields,
             authorization,
+            // ASCII once `is_valid_host` accepted it.
+            host: host.and_then(|value| std::str::from_utf8(value).ok()),
+            referer,
+            user_agent,
         };
         Ok(Parsed::Complete { request, head_len })
     }
@@ -451,15 +439,19 @@ mod tests {
             ("/x", Some(""), 443, None),
         ];
         for (target, host, port, expected) in cases {
-            assert_eq!(https_location(&at(target), host, port).as_deref(), expected, "{target} {host:?}");
+            let request = Request { host, ..at(target) };
+            assert_eq!(https_location(&request, port).as_deref(), expected, "{target} {host:?}");
         }
     }
 
     #[test]
-    fn logged_fields_are_found_case_insensitively() {
+    fn the_host_and_the_logged_fields_are_kept_on_the_request() {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\nuser-AGENT: curl/8\r\nReferer: http://a/\r\n\r\n";
-        assert_eq!(logged_fields(head), (Some("http://a/".into()), Some("curl/8".into())));
-        assert_eq!(logged_fields(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), (None, None));
+        let (request, _) = complete(head);
+        assert_eq!((request.referer, request.user_agent), (Some(&b"http://a/"[..]), Some(&b"curl/8"[..])));
+        assert_eq!(request.host, Some("x"));
+        let (bare, _) = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!((bare.referer, bare.user_agent, bare.host), (None, None, None));
     }
 
     use super::*;

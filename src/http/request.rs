@@ -83,7 +83,9 @@ pub struct Request<'h> {
     pub authorization: Option<Credentials<'h>>,
     /// The authority (`Host`, checked: a name, IPv4 or `[IPv6]`, and a port), if sent: what a
     /// root per host and the responses that name this server go by.
-    pub host: Option<&'h str>,
+    /// ASCII, as `is_valid_host` accepts nothing else; kept as bytes, since most requests
+    /// never read it as text.
+    pub host: Option<&'h [u8]>,
     /// `Referer` and `User-Agent` as sent (the first of each), for the access log.
     pub referer: Option<&'h [u8]>,
     pub user_agent: Option<&'h [u8]>,
@@ -187,7 +189,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
 /// at `https_port`. `None` for ACME HTTP-01 challenges (RFC 8555 §8.3: they must be served
 /// over plain HTTP) and when there is no `Host` to name.
 pub fn https_location(request: &Request<'_>, https_port: u16) -> Option<String> {
-    let host = request.host.filter(|host| !host.is_empty())?;
+    let host =
+        request.host.and_then(|host| std::str::from_utf8(host).ok()).filter(|host| !host.is_empty())?;
     // The target as a path: origin-form as is, absolute-form without its scheme and authority.
     let target = request.target;
     let path = match target.split_once("://") {
@@ -303,8 +306,7 @@ impl<'h> Request<'h> {
             body,
             fields,
             authorization,
-            // ASCII once `is_valid_host` accepted it.
-            host: host.and_then(|value| std::str::from_utf8(value).ok()),
+            host,
             referer,
             user_agent,
         };
@@ -439,7 +441,7 @@ mod tests {
             ("/x", Some(""), 443, None),
         ];
         for (target, host, port, expected) in cases {
-            let request = Request { host, ..at(target) };
+            let request = Request { host: host.map(str::as_bytes), ..at(target) };
             assert_eq!(https_location(&request, port).as_deref(), expected, "{target} {host:?}");
         }
     }
@@ -449,7 +451,7 @@ mod tests {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\nuser-AGENT: curl/8\r\nReferer: http://a/\r\n\r\n";
         let (request, _) = complete(head);
         assert_eq!((request.referer, request.user_agent), (Some(&b"http://a/"[..]), Some(&b"curl/8"[..])));
-        assert_eq!(request.host, Some("x"));
+        assert_eq!(request.host, Some(&b"x"[..]));
         let (bare, _) = complete(b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!((bare.referer, bare.user_agent, bare.host), (None, None, None));
     }

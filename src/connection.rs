@@ -52,14 +52,14 @@ impl Tag for Logged {
 }
 
 /// Where a connection is in its life (darkhttpd's receive / send / done, with pipelining).
+/// Whether responses wait for the socket is not a state of its own but a fact read off the
+/// output ([`Connection::output_pending`]): while they do, requests are still read and
+/// answered behind them, the send timeout applies and WRITABLE is awaited too.
 #[derive(Debug)]
 enum State {
-    /// Every queued response is out; reading requests (idle, header or idle timeout).
+    /// Reading requests (idle, header or idle timeout while no output is pending).
     Reading(Reading),
-    /// Responses are queued that the socket has not taken yet; requests are still read and
-    /// answered behind them (send timeout, waits for WRITABLE too).
-    Sending(Reading),
-    /// No more requests will be read; close once the queue is flushed (send timeout).
+    /// No more requests will be read; close once the output is flushed (send timeout).
     Closing(CloseReason),
 }
 
@@ -80,7 +80,6 @@ impl State {
             State::Reading(Reading::Idle) => "idle",
             State::Reading(Reading::Head { .. }) => "reading head",
             State::Reading(Reading::Body(_)) => "discarding body",
-            State::Sending(_) => "sending",
             State::Closing(_) => "closing",
         }
     }
@@ -88,7 +87,7 @@ impl State {
     /// The reading side, unless the connection is closing.
     fn reading_mut(&mut self) -> Option<&mut Reading> {
         match self {
-            State::Reading(reading) | State::Sending(reading) => Some(reading),
+            State::Reading(reading) => Some(reading),
             State::Closing(_) => None,
         }
     }
@@ -137,14 +136,9 @@ impl<T: Transport> Connection<T> {
             let now = cx.now();
             let needs_input = self.answer_buffered_requests(cx, now);
             match self.send_queued(cx.access_log) {
-                Ok(Flushed::All) => self.set_sending(false),
-                Ok(flushed) => {
-                    self.set_sending(true);
-                    return match flushed {
-                        Flushed::Yielded => Verdict::Yield,
-                        _ => self.waiting(),
-                    };
-                }
+                Ok(Flushed::All) => {}
+                Ok(Flushed::Yielded) => return Verdict::Yield,
+                Ok(_) => return self.waiting(),
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
             }
             if let State::Closing(reason) = self.state {
@@ -194,7 +188,12 @@ impl<T: Transport> Connection<T> {
     fn waiting(&mut self) -> Verdict {
         self.input.release_if_empty();
         self.output.release_if_empty();
-        Verdict::Wait { writable: !matches!(self.state, State::Reading(_)) }
+        Verdict::Wait { writable: self.output_pending() || matches!(self.state, State::Closing(_)) }
+    }
+
+    /// Responses (or, under TLS, records) are waiting for the socket to take them.
+    fn output_pending(&self) -> bool {
+        !self.output.is_empty() || self.transport.has_unsent_output()
     }
 
     /// Writes what the socket takes; each response that completes gets its access line.
@@ -376,23 +375,10 @@ impl<T: Transport> Connection<T> {
         keep_alive
     }
 
-    /// Records whether responses wait for the socket, keeping where reading is.
-    fn set_sending(&mut self, sending: bool) {
-        match (&self.state, sending) {
-            (State::Reading(_), true) | (State::Sending(_), false) => self.enter_with(|state| match state {
-                State::Reading(reading) | State::Sending(reading) if sending => State::Sending(reading),
-                State::Reading(reading) | State::Sending(reading) => State::Reading(reading),
-                closing => closing,
-            }),
-            _ => {}
-        }
-    }
-
-    /// Moves the reading side on, keeping whether responses are waiting to be sent.
+    /// Moves the reading side on, unless the connection is closing.
     fn set_reading(&mut self, next: Reading) {
         self.enter_with(|state| match state {
             State::Reading(_) => State::Reading(next),
-            State::Sending(_) => State::Sending(next),
             closing => closing,
         });
     }
@@ -457,19 +443,18 @@ impl<T: Transport> Client for Connection<T> {
             return (self.last_progress + limits.header_timeout, Timeout::Header);
         }
         match &self.state {
+            _ if self.output_pending() => (self.last_progress + limits.send_timeout, Timeout::Send),
             State::Reading(Reading::Head { since }) => (*since + limits.header_timeout, Timeout::Header),
             State::Reading(Reading::Idle | Reading::Body(_)) => {
                 (self.last_progress + limits.idle_timeout, Timeout::Idle)
             }
-            State::Sending(_) | State::Closing(_) => {
-                (self.last_progress + limits.send_timeout, Timeout::Send)
-            }
+            State::Closing(_) => (self.last_progress + limits.send_timeout, Timeout::Send),
         }
     }
 
-    /// True between requests.
+    /// True between requests, with every response out.
     fn is_idle(&self) -> bool {
-        matches!(self.state, State::Reading(Reading::Idle))
+        matches!(self.state, State::Reading(Reading::Idle)) && !self.output_pending()
     }
 
     /// EPOLLRDHUP or EPOLLERR: a fact about the socket, kept by the transport.

@@ -53,6 +53,12 @@ pub trait Transport: Read + Write {
         false
     }
 
+    /// Bytes this layer took but has not yet sent (TLS records the socket refused); the
+    /// connection waits for WRITABLE while there are.
+    fn has_unsent_output(&self) -> bool {
+        false
+    }
+
     /// Says goodbye below HTTP before the socket closes (TLS `close_notify`), if it can
     /// without blocking.
     fn finish(&mut self) {}

@@ -462,6 +462,10 @@ impl<S: Transport> Write for TlsTransport<S> {
 }
 
 impl<S: Transport> Transport for TlsTransport<S> {
+    fn has_unsent_output(&self) -> bool {
+        !self.outgoing.unsent().is_empty()
+    }
+
     /// A chunk of the file read with `pread` and encrypted: TLS bytes cannot skip user space
     /// without kernel TLS.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {

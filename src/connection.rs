@@ -300,7 +300,7 @@ impl<T: Transport> Connection<T> {
                 request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
                     site.root.find_target(
-                        request.target,
+                        &request.target,
                         request.fields.accept_encoding.as_deref(),
                         cx.cache.as_deref_mut(),
                     )
@@ -341,7 +341,7 @@ impl<T: Transport> Connection<T> {
         }
         let record = cx.access_log.is_enabled().then(|| {
             let request_line = match request {
-                Some(r) => format!("{} {} {}", r.method.as_str(), r.target, r.version.as_str()),
+                Some(r) => format!("{} {} {}", r.method.as_str(), r.target.raw, r.version.as_str()),
                 None => "-".to_owned(),
             };
             let text = |field: Option<&[u8]>| field.map(|bytes| String::from_utf8_lossy(bytes).into_owned());

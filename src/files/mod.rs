@@ -21,7 +21,7 @@ pub mod compress;
 
 use crate::http::{
     AcceptEncoding, Choice, ContentCoding, FileMeta, HttpError, ListingEntry, MAX_LISTED_ENTRIES,
-    Representation, Resource, SafePath, is_hidden_name, render_listing, resolve_target,
+    Representation, Resource, SafePath, Target, is_hidden_name, render_listing,
 };
 use crate::sys;
 use cache::Lookup;
@@ -82,7 +82,7 @@ impl Root {
     /// With a `cache`, small files come from memory (and are read into it on a miss).
     pub fn find_target(
         &self,
-        target: &str,
+        target: &Target<'_>,
         accept_encoding: Option<&str>,
         mut cache: Option<&mut FileCache>,
     ) -> Result<Found, HttpError> {
@@ -92,15 +92,15 @@ impl Root {
             return found;
         }
         if let Some(fallback) = &self.options.spa_fallback
-            && is_client_route(target)
+            && is_client_route(target.raw)
         {
-            let found = self.find_exact(fallback, &accept_encoding, cache.as_deref_mut());
+            let found = self.find_exact(&Target::new(fallback), &accept_encoding, cache.as_deref_mut());
             if !matches!(found, Err(HttpError::NotFound)) {
                 return found;
             }
         }
         match &self.options.not_found_page {
-            Some(page) => match self.find_exact(page, &AcceptEncoding::parse(None), cache) {
+            Some(page) => match self.find_exact(&Target::new(page), &AcceptEncoding::parse(None), cache) {
                 Ok(Resource::File(page)) => Ok(Resource::NotFoundPage(page)),
                 _ => found,
             },
@@ -111,13 +111,13 @@ impl Root {
     /// What `target` itself names: from the cache when it can, otherwise from the filesystem.
     fn find_exact(
         &self,
-        target: &str,
+        target: &Target<'_>,
         accept: &AcceptEncoding,
         cache: Option<&mut FileCache>,
     ) -> Result<Found, HttpError> {
-        let key = path_of(target).filter(|path| path.starts_with('/'));
+        let key = path_of(target.raw).filter(|path| path.starts_with('/'));
         let (Some(cache), Some(key)) = (cache, key) else {
-            return self.find(&self.resolve(target)?, accept);
+            return self.find(self.resolve(target)?, accept);
         };
         let lookup = match cache.lookup(key, accept) {
             Some(lookup) => lookup,
@@ -125,10 +125,10 @@ impl Root {
                 // Only what `resolve` allows is ever loaded, so a hit needs no second check.
                 let path = self.resolve(target)?;
                 let loaded = self
-                    .cacheable_file(&path)
+                    .cacheable_file(path)
                     .is_some_and(|(file, name)| cache.load(&self.canonical, key, &file, &name));
                 if !loaded {
-                    return self.find(&path, accept); // behind a symlink, or not a file: never cached
+                    return self.find(path, accept); // behind a symlink, or not a file: never cached
                 }
                 cache.lookup(key, accept).unwrap_or(Lookup::FromDisk { varies: false })
             }
@@ -137,7 +137,7 @@ impl Root {
             Lookup::Hit(file) => Ok(Resource::File(FileBody::Cached(file))),
             Lookup::NotAcceptable => Err(HttpError::NotAcceptable),
             Lookup::FromDisk { varies } => {
-                let found = self.find(&self.resolve(target)?, accept);
+                let found = self.find(self.resolve(target)?, accept);
                 match found {
                     Ok(Resource::File(FileBody::Open { file, mut meta })) if varies => {
                         meta.has_encoded_variants = true;
@@ -150,8 +150,8 @@ impl Root {
     }
 
     /// The safe path `target` names, if it may be served: hidden paths are 404 unless `--hidden`.
-    fn resolve(&self, target: &str) -> Result<SafePath, HttpError> {
-        let path = resolve_target(target)?;
+    fn resolve<'p>(&self, target: &'p Target<'_>) -> Result<&'p SafePath, HttpError> {
+        let path = target.path()?;
         match path.is_hidden() && !self.options.hidden {
             true => Err(HttpError::NotFound),
             false => Ok(path),
@@ -403,7 +403,7 @@ mod tests {
             // Without a cache; then with one, twice: a miss that loads, and a hit.
             for (target, accept, expected, body) in cases {
                 let cache = (round > 0).then_some(&mut cache);
-                let (what, bytes) = outcome(root.find_target(target, accept, cache));
+                let (what, bytes) = outcome(root.find_target(&Target::new(target), accept, cache));
                 assert_eq!(
                     (what.as_str(), &bytes[..]),
                     (expected, body),
@@ -423,7 +423,7 @@ mod tests {
             hidden: true,
         };
         let root = Root::new(dir.path()).unwrap().with_options(options);
-        let find = |target: &str| outcome(root.find_target(target, None, None));
+        let find = |target: &str| outcome(root.find_target(&Target::new(target), None, None));
         assert_eq!(find("/bare/").0, "listing");
         assert_eq!(find("/.git/config"), ("file".into(), b"secret".to_vec()));
         assert_eq!(find("/users/42"), ("file".into(), b"hello".to_vec()), "a client route");

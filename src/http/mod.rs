@@ -32,7 +32,7 @@ pub use response::{
     BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Representation, Resource, Response, fnv1a,
     full_response_fields, http_date, respond,
 };
-pub use target::{SafePath, is_hidden_name, resolve_target};
+pub use target::{SafePath, Target, is_hidden_name, resolve_target};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;

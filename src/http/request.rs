@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::{HttpError, MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
+use super::{HttpError, MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES, Target};
 
 /// The request methods we tell apart. Only GET and HEAD are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +71,8 @@ pub enum BodyFraming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'h> {
     pub method: Method<'h>,
-    /// The request-target exactly as sent; `target::resolve_target` interprets it.
-    pub target: &'h str,
+    /// The request-target exactly as sent (`raw`), and its path once resolved.
+    pub target: Target<'h>,
     pub version: Version,
     /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
     pub keep_alive: bool,
@@ -192,7 +192,7 @@ pub fn https_location(request: &Request<'_>, https_port: u16) -> Option<String> 
     let host =
         request.host.and_then(|host| std::str::from_utf8(host).ok()).filter(|host| !host.is_empty())?;
     // The target as a path: origin-form as is, absolute-form without its scheme and authority.
-    let target = request.target;
+    let target = request.target.raw;
     let path = match target.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
         None if target.starts_with('/') => target,
@@ -300,7 +300,7 @@ impl<'h> Request<'h> {
         };
         let request = Request {
             method: Method::from_token(method),
-            target,
+            target: Target::new(target),
             version,
             keep_alive,
             body,
@@ -473,7 +473,7 @@ mod tests {
         let (request, head_len) = complete(head);
         assert_eq!(head_len, head.len());
         assert_eq!(request.method, Method::Get);
-        assert_eq!(request.target, "/index.html");
+        assert_eq!(request.target.raw, "/index.html");
         assert_eq!(request.version, Version::Http11);
         assert!(request.keep_alive);
         assert_eq!(request.body, BodyFraming::None);
@@ -498,12 +498,12 @@ mod tests {
         let mut buf = first.to_vec();
         buf.extend_from_slice(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
         let (request, head_len) = complete(&buf);
-        assert_eq!((request.target, head_len), ("/1", first.len()));
+        assert_eq!((request.target.raw, head_len), ("/1", first.len()));
     }
 
     #[test]
     fn ignores_empty_lines_before_the_request_line() {
-        assert_eq!(complete(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").0.target, "/");
+        assert_eq!(complete(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").0.target.raw, "/");
     }
 
     #[test]

@@ -92,6 +92,26 @@ pub(crate) const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
+/// A request-target as sent, and its resolution once someone asked for it: a request's path
+/// is resolved at most once (the lookup, `--auth-path` and `--header-for` all read the same
+/// one), and not at all when nothing needs it (a hit in the file cache goes by the raw path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'t> {
+    pub raw: &'t str,
+    resolved: std::cell::OnceCell<Result<SafePath, HttpError>>,
+}
+
+impl<'t> Target<'t> {
+    pub fn new(raw: &'t str) -> Target<'t> {
+        Target { raw, resolved: std::cell::OnceCell::new() }
+    }
+
+    /// The decoded, normalised path, or why the target names none.
+    pub fn path(&self) -> Result<&SafePath, HttpError> {
+        self.resolved.get_or_init(|| resolve_target(self.raw)).as_ref().map_err(Clone::clone)
+    }
+}
+
 /// Resolves an origin-form (`/a/b?q`) or absolute-form (`http://host/a/b?q`) request-target.
 pub fn resolve_target(raw: &str) -> Result<SafePath, HttpError> {
     let path_and_query = if raw.starts_with('/') { raw } else { absolute_form_path(raw)? };
@@ -262,6 +282,16 @@ mod tests {
                 resolve_target(raw)
             );
         }
+    }
+
+    #[test]
+    fn a_target_is_resolved_once_however_often_its_path_is_asked_for() {
+        let target = Target::new("/a/%62/../c?q");
+        let first = target.path().unwrap();
+        assert!(std::ptr::eq(first, target.path().unwrap()), "the same resolution, not a second one");
+        assert_eq!(first.decoded(), "/a/c");
+        let bad = Target::new("/%2e%2e/etc");
+        assert_eq!(bad.path().unwrap_err(), resolve_target("/%2e%2e/etc").unwrap_err());
     }
 
     #[test]

@@ -41,6 +41,27 @@ pub fn fork() -> io::Result<nix::unistd::ForkResult> {
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
+/// `pidfd_open(2)` (Linux 5.3): a descriptor that turns readable when child `pid` exits, so
+/// a poller learns of the exit as an event instead of asking `waitpid` on a timer.
+#[cfg(target_os = "linux")]
+pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the call takes a PID and flags, reads no memory of ours, and returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just made this descriptor for us; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Elsewhere callers look for the exit on a timer.
+#[cfg(not(target_os = "linux"))]
+pub fn pidfd_open(_pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// The socket a process-per-connection child serves, for its SIGTERM handler.
 static SERVED_SOCKET: AtomicI32 = AtomicI32::new(-1);
 

@@ -12,12 +12,13 @@
 //! than [`TIME_LIMIT`] is killed.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -28,7 +29,8 @@ use crate::sys;
 
 /// Longest a compression may take before its child is killed.
 pub const TIME_LIMIT: Duration = Duration::from_secs(60);
-/// How often the loop looks for the child's exit status once its output has ended.
+/// How often the loop looks for the child's exit status once its output has ended, where no
+/// pidfd tells it (before Linux 5.3, or elsewhere).
 const EXIT_POLL: Duration = Duration::from_millis(1);
 /// The signals the loop handles (through its self-pipe), blocked around `fork` until the
 /// child has put back the default actions.
@@ -36,7 +38,10 @@ const LOOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGH
 
 /// At most one compression in flight.
 pub struct Compressor {
+    /// The token of the result socket.
     token: Token,
+    /// The token of the child's pidfd, readable once it exits.
+    exit_token: Token,
     running: Option<Running>,
 }
 
@@ -47,21 +52,26 @@ struct Running {
     output: Option<mio::net::UnixStream>,
     received: Vec<u8>,
     started: Instant,
+    /// Readable when the child has exited (registered under `exit_token`), if the kernel
+    /// has pidfds.
+    exited: Option<OwnedFd>,
 }
 
 impl Compressor {
-    /// A compressor whose result sockets get `token` in the loop's `Poll`.
-    pub fn new(token: Token) -> Compressor {
-        Compressor { token, running: None }
+    /// A compressor whose result sockets get `token` in the loop's `Poll`, and its children's
+    /// pidfds `exit_token`.
+    pub fn new(token: Token, exit_token: Token) -> Compressor {
+        Compressor { token, exit_token, running: None }
     }
 
     /// When the loop must wake up for the compressor without an event: to collect the child's
     /// exit status, or to kill it at its time limit.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let running = self.running.as_ref()?;
-        Some(match running.output {
-            Some(_) => running.started + TIME_LIMIT,
-            None => Instant::now() + EXIT_POLL,
+        Some(match (&running.output, &running.exited) {
+            // The output's EOF, and then the exit, come as events.
+            (Some(_), _) | (None, Some(_)) => running.started + TIME_LIMIT,
+            (None, None) => Instant::now() + EXIT_POLL,
         })
     }
 
@@ -95,16 +105,18 @@ impl Compressor {
     /// time limit, and starts the next job the cache queued.
     pub fn turn(&mut self, cache: &mut FileCache, registry: &Registry) {
         if let Some(running) = &self.running {
-            if running.output.is_some() {
-                if running.started.elapsed() < TIME_LIMIT {
-                    return; // its EOF comes as an event
-                }
+            let overdue = running.started.elapsed() >= TIME_LIMIT;
+            if running.output.is_some() && !overdue {
+                return; // its EOF comes as an event
+            }
+            if overdue {
                 warn!(
                     "compressor: {} took longer than {TIME_LIMIT:?}; killing child {}",
                     running.job.key, running.pid
                 );
                 let _ = kill(running.pid, Signal::SIGKILL);
             }
+            // Still alive: its exit comes as a pidfd event (or the next EXIT_POLL).
             match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => return,
                 Ok(status) => self.finish(cache, registry, status),
@@ -125,6 +137,9 @@ impl Compressor {
             // Exited with output unread: what is left is in the socket buffer.
             let _ = registry.deregister(&mut output);
             let _ = output.read_to_end(&mut running.received);
+        }
+        if let Some(exited) = running.exited.take() {
+            let _ = registry.deregister(&mut SourceFd(&exited.as_raw_fd()));
         }
         let (key, coding) = (&running.job.key, running.job.coding.token());
         let took = running.started.elapsed();
@@ -181,13 +196,22 @@ impl Compressor {
                     started.elapsed()
                 );
                 let received = Vec::with_capacity(job.identity.len as usize / 3);
-                self.running = Some(Running { job, pid, output: Some(output), received, started });
+                let exited = self.watch_exit(pid, registry);
+                self.running = Some(Running { job, pid, output: Some(output), received, started, exited });
             }
             Err(error) => {
                 warn!("compressor: cannot start a child for {}: {error}; sent uncompressed", job.key);
                 cache.install_compressed(&job, None);
             }
         }
+    }
+
+    /// A pidfd for `pid`, registered so that its exit wakes the loop; `None` where the kernel
+    /// has none (the exit is then looked for every EXIT_POLL).
+    fn watch_exit(&self, pid: Pid, registry: &Registry) -> Option<OwnedFd> {
+        let exited = sys::pidfd_open(pid).ok()?;
+        registry.register(&mut SourceFd(&exited.as_raw_fd()), self.exit_token, Interest::READABLE).ok()?;
+        Some(exited)
     }
 
     /// The loop is ending: the child is killed and reaped (it is ours, started by PID).

@@ -54,7 +54,9 @@ pub struct LoopService {
 /// The service's sources, by their offset from its first token.
 const FILE_CHANGES: usize = 0;
 const COMPRESSED: usize = 1;
-const FIRST_DATAGRAM: usize = 2;
+/// The compressor's child exited (its pidfd); the next `before_sleep` reaps it.
+const COMPRESSOR_EXITED: usize = 2;
+const FIRST_DATAGRAM: usize = 3;
 
 impl LoopService {
     /// `datagrams` are the seed protocols' UDP sockets.
@@ -144,7 +146,7 @@ impl Handler for LoopService {
         self.first_token = tokens.start;
         if let Some(cache) = &self.cache {
             registry.register(&mut SourceFd(&cache.fd()), self.token(FILE_CHANGES), Interest::READABLE)?;
-            self.compressor = Some(Compressor::new(self.token(COMPRESSED)));
+            self.compressor = Some(Compressor::new(self.token(COMPRESSED), self.token(COMPRESSOR_EXITED)));
         }
         for index in 0..self.datagrams.len() {
             let token = self.token(FIRST_DATAGRAM + index);
@@ -165,6 +167,7 @@ impl Handler for LoopService {
                     compressor.read_output(registry);
                 }
             }
+            COMPRESSOR_EXITED => {}
             offset => self.answer_datagrams(offset - FIRST_DATAGRAM, now),
         }
     }

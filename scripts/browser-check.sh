@@ -10,10 +10,8 @@
 #   scripts/browser-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null; then
-    echo "installing chromium (apt-get)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
+. scripts/lib.sh
+need chromium
 cargo build --release --quiet
 run=$(mktemp -d)
 server_pid=""
@@ -22,7 +20,7 @@ trap cleanup EXIT
 
 ./target/release/onepoll www --port 0 >"$run/access.log" 2>"$run/server.log" &
 server_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$run/server.log" && break; sleep 0.05; done
+wait_for_line "$run/server.log" "listening on"
 url=$(grep -o 'http://[^/]*/' "$run/server.log" | head -1)
 [ -n "$url" ] || { cat "$run/server.log"; exit 1; }
 

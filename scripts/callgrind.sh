@@ -10,17 +10,16 @@
 # The count is for the whole program, start-up included (a few hundred thousand instructions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 pipeline=${1:-1}
 requests=${N:-20000}
-for tool in valgrind wrk curl; do
-    command -v "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
-done
+for tool in valgrind wrk curl; do need "$tool"; done
 CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
     cargo build --release --quiet --target-dir target/prof
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 head -c 128 /dev/zero | tr '\0' 'a' >"$root/small.txt"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 out=target/prof/callgrind.out
 valgrind --tool=callgrind --callgrind-out-file="$out" target/prof/release/onepoll "$root" \
     --port "$port" --access-log off --idle-timeout 120 >/dev/null 2>"$root/valgrind.log" &

@@ -9,11 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "deb-check: needs root (dpkg -i)" >&2; exit 1; }
-need=()
-command -v cargo-deb >/dev/null 2>&1 || need+=(cargo-deb)
-if [ ${#need[@]} -gt 0 ]; then cargo install --locked cargo-deb --quiet; fi
-command -v lintian >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq lintian >/dev/null; }
-command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+. scripts/lib.sh
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb --quiet
+need lintian
+need curl
 if dpkg -s onepoll >/dev/null 2>&1; then
     echo "deb-check: a onepoll package is already installed; refusing to touch it" >&2
     exit 1
@@ -63,7 +62,7 @@ fi
 # The settings file as the service would read it, on a free port instead of the socket unit.
 (set -a; . /etc/default/onepoll; set +a; exec onepoll --port 0 --access-log off) 2>"$run/server.log" &
 server_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$run/server.log" && break; sleep 0.05; done
+wait_for_line "$run/server.log" "listening on"
 url=$(grep -o 'http://[^/]*/' "$run/server.log" | head -1)
 body=$(curl --silent --fail "$url")
 grep -q "onepoll works" <<<"$body"

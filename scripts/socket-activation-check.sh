@@ -12,13 +12,9 @@
 #   scripts/socket-activation-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need() { # command, package
-    command -v "$1" >/dev/null && return
-    echo "installing $2 (apt-get)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-}
+. scripts/lib.sh
 need systemd-socket-activate systemd
-need openssl openssl
+need openssl
 cargo build --quiet
 onepoll=$PWD/target/debug/onepoll
 run=$(mktemp -d)

@@ -1,0 +1,34 @@
+# What the scripts here share, sourced as `. "$(dirname "$0")/lib.sh"`: installing what is
+# missing, a free loopback port, and waiting for a log line. Loopback only; nothing here
+# starts or stops a process.
+
+# need COMMAND [PACKAGE]: installs PACKAGE (default: COMMAND) from Debian's packages when
+# COMMAND is not on the PATH; `apt-get update` runs at most once per script.
+need() {
+    command -v "$1" >/dev/null 2>&1 && return
+    local package=${2:-$1}
+    echo "installing $package (apt-get)" >&2
+    if [ -z "${LIB_APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        LIB_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+}
+
+# free_port: a loopback TCP port nothing is bound to now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for_line FILE PATTERN [SECONDS]: waits (5 s by default) until a line of FILE matches
+# PATTERN (grep -E); fails, showing FILE, if none does.
+wait_for_line() {
+    local file=$1 pattern=$2 tries=$(( ${3:-5} * 20 ))
+    for _ in $(seq "$tries"); do
+        grep -qE "$pattern" "$file" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "no line matching '$pattern' in $file:" >&2
+    cat "$file" >&2 2>/dev/null || true
+    return 1
+}

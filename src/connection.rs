@@ -27,7 +27,7 @@ use crate::http::{
 };
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
-use crate::transport::Transport;
+use crate::transport::{Transport, nonblocking};
 
 /// Most responses queued on one connection; past this we stop parsing (and so reading) until
 /// the client takes what it asked for, which bounds memory however much it pipelines.
@@ -156,8 +156,8 @@ impl<T: Transport> Connection<T> {
             }
             // Edge-triggered readiness (mio `Poll` docs): read until drained before waiting.
             let space = self.input.space();
-            match self.input.read_from(&mut self.transport) {
-                Ok(0) => {
+            match nonblocking(|| self.input.read_from(&mut self.transport)) {
+                Ok(Some(0)) => {
                     trace!("{} read EOF", self.label);
                     let mid_request = !matches!(self.state, State::Reading(Reading::Idle));
                     return Verdict::Close(match mid_request {
@@ -165,7 +165,7 @@ impl<T: Transport> Connection<T> {
                         false => CloseReason::PeerClosed,
                     });
                 }
-                Ok(read) => {
+                Ok(Some(read)) => {
                     trace!("{} read {read}B", self.label);
                     self.last_progress = now.mono;
                     if let State::Reading(reading @ Reading::Idle) = &mut self.state {
@@ -174,11 +174,10 @@ impl<T: Transport> Connection<T> {
                     }
                     socket_drained = read < space && self.transport.short_read_drains();
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                Ok(None) => {
                     trace!("{} read WouldBlock", self.label);
                     return self.waiting();
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
             }
         }

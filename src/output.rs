@@ -25,7 +25,7 @@ use log::trace;
 use crate::files::{CachedFile, FileBody};
 use crate::http::{BodyPlan, Response};
 use crate::recycle::{FreeList, give_bytes, take_bytes};
-use crate::transport::Transport;
+use crate::transport::{Transport, nonblocking};
 
 /// Most byte slices handed to one `writev` (well under `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
@@ -207,17 +207,13 @@ impl<G: Tag> OutputQueue<G> {
         };
         let total = head_bytes + body_bytes.len();
         let slices = [IoSlice::new(status_line), IoSlice::new(&header_block), IoSlice::new(body_bytes)];
-        let written = loop {
-            match transport.write_vectored(&slices) {
-                Ok(written) => break written,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break 0,
-                Err(error) => {
-                    trace!("{label} writev {error}");
-                    finished(&tag, Sent { head_bytes: head_bytes as u64, bytes: 0 });
-                    give_bytes(header_block);
-                    return Err(error);
-                }
+        let written = match nonblocking(|| transport.write_vectored(&slices)) {
+            Ok(written) => written.unwrap_or(0),
+            Err(error) => {
+                trace!("{label} writev {error}");
+                finished(&tag, Sent { head_bytes: head_bytes as u64, bytes: 0 });
+                give_bytes(header_block);
+                return Err(error);
             }
         };
         match written {

@@ -17,6 +17,7 @@ use mio::net::{TcpStream, UdpSocket};
 
 use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Timeout, Verdict};
 use crate::http::http_date;
+use crate::transport::nonblocking;
 
 /// Bytes of echo held per connection: reading stops while this much waits to go back.
 pub const ECHO_BUFFER_BYTES: usize = 4096;
@@ -103,14 +104,10 @@ impl SeedConnection {
             SeedState::Lingering => {
                 let mut dropped = [0u8; 512];
                 loop {
-                    match self.stream.read(&mut dropped) {
-                        Ok(0) => return Ok(Verdict::Close(CloseReason::ResponseSaidClose)),
-                        Ok(read) => trace!("{label} read {read}B (dropped)"),
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                            return Ok(Verdict::Wait { writable: false });
-                        }
-                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                        Err(error) => return Err(error),
+                    match nonblocking(|| self.stream.read(&mut dropped))? {
+                        Some(0) => return Ok(Verdict::Close(CloseReason::ResponseSaidClose)),
+                        Some(read) => trace!("{label} read {read}B (dropped)"),
+                        None => return Ok(Verdict::Wait { writable: false }),
                     }
                 }
             }
@@ -131,23 +128,21 @@ impl SeedConnection {
                         return Ok(Verdict::Yield);
                     }
                     buffer.resize(ECHO_BUFFER_BYTES, 0);
-                    match self.stream.read(buffer) {
-                        Ok(0) => {
+                    match nonblocking(|| self.stream.read(buffer))? {
+                        Some(0) => {
                             trace!("{label} read EOF");
                             buffer.clear();
                             *read_closed = true;
                         }
-                        Ok(read) => {
+                        Some(read) => {
                             trace!("{label} read {read}B");
                             buffer.truncate(read);
                             self.last_progress = now;
                         }
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        None => {
                             buffer.clear();
                             return Ok(Verdict::Wait { writable: false });
                         }
-                        Err(error) if error.kind() == io::ErrorKind::Interrupted => buffer.clear(),
-                        Err(error) => return Err(error),
                     }
                 }
             }
@@ -204,19 +199,17 @@ fn write_pending(
     now: Instant,
 ) -> io::Result<bool> {
     while *sent < bytes.len() {
-        match stream.write(&bytes[*sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => {
+        match nonblocking(|| stream.write(&bytes[*sent..]))? {
+            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(written) => {
                 trace!("{label} write {written}B");
                 *sent += written;
                 *last_progress = now;
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            None => {
                 trace!("{label} write WouldBlock");
                 return Ok(false);
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
         }
     }
     Ok(true)

@@ -16,6 +16,20 @@ use socket2::SockRef;
 
 use crate::sys;
 
+/// Runs one non-blocking call, again when a signal interrupted it (`EINTR`): `Ok(Some(_))` it
+/// did something, `Ok(None)` it would block (wait for readiness: mio's "Draining readiness"),
+/// `Err` it failed. Every loop here that drains a descriptor reads its calls through this.
+pub fn nonblocking<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<Option<T>> {
+    loop {
+        match call() {
+            Ok(done) => return Ok(Some(done)),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// A byte stream we can also `sendfile(2)` into.
 pub trait Transport: Read + Write {
     /// Sends up to `len` bytes of `file` from `offset`, returning how many went out.

@@ -8,6 +8,9 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 #[cfg(target_os = "linux")]
+use crate::transport::nonblocking;
+
+#[cfg(target_os = "linux")]
 pub struct Changes {
     inotify: inotify::Inotify,
 }
@@ -44,9 +47,9 @@ impl Changes {
         let mut buffer = [0u8; 4096];
         let mut changed = false;
         loop {
-            match self.inotify.read_events(&mut buffer) {
-                Ok(events) => changed |= events.count() > 0,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return changed,
+            match nonblocking(|| self.inotify.read_events(&mut buffer).map(|events| events.count())) {
+                Ok(Some(events)) => changed |= events > 0,
+                Ok(None) => return changed,
                 Err(error) => {
                     log::warn!("inotify: {error}; emptying the file cache");
                     return true;

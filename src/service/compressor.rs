@@ -26,6 +26,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use crate::files::{CompressionJob, FileCache, compress};
 use crate::sys;
+use crate::transport::nonblocking;
 
 /// Longest a compression may take before its child is killed.
 pub const TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -81,15 +82,14 @@ impl Compressor {
         let Some(output) = running.output.as_mut() else { return };
         let mut buffer = [0u8; 64 * 1024];
         loop {
-            match output.read(&mut buffer) {
-                Ok(0) => {
+            match nonblocking(|| output.read(&mut buffer)) {
+                Ok(Some(0)) => {
                     let _ = registry.deregister(output);
                     running.output = None;
                     return;
                 }
-                Ok(read) => running.received.extend_from_slice(&buffer[..read]),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Some(read)) => running.received.extend_from_slice(&buffer[..read]),
+                Ok(None) => return,
                 Err(error) => {
                     warn!("compressor: reading the result of {}: {error}", running.job.key);
                     let _ = registry.deregister(output);

@@ -7,9 +7,13 @@
 pub mod auth;
 pub mod body;
 pub mod conditional;
+pub mod date;
 pub mod encoding;
 pub mod error;
+#[macro_use]
+pub mod fields;
 pub mod listing;
+pub mod mime;
 pub mod path_glob;
 pub mod range;
 pub mod request;
@@ -20,17 +24,19 @@ pub mod target;
 mod properties;
 
 pub use body::{BodyDiscard, DiscardProgress};
+pub use date::{ImfDate, http_date};
 pub use encoding::{AcceptEncoding, Choice, ContentCoding, is_compressible};
 pub use error::HttpError;
+pub use fields::ExtraHeader;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
+pub use mime::content_type;
 pub use path_glob::{PathGlob, PathHeader};
 pub use request::{
     BodyFraming, Credentials, Method, Parsed, RepresentationFields, Request, Version, https_location,
     parse_head,
 };
 pub use response::{
-    BodyPlan, ExtraHeader, FNV1A_START, FileMeta, ImfDate, Representation, Resource, Response, fnv1a,
-    full_response_fields, http_date, respond,
+    BodyPlan, FNV1A_START, FileMeta, Representation, Resource, Response, fnv1a, full_response_fields, respond,
 };
 pub use target::{SafePath, Target, is_hidden_name, resolve_target};
 

@@ -7,7 +7,7 @@
 //! one segment, `**` any run across segments, `?` one character other than `/`; everything
 //! else matches itself.
 
-use super::response::ExtraHeader;
+use super::fields::ExtraHeader;
 
 /// A checked pattern: it starts with `/`, as every path it is matched with does.
 #[derive(Debug, Clone, PartialEq, Eq)]

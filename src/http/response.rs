@@ -1,4 +1,4 @@
-//! The decision function and the response-head serializer.
+//! The decision function: what to answer, as a status, header fields and a body plan.
 //!
 //! [`respond`] turns (request, what the filesystem found, `now`) into a [`Response`]: a status,
 //! its header fields and a [`BodyPlan`]. A file travels through it as one value `B` that
@@ -10,10 +10,12 @@
 use std::time::SystemTime;
 
 use super::conditional::{EntityTag, Precondition, Validators, evaluate_preconditions, whole_seconds};
+use super::date::http_date;
 use super::encoding::ContentCoding;
+use super::fields::{ExtraHeader, Headers};
+use super::mime::content_type;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status, Version};
-use crate::recycle::{give_bytes, take_bytes};
 
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
@@ -157,52 +159,6 @@ impl<B> Response<B> {
     }
 }
 
-/// A header field the operator adds to every response (`--header 'Name: value'`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtraHeader {
-    /// Leaked once at start-up: the configuration lives as long as the process, and field
-    /// names are static everywhere else.
-    name: FieldName,
-    value: String,
-}
-
-/// Fields that frame the message or the connection: only onepoll may set them, or a client
-/// could be told a wrong length.
-const FRAMING_FIELDS: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "trailer",
-    "te",
-    "content-range",
-];
-
-impl ExtraHeader {
-    /// Parses `Name: value`: the name must be a token (RFC 9110 §5.1), the value visible
-    /// characters, spaces and tabs only (no CR/LF: no header injection), and framing fields
-    /// are refused.
-    pub fn parse(text: &str) -> Result<ExtraHeader, &'static str> {
-        let (name, value) = text.split_once(':').ok_or("expected 'Name: value'")?;
-        let value = value.trim_matches([' ', '\t']);
-        let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            return Err("the header name must be a token (letters, digits, -)");
-        }
-        if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
-            return Err("the header value must be printable ASCII");
-        }
-        if FRAMING_FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field)) {
-            return Err("onepoll sets that header itself");
-        }
-        Ok(ExtraHeader {
-            name: FieldName(Box::leak(format!("{name}: ").into_boxed_str())),
-            value: value.to_owned(),
-        })
-    }
-}
-
 impl<B> Response<B> {
     /// Appends the operator's headers (to every response, errors included, so HSTS and CORS
     /// hold everywhere).
@@ -219,229 +175,6 @@ impl<B> Response<B> {
         for rule in rules.iter().filter(|rule| rule.applies(path, status)) {
             self.headers.push(rule.header.name, &rule.header.value);
         }
-    }
-}
-
-/// The header section, built as it is sent: `Name: value\r\n` lines in one buffer that
-/// becomes the response head as is (pooled, so a warm thread allocates nothing for it), with
-/// values written as bytes, not through `fmt`. There is no index beside it: only tests and
-/// the rare `insert` look fields up, and they read the lines.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers {
-    /// Every field line in sending order; ASCII (we write them, or `--header` checked them).
-    lines: Vec<u8>,
-}
-
-/// A value a header field can take, written straight into the field buffer.
-pub trait HeaderValue {
-    fn write_to(self, out: &mut Vec<u8>);
-}
-
-impl HeaderValue for &str {
-    fn write_to(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
-    }
-}
-
-impl HeaderValue for &String {
-    fn write_to(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
-    }
-}
-
-impl HeaderValue for u64 {
-    /// Decimal digits without `fmt` (lengths are on every response).
-    fn write_to(self, out: &mut Vec<u8>) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = self;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&digits[at..]);
-    }
-}
-
-impl HeaderValue for usize {
-    fn write_to(self, out: &mut Vec<u8>) {
-        (self as u64).write_to(out);
-    }
-}
-
-impl HeaderValue for ImfDate {
-    fn write_to(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0);
-    }
-}
-
-impl HeaderValue for EntityTag {
-    fn write_to(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
-    }
-}
-
-impl HeaderValue for std::fmt::Arguments<'_> {
-    /// The rare composed values (`Content-Range`, the multipart type).
-    fn write_to(self, out: &mut Vec<u8>) {
-        struct Bytes<'a>(&'a mut Vec<u8>);
-        impl std::fmt::Write for Bytes<'_> {
-            fn write_str(&mut self, text: &str) -> std::fmt::Result {
-                self.0.extend_from_slice(text.as_bytes());
-                Ok(())
-            }
-        }
-        let _ = std::fmt::Write::write_fmt(&mut Bytes(out), self);
-    }
-}
-
-impl Headers {
-    /// Storage from the per-thread pool: responses come and go, their buffers stay.
-    fn with_capacity() -> Headers {
-        Headers { lines: take_bytes() }
-    }
-
-    pub fn push(&mut self, name: FieldName, value: impl HeaderValue) {
-        self.lines.extend_from_slice(name.0.as_bytes());
-        value.write_to(&mut self.lines);
-        self.lines.extend_from_slice(b"\r\n");
-    }
-
-    /// Appends field lines rendered earlier by this type (see [`full_response_fields`]).
-    pub fn push_rendered(&mut self, lines: &[u8]) {
-        self.lines.extend_from_slice(lines);
-    }
-
-    /// Adds a field before the `index`th one (counting from 0; at the end when there are
-    /// fewer), moving the lines after it: for the few responses that put a field early.
-    pub fn insert(&mut self, index: usize, name: FieldName, value: impl HeaderValue) {
-        let line_start = self.line_starts().nth(index).unwrap_or(self.lines.len());
-        let old_len = self.lines.len();
-        self.push(name, value);
-        let line_len = self.lines.len() - old_len;
-        self.lines[line_start..].rotate_right(line_len);
-    }
-
-    /// Where each field line starts in `lines`.
-    fn line_starts(&self) -> impl Iterator<Item = usize> + '_ {
-        let ends = self.lines.windows(2).enumerate().filter(|(_, pair)| pair == b"\r\n");
-        std::iter::once(0).chain(ends.map(|(at, _)| at + 2)).filter(|&at| at < self.lines.len())
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
-    }
-
-    /// Each field's name and value, read back from the lines (for tests and lookups; sending
-    /// writes the bytes as they are).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        let text = std::str::from_utf8(&self.lines).unwrap_or_default();
-        text.split_terminator("\r\n").filter_map(|line| line.split_once(": "))
-    }
-
-    /// The header section with its closing blank line, ready to send.
-    pub fn into_block(mut self) -> Vec<u8> {
-        self.lines.extend_from_slice(b"\r\n");
-        std::mem::take(&mut self.lines)
-    }
-}
-
-/// A field name as written, `Name: ` (the separator joined at compile time by [`field!`], so a
-/// field costs one copy fewer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldName(&'static str);
-
-/// `field!("Content-Type")`: the [`FieldName`] `Content-Type: `.
-macro_rules! field {
-    ($name:literal) => {
-        FieldName(concat!($name, ": "))
-    };
-}
-
-impl Drop for Headers {
-    fn drop(&mut self) {
-        give_bytes(std::mem::take(&mut self.lines));
-    }
-}
-
-/// An IMF-fixdate (RFC 9110 §5.6.7), formatted at most once per distinct second per thread:
-/// `Date` and the `Last-Modified` of hot files repeat from one response to the next, and the
-/// access log's time is the same second again. Memoization only; the result depends on `time`
-/// alone.
-pub fn http_date(time: SystemTime) -> ImfDate {
-    /// Recently formatted seconds, replaced round-robin.
-    const SLOTS: usize = 4;
-    /// (the time last asked for, its second, its text) for each slot, and the slot to replace
-    /// next. A turn's `now` and a hot file's mtime are asked for again as the very same
-    /// value, found without even working out the second.
-    type Recent = ([(SystemTime, u64, [u8; 29]); SLOTS], usize);
-    thread_local! {
-        static RECENT: std::cell::RefCell<Recent> = const {
-            std::cell::RefCell::new(([(std::time::UNIX_EPOCH, u64::MAX, [b' '; 29]); SLOTS], 0))
-        };
-    }
-    RECENT.with_borrow_mut(|(slots, next)| {
-        if let Some((_, _, text)) =
-            slots.iter().find(|(asked, second, _)| *asked == time && *second != u64::MAX)
-        {
-            return ImfDate(*text);
-        }
-        let second = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Some((asked, _, text)) = slots.iter_mut().find(|(_, cached, _)| *cached == second) {
-            *asked = time;
-            return ImfDate(*text);
-        }
-        let text = httpdate::fmt_http_date(time).as_bytes().try_into().unwrap_or([b' '; 29]);
-        slots[*next] = (time, second, text);
-        *next = (*next + 1) % SLOTS;
-        ImfDate(text)
-    })
-}
-
-/// `Sun, 22 Nov 2026 03:24:29 GMT`: always 29 ASCII bytes with every field at a fixed place,
-/// so the other date formats we write (access log, daytime) take its fields instead of
-/// formatting and splitting again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImfDate([u8; 29]);
-
-impl ImfDate {
-    fn field(&self, range: std::ops::Range<usize>) -> &str {
-        std::str::from_utf8(&self.0[range]).unwrap_or_default()
-    }
-
-    /// `Sun`
-    pub fn weekday(&self) -> &str {
-        self.field(0..3)
-    }
-
-    /// `22` (two digits)
-    pub fn day(&self) -> &str {
-        self.field(5..7)
-    }
-
-    /// `Nov`
-    pub fn month(&self) -> &str {
-        self.field(8..11)
-    }
-
-    /// `2026`
-    pub fn year(&self) -> &str {
-        self.field(12..16)
-    }
-
-    /// `03:24:29`
-    pub fn clock(&self) -> &str {
-        self.field(17..25)
-    }
-}
-
-impl std::fmt::Display for ImfDate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.field(0..29))
     }
 }
 
@@ -737,36 +470,6 @@ fn push_connection(headers: &mut Headers, version: Version, keep_alive: bool) {
     }
 }
 
-/// `Content-Type` from the file name: our own table for the types browsers are strict about
-/// (module scripts, wasm streaming compile), then `mime_guess`; text gets an explicit charset.
-pub fn content_type(name: &[u8]) -> &'static str {
-    /// Extensions (compared ignoring ASCII case) whose type we set ourselves.
-    const OURS: [(&str, &str); 9] = [
-        ("html", "text/html; charset=utf-8"),
-        ("htm", "text/html; charset=utf-8"),
-        ("css", "text/css; charset=utf-8"),
-        ("js", "text/javascript; charset=utf-8"),
-        ("mjs", "text/javascript; charset=utf-8"),
-        ("json", "application/json"),
-        ("txt", "text/plain; charset=utf-8"),
-        ("svg", "image/svg+xml"),
-        ("wasm", "application/wasm"),
-    ];
-    const UNKNOWN: &str = "application/octet-stream";
-    let extension = name
-        .rsplit(|&b| b == b'.')
-        .next()
-        .filter(|ext| ext.len() < name.len())
-        .and_then(|ext| std::str::from_utf8(ext).ok())
-        .unwrap_or_default();
-    match OURS.iter().find(|(ours, _)| ours.eq_ignore_ascii_case(extension)) {
-        Some((_, known)) => known,
-        None if extension.is_empty() => UNKNOWN,
-        // mime_guess compares extensions ignoring case too.
-        None => mime_guess::from_ext(extension).first_raw().unwrap_or(UNKNOWN),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
@@ -1026,23 +729,6 @@ mod tests {
         assert!(matches!(response.body, BodyPlan::File { offset: 0, len: 100, .. }));
     }
 
-    #[test]
-    fn inserted_fields_land_in_order_and_keep_every_value_findable() {
-        let mut headers = Headers::with_capacity();
-        headers.push(field!("A"), "1");
-        headers.push(field!("B"), "22");
-        headers.push(field!("C"), 333u64);
-        headers.insert(1, field!("X"), "x-value");
-        headers.insert(0, field!("Y"), "y");
-        headers.insert(99, field!("Z"), "zz");
-        let mut block = String::new();
-        for (name, value) in headers.iter() {
-            block.push_str(&format!("{name}: {value}\r\n"));
-        }
-        assert_eq!(block, "Y: y\r\nA: 1\r\nX: x-value\r\nB: 22\r\nC: 333\r\nZ: zz\r\n");
-        assert_eq!(String::from_utf8(headers.into_block()).unwrap(), block + "\r\n");
-    }
-
     /// A file carrying fields rendered ahead, as a cached file does.
     #[derive(Debug, Clone, PartialEq, Eq)]
     struct Rendered(FileMeta, Box<[u8]>);
@@ -1092,24 +778,6 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_written_as_decimal_digits() {
-        for number in [0, 7, 10, 128, 1_234_567, u64::MAX] {
-            let mut out = Vec::new();
-            number.write_to(&mut out);
-            assert_eq!(out, number.to_string().into_bytes());
-        }
-    }
-
-    #[test]
-    fn imf_dates_give_their_fields() {
-        let date = http_date(now());
-        assert_eq!(date.to_string(), "Sun, 22 Nov 2026 04:45:00 GMT");
-        let fields = [date.weekday(), date.day(), date.month(), date.year(), date.clock()];
-        assert_eq!(fields, ["Sun", "22", "Nov", "2026", "04:45:00"]);
-        assert_eq!(http_date(UNIX_EPOCH).day(), "01");
-    }
-
-    #[test]
     fn precompressed_representations_say_so() {
         let get = with("GET /app.js", "");
         let gzipped = FileMeta {
@@ -1129,25 +797,5 @@ mod tests {
         );
         let lone = respond(Some(&get), file(90, b"app.js"), now());
         assert_eq!(lone.header("Vary"), None);
-    }
-
-    #[test]
-    fn content_types() {
-        for (name, expected) in [
-            (&b"index.html"[..], "text/html; charset=utf-8"),
-            (b"STYLE.CSS", "text/css; charset=utf-8"),
-            (b"app.js", "text/javascript; charset=utf-8"),
-            (b"mod.mjs", "text/javascript; charset=utf-8"),
-            (b"logo.svg", "image/svg+xml"),
-            (b"pic.png", "image/png"),
-            (b"PIC.PNG", "image/png"),
-            (b"clip.mp4", "video/mp4"),
-            (b"code.wasm", "application/wasm"),
-            (b"README", "application/octet-stream"),
-            (b"archive.unknownext", "application/octet-stream"),
-            (b".hidden", "application/octet-stream"),
-        ] {
-            assert_eq!(content_type(name), expected, "{}", String::from_utf8_lossy(name));
-        }
     }
 }

@@ -187,7 +187,8 @@ impl<T: Transport> Connection<T> {
     fn waiting(&mut self) -> Verdict {
         self.input.release_if_empty();
         self.output.release_if_empty();
-        Verdict::Wait { writable: self.output_pending() || matches!(self.state, State::Closing(_)) }
+        // A closing connection waits only while output is pending: otherwise it has closed.
+        Verdict::Wait { writable: self.output_pending() }
     }
 
     /// Responses (or, under TLS, records) are waiting for the socket to take them.
@@ -469,12 +470,7 @@ impl<T: Transport> Client for Connection<T> {
     fn close(mut self: Box<Self>, reason: CloseReason, cx: &mut Context<'_>) {
         debug!("{} close: {reason}", self.label);
         self.transport.finish();
-        let label = self.label;
-        self.output.abandon(&mut |logged: &Logged, sent: Sent| {
-            if let Some(record) = logged {
-                cx.access_log.record(&label, record, sent);
-            }
-        });
+        self.output.abandon(&mut finished(cx.access_log, self.label));
     }
 }
 

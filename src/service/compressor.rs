@@ -69,11 +69,9 @@ impl Compressor {
     /// exit status, or to kill it at its time limit.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let running = self.running.as_ref()?;
-        Some(match (&running.output, &running.exited) {
-            // The output's EOF, and then the exit, come as events.
-            (Some(_), _) | (None, Some(_)) => running.started + TIME_LIMIT,
-            (None, None) => Instant::now() + EXIT_POLL,
-        })
+        // The output's EOF, and then (with a pidfd) the exit, come as events.
+        let exit_is_an_event = running.output.is_some() || running.exited.is_some();
+        Some(if exit_is_an_event { running.started + TIME_LIMIT } else { Instant::now() + EXIT_POLL })
     }
 
     /// The result socket is readable: takes what the child wrote, until `WouldBlock` or EOF.

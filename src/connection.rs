@@ -22,9 +22,8 @@ use crate::access_log::{AccessLog, AccessRecord};
 use crate::auth::Auth;
 use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Timeout, Verdict};
 use crate::files::Found;
-use crate::http::{
-    BodyDiscard, HttpError, MAX_HEAD_BYTES, Parsed, Request, Resource, https_location, parse_head, respond,
-};
+use crate::http::{HttpError, Request, Resource, Response, Version, https_location, respond};
+use crate::http1::{BodyDiscard, Framing, Head, MAX_HEAD_BYTES, Parsed, parse_head};
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
 use crate::transport::{Transport, nonblocking};
@@ -244,18 +243,18 @@ impl<T: Transport> Connection<T> {
                     let answered = match parse_head(input.data()) {
                         Ok(Parsed::Partial) => None,
                         // By reference: the request is a few hundred bytes, not worth moving.
-                        Ok(Parsed::Complete { ref mut request, head_len }) => {
+                        Ok(Parsed::Complete { ref request, framing, head_len }) => {
                             let on_https = match site.https_redirect {
                                 Some(port) if !self.transport.is_encrypted() => https_location(request, port),
                                 _ => None,
                             };
                             // Nothing pipelined behind it: its response may go out at once.
                             let lone = head_len == input.data().len();
-                            Some((head_len, self.answer(request, on_https, lone, cx, now)))
+                            Some((head_len, self.answer(request, framing, on_https, lone, cx, now)))
                         }
                         Err(error) => {
                             debug!("{} request head refused: {error}", self.label);
-                            self.queue_response(None, Err(error), None, false, cx, now.wall);
+                            self.queue_response(None, Err(error), false, cx, now.wall);
                             Some((0, None)) // the refusal closes: nothing after it is read
                         }
                     };
@@ -276,20 +275,20 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Queues the response to one request (`lone`: no other request is buffered behind it);
-    /// `on_https` is where `--https-redirect` sends it instead, if anywhere. Returns the
-    /// request's body, to be read and dropped next.
+    /// Queues the response to one request framed as `framing` (`lone`: no other request is
+    /// buffered behind it); `on_https` is where `--https-redirect` sends it instead, if
+    /// anywhere. Returns the request's body, to be read and dropped next.
     fn answer(
         &mut self,
-        request: &mut Request<'_>,
+        request: &Request<'_>,
+        framing: Framing,
         on_https: Option<String>,
         lone: bool,
         cx: &mut Context<'_>,
         now: Now,
     ) -> Option<BodyDiscard> {
         let site = cx.site;
-        request.keep_alive &= !self.draining;
-        let body = BodyDiscard::for_framing(request.body);
+        let body = BodyDiscard::for_framing(framing.body);
         let mut user = None;
         let found = match (&body, on_https) {
             (Err(error), _) => Err(error.clone()),
@@ -307,7 +306,9 @@ impl<T: Transport> Connection<T> {
                 })
             }
         };
-        let stays_open = self.queue_response(Some(request), found, user, lone, cx, now.wall);
+        let keep_alive = framing.keep_alive && !self.draining;
+        let exchange = Exchange { request, keep_alive, user };
+        let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
 
@@ -319,19 +320,20 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Decides and queues one response; enters `Closing` when it closes the connection.
-    /// A `lone` response (nothing buffered behind it to answer in the same `writev`) is sent
-    /// at once when the queue is empty. Returns whether the connection stays open.
+    /// Decides and queues the response to `exchange` (`None`: a head that did not parse);
+    /// enters `Closing` when it closes the connection. A `lone` response (nothing buffered
+    /// behind it to answer in the same `writev`) is sent at once when the queue is empty.
+    /// Returns whether the connection stays open.
     fn queue_response(
         &mut self,
-        request: Option<&Request<'_>>,
+        exchange: Option<Exchange<'_, '_>>,
         found: Result<Found, HttpError>,
-        user: Option<String>,
         lone: bool,
         cx: &Context<'_>,
         now: SystemTime,
     ) -> bool {
         let site = cx.site;
+        let request = exchange.as_ref().map(|exchange| exchange.request);
         let mut response = respond(request, found, now);
         response.add_headers(&site.headers);
         if !site.path_headers.is_empty()
@@ -351,18 +353,21 @@ impl<T: Transport> Connection<T> {
                 request_line,
                 referer: text(request.and_then(|request| request.referer)),
                 user_agent: text(request.and_then(|request| request.user_agent)),
-                user,
+                user: exchange.as_ref().and_then(|exchange| exchange.user.clone()),
                 received: now,
                 status,
             })
         });
-        let keep_alive = response.keep_alive;
+        let keep_alive = exchange.is_some_and(|exchange| exchange.keep_alive) && !response.ends_connection;
+        let Response { status, headers, body, .. } = response;
+        let head = Head::new(status, headers, request.map_or(Version::Http11, |r| r.version), keep_alive);
         if !lone {
-            self.output.push(response, record);
+            self.output.push(head, body, record);
         } else if let Err(error) = self.output.send_or_push(
             &mut self.transport,
             &self.label,
-            response,
+            head,
+            body,
             record,
             &mut finished(cx.access_log, self.label),
         ) {
@@ -565,6 +570,14 @@ fn finished(access_log: &AccessLog, label: ConnLabel) -> impl FnMut(&Logged, Sen
             access_log.record(&label, record, sent);
         }
     }
+}
+
+/// A parsed request being answered: what HTTP/1.1 framing lets the connection do after it,
+/// and who `--auth-file` found it came from.
+struct Exchange<'r, 'h> {
+    request: &'r Request<'h>,
+    keep_alive: bool,
+    user: Option<String>,
 }
 
 /// `--auth-file`: lets the request through (with its user, when its path is guarded), or the

@@ -2,9 +2,10 @@
 //!
 //! A request flows: `engine` (socket readiness; the `drive` contract) → `service` (which
 //! client an accepted socket gets, and what it is lent: the `site`, the access log, the file
-//! cache) → `connection` (per-connection state machine) → `http` (sans-I/O protocol core:
-//! parse, resolve, decide) → `files` (the filesystem edge) → `output` (head bytes and file
-//! ranges back to the socket).
+//! cache) → `connection` (per-connection state machine) → `http1` (HTTP/1.1's wire format:
+//! parse a head, frame a body, write a head) and `http` (HTTP's meaning, sans-I/O: resolve,
+//! decide) → `files` (the filesystem edge) → `output` (head bytes and file ranges back to the
+//! socket).
 
 // `unsafe` lives in `sys`, one syscall wrapper at a time, each with its SAFETY line.
 #![deny(unsafe_code)]
@@ -18,7 +19,9 @@ pub mod daemon;
 pub mod drive;
 pub mod engine;
 pub mod files;
+#[macro_use]
 pub mod http;
+pub mod http1;
 pub mod listen;
 pub mod output;
 pub mod recycle;

@@ -23,7 +23,8 @@ use std::thread::LocalKey;
 use log::trace;
 
 use crate::files::{CachedFile, FileBody};
-use crate::http::{BodyPlan, Response};
+use crate::http::BodyPlan;
+use crate::http1::Head;
 use crate::recycle::{FreeList, give_bytes, take_bytes};
 use crate::transport::{Transport, nonblocking};
 
@@ -169,13 +170,13 @@ impl<G> Default for OutputQueue<G> {
 }
 
 impl<G: Tag> OutputQueue<G> {
-    /// Queues `response`, whose body plan owns the file bytes it reads, tagged `tag`.
-    pub fn push(&mut self, response: Response<FileBody>, tag: G) {
-        let Response { status, headers, body, .. } = response;
-        self.push_parts(status.line().as_bytes(), headers.into_block(), body, tag);
+    /// Queues a response: its `head`, then `body`, whose plan owns the file bytes it reads,
+    /// tagged `tag`.
+    pub fn push(&mut self, head: Head, body: BodyPlan<FileBody>, tag: G) {
+        self.push_parts(head, body, tag);
     }
 
-    /// Sends `response` at once when nothing is queued ahead of it and its body is in memory,
+    /// Sends a response (`head`, then `body`) at once when nothing is queued ahead of it and its body is in memory,
     /// straight from where it lies, and queues only what the socket did not take. A lone small
     /// response (most keep-alive requests) then costs one `writev` and no queue storage; one
     /// that must wait, or reads from an open file (sendfile), is queued as by [`Self::push`].
@@ -185,13 +186,12 @@ impl<G: Tag> OutputQueue<G> {
         &mut self,
         transport: &mut T,
         label: &dyn Display,
-        response: Response<FileBody>,
+        head: Head,
+        body: BodyPlan<FileBody>,
         tag: G,
         finished: &mut impl FnMut(&G, Sent),
     ) -> io::Result<()> {
-        let Response { status, headers, body, .. } = response;
-        let (status_line, header_block) = (status.line().as_bytes(), headers.into_block());
-        let head_bytes = status_line.len() + header_block.len();
+        let head_bytes = head.wire_len();
         let in_memory = match &body {
             _ if !self.is_empty() => None,
             BodyPlan::Empty => Some(&[][..]),
@@ -202,17 +202,17 @@ impl<G: Tag> OutputQueue<G> {
             BodyPlan::File { .. } | BodyPlan::Multipart { .. } => None,
         };
         let Some(body_bytes) = in_memory else {
-            self.push_parts(status_line, header_block, body, tag);
+            self.push_parts(head, body, tag);
             return Ok(());
         };
         let total = head_bytes + body_bytes.len();
-        let slices = [IoSlice::new(status_line), IoSlice::new(&header_block), IoSlice::new(body_bytes)];
+        let slices = [IoSlice::new(head.status_line), IoSlice::new(&head.block), IoSlice::new(body_bytes)];
         let written = match nonblocking(|| transport.write_vectored(&slices)) {
             Ok(written) => written.unwrap_or(0),
             Err(error) => {
                 trace!("{label} writev {error}");
                 finished(&tag, Sent { head_bytes: head_bytes as u64, bytes: 0 });
-                give_bytes(header_block);
+                give_bytes(head.block);
                 return Err(error);
             }
         };
@@ -223,22 +223,16 @@ impl<G: Tag> OutputQueue<G> {
         self.bytes_sent += written as u64;
         if written == total {
             finished(&tag, Sent { head_bytes: head_bytes as u64, bytes: total as u64 });
-            give_bytes(header_block);
+            give_bytes(head.block);
             return Ok(());
         }
-        self.push_parts(status_line, header_block, body, tag);
+        self.push_parts(head, body, tag);
         self.advance(written, finished);
         Ok(())
     }
 
     /// Queues a response's parts: its status line, its header block, then its body.
-    fn push_parts(
-        &mut self,
-        status_line: &'static [u8],
-        header_block: Vec<u8>,
-        body: BodyPlan<FileBody>,
-        tag: G,
-    ) {
+    fn push_parts(&mut self, head: Head, body: BodyPlan<FileBody>, tag: G) {
         if self.responses.capacity() == 0 {
             let spare = G::spare_queues().with(FreeList::take);
             self.responses = spare.unwrap_or_else(|| VecDeque::with_capacity(QUEUE_CAPACITY));
@@ -248,10 +242,10 @@ impl<G: Tag> OutputQueue<G> {
             self.segments = spare.unwrap_or_else(|| VecDeque::with_capacity(SEGMENTS_CAPACITY));
         }
         // The header block goes out as built, behind its static status line: nothing copied.
-        let head_bytes = (status_line.len() + header_block.len()) as u64;
+        let head_bytes = head.wire_len() as u64;
         let first = self.segments.len();
-        self.segments.push_back(Segment::Static { bytes: status_line, sent: 0 });
-        self.segments.push_back(Segment::Bytes { bytes: header_block, sent: 0 });
+        self.segments.push_back(Segment::Static { bytes: head.status_line, sent: 0 });
+        self.segments.push_back(Segment::Bytes { bytes: head.block, sent: 0 });
         let mut file = None;
         match body {
             BodyPlan::Empty => {}
@@ -509,7 +503,8 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::http::{FileMeta, HttpError, Parsed, Resource, parse_head, respond};
+    use crate::http::{FileMeta, HttpError, Resource, Response, Version, respond};
+    use crate::http1::{Parsed, parse_head};
     use crate::transport::fake::FakeSocket;
 
     /// A request that lives as long as the test (its head is leaked).
@@ -533,16 +528,22 @@ mod tests {
         }
     }
 
-    /// A response and its tag, as a connection queues them.
-    type Output = (Response<FileBody>, Name);
+    /// A response's head and body, and its tag, as a connection queues them.
+    type Output = (Head, BodyPlan<FileBody>, Name);
+
+    /// `response` as HTTP/1.1 sends it, and its head's bytes.
+    fn output(response: Response<FileBody>, tag: Name) -> (Output, Vec<u8>) {
+        let head = Head::new(response.status, response.headers, Version::Http11, true);
+        let bytes = head.to_vec();
+        ((head, response.body, tag), bytes)
+    }
 
     fn page_output(tag: Name) -> (Output, Vec<u8>) {
-        let response = respond(Some(&get("")), Err(HttpError::NotFound), UNIX_EPOCH);
-        let mut expected = Vec::new();
-        response.write_head(&mut expected);
-        let BodyPlan::Page(page) = &response.body else { unreachable!() };
+        let (output, mut expected) =
+            output(respond(Some(&get("")), Err(HttpError::NotFound), UNIX_EPOCH), tag);
+        let BodyPlan::Page(page) = &output.1 else { unreachable!() };
         expected.extend_from_slice(page.as_bytes());
-        ((response, tag), expected)
+        (output, expected)
     }
 
     fn open_file(content: &[u8]) -> FileBody {
@@ -564,10 +565,9 @@ mod tests {
     }
 
     fn file_output(content: &[u8], body: FileBody, fields: &str) -> (Output, Vec<u8>) {
-        let response = respond(Some(&get(fields)), Ok(Resource::File(body)), UNIX_EPOCH);
-        let mut expected = Vec::new();
-        response.write_head(&mut expected);
-        match &response.body {
+        let (output, mut expected) =
+            output(respond(Some(&get(fields)), Ok(Resource::File(body)), UNIX_EPOCH), "file");
+        match &output.1 {
             BodyPlan::File { offset, len, .. } => {
                 expected.extend_from_slice(&content[*offset as usize..(offset + len) as usize]);
             }
@@ -581,7 +581,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        ((response, "file"), expected)
+        (output, expected)
     }
 
     /// Calls `send_some` until it reports `All`, as an engine would after each writable event;
@@ -603,7 +603,7 @@ mod tests {
         let mut expected = Vec::new();
         for tag in ["a", "b", "c"] {
             let (output, bytes) = page_output(tag);
-            queue.push(output.0, output.1);
+            queue.push(output.0, output.1, output.2);
             expected.extend(bytes);
         }
         let mut socket = FakeSocket::writing(&[], true);
@@ -628,7 +628,7 @@ mod tests {
                 file_output(&content, open_file(&content), "Range: bytes=0-9,50000-50100,-7\r\n"),
                 file_output(&content, cached(&content), "Range: bytes=1-2,-3\r\n"),
             ] {
-                queue.push(output.0, output.1);
+                queue.push(output.0, output.1, output.2);
                 expected.extend(bytes);
             }
             let budgets: Vec<usize> = (0..400).map(|i| [1, 0, 7, 0, 1000, 3][i % 6]).collect();
@@ -646,7 +646,7 @@ mod tests {
     fn a_cached_body_goes_out_with_its_head_in_one_writev() {
         let mut queue = OutputQueue::default();
         let (output, expected) = file_output(b"hello", cached(b"hello"), "");
-        queue.push(output.0, output.1);
+        queue.push(output.0, output.1, output.2);
         let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);
         assert_eq!((socket.calls, socket.written), (vec!["writev"], expected));
@@ -657,8 +657,8 @@ mod tests {
         let mut queue = OutputQueue::default();
         let (page, _) = page_output("page");
         let (file, _) = file_output(b"hello", open_file(b"hello"), "");
-        queue.push(page.0, page.1);
-        queue.push(file.0, file.1);
+        queue.push(page.0, page.1, page.2);
+        queue.push(file.0, file.1, file.2);
         let mut socket = FakeSocket::writing(&[], true);
         send_all(&mut queue, &mut socket);
         assert_eq!(socket.calls, ["writev+more", "sendfile"]);
@@ -668,9 +668,9 @@ mod tests {
     fn abandoning_reports_what_each_response_got_out() {
         let mut queue = OutputQueue::default();
         let (output, expected) = file_output(b"0123456789", open_file(b"0123456789"), "");
-        queue.push(output.0, output.1);
+        queue.push(output.0, output.1, output.2);
         let (never, _) = page_output("never");
-        queue.push(never.0, never.1);
+        queue.push(never.0, never.1, never.2);
         let mut socket = FakeSocket::writing(&[usize::MAX, 6, 0], true);
         let mut finished = Vec::new();
         let flushed = queue.send_some(&mut socket, &"test", &mut |tag, sent| finished.push((*tag, sent)));

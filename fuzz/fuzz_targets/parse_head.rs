@@ -5,7 +5,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use onepoll::http::{BodyDiscard, FileMeta, Parsed, Representation, Resource, parse_head, respond};
+use onepoll::http::{FileMeta, Representation, Resource, respond};
+use onepoll::http1::{BodyDiscard, Parsed, parse_head};
 
 /// A file known by its metadata alone: the decision reads nothing else.
 struct Meta(FileMeta);
@@ -19,9 +20,9 @@ impl Representation for Meta {
 fuzz_target!(|data: &[u8]| {
     let now = UNIX_EPOCH + Duration::from_secs(1_795_322_700);
     match parse_head(data) {
-        Ok(Parsed::Complete { request, head_len }) => {
+        Ok(Parsed::Complete { request, framing, head_len }) => {
             assert!(head_len <= data.len());
-            if let Ok(Some(mut discard)) = BodyDiscard::for_framing(request.body) {
+            if let Ok(Some(mut discard)) = BodyDiscard::for_framing(framing.body) {
                 let _ = discard.consume(&data[head_len..]);
             }
             let _ = request.servable_path();

@@ -1,5 +1,10 @@
-//! Header fields as they are sent: the field block a response carries, the names and values
-//! written straight into it, and the fields an operator adds (`--header`).
+//! A response's header fields, the names and values written into them, and the fields an
+//! operator adds (`--header`).
+//!
+//! The fields are kept as field lines, `Name: value` each (RFC 9110 §5's field syntax, CRLF
+//! between): the cheapest list to build, which HTTP/1.1 then sends as it is, while any other
+//! codec reads it back as (name, value) pairs with [`Headers::iter`]. No wire framing is in
+//! it: the status line, `Connection` and the blank line are the HTTP/1.1 codec's.
 
 use super::conditional::EntityTag;
 use super::date::ImfDate;
@@ -51,9 +56,8 @@ impl ExtraHeader {
     }
 }
 
-/// The header section, built as it is sent: `Name: value\r\n` lines in one buffer that
-/// becomes the response head as is (pooled, so a warm thread allocates nothing for it), with
-/// values written as bytes, not through `fmt`. There is no index beside it: only tests and
+/// The header fields, as `Name: value\r\n` lines in one buffer (pooled, so a warm thread
+/// allocates nothing for it), with values written as bytes, not through `fmt`. There is no index beside it: only tests and
 /// the rare `insert` look fields up, and they read the lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
@@ -172,9 +176,8 @@ impl Headers {
         text.split_terminator("\r\n").filter_map(|line| line.split_once(": "))
     }
 
-    /// The header section with its closing blank line, ready to send.
-    pub fn into_block(mut self) -> Vec<u8> {
-        self.lines.extend_from_slice(b"\r\n");
+    /// The field lines themselves, for a codec that sends them as they are (HTTP/1.1).
+    pub fn into_lines(mut self) -> Vec<u8> {
         std::mem::take(&mut self.lines)
     }
 }
@@ -182,7 +185,7 @@ impl Headers {
 /// A field name as written, `Name: ` (the separator joined at compile time by [`field!`], so a
 /// field costs one copy fewer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldName(pub(super) &'static str);
+pub struct FieldName(pub(crate) &'static str);
 
 /// `field!("Content-Type")`: the [`FieldName`] `Content-Type: `.
 macro_rules! field {
@@ -215,7 +218,7 @@ mod tests {
             block.push_str(&format!("{name}: {value}\r\n"));
         }
         assert_eq!(block, "Y: y\r\nA: 1\r\nX: x-value\r\nB: 22\r\nC: 333\r\nZ: zz\r\n");
-        assert_eq!(String::from_utf8(headers.into_block()).unwrap(), block + "\r\n");
+        assert_eq!(String::from_utf8(headers.into_lines()).unwrap(), block);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The HTTP/1.1 protocol core, sans-I/O: bytes and plain values in, plain values out.
+//! HTTP's semantics (RFC 9110), sans-I/O: a request as plain values in, a response decided as
+//! plain values out (a status, header fields, a body plan).
 //!
-//! Nothing here touches a socket, a file, the clock or the logger (`scripts/check-layering.sh`
-//! enforces it), so every rule is unit-tested with fixed inputs and a fixed `now`. Engines are
-//! thin shells that move bytes between sockets and these functions.
+//! No wire format lives here: the HTTP/1.1 codec (`crate::http1`) turns bytes into a
+//! [`Request`] and a [`Response`] into bytes, and a second protocol's codec would do the same
+//! around the same functions. Nothing here touches a socket, a file, the clock or the logger,
+//! nor the codec outside tests (`scripts/check-layering.sh` enforces both), so every rule is
+//! unit-tested with fixed inputs and a fixed `now`.
 
 pub mod auth;
-pub mod body;
 pub mod conditional;
 pub mod date;
 pub mod encoding;
@@ -23,7 +25,6 @@ pub mod target;
 #[cfg(test)]
 mod properties;
 
-pub use body::{BodyDiscard, DiscardProgress};
 pub use date::{ImfDate, http_date};
 pub use encoding::{AcceptEncoding, Choice, ContentCoding, is_compressible};
 pub use error::HttpError;
@@ -31,23 +32,40 @@ pub use fields::ExtraHeader;
 pub use listing::{ListingEntry, MAX_LISTED_ENTRIES, render_listing};
 pub use mime::content_type;
 pub use path_glob::{PathGlob, PathHeader};
-pub use request::{
-    BodyFraming, Credentials, Method, Parsed, RepresentationFields, Request, Version, https_location,
-    parse_head,
-};
+pub use request::{Credentials, Method, RepresentationFields, Request, Version, https_location};
 pub use response::{
     BodyPlan, FNV1A_START, FileMeta, Representation, Resource, Response, fnv1a, full_response_fields, respond,
 };
 pub use target::{SafePath, Target, is_hidden_name, resolve_target};
 
-/// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
-pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
-/// Longest request head (request line + header fields + blank line); longer gets 431.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Most header fields in one head; more gets 431.
-pub const MAX_HEADERS: usize = 64;
-/// Largest request body we read and throw away; larger gets 413 and a close.
-pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Every status onepoll sends, with its reason phrase: `with_statuses!(table!(args))` calls
+/// `table!(args; 200 "OK", ...)`, so each table of them (reason phrases here, HTTP/1.1's
+/// status lines in the codec) is built from this one list.
+macro_rules! with_statuses {
+    ($table:ident!($($args:tt)*)) => {
+        $table!($($args)*;
+            200 "OK",
+            206 "Partial Content",
+            301 "Moved Permanently",
+            304 "Not Modified",
+            308 "Permanent Redirect",
+            400 "Bad Request",
+            401 "Unauthorized",
+            403 "Forbidden",
+            404 "Not Found",
+            405 "Method Not Allowed",
+            406 "Not Acceptable",
+            412 "Precondition Failed",
+            413 "Content Too Large",
+            414 "URI Too Long",
+            416 "Range Not Satisfiable",
+            431 "Request Header Fields Too Large",
+            501 "Not Implemented",
+            503 "Service Unavailable",
+            505 "HTTP Version Not Supported",
+        )
+    };
+}
 
 /// An HTTP status code with its reason phrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,44 +96,17 @@ impl Status {
         self.0
     }
 
-    /// The status line as sent, `HTTP/1.1 200 OK\r\n` (RFC 9112 §4): one static string per
-    /// status, so no response formats it.
-    pub fn line(self) -> &'static str {
-        macro_rules! lines {
-            ($($code:literal $reason:literal),* $(,)?) => {
-                match self.0 {
-                    $($code => concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n"),)*
-                    _ => "HTTP/1.1 500 Internal Server Error\r\n",
+    /// The reason phrase (RFC 9110 §15), from the one table of statuses we send.
+    pub fn reason(self) -> &'static str {
+        macro_rules! reasons {
+            ($code:expr; $($number:literal $reason:literal),* $(,)?) => {
+                match $code {
+                    $($number => $reason,)*
+                    _ => "Internal Server Error",
                 }
             };
         }
-        lines!(
-            200 "OK",
-            206 "Partial Content",
-            301 "Moved Permanently",
-            304 "Not Modified",
-            308 "Permanent Redirect",
-            400 "Bad Request",
-            401 "Unauthorized",
-            403 "Forbidden",
-            404 "Not Found",
-            405 "Method Not Allowed",
-            406 "Not Acceptable",
-            412 "Precondition Failed",
-            413 "Content Too Large",
-            414 "URI Too Long",
-            416 "Range Not Satisfiable",
-            431 "Request Header Fields Too Large",
-            501 "Not Implemented",
-            503 "Service Unavailable",
-            505 "HTTP Version Not Supported",
-        )
-    }
-
-    /// The reason phrase: the status line between the code and the CRLF.
-    pub fn reason(self) -> &'static str {
-        let line = self.line();
-        &line["HTTP/1.1 200 ".len()..line.len() - 2]
+        with_statuses!(reasons!(self.0))
     }
 }
 
@@ -124,12 +115,10 @@ mod tests {
     use super::Status;
 
     #[test]
-    fn status_lines_carry_their_code_and_reason() {
-        for status in [Status::OK, Status::NOT_MODIFIED, Status::NOT_FOUND, Status::HEADER_FIELDS_TOO_LARGE] {
-            let expected = format!("HTTP/1.1 {} {}\r\n", status.code(), status.reason());
-            assert_eq!(status.line(), expected);
-        }
+    fn statuses_carry_their_reason() {
+        assert_eq!(Status::OK.reason(), "OK");
         assert_eq!(Status::HEADER_FIELDS_TOO_LARGE.reason(), "Request Header Fields Too Large");
-        assert_eq!(Status(599).line(), "HTTP/1.1 500 Internal Server Error\r\n");
+        assert_eq!(Status::VERSION_NOT_SUPPORTED.reason(), "HTTP Version Not Supported");
+        assert_eq!(Status(599).reason(), "Internal Server Error");
     }
 }

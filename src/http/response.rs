@@ -15,7 +15,7 @@ use super::encoding::ContentCoding;
 use super::fields::{ExtraHeader, Headers};
 use super::mime::content_type;
 use super::range::{ByteRange, RangeOutcome, evaluate_range};
-use super::{HttpError, Method, Request, SafePath, Status, Version};
+use super::{HttpError, Method, Request, SafePath, Status};
 
 /// The `Server` field we send.
 pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
@@ -139,8 +139,9 @@ pub struct Response<B> {
     /// Header fields in the order they are sent, `Date` and `Server` included.
     pub headers: Headers,
     pub body: BodyPlan<B>,
-    /// False when the connection must close after this response.
-    pub keep_alive: bool,
+    /// The request was refused in a way that leaves the bytes after it untrustworthy (RFC
+    /// 9112 §9.6): its connection must end with this response, whatever the request asked.
+    pub ends_connection: bool,
 }
 
 impl<B> Response<B> {
@@ -149,13 +150,13 @@ impl<B> Response<B> {
         self.headers.get(name)
     }
 
-    /// The status line and header section (RFC 9112 §4, §5) as the output sends them (for
-    /// tests; the output sends the header block itself, behind `Status::line`).
+    /// The status and field lines as text, for tests to compare whole answers by (a codec
+    /// decides how they travel).
     #[cfg(test)]
-    pub fn write_head(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.status.line().as_bytes());
-        out.extend_from_slice(&self.headers.lines);
-        out.extend_from_slice(b"\r\n");
+    pub fn summary(&self) -> String {
+        let mut text = format!("{} {}\r\n", self.status.code(), self.status.reason());
+        text.push_str(std::str::from_utf8(&self.headers.lines).unwrap_or_default());
+        text
     }
 }
 
@@ -227,12 +228,11 @@ fn not_found_page<B: Representation>(request: &Request, file: B, now: SystemTime
     let mut headers = common_headers(now);
     headers.push(field!("Content-Type"), meta.content_type);
     headers.push(field!("Content-Length"), meta.len);
-    push_connection(&mut headers, request.version, request.keep_alive);
     let body = match request.method {
         Method::Head => BodyPlan::Empty,
         _ => BodyPlan::File { file, offset: 0, len: meta.len },
     };
-    Response { status: Status::NOT_FOUND, headers, body, keep_alive: request.keep_alive }
+    Response { status: Status::NOT_FOUND, headers, body, ends_connection: false }
 }
 
 fn file_response<B: Representation>(request: &Request, file: B, now: SystemTime) -> Response<B> {
@@ -277,9 +277,8 @@ fn file_response<B: Representation>(request: &Request, file: B, now: SystemTime)
             (Status::PARTIAL_CONTENT, body)
         }
     };
-    push_connection(&mut headers, request.version, request.keep_alive);
     let body = if request.method == Method::Head { BodyPlan::Empty } else { body };
-    Response { status, headers, body, keep_alive: request.keep_alive }
+    Response { status, headers, body, ends_connection: false }
 }
 
 /// The representation fields of a `200`, `Last-Modified` saying `last_modified`.
@@ -367,14 +366,13 @@ pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 }
 
 fn redirect<B>(status: Status, request: &Request, location: String, now: SystemTime) -> Response<B> {
-    let mut response = page(status, None, Some(request), request.keep_alive, now);
+    let mut response = page(status, None, Some(request), false, now);
     response.headers.insert(2, field!("Location"), &location);
     response
 }
 
 fn error_page<B>(error: &HttpError, request: Option<&Request>, now: SystemTime) -> Response<B> {
-    let keep_alive = request.is_some_and(|r| r.keep_alive) && !error.closes_connection();
-    let mut response = page(error.status(), error.advice(), request, keep_alive, now);
+    let mut response = page(error.status(), error.advice(), request, error.closes_connection(), now);
     match error {
         HttpError::MethodNotAllowed => response.headers.insert(2, field!("Allow"), "GET, HEAD"), // RFC 9110 §15.5.6
         HttpError::Unauthorized(challenge) => {
@@ -391,7 +389,7 @@ fn page<B>(
     status: Status,
     advice: Option<&str>,
     request: Option<&Request>,
-    keep_alive: bool,
+    ends_connection: bool,
     now: SystemTime,
 ) -> Response<B> {
     let (code, reason) = (status.code(), status.reason());
@@ -400,12 +398,12 @@ fn page<B>(
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
          <body><h1>{code} {reason}</h1>{advice}<hr><p>{SERVER_NAME}</p></body></html>\n"
     );
-    html_response(status, html, request, keep_alive, now)
+    html_response(status, html, request, ends_connection, now)
 }
 
 /// A page we generated for a request that succeeded (a directory listing).
 fn generated<B>(status: Status, html: String, request: &Request, now: SystemTime) -> Response<B> {
-    let mut response = html_response(status, html, Some(request), request.keep_alive, now);
+    let mut response = html_response(status, html, Some(request), false, now);
     response.headers.insert(2, field!("Cache-Control"), "no-cache"); // it changes with the directory
     response
 }
@@ -414,18 +412,17 @@ fn html_response<B>(
     status: Status,
     html: String,
     request: Option<&Request>,
-    keep_alive: bool,
+    ends_connection: bool,
     now: SystemTime,
 ) -> Response<B> {
     let mut headers = common_headers(now);
     headers.push(field!("Content-Type"), "text/html; charset=utf-8");
     headers.push(field!("Content-Length"), html.len());
-    push_connection(&mut headers, request.map_or(Version::Http11, |r| r.version), keep_alive);
     let body = match request.map(|r| &r.method) {
         Some(Method::Head) => BodyPlan::Empty,
         _ => BodyPlan::Page(html),
     };
-    Response { status, headers, body, keep_alive }
+    Response { status, headers, body, ends_connection }
 }
 
 /// `Server`, `Date`, and `X-Content-Type-Options: nosniff` on every response: our types are
@@ -460,22 +457,12 @@ fn common_headers(now: SystemTime) -> Headers {
     headers
 }
 
-/// RFC 9112 §9.3: say `close` whenever we will close; echo `keep-alive` to HTTP/1.0 clients
-/// that asked for it, since for them persistence is opt-in.
-fn push_connection(headers: &mut Headers, version: Version, keep_alive: bool) {
-    match (keep_alive, version) {
-        (false, _) => headers.push(field!("Connection"), "close"),
-        (true, Version::Http10) => headers.push(field!("Connection"), "keep-alive"),
-        (true, Version::Http11) => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::http::{BodyFraming, Parsed, parse_head};
+    use crate::http1::{Parsed, parse_head};
 
     /// The decision function with no file bytes to carry: the plans are what is tested.
     fn respond(
@@ -502,28 +489,22 @@ mod tests {
         Ok(Resource::File(FileMeta::plain(len, Some(now() - Duration::from_secs(60)), name)))
     }
 
-    fn head_text(response: &Response<FileMeta>) -> String {
-        let mut out = Vec::new();
-        response.write_head(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
     #[test]
     fn serves_a_file_with_every_header() {
         let get = request("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
         let response = respond(Some(&get), file(1234, b"index.html"), now());
         assert_eq!(
-            head_text(&response),
+            response.summary(),
             format!(
-                "HTTP/1.1 200 OK\r\nServer: {SERVER_NAME}\r\nDate: Sun, 22 Nov 2026 04:45:00 GMT\r\n\
+                "200 OK\r\nServer: {SERVER_NAME}\r\nDate: Sun, 22 Nov 2026 04:45:00 GMT\r\n\
                  X-Content-Type-Options: nosniff\r\n\
                  Content-Type: text/html; charset=utf-8\r\nContent-Length: 1234\r\n\
                  Last-Modified: Sun, 22 Nov 2026 04:44:00 GMT\r\nETag: \"1-4d2-6b027310.0\"\r\n\
-                 Accept-Ranges: bytes\r\n\r\n"
+                 Accept-Ranges: bytes\r\n"
             )
         );
         assert!(matches!(response.body, BodyPlan::File { offset: 0, len: 1234, .. }));
-        assert!(response.keep_alive);
+        assert!(!response.ends_connection);
     }
 
     #[test]
@@ -560,20 +541,6 @@ mod tests {
     }
 
     #[test]
-    fn connection_field_follows_keep_alive() {
-        let cases = [
-            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", None, true),
-            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Some("close"), false),
-            ("GET / HTTP/1.0\r\n\r\n", Some("close"), false),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Some("keep-alive"), true),
-        ];
-        for (head, field, keep_alive) in cases {
-            let response = respond(Some(&request(head)), file(1, b"a"), now());
-            assert_eq!((response.header("Connection"), response.keep_alive), (field, keep_alive), "{head}");
-        }
-    }
-
-    #[test]
     fn errors_become_small_pages_with_the_right_status_and_close() {
         let get = request("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let cases = [
@@ -588,8 +555,7 @@ mod tests {
         for (error, code, keep_alive) in cases {
             let response = respond(Some(&get), Err(error.clone()), now());
             assert_eq!(response.status.code(), code, "{error}");
-            assert_eq!(response.keep_alive, keep_alive, "{error}");
-            assert_eq!(response.header("Connection"), (!keep_alive).then_some("close"));
+            assert_eq!(response.ends_connection, !keep_alive, "{error}");
             let BodyPlan::Page(html) = &response.body else { panic!("no page for {error}") };
             assert!(html.contains(&format!("<title>{code} ")), "{html}");
             assert_eq!(response.header("Content-Length"), Some(html.len().to_string().as_str()));
@@ -603,15 +569,13 @@ mod tests {
         {
             let response = respond(None, Err(error.clone()), now());
             assert_eq!(response.status, error.status());
-            assert_eq!(response.header("Connection"), Some("close"));
-            assert!(!response.keep_alive);
+            assert!(response.ends_connection);
         }
     }
 
     #[test]
     fn method_not_allowed_lists_the_allowed_ones() {
         let post = request("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n");
-        assert_eq!(post.body, BodyFraming::Length(1));
         let response = respond(Some(&post), post.servable_path().map(|_| unreachable!()), now());
         assert_eq!(response.status, Status::METHOD_NOT_ALLOWED);
         assert_eq!(response.header("Allow"), Some("GET, HEAD"));
@@ -634,12 +598,44 @@ mod tests {
         let response = respond(Some(&get), Ok(Resource::DirectoryWithoutSlash { location }), now());
         assert_eq!(response.status.code(), 301);
         assert_eq!(response.header("Location"), Some("/docs/?x=1"));
-        assert!(response.keep_alive);
+        assert!(!response.ends_connection);
     }
 
     /// A request that lives as long as the test (its head is leaked).
     fn with(head: &str, fields: &str) -> Request<'static> {
         request(format!("{head} HTTP/1.1\r\nHost: x\r\n{fields}\r\n").leak())
+    }
+
+    /// What a second codec needs from the core: every decided response reads back as (name,
+    /// value) pairs that are tokens and field values, and none is connection-specific (RFC 9113
+    /// §8.2.2 forbids them in HTTP/2; HTTP/1.1's `Connection` is its codec's to add).
+    #[test]
+    fn decided_responses_read_back_as_plain_fields_with_no_connection_specific_one() {
+        let connection_specific =
+            ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+        let location = String::from("/docs/");
+        let responses = [
+            respond(Some(&with("GET /", "")), file(100, b"a.txt"), now()),
+            respond(Some(&with("GET /", "Range: bytes=1-2\r\n")), file(100, b"a.txt"), now()),
+            respond(Some(&with("GET /", "Range: bytes=1-2,5-6\r\n")), file(100, b"a.txt"), now()),
+            respond(Some(&with("GET /", "Range: bytes=500-\r\n")), file(100, b"a.txt"), now()),
+            respond(Some(&with("GET /", "If-Match: \"x\"\r\n")), file(100, b"a.txt"), now()),
+            respond(Some(&with("GET /docs", "")), Ok(Resource::DirectoryWithoutSlash { location }), now()),
+            respond(Some(&with("POST /", "Content-Length: 0\r\n")), Err(HttpError::MethodNotAllowed), now()),
+            respond(Some(&with("GET /", "")), Err(HttpError::NotFound), now()),
+            respond(None, Err(HttpError::BadRequest("x")), now()),
+        ];
+        let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        for response in &responses {
+            let fields: Vec<(&str, &str)> = response.headers.iter().collect();
+            let lines = std::str::from_utf8(&response.headers.lines).unwrap();
+            assert_eq!(fields.len(), lines.matches("\r\n").count(), "{lines}");
+            for (name, value) in fields {
+                assert!(!name.is_empty() && name.bytes().all(is_tchar), "{name:?}");
+                assert!(value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)), "{value:?}");
+                assert!(!connection_specific.contains(&name.to_ascii_lowercase().as_str()), "{name}");
+            }
+        }
     }
 
     #[test]
@@ -657,7 +653,7 @@ mod tests {
             assert!(response.header("Date").is_some() && response.header("Last-Modified").is_some());
             assert_eq!((response.header("Content-Length"), response.header("Content-Type")), (None, None));
             assert_eq!(response.body, BodyPlan::Empty);
-            assert!(response.keep_alive);
+            assert!(!response.ends_connection);
         }
         let since = "If-Modified-Since: Sun, 22 Nov 2026 04:44:00 GMT\r\n";
         assert_eq!(respond(Some(&with("GET /", since)), file(10, b"a"), now()).status, Status::NOT_MODIFIED);
@@ -667,7 +663,7 @@ mod tests {
     fn failed_preconditions_get_412() {
         let response = respond(Some(&with("GET /", "If-Match: \"nope\"\r\n")), file(10, b"a"), now());
         assert_eq!(response.status, Status::PRECONDITION_FAILED);
-        assert!(response.keep_alive);
+        assert!(!response.ends_connection);
         let stale = "If-Unmodified-Since: Sun, 22 Nov 2026 04:00:00 GMT\r\n";
         assert_eq!(
             respond(Some(&with("GET /", stale)), file(10, b"a"), now()).status,
@@ -718,7 +714,7 @@ mod tests {
         let response = respond(Some(&with("GET /", "Range: bytes=100-\r\n")), file(100, b"a"), now());
         assert_eq!(response.status, Status::RANGE_NOT_SATISFIABLE);
         assert_eq!(response.header("Content-Range"), Some("bytes */100"));
-        assert!(response.keep_alive);
+        assert!(!response.ends_connection);
     }
 
     #[test]
@@ -766,13 +762,7 @@ mod tests {
                 let get = request(head);
                 let per_response = respond(Some(&get), Ok(Resource::File(meta)), now());
                 let ahead = super::respond(Some(&get), Ok(Resource::File(rendered.clone())), now());
-                let mut ahead_head = Vec::new();
-                ahead.write_head(&mut ahead_head);
-                assert_eq!(
-                    String::from_utf8(ahead_head).unwrap(),
-                    head_text(&per_response),
-                    "{meta:?} {head}"
-                );
+                assert_eq!(ahead.summary(), per_response.summary(), "{meta:?} {head}");
             }
         }
     }

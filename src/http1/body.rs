@@ -2,7 +2,11 @@
 //! consume exactly the bytes the framing says belong to the body, or they would be parsed as the
 //! next request (request smuggling).
 
-use super::{BodyFraming, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use super::{BodyFraming, MAX_HEAD_BYTES};
+use crate::http::HttpError;
+
+/// Largest request body we read and throw away; larger gets 413 and a close.
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// A body still being consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,14 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for tool in pebble lego curl openssl python3; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} (apt-get)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. scripts/lib.sh
+for tool in pebble lego curl openssl python3; do need "$tool"; done
 cargo build --release --quiet
 
 run=$(mktemp -d)
@@ -30,7 +24,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http_port=$(free_port); https_port=$(free_port); acme_port=$(free_port); mgmt_port=$(free_port)
 step() { echo "== $(date -u +%H:%M:%S) $*"; }
 served_serial() {
@@ -51,8 +44,7 @@ step "onepoll: http://127.0.0.1:$http_port (redirects to HTTPS, except ACME chal
     >"$run/access.log" 2>"$run/onepoll.log" &
 onepoll=$!
 pids+=("$onepoll")
-for _ in $(seq 100); do grep -q "listening on https://" "$run/onepoll.log" && break; sleep 0.05; done
-grep -q "listening on https://" "$run/onepoll.log" || { cat "$run/onepoll.log"; exit 1; }
+wait_for_line "$run/onepoll.log" "listening on https://"
 
 step "pebble on 127.0.0.1:$acme_port, validating HTTP-01 on port $http_port"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \

@@ -13,34 +13,21 @@
 # (needs root), builds the release binary, and writes results/ (see scripts/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-for tool in wrk strace gnuplot taskset nginx lighttpd h2o curl htpasswd; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    packages=()
-    for tool in "${missing[@]}"; do
-        case "$tool" in gnuplot) packages+=(gnuplot-nox) ;; htpasswd) packages+=(apache2-utils) ;; taskset) packages+=(util-linux) ;; *) packages+=("$tool") ;; esac
-    done
-    echo "installing ${packages[*]} (apt-get)" >&2
-    apt-get update -qq && apt-get install -y -qq "${packages[@]}" >/dev/null
-fi
+. scripts/lib.sh
+for tool in wrk strace nginx lighttpd h2o curl openssl; do need "$tool"; done
+need gnuplot gnuplot-nox
+need taskset util-linux
+need htpasswd apache2-utils
 # HTTPS rows (--https): lighttpd's TLS module is a package of its own.
-if [ ! -e /usr/lib/lighttpd/mod_openssl.so ] || ! command -v openssl >/dev/null 2>&1; then
-    echo "installing lighttpd-mod-openssl openssl (apt-get)" >&2
-    apt-get update -qq && apt-get install -y -qq lighttpd-mod-openssl openssl >/dev/null
-fi
+[ -e /usr/lib/lighttpd/mod_openssl.so ] || need_package lighttpd-mod-openssl
 # --compression: a real minified bundle with no sibling, Debian's jquery.min.js.
-if [ ! -e /usr/share/javascript/jquery/jquery.min.js ]; then
-    echo "installing libjs-jquery (apt-get)" >&2
-    apt-get update -qq && apt-get install -y -qq libjs-jquery >/dev/null
-fi
+[ -e /usr/share/javascript/jquery/jquery.min.js ] || need_package libjs-jquery
 cargo build --release --quiet
 # A static musl build too (the small-machine option), when rustup has or can fetch the target.
 musl=x86_64-unknown-linux-musl
 if command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx "$musl" || rustup target add "$musl" >/dev/null 2>&1; }; then
     # ring compiles C for the target: musl-gcc (see .cargo/config.toml).
-    command -v musl-gcc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools >/dev/null; }
+    need musl-gcc musl-tools
     cargo build --release --quiet --target "$musl"
 else
     echo "no $musl target: skipping onepoll-musl" >&2

@@ -8,13 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl)
 rustup target add "${targets[@]}" >/dev/null
-need=()
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
-command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
-command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-command -v musl-gcc >/dev/null || need+=(musl-tools) # ring's C for the musl target
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. scripts/lib.sh
+need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+need arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
+need qemu-aarch64 qemu-user
+need musl-gcc musl-tools # ring's C for the musl target
+need curl
 cargo build --release --quiet
 printf '%-32s %10s\n' target "bytes"
 printf '%-32s %10s\n' "x86_64-unknown-linux-gnu" "$(stat -c %s target/release/onepoll)"
@@ -22,7 +21,7 @@ for target in "${targets[@]}"; do
     cargo build --release --quiet --target "$target"
     printf '%-32s %10s\n' "$target" "$(stat -c %s "target/$target/release/onepoll")"
 done
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 for run in "aarch64-unknown-linux-gnu qemu-aarch64 /usr/aarch64-linux-gnu" \
            "armv7-unknown-linux-gnueabihf qemu-arm /usr/arm-linux-gnueabihf"; do
     set -- $run

@@ -4,6 +4,7 @@
 #   scripts/feature-sizes.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 cargo build --release --quiet
 cargo build --release --quiet --no-default-features --target-dir target/no-default-features
 root=$(mktemp -d)
@@ -18,7 +19,7 @@ for build in default:target/release/onepoll no-default-features:target/no-defaul
         log=$(mktemp)
         "$binary" "$root" --port 0 --access-log off 2>"$log" &
         pid=$!
-        for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.05; done
+        wait_for_line "$log" "listening on" || { kill "$pid"; exit 1; }
         port=$(grep -o 'http://127.0.0.1:[0-9]*' "$log" | head -1 | cut -d: -f3)
         idle+=("$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)")
         curl -s -o /dev/null "http://127.0.0.1:$port/hello.txt"

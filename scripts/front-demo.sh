@@ -7,15 +7,15 @@
 #   scripts/front-demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+. scripts/lib.sh
+need haproxy
+need curl
 cargo build --release --quiet
 run=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$run"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 front=$(free_port)
 ports=($(free_port) $(free_port) $(free_port))
 start_backend() { # index

@@ -3,16 +3,20 @@
 # starts or stops a process.
 
 # need COMMAND [PACKAGE]: installs PACKAGE (default: COMMAND) from Debian's packages when
-# COMMAND is not on the PATH; `apt-get update` runs at most once per script.
+# COMMAND is not on the PATH.
 need() {
-    command -v "$1" >/dev/null 2>&1 && return
-    local package=${2:-$1}
-    echo "installing $package (apt-get)" >&2
+    command -v "$1" >/dev/null 2>&1 || need_package "${2:-$1}"
+}
+
+# need_package PACKAGE: installs it from Debian's packages (for what is not a command: a
+# module, a data file); `apt-get update` runs at most once per script.
+need_package() {
+    echo "installing $1 (apt-get)" >&2
     if [ -z "${LIB_APT_UPDATED:-}" ]; then
         apt-get update -qq
         LIB_APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
 }
 
 # free_port: a loopback TCP port nothing is bound to now.

@@ -10,11 +10,10 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 debs=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 musl=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 rustup target add "${debs[@]}" "${musl[@]}" >/dev/null
-need=()
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
-command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
-command -v musl-gcc >/dev/null || need+=(musl-tools)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. scripts/lib.sh
+need aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+need arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
+need musl-gcc musl-tools
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb --quiet
 
 rm -rf dist && mkdir -p dist

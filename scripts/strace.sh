@@ -12,10 +12,9 @@
 #   scripts/strace.sh 3          one scene
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v strace >/dev/null || need+=(strace)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. scripts/lib.sh
+need strace
+need curl
 cargo build --release --quiet
 run=$(mktemp -d)
 cp -r www "$run/root"
@@ -85,11 +84,11 @@ scene() { # number, title, driver function, onepoll arguments...
     shift 3
     if [ -n "${only:-}" ] && [ "$only" != "$number" ]; then return; fi
     local port trace="$run/trace-$number" log="$run/log-$number"
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     RUST_LOG=debug strace -f -qq -s 48 -e trace="$syscalls" -e signal=none -o "$trace" \
         ./target/release/onepoll "$run/root" --port "$port" --access-log off "$@" 2>"$log" &
     local strace_pid=$!
-    for _ in $(seq 100); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.05; done
+    wait_for_line "$log" "listening on" || { kill "$strace_pid"; return 1; }
     local mark
     mark=$(wc -l <"$trace")
     "$driver" "$port"

@@ -9,6 +9,7 @@
 
 // `unsafe` lives in `sys`, one syscall wrapper at a time, each with its SAFETY line.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod access_log;
@@ -23,8 +24,8 @@ pub mod files;
 pub mod http;
 pub mod http1;
 pub mod listen;
-pub mod output;
-pub mod recycle;
+pub(crate) mod output;
+pub(crate) mod recycle;
 pub mod seed;
 pub mod service;
 pub mod site;

@@ -37,14 +37,14 @@ const FEW_IOVECS: usize = 8;
 const MAX_SENDFILE_BYTES: usize = 256 * 1024;
 /// Bytes one `send_some` call writes before it yields, so one fast download cannot starve the
 /// other clients of the loop.
-pub const SEND_BUDGET_BYTES: u64 = 512 * 1024;
+pub(crate) const SEND_BUDGET_BYTES: u64 = 512 * 1024;
 /// Bytes moved per read+write when `sendfile` is unavailable.
 const COPY_CHUNK_BYTES: usize = 16 * 1024;
 
 /// One queued response: how many of the queue's segments are its own, what they read from,
 /// and the caller's tag `G` for it.
 #[derive(Debug)]
-pub struct Pending<G> {
+pub(crate) struct Pending<G> {
     /// Its segments still in the queue (at least its status line until it is finished).
     segments: usize,
     /// The open file its `Segment::File` ranges read from (a cached body is `Shared` instead).
@@ -129,7 +129,7 @@ fn sendfile_unsupported(error: &io::Error) -> bool {
 
 /// Whether [`OutputQueue::send_some`] emptied the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushed {
+pub(crate) enum Flushed {
     All,
     /// The socket would block; wait for it to become writable.
     Blocked,
@@ -140,20 +140,20 @@ pub enum Flushed {
 /// What the caller attaches to each response. A static cannot be generic, so each tag type
 /// names the per-thread pool that keeps spare response lists for it: an idle connection
 /// holds no queue storage, and a busy one takes and returns some without allocating.
-pub trait Tag: Sized + 'static {
+pub(crate) trait Tag: Sized + 'static {
     fn spare_queues() -> &'static LocalKey<FreeList<VecDeque<Pending<Self>>>>;
 }
 
 /// Most spare response lists a thread keeps; one starts with room for 4 responses and is kept
 /// up to room for 32 (a pipelining client's batch), so pipelining allocates nothing either.
-pub const SPARE_QUEUES: usize = 16;
+pub(crate) const SPARE_QUEUES: usize = 16;
 const QUEUE_CAPACITY: usize = 4;
 const MAX_SPARE_QUEUE_CAPACITY: usize = 32;
 
 /// Responses in the order their requests arrived (RFC 9112 §9.3.2: pipelined responses keep
 /// request order).
 #[derive(Debug)]
-pub struct OutputQueue<G> {
+pub(crate) struct OutputQueue<G> {
     /// Every unsent part of every queued response, in order; only the front one can be
     /// partly sent.
     segments: VecDeque<Segment>,
@@ -172,7 +172,7 @@ impl<G> Default for OutputQueue<G> {
 impl<G: Tag> OutputQueue<G> {
     /// Queues a response: its `head`, then `body`, whose plan owns the file bytes it reads,
     /// tagged `tag`.
-    pub fn push(&mut self, head: Head, body: BodyPlan<FileBody>, tag: G) {
+    pub(crate) fn push(&mut self, head: Head, body: BodyPlan<FileBody>, tag: G) {
         self.push_parts(head, body, tag);
     }
 
@@ -182,7 +182,7 @@ impl<G: Tag> OutputQueue<G> {
     /// that must wait, or reads from an open file (sendfile), is queued as by [`Self::push`].
     /// An error other than `WouldBlock` is returned after the response is handed to `finished`
     /// with nothing sent, as [`Self::abandon`] would have handed it once queued.
-    pub fn send_or_push<T: Transport>(
+    pub(crate) fn send_or_push<T: Transport>(
         &mut self,
         transport: &mut T,
         label: &dyn Display,
@@ -296,17 +296,17 @@ impl<G: Tag> OutputQueue<G> {
     }
 
     /// Responses queued and not finished yet.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.responses.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.responses.is_empty()
     }
 
     /// Writes until the queue is empty or the socket would block. Hands each response that
     /// completes to `finished` with its tag, and logs each syscall outcome at trace level.
-    pub fn send_some<T: Transport>(
+    pub(crate) fn send_some<T: Transport>(
         &mut self,
         transport: &mut T,
         label: &dyn Display,
@@ -410,7 +410,7 @@ impl<G: Tag> OutputQueue<G> {
 
     /// Drops what can no longer be sent, handing each response to `abandoned` with the bytes
     /// it got out, and gives the storage back.
-    pub fn abandon(&mut self, abandoned: &mut impl FnMut(&G, Sent)) {
+    pub(crate) fn abandon(&mut self, abandoned: &mut impl FnMut(&G, Sent)) {
         for segment in self.segments.drain(..) {
             if let Segment::Bytes { bytes, .. } = segment {
                 give_bytes(bytes);
@@ -423,7 +423,7 @@ impl<G: Tag> OutputQueue<G> {
     }
 
     /// Gives the queue's storage back once it is empty, so an idle connection holds none.
-    pub fn release_if_empty(&mut self) {
+    pub(crate) fn release_if_empty(&mut self) {
         if !self.responses.is_empty() {
             return;
         }
@@ -442,7 +442,7 @@ impl<G: Tag> OutputQueue<G> {
     }
 
     /// Bytes written to the socket over the queue's life; a change means the client is reading.
-    pub fn bytes_sent(&self) -> u64 {
+    pub(crate) fn bytes_sent(&self) -> u64 {
         self.bytes_sent
     }
 }

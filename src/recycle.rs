@@ -4,22 +4,22 @@
 use std::cell::RefCell;
 
 /// A bounded stack of spare values, meant to live in a `thread_local!`.
-pub struct FreeList<T> {
+pub(crate) struct FreeList<T> {
     spares: RefCell<Vec<T>>,
     /// Most spares kept; beyond it, returned values are simply dropped.
     limit: usize,
 }
 
 impl<T> FreeList<T> {
-    pub const fn new(limit: usize) -> FreeList<T> {
+    pub(crate) const fn new(limit: usize) -> FreeList<T> {
         FreeList { spares: RefCell::new(Vec::new()), limit }
     }
 
-    pub fn take(&self) -> Option<T> {
+    pub(crate) fn take(&self) -> Option<T> {
         self.spares.borrow_mut().pop()
     }
 
-    pub fn give(&self, spare: T) {
+    pub(crate) fn give(&self, spare: T) {
         let mut spares = self.spares.borrow_mut();
         if spares.len() < self.limit {
             spares.push(spare);
@@ -37,12 +37,12 @@ thread_local! {
 }
 
 /// An empty byte buffer for a response head, from the per-thread pool when it has one.
-pub fn take_bytes() -> Vec<u8> {
+pub(crate) fn take_bytes() -> Vec<u8> {
     BYTES.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(256))
 }
 
 /// Gives a head buffer back to the pool (emptied), unless it grew large.
-pub fn give_bytes(mut bytes: Vec<u8>) {
+pub(crate) fn give_bytes(mut bytes: Vec<u8>) {
     if (1..=MAX_SPARE_BYTES).contains(&bytes.capacity()) {
         bytes.clear();
         BYTES.with(|spares| spares.give(bytes));

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Opens for reading without following a FIFO into a blocking open (`O_NONBLOCK` is harmless
 /// for regular files).
-pub fn open_nonblocking(path: &Path) -> io::Result<File> {
+pub(crate) fn open_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
 }
 
 /// `sendfile(2)`: copies up to `len` bytes of `file` from `offset` to the socket `socket_fd`
 /// inside the kernel, without the offset of `file` moving. Returns the bytes sent.
 #[cfg(target_os = "linux")]
-pub fn sendfile(socket_fd: RawFd, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+pub(crate) fn sendfile(socket_fd: RawFd, file: &File, offset: u64, len: usize) -> io::Result<usize> {
     let mut offset =
         libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: both descriptors are open for the duration of the call (`file` is borrowed, the
@@ -34,7 +34,7 @@ pub fn sendfile(_socket_fd: RawFd, _file: &File, _offset: u64, _len: usize) -> i
 }
 
 /// `fork(2)`, for the process-per-connection engine and the event loop's compressor.
-pub fn fork() -> io::Result<nix::unistd::ForkResult> {
+pub(crate) fn fork() -> io::Result<nix::unistd::ForkResult> {
     // SAFETY: only the process-per-connection engine and the event loop fork, and each runs
     // in a process with one thread (they start none), so the child inherits no lock another
     // thread held.
@@ -44,7 +44,7 @@ pub fn fork() -> io::Result<nix::unistd::ForkResult> {
 /// `pidfd_open(2)` (Linux 5.3): a descriptor that turns readable when child `pid` exits, so
 /// a poller learns of the exit as an event instead of asking `waitpid` on a timer.
 #[cfg(target_os = "linux")]
-pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: the call takes a PID and flags, reads no memory of ours, and returns a new
     // descriptor or -1.
@@ -73,7 +73,7 @@ extern "C" fn stop_reading(_signal: libc::c_int) {
 /// In a child that serves the one connection on `socket`: SIGTERM and SIGINT shut its reading
 /// side, so the blocked read returns EOF, the response in flight still finishes and no new
 /// request is read; SIGHUP and SIGCHLD, which the parent catches, get their default actions.
-pub fn stop_reading_on_sigterm(socket: RawFd) -> io::Result<()> {
+pub(crate) fn stop_reading_on_sigterm(socket: RawFd) -> io::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     SERVED_SOCKET.store(socket, Ordering::Relaxed);
     let stop = SigAction::new(SigHandler::Handler(stop_reading), SaFlags::SA_RESTART, SigSet::empty());
@@ -93,14 +93,14 @@ pub fn stop_reading_on_sigterm(socket: RawFd) -> io::Result<()> {
 
 /// `_exit(2)`: ends a forked child without running the parent's exit handlers or flushing
 /// buffers it copied from the parent (which would then be written twice).
-pub fn exit_child(status: i32) -> ! {
+pub(crate) fn exit_child(status: i32) -> ! {
     // SAFETY: _exit takes no pointer and never returns.
     unsafe { libc::_exit(status) }
 }
 
 /// In a forked child: the actions of `signals` back to their defaults, so the parent's
 /// handlers (which write to the parent's self-pipe) never run here.
-pub fn default_signal_actions(signals: &[nix::sys::signal::Signal]) -> io::Result<()> {
+pub(crate) fn default_signal_actions(signals: &[nix::sys::signal::Signal]) -> io::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in signals {
@@ -113,13 +113,13 @@ pub fn default_signal_actions(signals: &[nix::sys::signal::Signal]) -> io::Resul
 /// `send` flag: more follows at once, so the head and the `sendfile` body after it leave in
 /// full packets. Linux only; elsewhere nothing (the packets are just smaller).
 #[cfg(target_os = "linux")]
-pub const MSG_MORE: libc::c_int = libc::MSG_MORE;
+pub(crate) const MSG_MORE: libc::c_int = libc::MSG_MORE;
 #[cfg(not(target_os = "linux"))]
 pub const MSG_MORE: libc::c_int = 0;
 
 /// `signal` for this process when its parent dies, even by SIGKILL (`PR_SET_PDEATHSIG`).
 /// Linux only; elsewhere a child outlives a killed parent until its own work ends.
-pub fn signal_when_parent_dies(signal: nix::sys::signal::Signal) -> io::Result<()> {
+pub(crate) fn signal_when_parent_dies(signal: nix::sys::signal::Signal) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     return nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from);
     #[cfg(not(target_os = "linux"))]
@@ -133,7 +133,7 @@ pub fn signal_when_parent_dies(signal: nix::sys::signal::Signal) -> io::Result<(
 /// client socket, listener or log file of the parent open (a socket the parent closes must
 /// close for real, not linger in the child).
 #[cfg(target_os = "linux")]
-pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
+pub(crate) fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
     let keep = u32::try_from(keep).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     for (first, last) in [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)] {
         if first > last {
@@ -165,7 +165,7 @@ pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
 /// from wakes up (nice 19 still takes slices of a few milliseconds from a busy loop on the
 /// same core); nice 19 elsewhere, or where `SCHED_IDLE` is refused (qemu-user has no
 /// sched_setscheduler).
-pub fn lowest_priority() -> io::Result<()> {
+pub(crate) fn lowest_priority() -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: sched_param is plain integers (musl's has more fields than glibc's), for
@@ -188,7 +188,7 @@ pub fn lowest_priority() -> io::Result<()> {
 
 /// The supplementary groups of the user `name`, plus `gid` (`initgroups(3)`).
 #[cfg(not(target_vendor = "apple"))]
-pub fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Result<()> {
+pub(crate) fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Result<()> {
     nix::unistd::initgroups(name, gid).map_err(io::Error::from)
 }
 

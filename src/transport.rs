@@ -2,7 +2,7 @@
 //!
 //! A [`Transport`] is a byte stream (read, write, writev, and `flush` for bytes a layer
 //! still holds) that can also take a file range (`sendfile`). Every engine's socket implements it: the event loop's non-blocking
-//! [`crate::engine::stream::Stream`], the blocking engines' `std::net::TcpStream`, and the
+//! `crate::engine::stream::Stream`, the blocking engines' `std::net::TcpStream`, and the
 //! unit tests' scripted fake. It is the one place another byte layer goes: a TLS session
 //! wrapping a socket is a `Transport` too (its `send_file` encrypts file bytes instead of
 //! handing the kernel a file), so the connection, the output queue and every engine above

@@ -8,7 +8,7 @@ pub mod coroutine;
 pub mod event_loop;
 pub mod process_per_conn;
 pub mod serial;
-pub mod stream;
+pub(crate) mod stream;
 pub mod thread_per_conn;
 pub mod thread_pool;
 

@@ -17,14 +17,14 @@ use crate::sys;
 use crate::transport::Transport;
 
 /// A listening socket registered with the loop.
-pub enum PollListener {
+pub(crate) enum PollListener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
 impl PollListener {
     /// Takes over a bound listener, non-blocking from now on.
-    pub fn from_listener(listener: Listener) -> io::Result<PollListener> {
+    pub(crate) fn from_listener(listener: Listener) -> io::Result<PollListener> {
         Ok(match listener {
             Listener::Tcp(listener) => {
                 listener.set_nonblocking(true)?;
@@ -38,7 +38,7 @@ impl PollListener {
     }
 
     /// The next client and, for TCP, its address (Unix peers have none worth logging).
-    pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
             PollListener::Tcp(listener) => {
                 listener.accept().map(|(stream, peer)| (Stream::from(Socket::Tcp(stream)), Some(peer)))

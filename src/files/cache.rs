@@ -26,7 +26,7 @@ use crate::http::{
 use crate::sys;
 
 /// Largest file kept in memory; larger ones stream from disk with sendfile.
-pub const MAX_CACHED_FILE_BYTES: u64 = 32 * 1024;
+pub(crate) const MAX_CACHED_FILE_BYTES: u64 = 32 * 1024;
 /// Most cached paths; the cache is emptied when it would grow past this.
 const MAX_ENTRIES: usize = 1024;
 /// Most compressions waiting for the compressor; beyond it a request just does not queue one.
@@ -36,7 +36,7 @@ const MAX_QUEUED_COMPRESSIONS: usize = 64;
 /// need (which already says whether other representations exist), so a hit copies nothing
 /// but a reference count.
 #[derive(Debug)]
-pub struct CachedResource {
+pub(crate) struct CachedResource {
     pub identity: Rc<CachedFile>,
     /// Precompressed siblings, in `ContentCoding::ALL` order.
     pub variants: [Option<Rc<CachedFile>>; ContentCoding::ALL.len()],

@@ -11,24 +11,24 @@ use std::path::Path;
 use crate::transport::nonblocking;
 
 #[cfg(target_os = "linux")]
-pub struct Changes {
+pub(super) struct Changes {
     inotify: inotify::Inotify,
 }
 
 #[cfg(target_os = "linux")]
 impl Changes {
-    pub fn new() -> io::Result<Changes> {
+    pub(super) fn new() -> io::Result<Changes> {
         Ok(Changes { inotify: inotify::Inotify::init()? })
     }
 
     /// Readable when a change is pending.
-    pub fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         use std::os::fd::AsRawFd;
         self.inotify.as_raw_fd()
     }
 
     /// Reports any change to `directory`'s entries or the files in it, and its own removal.
-    pub fn watch(&mut self, directory: &Path) -> io::Result<()> {
+    pub(super) fn watch(&mut self, directory: &Path) -> io::Result<()> {
         use inotify::WatchMask;
         let mask = WatchMask::MODIFY
             | WatchMask::ATTRIB
@@ -43,7 +43,7 @@ impl Changes {
     }
 
     /// Takes every pending event: whether there was any (a read error counts as one).
-    pub fn drain(&mut self) -> bool {
+    pub(super) fn drain(&mut self) -> bool {
         let mut buffer = [0u8; 4096];
         let mut changed = false;
         loop {

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub mod cache;
+pub(crate) mod cache;
 mod changes;
 pub mod compress;
 

@@ -6,7 +6,7 @@ use base64::Engine;
 
 /// The user and password of `Authorization: Basic <base64(user:password)>`, or `None` when
 /// the field is another scheme or malformed (bad base64, no colon, not UTF-8).
-pub fn basic_credentials(field: &str) -> Option<(String, String)> {
+pub(crate) fn basic_credentials(field: &str) -> Option<(String, String)> {
     let (scheme, token) = field.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -19,7 +19,7 @@ pub fn basic_credentials(field: &str) -> Option<(String, String)> {
 
 /// The `WWW-Authenticate` value for `realm`: a quoted-string (RFC 9110 §5.6.4), saying that
 /// credentials are UTF-8 (RFC 7617 §2.1).
-pub fn challenge(realm: &str) -> String {
+pub(crate) fn challenge(realm: &str) -> String {
     let mut quoted = String::with_capacity(realm.len() + 2);
     for c in realm.chars().filter(|c| !c.is_control()) {
         if c == '"' || c == '\\' {
@@ -32,7 +32,7 @@ pub fn challenge(realm: &str) -> String {
 
 /// Whether the decoded path lies under one of `prefixes` (whole segments: `/private` guards
 /// `/private` and `/private/x`, not `/privateer`); no prefixes guard the whole site.
-pub fn is_guarded(prefixes: &[String], decoded_path: &str) -> bool {
+pub(crate) fn is_guarded(prefixes: &[String], decoded_path: &str) -> bool {
     prefixes.is_empty()
         || prefixes.iter().any(|prefix| {
             let prefix = prefix.trim_end_matches('/');

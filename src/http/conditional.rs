@@ -6,7 +6,7 @@ use super::RepresentationFields;
 
 /// The validators of the representation being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Validators {
+pub(crate) struct Validators {
     /// A strong entity tag, quotes included.
     pub etag: EntityTag,
     /// Modification time at one-second resolution, never later than `now` (§8.8.2.1).
@@ -16,7 +16,7 @@ pub struct Validators {
 impl Validators {
     /// The validators of a file with this `etag`, modified at `modified` (whole seconds, as
     /// `FileMeta` keeps it), served at `now`.
-    pub fn new(etag: EntityTag, modified: Option<SystemTime>, now: SystemTime) -> Validators {
+    pub(crate) fn new(etag: EntityTag, modified: Option<SystemTime>, now: SystemTime) -> Validators {
         // A whole second no later than `now` is no later than `now`'s whole second either.
         let last_modified = modified.map(|m| if m <= now { m } else { whole_seconds(now) });
         Validators { etag, last_modified }
@@ -115,7 +115,7 @@ pub(crate) fn whole_seconds(time: SystemTime) -> SystemTime {
 
 /// What the preconditions say about a GET or HEAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
+pub(crate) enum Precondition {
     Proceed,
     /// 304: the client's copy is current.
     NotModified,
@@ -124,7 +124,7 @@ pub enum Precondition {
 }
 
 /// RFC 9110 §13.2.2, steps 1–4, for a GET or HEAD of an existing representation.
-pub fn evaluate_preconditions(fields: &RepresentationFields, validators: &Validators) -> Precondition {
+pub(crate) fn evaluate_preconditions(fields: &RepresentationFields, validators: &Validators) -> Precondition {
     if let Some(if_match) = &fields.if_match {
         if !list_matches(if_match, &validators.etag, Comparison::Strong) {
             return Precondition::Failed;
@@ -149,12 +149,12 @@ pub fn evaluate_preconditions(fields: &RepresentationFields, validators: &Valida
 }
 
 /// An HTTP-date, or `None` for anything invalid (which §13.1.3/§13.1.4 say to ignore).
-pub fn parse_date(field: Option<&str>) -> Option<SystemTime> {
+pub(crate) fn parse_date(field: Option<&str>) -> Option<SystemTime> {
     field.and_then(|text| httpdate::parse_http_date(text).ok())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
+pub(crate) enum Comparison {
     /// Both tags strong and identical (§8.8.3.2).
     Strong,
     /// Identical opaque tags, weak or not.
@@ -163,7 +163,7 @@ pub enum Comparison {
 
 /// Whether `current` (a strong tag) matches a field value that is `*` or a list of entity
 /// tags. A malformed list matches nothing.
-pub fn list_matches(list: &str, current: &str, comparison: Comparison) -> bool {
+pub(crate) fn list_matches(list: &str, current: &str, comparison: Comparison) -> bool {
     if list.trim() == "*" {
         return true;
     }

@@ -7,20 +7,20 @@
 //! nor the codec outside tests (`scripts/check-layering.sh` enforces both), so every rule is
 //! unit-tested with fixed inputs and a fixed `now`.
 
-pub mod auth;
-pub mod conditional;
-pub mod date;
-pub mod encoding;
-pub mod error;
+pub(crate) mod auth;
+pub(crate) mod conditional;
+pub(crate) mod date;
+pub(crate) mod encoding;
+pub(crate) mod error;
 #[macro_use]
-pub mod fields;
-pub mod listing;
-pub mod mime;
-pub mod path_glob;
-pub mod range;
-pub mod request;
-pub mod response;
-pub mod target;
+pub(crate) mod fields;
+pub(crate) mod listing;
+pub(crate) mod mime;
+pub(crate) mod path_glob;
+pub(crate) mod range;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod target;
 
 #[cfg(test)]
 mod properties;

@@ -6,24 +6,24 @@ use super::conditional::{Validators, parse_date};
 /// Most ranges served in one multipart response after coalescing; more and the `Range` field
 /// is ignored (a full 200), as nginx's `max_ranges` does, so no client can make us send a
 /// thousand tiny parts.
-pub const MAX_RANGES: usize = 16;
+pub(crate) const MAX_RANGES: usize = 16;
 
 /// An inclusive range of byte offsets, `first <= last < len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
+pub(crate) struct ByteRange {
     pub first: u64,
     pub last: u64,
 }
 
 impl ByteRange {
-    pub fn byte_count(&self) -> u64 {
+    pub(crate) fn byte_count(&self) -> u64 {
         self.last - self.first + 1
     }
 }
 
 /// What to send in answer to a GET's `Range`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RangeOutcome {
+pub(crate) enum RangeOutcome {
     /// The whole representation, 200.
     Full,
     /// 206: one range, or several (ascending, disjoint, non-adjacent) as multipart.
@@ -34,7 +34,11 @@ pub enum RangeOutcome {
 
 /// Decides ranges for a GET of a representation of `len` bytes.
 #[inline] // most requests have no Range: the answer is one test
-pub fn evaluate_range(fields: &RepresentationFields, validators: &Validators, len: u64) -> RangeOutcome {
+pub(crate) fn evaluate_range(
+    fields: &RepresentationFields,
+    validators: &Validators,
+    len: u64,
+) -> RangeOutcome {
     let Some(range) = &fields.range else {
         return RangeOutcome::Full;
     };

@@ -18,7 +18,7 @@ use super::range::{ByteRange, RangeOutcome, evaluate_range};
 use super::{HttpError, Method, Request, SafePath, Status};
 
 /// The `Server` field we send.
-pub const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
+pub(crate) const SERVER_NAME: &str = concat!("onepoll/", env!("CARGO_PKG_VERSION"));
 
 /// What the filesystem edge found for a path: plain values, and a file as `B`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,9 +6,9 @@
 //! status and fields `crate::http::respond` decided, adding the `Connection` field. Like
 //! `crate::http`, it touches no socket, file, clock or logger.
 
-pub mod body;
-pub mod head;
-pub mod parse;
+mod body;
+mod head;
+mod parse;
 
 #[cfg(test)]
 mod properties;

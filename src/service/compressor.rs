@@ -29,7 +29,7 @@ use crate::sys;
 use crate::transport::nonblocking;
 
 /// Longest a compression may take before its child is killed.
-pub const TIME_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const TIME_LIMIT: Duration = Duration::from_secs(60);
 /// How often the loop looks for the child's exit status once its output has ended, where no
 /// pidfd tells it (before Linux 5.3, or elsewhere).
 const EXIT_POLL: Duration = Duration::from_millis(1);
@@ -38,7 +38,7 @@ const EXIT_POLL: Duration = Duration::from_millis(1);
 const LOOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 /// At most one compression in flight.
-pub struct Compressor {
+pub(crate) struct Compressor {
     /// The token of the result socket.
     token: Token,
     /// The token of the child's pidfd, readable once it exits.
@@ -61,13 +61,13 @@ struct Running {
 impl Compressor {
     /// A compressor whose result sockets get `token` in the loop's `Poll`, and its children's
     /// pidfds `exit_token`.
-    pub fn new(token: Token, exit_token: Token) -> Compressor {
+    pub(crate) fn new(token: Token, exit_token: Token) -> Compressor {
         Compressor { token, exit_token, running: None }
     }
 
     /// When the loop must wake up for the compressor without an event: to collect the child's
     /// exit status, or to kill it at its time limit.
-    pub fn next_wakeup(&self) -> Option<Instant> {
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
         let running = self.running.as_ref()?;
         // The output's EOF, and then (with a pidfd) the exit, come as events.
         let exit_is_an_event = running.output.is_some() || running.exited.is_some();
@@ -75,7 +75,7 @@ impl Compressor {
     }
 
     /// The result socket is readable: takes what the child wrote, until `WouldBlock` or EOF.
-    pub fn read_output(&mut self, registry: &Registry) {
+    pub(crate) fn read_output(&mut self, registry: &Registry) {
         let Some(running) = self.running.as_mut() else { return };
         let Some(output) = running.output.as_mut() else { return };
         let mut buffer = [0u8; 64 * 1024];
@@ -101,7 +101,7 @@ impl Compressor {
 
     /// Once per loop turn: finishes the compression whose child has exited, kills one past its
     /// time limit, and starts the next job the cache queued.
-    pub fn turn(&mut self, cache: &mut FileCache, registry: &Registry) {
+    pub(crate) fn turn(&mut self, cache: &mut FileCache, registry: &Registry) {
         if let Some(running) = &self.running {
             let overdue = running.started.elapsed() >= TIME_LIMIT;
             if running.output.is_some() && !overdue {
@@ -213,7 +213,7 @@ impl Compressor {
     }
 
     /// The loop is ending: the child is killed and reaped (it is ours, started by PID).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             let _ = kill(running.pid, Signal::SIGKILL);
             let _ = waitpid(running.pid, None);

@@ -2,7 +2,7 @@
 //! sockets. The site, the access log and the time limits, shared read-only (by every thread
 //! of the blocking engines too); an engine lends them to a client as a [`Context`].
 
-pub mod compressor;
+pub(crate) mod compressor;
 pub mod event_loop;
 
 use crate::access_log::AccessLog;

@@ -473,6 +473,14 @@ impl<T: Transport> Client for Connection<T> {
     }
 
     fn close(mut self: Box<Self>, reason: CloseReason, cx: &mut Context<'_>) {
+        self.finish(reason, cx);
+    }
+}
+
+impl<T: Transport> Connection<T> {
+    /// [`Client::close`] without the box, for a client that holds a connection inside it:
+    /// logs the close and whatever is left unsent; dropping it then closes the socket.
+    pub(crate) fn finish(&mut self, reason: CloseReason, cx: &mut Context<'_>) {
         debug!("{} close: {reason}", self.label);
         self.transport.finish();
         self.output.abandon(&mut finished(cx.access_log, self.label));

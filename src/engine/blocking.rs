@@ -20,10 +20,9 @@ use log::{debug, warn};
 use rustls::ServerConfig;
 
 use super::ACCEPT_RETRY;
-use crate::connection::Connection;
 use crate::drive::{Client, CloseReason, ConnLabel, Now, Timeout, Verdict};
 use crate::service::Service;
-use crate::tls::TlsTransport;
+use crate::service::http::HttpClient;
 
 /// A listening socket of a blocking engine, and the TLS configuration its clients get, if it
 /// is an HTTPS one.
@@ -75,17 +74,9 @@ pub fn serve_blocking(
         debug!("{label} socket options: {error}");
         return;
     }
-    match tls {
-        None => {
-            drive_until_closed(Box::new(Connection::new(stream, label, Some(peer), Now::read())), service)
-        }
-        Some(config) => match TlsTransport::new(stream, config) {
-            Ok(transport) => drive_until_closed(
-                Box::new(Connection::new(transport, label, Some(peer), Now::read())),
-                service,
-            ),
-            Err(error) => warn!("{label} TLS session refused: {error}"),
-        },
+    match HttpClient::accept(stream, tls, label, Some(peer), Now::read()) {
+        Ok(client) => drive_until_closed(Box::new(client), service),
+        Err(error) => warn!("{label} TLS session refused: {error}"),
     }
 }
 

@@ -22,11 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::ACCEPT_RETRY;
 use super::blocking::{BlockingListener, label_for};
-use crate::connection::Connection;
 use crate::drive::{Client, CloseReason, ConnLabel, Now, Verdict};
 use crate::service::Service;
+use crate::service::http::HttpClient;
 use crate::sys;
-use crate::tls::TlsTransport;
 use crate::transport::Transport;
 
 pub fn run(listeners: Vec<BlockingListener>, service: Service) -> ! {
@@ -87,30 +86,15 @@ async fn serve(
         debug!("{label} socket options: {error}");
         return;
     }
-    let socket = TaskSocket(stream);
-    match tls {
-        None => {
-            drive_until_closed(Box::new(Connection::new(socket, label, Some(peer), Now::read())), service)
-                .await
-        }
-        // Boxed: a task's future is as large as its largest state, and a TLS session is five
-        // times a plain connection; every plain connection would carry that room otherwise.
-        Some(config) => match TlsTransport::new(socket, &config) {
-            Ok(transport) => {
-                let connection = Box::new(Connection::new(transport, label, Some(peer), Now::read()));
-                Box::pin(drive_until_closed(connection, service)).await
-            }
-            Err(error) => warn!("{label} TLS session refused: {error}"),
-        },
+    match HttpClient::accept(TaskSocket(stream), tls.as_ref(), label, Some(peer), Now::read()) {
+        Ok(client) => drive_until_closed(Box::new(client), service).await,
+        Err(error) => warn!("{label} TLS session refused: {error}"),
     }
 }
 
 /// The event loop's turn, as a coroutine: drive until the connection would block, then wait
 /// for the readiness it asked for or for its deadline, whichever comes first.
-async fn drive_until_closed<T: Transport + OnTaskSocket>(
-    mut connection: Box<Connection<T>>,
-    service: &Service,
-) {
+async fn drive_until_closed(mut connection: Box<HttpClient<TaskSocket>>, service: &Service) {
     let mut cx = service.live_context();
     let reason = loop {
         match connection.drive(&mut cx) {
@@ -119,7 +103,7 @@ async fn drive_until_closed<T: Transport + OnTaskSocket>(
             Verdict::Yield => tokio::task::yield_now().await,
             Verdict::Wait { writable } => {
                 let (deadline, timeout) = connection.deadline(&service.limits);
-                let socket = connection.transport_mut().task_socket();
+                let socket = &connection.socket_mut().0;
                 let interest = if writable { Interest::WRITABLE } else { Interest::READABLE };
                 match tokio::time::timeout_at(deadline.into(), socket.ready(interest)).await {
                     Err(_) => break CloseReason::Timeout(timeout),
@@ -136,23 +120,6 @@ async fn drive_until_closed<T: Transport + OnTaskSocket>(
 /// `try_io`, so a `WouldBlock` clears the readiness tokio holds and the next `ready()` waits
 /// for a new event, as the event loop's edge-triggered epoll does.
 pub struct TaskSocket(TcpStream);
-
-/// Where a transport's tokio socket is, to wait on its readiness.
-trait OnTaskSocket {
-    fn task_socket(&self) -> &TcpStream;
-}
-
-impl OnTaskSocket for TaskSocket {
-    fn task_socket(&self) -> &TcpStream {
-        &self.0
-    }
-}
-
-impl OnTaskSocket for TlsTransport<TaskSocket> {
-    fn task_socket(&self) -> &TcpStream {
-        &self.inner().0
-    }
-}
 
 impl Read for TaskSocket {
     /// A read shorter than the buffer proves the socket empty (edge-triggered epoll's rule,

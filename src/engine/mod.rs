@@ -1,4 +1,5 @@
-//! Engines: the shells that move bytes between sockets and a [`crate::connection::Connection`].
+//! Engines: the shells that move bytes between sockets and a client (for HTTP, the
+//! [`crate::service::http::HttpClient`] every engine gets from the same place).
 //! All of them share the protocol core, the connection state machine and the output code; they
 //! differ only in how they wait. The event loop is the default and the point of the project.
 

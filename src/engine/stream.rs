@@ -191,18 +191,3 @@ impl Source for PollListener {
         }
     }
 }
-
-/// A TLS connection is registered with the loop by its socket.
-impl Source for crate::tls::TlsTransport<Stream> {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        self.inner_mut().register(registry, token, interests)
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        self.inner_mut().reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.inner_mut().deregister(registry)
-    }
-}

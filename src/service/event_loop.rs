@@ -16,14 +16,13 @@ use mio::{Interest, Registry, Token};
 
 use super::Service;
 use super::compressor::Compressor;
-use crate::connection::Connection;
+use super::http::HttpClient;
 use crate::drive::{ConnLabel, Context, Limits, Now, Time};
 use crate::engine::event_loop::{Handler, Polled};
 use crate::engine::stream::{Socket, Stream};
 use crate::files::FileCache;
 use crate::seed::{self, Answered, Seed, SeedConnection};
-use crate::tls::{Https, TlsTransport};
-use crate::transport::Transport;
+use crate::tls::Https;
 
 /// What a listening socket's clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,15 +114,15 @@ impl Handler for LoopService {
     ) -> Option<Box<dyn Polled>> {
         let from = || peer.map_or_else(|| "a unix socket".to_owned(), |peer| peer.to_string());
         match (kind, socket) {
-            (Protocol::Http, socket) => {
-                debug!("{label} accept {}", from());
-                Some(Box::new(Connection::new(Stream::from(socket), label, peer, now)))
-            }
-            (Protocol::Https, socket) => {
-                match TlsTransport::new(Stream::from(socket), self.https.as_ref()?.config()) {
-                    Ok(transport) => {
-                        debug!("{label} accept {} (TLS)", from());
-                        Some(Box::new(Connection::new(transport, label, peer, now)))
+            (Protocol::Http | Protocol::Https, socket) => {
+                let tls = match kind {
+                    Protocol::Https => Some(self.https.as_ref()?.config()),
+                    _ => None,
+                };
+                match HttpClient::accept(Stream::from(socket), tls, label, peer, now) {
+                    Ok(client) => {
+                        debug!("{label} accept {}{}", from(), if tls.is_some() { " (TLS)" } else { "" });
+                        Some(Box::new(client))
                     }
                     Err(error) => {
                         warn!("{label} TLS session refused: {error}");
@@ -220,9 +219,9 @@ impl Handler for LoopService {
     }
 }
 
-impl<T: Transport + Source> Polled for Connection<T> {
+impl Polled for HttpClient<Stream> {
     fn source(&mut self) -> &mut dyn Source {
-        self.transport_mut()
+        self.socket_mut()
     }
 }
 

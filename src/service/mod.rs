@@ -4,6 +4,7 @@
 
 pub(crate) mod compressor;
 pub mod event_loop;
+pub mod http;
 
 use crate::access_log::AccessLog;
 use crate::drive::{Context, Limits, Time};

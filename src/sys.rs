@@ -29,7 +29,7 @@ pub(crate) fn sendfile(socket_fd: RawFd, file: &File, offset: u64, len: usize) -
 
 /// Elsewhere there is no `sendfile(2)` with Linux's semantics: callers fall back to read+write.
 #[cfg(not(target_os = "linux"))]
-pub fn sendfile(_socket_fd: RawFd, _file: &File, _offset: u64, _len: usize) -> io::Result<usize> {
+pub(crate) fn sendfile(_socket_fd: RawFd, _file: &File, _offset: u64, _len: usize) -> io::Result<usize> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<std::os::fd::Owned
 
 /// Elsewhere callers look for the exit on a timer.
 #[cfg(not(target_os = "linux"))]
-pub fn pidfd_open(_pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn pidfd_open(_pid: nix::unistd::Pid) -> io::Result<std::os::fd::OwnedFd> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -115,7 +115,7 @@ pub(crate) fn default_signal_actions(signals: &[nix::sys::signal::Signal]) -> io
 #[cfg(target_os = "linux")]
 pub(crate) const MSG_MORE: libc::c_int = libc::MSG_MORE;
 #[cfg(not(target_os = "linux"))]
-pub const MSG_MORE: libc::c_int = 0;
+pub(crate) const MSG_MORE: libc::c_int = 0;
 
 /// `signal` for this process when its parent dies, even by SIGKILL (`PR_SET_PDEATHSIG`).
 /// Linux only; elsewhere a child outlives a killed parent until its own work ends.
@@ -150,7 +150,7 @@ pub(crate) fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
 
 /// Elsewhere: one `close` per possible descriptor below the process's limit.
 #[cfg(not(target_os = "linux"))]
-pub fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
+pub(crate) fn close_descriptors_except(keep: RawFd) -> io::Result<()> {
     // SAFETY: sysconf takes an integer and reads no memory of ours.
     let limit = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(256, 1 << 20) as RawFd;
     for fd in (3..limit).filter(|fd| *fd != keep) {
@@ -194,7 +194,7 @@ pub(crate) fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Re
 
 /// nix leaves Apple's `initgroups(3)` out (its group id is an int there).
 #[cfg(target_vendor = "apple")]
-pub fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Result<()> {
+pub(crate) fn initgroups(name: &std::ffi::CStr, gid: nix::unistd::Gid) -> io::Result<()> {
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
     if unsafe { libc::initgroups(name.as_ptr(), gid.as_raw() as libc::c_int) } < 0 {
         return Err(io::Error::last_os_error());

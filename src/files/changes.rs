@@ -60,23 +60,23 @@ impl Changes {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub struct Changes;
+pub(super) struct Changes;
 
 #[cfg(not(target_os = "linux"))]
 impl Changes {
-    pub fn new() -> io::Result<Changes> {
+    pub(super) fn new() -> io::Result<Changes> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "no inotify on this system"))
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         -1
     }
 
-    pub fn watch(&mut self, _directory: &Path) -> io::Result<()> {
+    pub(super) fn watch(&mut self, _directory: &Path) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
-    pub fn drain(&mut self) -> bool {
+    pub(super) fn drain(&mut self) -> bool {
         true
     }
 }

@@ -2,8 +2,11 @@
 //! HTTPS redirect). One value per site, so serving several (a root per `Host`) is a map of
 //! these, chosen per request.
 
+use std::collections::HashMap;
+
 use crate::auth::Auth;
 use crate::files::Root;
+use crate::http::host::normalise_host;
 use crate::http::{ExtraHeader, PathHeader};
 
 /// One site: read-only while serving, shared by every connection (and every thread of the
@@ -27,5 +30,208 @@ impl Site {
         if let Some(auth) = &self.auth {
             auth.reload();
         }
+    }
+}
+
+/// What a site answers to: an exact name, or every name one label under a parent
+/// (`*.example.org`: `a.example.org`, not `example.org` nor `a.b.example.org`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteName {
+    Exact(String),
+    AnyLabelUnder(String),
+}
+
+impl SiteName {
+    /// `example.org` or `*.example.org`, normalised as a request's host is (a name that could
+    /// never match one is refused here, at start-up, instead of silently never matching).
+    pub fn parse(text: &str) -> Result<SiteName, String> {
+        let (wildcard, name) = match text.strip_prefix("*.") {
+            Some(parent) => (true, parent),
+            None => (false, text),
+        };
+        let normalised = normalise_host(name.as_bytes())
+            .filter(|host| host.as_str().len() == name.trim_end_matches('.').len())
+            .ok_or_else(|| format!("not a host name: {text:?}"))?;
+        let name = normalised.as_str().to_owned();
+        Ok(if wildcard { SiteName::AnyLabelUnder(name) } else { SiteName::Exact(name) })
+    }
+}
+
+/// What a request whose host names no site gets (`unknown_host`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownHost {
+    /// The default site serves it, as a single-site server does.
+    #[default]
+    Default,
+    /// `404 Not Found` (and the request is logged).
+    NotFound,
+    /// The connection closes without an answer (scanners that send `Host: 1.2.3.4`).
+    Close,
+}
+
+/// Every site, and how a request's host chooses one.
+#[derive(Debug)]
+pub struct Sites {
+    sites: Vec<(Vec<SiteName>, Site)>,
+    default: usize,
+    unknown_host: UnknownHost,
+    exact: HashMap<String, usize>,
+    under: HashMap<String, usize>,
+}
+
+/// The site a request goes to, or what to do instead.
+#[derive(Debug, Clone, Copy)]
+pub enum SiteChoice<'s> {
+    Site(&'s Site),
+    NotFound,
+    Close,
+}
+
+impl Sites {
+    /// One site, answering every host: the command line's.
+    pub fn one(site: Site) -> Sites {
+        Sites::new(vec![(Vec::new(), site)], 0, UnknownHost::Default).expect("one site has no clash")
+    }
+
+    /// `sites` with their names; `default` is the one that answers when no name matches (and
+    /// `unknown_host` says so). Two sites claiming one name is an error.
+    pub fn new(
+        sites: Vec<(Vec<SiteName>, Site)>,
+        default: usize,
+        unknown_host: UnknownHost,
+    ) -> Result<Sites, String> {
+        let (mut exact, mut under) = (HashMap::new(), HashMap::new());
+        for (index, (names, _)) in sites.iter().enumerate() {
+            for name in names {
+                let (map, key) = match name {
+                    SiteName::Exact(key) => (&mut exact, key),
+                    SiteName::AnyLabelUnder(key) => (&mut under, key),
+                };
+                if map.insert(key.clone(), index).is_some_and(|other| other != index) {
+                    return Err(format!("two sites answer to {name:?}"));
+                }
+            }
+        }
+        if default >= sites.len() {
+            return Err("no default site".to_owned());
+        }
+        Ok(Sites { sites, default, unknown_host, exact, under })
+    }
+
+    /// The site for a request naming `authority` (see `crate::http::host`): an exact name
+    /// first, then a wildcard one label up; otherwise `unknown_host` decides. A lone site that
+    /// takes every host skips the lookup.
+    pub fn choose(&self, authority: Option<&[u8]>) -> SiteChoice<'_> {
+        if self.exact.is_empty() && self.under.is_empty() && self.unknown_host == UnknownHost::Default {
+            return SiteChoice::Site(self.default());
+        }
+        let found = authority.and_then(normalise_host).and_then(|host| {
+            let parent = host.parent();
+            self.exact
+                .get(host.as_str())
+                .or_else(|| parent.and_then(|parent| self.under.get(parent)))
+                .copied()
+        });
+        match (found, self.unknown_host) {
+            (Some(index), _) => SiteChoice::Site(&self.sites[index].1),
+            (None, UnknownHost::Default) => SiteChoice::Site(self.default()),
+            (None, UnknownHost::NotFound) => SiteChoice::NotFound,
+            (None, UnknownHost::Close) => SiteChoice::Close,
+        }
+    }
+
+    /// The site that answers for unknown hosts and for heads too broken to name one.
+    pub fn default(&self) -> &Site {
+        &self.sites[self.default].1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Site> {
+        self.sites.iter().map(|(_, site)| site)
+    }
+
+    /// SIGHUP: every site's password file is read again.
+    pub fn reload(&self) {
+        self.iter().for_each(Site::reload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A site told apart from the others by its redirect port, `tag`.
+    fn site(root: &std::path::Path, tag: u16) -> Site {
+        let root = Root::new(root).unwrap();
+        Site { root, headers: Vec::new(), path_headers: Vec::new(), https_redirect: Some(tag), auth: None }
+    }
+
+    fn tag(choice: SiteChoice<'_>) -> String {
+        match choice {
+            SiteChoice::Site(site) => site.https_redirect.unwrap_or_default().to_string(),
+            SiteChoice::NotFound => "404".to_owned(),
+            SiteChoice::Close => "close".to_owned(),
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<SiteName> {
+        list.iter().map(|name| SiteName::parse(name).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_host_chooses_its_site_exact_names_before_wildcards() {
+        let dir = tempfile::tempdir().unwrap();
+        let sites = |unknown| {
+            Sites::new(
+                vec![
+                    (names(&["example.org", "www.example.org"]), site(dir.path(), 1)),
+                    (names(&["*.example.org"]), site(dir.path(), 2)),
+                    (names(&["blog.example.org."]), site(dir.path(), 3)),
+                ],
+                0,
+                unknown,
+            )
+            .unwrap()
+        };
+        let default = sites(UnknownHost::Default);
+        let cases: [(Option<&str>, &str); 10] = [
+            (Some("example.org"), "1"),
+            (Some("WWW.Example.Org:8080"), "1"),
+            (Some("blog.example.org"), "3"),
+            (Some("blog.example.org."), "3"),
+            (Some("shop.example.org"), "2"),
+            (Some("a.shop.example.org"), "1"), // one label only: unknown, so the default
+            (Some("other.net"), "1"),
+            (Some("exa_mple.org"), "1"),
+            (Some("[::1]:8080"), "1"),
+            (None, "1"),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(tag(default.choose(host.map(str::as_bytes))), expected, "{host:?}");
+        }
+        let refusing = sites(UnknownHost::NotFound);
+        assert_eq!(tag(refusing.choose(Some(b"other.net"))), "404");
+        assert_eq!(tag(refusing.choose(None)), "404");
+        assert_eq!(tag(refusing.choose(Some(b"shop.example.org"))), "2");
+        assert_eq!(tag(sites(UnknownHost::Close).choose(Some(b"1.2.3.4"))), "close");
+    }
+
+    #[test]
+    fn names_are_checked_and_claimed_once() {
+        assert_eq!(SiteName::parse("Example.ORG."), Ok(SiteName::Exact("example.org".to_owned())));
+        assert_eq!(SiteName::parse("*.example.org"), Ok(SiteName::AnyLabelUnder("example.org".to_owned())));
+        for bad in
+            ["", "*", "*.", "a..b", "exa_mple.org", "example.org:80", "a.*.org", "**.org", "exämple.org"]
+        {
+            assert!(SiteName::parse(bad).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let clash = vec![
+            (names(&["example.org"]), site(dir.path(), 1)),
+            (names(&["EXAMPLE.org"]), site(dir.path(), 2)),
+        ];
+        assert!(Sites::new(clash, 0, UnknownHost::Default).is_err());
+        let single = Sites::one(site(dir.path(), 9));
+        assert_eq!(tag(single.choose(Some(b"anything.example"))), "9");
+        assert_eq!(tag(single.choose(Some(b"exa_mple.org"))), "9");
     }
 }

@@ -145,8 +145,23 @@ pub fn resolve_target(raw: &str) -> Result<SafePath, HttpError> {
     Ok(SafePath { segments, names_directory, query })
 }
 
-/// `http://authority/path?q` → `/path?q`; the authority is not ours to check (we serve one site).
+/// `http://authority/path?q` → `/path?q` (the authority chooses the site: `host.rs`).
 fn absolute_form_path(raw: &str) -> Result<&str, HttpError> {
+    let (authority, path) =
+        split_absolute_form(raw).ok_or(HttpError::BadRequest("unsupported request-target form"))?;
+    if authority.is_empty() {
+        return Err(HttpError::BadRequest("absolute-form target without a host"));
+    }
+    match path {
+        "" => Ok("/"),
+        path if path.starts_with('?') => Err(HttpError::BadRequest("absolute-form target without a path")),
+        path => Ok(path),
+    }
+}
+
+/// An absolute-form target (`http://` or `https://`, in any case) as its authority and the
+/// rest (`/path?q`, or empty); `None` for any other form.
+pub(crate) fn split_absolute_form(raw: &str) -> Option<(&str, &str)> {
     let scheme_len = ["http://", "https://"]
         .iter()
         // Compared as bytes: a `str` slice at `scheme.len()` could split a UTF-8 character.
@@ -154,19 +169,10 @@ fn absolute_form_path(raw: &str) -> Result<&str, HttpError> {
             raw.as_bytes()
                 .get(..scheme.len())
                 .is_some_and(|start| start.eq_ignore_ascii_case(scheme.as_bytes()))
-        })
-        .map(|scheme| scheme.len())
-        .ok_or(HttpError::BadRequest("unsupported request-target form"))?;
+        })?
+        .len();
     let rest = &raw[scheme_len..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    if authority_end == 0 {
-        return Err(HttpError::BadRequest("absolute-form target without a host"));
-    }
-    match &rest[authority_end..] {
-        "" => Ok("/"),
-        path if path.starts_with('?') => Err(HttpError::BadRequest("absolute-form target without a path")),
-        path => Ok(path),
-    }
+    Some(rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len())))
 }
 
 /// Percent-decoding that refuses `%` not followed by two hex digits (nginx answers those with

@@ -26,6 +26,7 @@ use crate::http::{HttpError, Request, Resource, Response, Version, https_locatio
 use crate::http1::{BodyDiscard, Framing, Head, MAX_HEAD_BYTES, Parsed, parse_head};
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
+use crate::site::{Site, SiteChoice};
 use crate::transport::{Transport, nonblocking};
 
 /// Most responses queued on one connection; past this we stop parsing (and so reading) until
@@ -210,7 +211,6 @@ impl<T: Transport> Connection<T> {
     /// Answers every complete request in the input, in order. Returns true when nothing more
     /// can happen without reading, false when it stopped for output room or for closing.
     fn answer_buffered_requests(&mut self, cx: &mut Context<'_>, now: Now) -> bool {
-        let site = cx.site;
         loop {
             if self.output.len() >= MAX_QUEUED_RESPONSES {
                 return false;
@@ -244,13 +244,22 @@ impl<T: Transport> Connection<T> {
                         Ok(Parsed::Partial) => None,
                         // By reference: the request is a few hundred bytes, not worth moving.
                         Ok(Parsed::Complete { ref request, framing, head_len }) => {
-                            let on_https = match site.https_redirect {
-                                Some(port) if !self.transport.is_encrypted() => https_location(request, port),
-                                _ => None,
-                            };
-                            // Nothing pipelined behind it: its response may go out at once.
-                            let lone = head_len == input.data().len();
-                            Some((head_len, self.answer(request, framing, on_https, lone, cx, now)))
+                            match cx.sites.choose_for(request) {
+                                SiteChoice::Close => {
+                                    debug!("{} request for an unknown host: closing", self.label);
+                                    self.enter(State::Closing(CloseReason::UnknownHost));
+                                    Some((0, None))
+                                }
+                                choice => {
+                                    let site = match choice {
+                                        SiteChoice::Site(site) => Some(site),
+                                        _ => None,
+                                    };
+                                    // Nothing pipelined behind it: its response may go out at once.
+                                    let lone = head_len == input.data().len();
+                                    Some((head_len, self.answer(request, framing, site, lone, cx, now)))
+                                }
+                            }
                         }
                         Err(error) => {
                             debug!("{} request head refused: {error}", self.label);
@@ -275,26 +284,31 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Queues the response to one request framed as `framing` (`lone`: no other request is
-    /// buffered behind it); `on_https` is where `--https-redirect` sends it instead, if
-    /// anywhere. Returns the request's body, to be read and dropped next.
+    /// Queues the response to one request framed as `framing` for `site` (none: its host
+    /// names no site, and it gets a 404); `lone`: no other request is buffered behind it.
+    /// Returns the request's body, to be read and dropped next.
     fn answer(
         &mut self,
         request: &Request<'_>,
         framing: Framing,
-        on_https: Option<String>,
+        site: Option<&Site>,
         lone: bool,
         cx: &mut Context<'_>,
         now: Now,
     ) -> Option<BodyDiscard> {
-        let site = cx.site;
         let body = BodyDiscard::for_framing(framing.body);
         let mut user = None;
-        let found = match (&body, on_https) {
-            (Err(error), _) => Err(error.clone()),
+        // `--https-redirect`: where a plain-HTTP request is sent instead, if anywhere.
+        let on_https = match site.and_then(|site| site.https_redirect) {
+            Some(port) if !self.transport.is_encrypted() => https_location(request, port),
+            _ => None,
+        };
+        let found = match (&body, site, on_https) {
+            (Err(error), ..) => Err(error.clone()),
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
-            (Ok(_), Some(location)) => Ok(Resource::OnHttps { location }),
-            (Ok(_), None) => {
+            (Ok(_), None, _) => Err(HttpError::NotFound),
+            (Ok(_), Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
+            (Ok(_), Some(site), None) => {
                 let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
                 request.check_method().and_then(authorized).and_then(|authorized| {
                     user = authorized;
@@ -307,7 +321,7 @@ impl<T: Transport> Connection<T> {
             }
         };
         let keep_alive = framing.keep_alive && !self.draining;
-        let exchange = Exchange { request, keep_alive, user };
+        let exchange = Exchange { request, site, keep_alive, user };
         let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
@@ -332,14 +346,21 @@ impl<T: Transport> Connection<T> {
         cx: &Context<'_>,
         now: SystemTime,
     ) -> bool {
-        let site = cx.site;
         let request = exchange.as_ref().map(|exchange| exchange.request);
+        // A head too broken to name a site gets the default site's fields; a request whose
+        // host names none gets no site's.
+        let site = match &exchange {
+            Some(exchange) => exchange.site,
+            None => Some(cx.sites.default()),
+        };
         let mut response = respond(request, found, now);
-        response.add_headers(&site.headers);
-        if !site.path_headers.is_empty()
-            && let Some(path) = request.and_then(|request| request.servable_path().ok())
-        {
-            response.add_path_headers(&site.path_headers, &path.decoded());
+        if let Some(site) = site {
+            response.add_headers(&site.headers);
+            if !site.path_headers.is_empty()
+                && let Some(path) = request.and_then(|request| request.servable_path().ok())
+            {
+                response.add_path_headers(&site.path_headers, &path.decoded());
+            }
         }
         let record = cx.access_log.is_enabled().then(|| {
             let request_line = match request {
@@ -584,6 +605,8 @@ fn finished(access_log: &AccessLog, label: ConnLabel) -> impl FnMut(&Logged, Sen
 /// and who `--auth-file` found it came from.
 struct Exchange<'r, 'h> {
     request: &'r Request<'h>,
+    /// The site it went to (none: its host names no site).
+    site: Option<&'r Site>,
     keep_alive: bool,
     user: Option<String>,
 }
@@ -605,7 +628,7 @@ mod tests {
     use crate::drive::Time;
     use crate::files::{FileCache, Root};
     use crate::service::Service;
-    use crate::site::Site;
+    use crate::site::{Site, Sites};
     use crate::transport::fake::FakeSocket;
 
     const LIMITS: Limits = Limits {
@@ -628,7 +651,7 @@ mod tests {
             https_redirect: None,
             auth: None,
         };
-        let site = Service { site, access_log: AccessLog::off(), limits: LIMITS };
+        let site = Service { sites: Sites::one(site), access_log: AccessLog::off(), limits: LIMITS };
         let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
         let label = ConnLabel { token: 0, fd: -1 };
         let connection = Connection::new(FakeSocket::writing(&[], true), label, None, now);
@@ -652,7 +675,7 @@ mod tests {
         cache: Option<&mut FileCache>,
         now: Now,
     ) -> Verdict {
-        let mut cx = Context::new(Time::Turn(now), &service.site, &service.access_log, cache);
+        let mut cx = Context::new(Time::Turn(now), &service.sites, &service.access_log, cache);
         connection.drive(&mut cx)
     }
 

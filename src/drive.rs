@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::AccessLog;
 use crate::files::FileCache;
-use crate::site::Site;
+use crate::site::Sites;
 
 /// What every engine asks of every client it holds, HTTP or a seed protocol alike (redis'
 /// handler table): the engine obeys verdicts and never asks which kind of client it drives.
@@ -37,8 +37,8 @@ pub trait Client {
 /// answers from. One value, so a new part (a second site, counters) changes no signature.
 pub struct Context<'a> {
     time: Time,
-    /// What is served.
-    pub site: &'a Site,
+    /// What is served, and how a request chooses its site.
+    pub sites: &'a Sites,
     /// Where each response's line goes.
     pub access_log: &'a AccessLog,
     /// Small files in memory, when the engine keeps them (the event loop, which alone reads
@@ -58,11 +58,11 @@ pub enum Time {
 impl<'a> Context<'a> {
     pub fn new(
         time: Time,
-        site: &'a Site,
+        sites: &'a Sites,
         access_log: &'a AccessLog,
         cache: Option<&'a mut FileCache>,
     ) -> Self {
-        Context { time, site, access_log, cache }
+        Context { time, sites, access_log, cache }
     }
 
     /// The time now, as this context tells it.
@@ -186,6 +186,8 @@ pub enum CloseReason {
     ShuttingDown,
     /// Serving it hit a bug (a panic), caught by the engine.
     Panicked,
+    /// A request named a host no site answers to, and `unknown_host = "close"`.
+    UnknownHost,
 }
 
 impl fmt::Display for CloseReason {
@@ -200,6 +202,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Timeout(Timeout::Idle) => f.write_str("idle timeout"),
             CloseReason::Timeout(Timeout::Send) => f.write_str("send timeout"),
             CloseReason::ShuttingDown => f.write_str("shutting down"),
+            CloseReason::UnknownHost => f.write_str("unknown host"),
             CloseReason::Panicked => f.write_str("panicked"),
         }
     }

@@ -21,7 +21,7 @@ use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
 use onepoll::service::Service;
 use onepoll::service::event_loop::{LoopService, Protocol};
-use onepoll::site::Site;
+use onepoll::site::{Site, Sites};
 use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
 use onepoll::tls::{Https, new_ticket_secret};
 
@@ -280,7 +280,7 @@ fn serve(
     let https_redirect = https_port.filter(|_| config.https_redirect);
     let headers = config.headers.clone();
     let site = Site { root, headers, path_headers, https_redirect, auth };
-    let service = Service { site, access_log, limits };
+    let service = Service { sites: Sites::one(site), access_log, limits };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options =
         Options { max_conns, grace_period, on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping) };

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use crate::auth::Auth;
 use crate::files::Root;
-use crate::http::host::normalise_host;
+use crate::http::Request;
+use crate::http::host::{normalise_host, request_authority};
 use crate::http::{ExtraHeader, PathHeader};
 
 /// One site: read-only while serving, shared by every connection (and every thread of the
@@ -77,6 +78,8 @@ pub struct Sites {
     unknown_host: UnknownHost,
     exact: HashMap<String, usize>,
     under: HashMap<String, usize>,
+    /// One site answers everything: no request needs its host looked at.
+    takes_every_host: bool,
 }
 
 /// The site a request goes to, or what to do instead.
@@ -96,7 +99,7 @@ impl Sites {
     /// `sites` with their names; `default` is the one that answers when no name matches (and
     /// `unknown_host` says so). Two sites claiming one name is an error.
     pub fn new(
-        sites: Vec<(Vec<SiteName>, Site)>,
+        mut sites: Vec<(Vec<SiteName>, Site)>,
         default: usize,
         unknown_host: UnknownHost,
     ) -> Result<Sites, String> {
@@ -115,14 +118,25 @@ impl Sites {
         if default >= sites.len() {
             return Err("no default site".to_owned());
         }
-        Ok(Sites { sites, default, unknown_host, exact, under })
+        for (slot, (_, site)) in sites.iter_mut().enumerate() {
+            site.root.set_cache_slot(slot);
+        }
+        let takes_every_host = exact.is_empty() && under.is_empty() && unknown_host == UnknownHost::Default;
+        Ok(Sites { sites, default, unknown_host, exact, under, takes_every_host })
+    }
+
+    /// The site for `request`, by the authority it names.
+    pub fn choose_for(&self, request: &Request<'_>) -> SiteChoice<'_> {
+        match self.takes_every_host {
+            true => SiteChoice::Site(self.default()),
+            false => self.choose(request_authority(request)),
+        }
     }
 
     /// The site for a request naming `authority` (see `crate::http::host`): an exact name
-    /// first, then a wildcard one label up; otherwise `unknown_host` decides. A lone site that
-    /// takes every host skips the lookup.
+    /// first, then a wildcard one label up; otherwise `unknown_host` decides.
     pub fn choose(&self, authority: Option<&[u8]>) -> SiteChoice<'_> {
-        if self.exact.is_empty() && self.under.is_empty() && self.unknown_host == UnknownHost::Default {
+        if self.takes_every_host {
             return SiteChoice::Site(self.default());
         }
         let found = authority.and_then(normalise_host).and_then(|host| {

@@ -17,7 +17,7 @@ use onepoll::connection::Connection;
 use onepoll::drive::{Client, ConnLabel, Context, Limits, Now, Time, Verdict};
 use onepoll::files::Root;
 use onepoll::service::Service;
-use onepoll::site::Site;
+use onepoll::site::{Site, Sites};
 use onepoll::tls::{CertificateFiles, Https, TlsTransport};
 use onepoll::transport::Transport;
 use rustls::pki_types::ServerName;
@@ -106,7 +106,7 @@ fn setup() -> &'static Setup {
             https_redirect: None,
             auth: None,
         };
-        let service = Service { site, access_log: AccessLog::off(), limits };
+        let service = Service { sites: Sites::one(site), access_log: AccessLog::off(), limits };
         Setup { _dir: dir, service, https, client: Arc::new(client) }
     })
 }
@@ -140,7 +140,7 @@ fn exchange(client: &mut ClientConnection, server: &mut Connection<TlsTransport<
 /// One drive with the turn's time, as the event loop would.
 fn drive(server: &mut Connection<TlsTransport<Pipe>>, now: Now) -> Verdict {
     let service = &setup().service;
-    server.drive(&mut Context::new(Time::Turn(now), &service.site, &service.access_log, None))
+    server.drive(&mut Context::new(Time::Turn(now), &service.sites, &service.access_log, None))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -116,7 +116,10 @@ pub struct FileCache {
     watched: HashSet<PathBuf>,
     /// Keyed by the request path exactly as sent (origin-form, query removed). Only existing
     /// files get an entry.
+    /// (The first site's paths as they are, another's after its number: see [`site_key`].)
     entries: HashMap<String, CacheEntry, BuildHasherDefault<Fnv1a>>,
+    /// Where another site's keys are composed, so a lookup allocates nothing.
+    key_buffer: String,
     /// On-the-fly compression, if on.
     compression: Option<CompressionBudget>,
 }
@@ -148,6 +151,17 @@ impl Hasher for Fnv1a {
     }
 }
 
+/// The cache key of `path` (which starts with `/`) on site number `site`: the path itself on
+/// the first site, with no copy; `{site}{path}` on the others, so no two sites' keys meet.
+fn site_key<'k>(buffer: &'k mut String, site: usize, path: &'k str) -> &'k str {
+    if site == 0 {
+        return path;
+    }
+    buffer.clear();
+    let _ = std::fmt::Write::write_fmt(buffer, format_args!("{site}{path}"));
+    buffer
+}
+
 impl FileCache {
     /// A cache that also keeps up to `compression_budget` bytes of compressed forms, if given.
     pub fn new(compression_budget: Option<usize>) -> io::Result<FileCache> {
@@ -158,16 +172,19 @@ impl FileCache {
             queue: VecDeque::new(),
         });
         let entries = HashMap::default();
-        Ok(FileCache { changes: Changes::new()?, watched: HashSet::new(), entries, compression })
+        let key_buffer = String::new();
+        Ok(FileCache { changes: Changes::new()?, watched: HashSet::new(), entries, key_buffer, compression })
     }
 
     pub fn fd(&self) -> RawFd {
         self.changes.fd()
     }
 
-    /// The representation of the cached path `key` that `accept` gets, or `None` when the
-    /// path was not looked at yet. Queues the form the client wants most when it is missing.
-    pub fn lookup(&mut self, key: &str, accept: &AcceptEncoding) -> Option<Lookup> {
+    /// The representation of the cached `path` of site `site` that `accept` gets, or `None`
+    /// when the path was not looked at yet. Queues the form the client wants most when it is
+    /// missing.
+    pub fn lookup(&mut self, site: usize, path: &str, accept: &AcceptEncoding) -> Option<Lookup> {
+        let key = site_key(&mut self.key_buffer, site, path);
         let entry = self.entries.get_mut(key)?;
         if entry.held.is_none() && entry.compressed.is_none() {
             return Some(Lookup::FromDisk { varies: false }); // the filesystem path weighs siblings
@@ -223,9 +240,10 @@ impl FileCache {
     }
 
     /// Reads `file` (a canonical path without symlinks under `root`) and its small siblings into
-    /// the cache under `key`, or, when one is too large, remembers that the key is served from
-    /// the filesystem. Returns `false` when `file` is not a regular file that can be read.
-    pub fn load(&mut self, root: &Path, key: &str, file: &Path, name: &[u8]) -> bool {
+    /// the cache as site `site`'s `path`, or, when one is too large, remembers that the path is
+    /// served from the filesystem. Returns `false` when `file` is not a regular file that can
+    /// be read.
+    pub fn load(&mut self, root: &Path, site: usize, path: &str, file: &Path, name: &[u8]) -> bool {
         let Some(directory) = file.parent() else { return false };
         if self.watch_down_to(root, directory).is_err() {
             return false; // watched before reading: no change can slip between
@@ -234,7 +252,8 @@ impl FileCache {
         if self.entries.len() >= MAX_ENTRIES {
             self.clear();
         }
-        self.entries.insert(key.to_owned(), entry);
+        let key = site_key(&mut self.key_buffer, site, path).to_owned();
+        self.entries.insert(key, entry);
         true
     }
 
@@ -440,29 +459,44 @@ mod tests {
         fs::write(&big, vec![0u8; MAX_CACHED_FILE_BYTES as usize + 1]).unwrap();
         let mut cache = FileCache::new(None).unwrap();
         let identity = AcceptEncoding::parse(None);
-        assert!(cache.lookup("/small.txt", &identity).is_none(), "never looked at");
-        assert!(cache.load(&root, "/small.txt", &small, b"small.txt"));
-        let file = hit(cache.lookup("/small.txt", &identity));
+        assert!(cache.lookup(0, "/small.txt", &identity).is_none(), "never looked at");
+        assert!(cache.load(&root, 0, "/small.txt", &small, b"small.txt"));
+        let file = hit(cache.lookup(0, "/small.txt", &identity));
         assert_eq!(
             (&*file.content, file.meta.len, file.meta.content_type),
             (&b"hello"[..], 5, "text/plain; charset=utf-8")
         );
-        assert!(cache.load(&root, "/big.bin", &big, b"big.bin"));
-        assert!(matches!(cache.lookup("/big.bin", &identity), Some(Lookup::FromDisk { varies: false })));
-        assert!(!cache.load(&root, "/missing", &root.join("missing"), b"missing"), "not a file");
+        assert!(cache.load(&root, 0, "/big.bin", &big, b"big.bin"));
+        assert!(matches!(cache.lookup(0, "/big.bin", &identity), Some(Lookup::FromDisk { varies: false })));
+        assert!(!cache.load(&root, 0, "/missing", &root.join("missing"), b"missing"), "not a file");
+    }
+
+    #[test]
+    fn each_site_has_its_own_paths() {
+        let (_first_dir, first_root, first) = root_with("a.txt", b"first");
+        let (_second_dir, second_root, second) = root_with("a.txt", b"second");
+        let mut cache = FileCache::new(None).unwrap();
+        let identity = AcceptEncoding::parse(None);
+        assert!(cache.load(&first_root, 0, "/a.txt", &first, b"a.txt"));
+        assert!(cache.lookup(1, "/a.txt", &identity).is_none(), "site 1 never looked at it");
+        assert!(cache.lookup(10, "/a.txt", &identity).is_none());
+        assert!(cache.load(&second_root, 1, "/a.txt", &second, b"a.txt"));
+        assert_eq!(&*hit(cache.lookup(0, "/a.txt", &identity)).content, b"first");
+        assert_eq!(&*hit(cache.lookup(1, "/a.txt", &identity)).content, b"second");
+        assert!(cache.lookup(11, "/a.txt", &identity).is_none(), "site 11 is not site 1");
     }
 
     #[test]
     fn any_change_under_a_watched_directory_empties_the_cache() {
         let (_dir, root, file) = root_with("page.html", b"<p>old</p>");
         let mut cache = FileCache::new(None).unwrap();
-        assert!(cache.load(&root, "/page.html", &file, b"page.html"));
+        assert!(cache.load(&root, 0, "/page.html", &file, b"page.html"));
         assert!(!cache.process_events(), "nothing changed yet");
         fs::write(&file, b"<p>new</p>").unwrap();
         assert!(cache.process_events());
-        assert!(cache.lookup("/page.html", &AcceptEncoding::parse(None)).is_none(), "forgotten");
-        assert!(cache.load(&root, "/page.html", &file, b"page.html"));
-        assert_eq!(&*hit(cache.lookup("/page.html", &AcceptEncoding::parse(None))).content, b"<p>new</p>");
+        assert!(cache.lookup(0, "/page.html", &AcceptEncoding::parse(None)).is_none(), "forgotten");
+        assert!(cache.load(&root, 0, "/page.html", &file, b"page.html"));
+        assert_eq!(&*hit(cache.lookup(0, "/page.html", &AcceptEncoding::parse(None))).content, b"<p>new</p>");
     }
 
     #[test]
@@ -470,14 +504,14 @@ mod tests {
         let (_dir, root, file) = root_with("app.js", b"console.log(1);");
         fs::write(root.join("app.js.gz"), b"gzipped").unwrap();
         let mut cache = FileCache::new(None).unwrap();
-        assert!(cache.load(&root, "/app.js", &file, b"app.js"));
-        let gzip = hit(cache.lookup("/app.js", &AcceptEncoding::parse(Some("gzip"))));
+        assert!(cache.load(&root, 0, "/app.js", &file, b"app.js"));
+        let gzip = hit(cache.lookup(0, "/app.js", &AcceptEncoding::parse(Some("gzip"))));
         assert_eq!((&*gzip.content, gzip.meta.encoding), (&b"gzipped"[..], Some(ContentCoding::Gzip)));
-        let identity = hit(cache.lookup("/app.js", &AcceptEncoding::parse(None)));
+        let identity = hit(cache.lookup(0, "/app.js", &AcceptEncoding::parse(None)));
         assert_eq!(&*identity.content, b"console.log(1);");
         assert!(identity.meta.has_encoded_variants && gzip.meta.has_encoded_variants, "both vary");
         let refused = AcceptEncoding::parse(Some("br, identity;q=0"));
-        assert!(matches!(cache.lookup("/app.js", &refused), Some(Lookup::NotAcceptable)));
+        assert!(matches!(cache.lookup(0, "/app.js", &refused), Some(Lookup::NotAcceptable)));
     }
 
     #[test]
@@ -485,26 +519,26 @@ mod tests {
         let text: String = (0..400).map(|n| format!("line {n}\n")).collect();
         let (_dir, root, file) = root_with("notes.txt", text.as_bytes());
         let mut cache = FileCache::new(Some(1 << 20)).unwrap();
-        assert!(cache.load(&root, "/notes.txt", &file, b"notes.txt"));
+        assert!(cache.load(&root, 0, "/notes.txt", &file, b"notes.txt"));
         let brotli = AcceptEncoding::parse(Some("br"));
         assert_eq!(
-            &*hit(cache.lookup("/notes.txt", &brotli)).content,
+            &*hit(cache.lookup(0, "/notes.txt", &brotli)).content,
             text.as_bytes(),
             "identity until made"
         );
-        hit(cache.lookup("/notes.txt", &brotli));
+        hit(cache.lookup(0, "/notes.txt", &brotli));
         let job = cache.next_compression_job().expect("queued by the first lookup");
         assert_eq!((job.key.as_str(), job.coding), ("/notes.txt", ContentCoding::Brotli));
         assert!(cache.next_compression_job().is_none(), "queued once, however often asked");
         cache.install_compressed(&job, Some(vec![b'x'; 10]));
-        let served = hit(cache.lookup("/notes.txt", &brotli));
+        let served = hit(cache.lookup(0, "/notes.txt", &brotli));
         assert_eq!((&*served.content, served.meta.encoding), (&[b'x'; 10][..], Some(ContentCoding::Brotli)));
         // A result that saves less than 5% is not kept: identity until the file changes.
         let gzip = AcceptEncoding::parse(Some("gzip"));
-        hit(cache.lookup("/notes.txt", &gzip));
+        hit(cache.lookup(0, "/notes.txt", &gzip));
         let job = cache.next_compression_job().unwrap();
         cache.install_compressed(&job, Some(text.as_bytes()[..text.len() - 1].to_vec()));
-        assert_eq!(hit(cache.lookup("/notes.txt", &gzip)).meta.encoding, None);
+        assert_eq!(hit(cache.lookup(0, "/notes.txt", &gzip)).meta.encoding, None);
         assert!(cache.next_compression_job().is_none(), "not queued again");
     }
 }

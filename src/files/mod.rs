@@ -37,6 +37,8 @@ pub const INDEX_FILE: &str = "index.html";
 pub struct Root {
     canonical: PathBuf,
     options: RootOptions,
+    /// Which site this is, so the loop's one file cache keeps each site's paths apart.
+    cache_slot: usize,
 }
 
 /// What to serve when a path names nothing, and whether directories are listed.
@@ -66,7 +68,12 @@ impl Root {
         if !canonical.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Root { canonical, options: RootOptions::default() })
+        Ok(Root { canonical, options: RootOptions::default(), cache_slot: 0 })
+    }
+
+    /// Numbered by [`crate::site::Sites`], once per site.
+    pub(crate) fn set_cache_slot(&mut self, slot: usize) {
+        self.cache_slot = slot;
     }
 
     pub fn with_options(self, options: RootOptions) -> Root {
@@ -119,18 +126,18 @@ impl Root {
         let (Some(cache), Some(key)) = (cache, key) else {
             return self.find(self.resolve(target)?, accept);
         };
-        let lookup = match cache.lookup(key, accept) {
+        let lookup = match cache.lookup(self.cache_slot, key, accept) {
             Some(lookup) => lookup,
             None => {
                 // Only what `resolve` allows is ever loaded, so a hit needs no second check.
                 let path = self.resolve(target)?;
-                let loaded = self
-                    .cacheable_file(path)
-                    .is_some_and(|(file, name)| cache.load(&self.canonical, key, &file, &name));
+                let loaded = self.cacheable_file(path).is_some_and(|(file, name)| {
+                    cache.load(&self.canonical, self.cache_slot, key, &file, &name)
+                });
                 if !loaded {
                     return self.find(path, accept); // behind a symlink, or not a file: never cached
                 }
-                cache.lookup(key, accept).unwrap_or(Lookup::FromDisk { varies: false })
+                cache.lookup(self.cache_slot, key, accept).unwrap_or(Lookup::FromDisk { varies: false })
             }
         };
         match lookup {

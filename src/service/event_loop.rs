@@ -211,7 +211,7 @@ impl Handler for LoopService {
     }
 
     fn context(&mut self, now: Now) -> Context<'_> {
-        Context::new(Time::Turn(now), &self.service.site, &self.service.access_log, self.cache.as_mut())
+        Context::new(Time::Turn(now), &self.service.sites, &self.service.access_log, self.cache.as_mut())
     }
 
     fn limits(&self) -> &Limits {

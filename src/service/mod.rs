@@ -8,12 +8,12 @@ pub mod http;
 
 use crate::access_log::AccessLog;
 use crate::drive::{Context, Limits, Time};
-use crate::site::Site;
+use crate::site::Sites;
 
 /// The parts of the service every engine shares.
 #[derive(Debug)]
 pub struct Service {
-    pub site: Site,
+    pub sites: Sites,
     pub access_log: AccessLog,
     /// Each connection's time limits.
     pub limits: Limits,
@@ -22,7 +22,7 @@ pub struct Service {
 impl Service {
     /// The context a client of a blocking engine gets: live time, no file cache.
     pub fn live_context(&self) -> Context<'_> {
-        Context::new(Time::Live, &self.site, &self.access_log, None)
+        Context::new(Time::Live, &self.sites, &self.access_log, None)
     }
 
     /// SIGHUP: the access log reopened (logrotate moved it) and the site's files read again.
@@ -31,6 +31,6 @@ impl Service {
             Ok(()) => log::info!("SIGHUP: access log reopened"),
             Err(error) => log::warn!("SIGHUP: cannot reopen the access log: {error}"),
         }
-        self.site.reload();
+        self.sites.reload();
     }
 }

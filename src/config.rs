@@ -1,6 +1,9 @@
 //! Command-line configuration. Every flag can also come from an `ONEPOLL_*` environment
 //! variable (the flag wins), so a service unit or container can configure onepoll without
-//! editing its command line.
+//! editing its command line, and from a `--config` file (either of them wins over it; see
+//! [`file`]).
+
+pub mod file;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,6 +16,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::engine::Engine;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
+use crate::site::{SiteName, UnknownHost};
 use crate::tls::CertificateFiles;
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
@@ -234,6 +238,36 @@ pub struct Config {
     /// Write the process ID to FILE at start and remove it at exit.
     #[arg(long, value_name = "FILE", env = "ONEPOLL_PIDFILE", help_heading = "Process")]
     pub pidfile: Option<PathBuf>,
+
+    /// Read settings from this TOML file: every flag as a key (`idle_timeout = 30`,
+    /// `header = ["X-A: 1"]`), and a `[[site]]` table per site (`names`, `root`, and the site
+    /// flags). A flag given on the command line or in its variable wins over the file.
+    #[arg(long, value_name = "FILE", env = "ONEPOLL_CONFIG", help_heading = "Configuration")]
+    pub config: Option<PathBuf>,
+
+    /// Read the configuration, open every root, password file and certificate, print the
+    /// sites, names and listeners, and exit: 0 if all is well, 1 if not (nginx's `-t`).
+    #[arg(long, help_heading = "Configuration")]
+    pub check_config: bool,
+
+    /// The `[[site]]` tables of the --config file, each as the settings of its site.
+    #[arg(skip)]
+    pub sites: Vec<SiteConfig>,
+
+    /// The --config file's `unknown_host`.
+    #[arg(skip)]
+    pub unknown_host: UnknownHost,
+}
+
+/// A `[[site]]` table: its names, whether it is the default, and its settings (the file's top
+/// level with the table on top).
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub names: Vec<SiteName>,
+    pub default: bool,
+    pub settings: Box<Config>,
+    /// Where the table starts in the file.
+    pub line: usize,
 }
 
 impl Config {
@@ -244,8 +278,59 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Config::command().try_get_matches_from(args)?;
-        let mut config = Config::from_arg_matches(&matches)?;
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let command = Config::command();
+        let matches = command.clone().try_get_matches_from(&args)?;
+        let Some(path) = matches.get_one::<PathBuf>("config") else {
+            return Config::from_matches(&matches);
+        };
+        // Set on the command line or by a variable: the file's key is left out.
+        let given = |name: &str| {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(name) || (arg.is_positional() && arg.get_id() == name));
+            arg.and_then(|arg| matches.value_source(arg.get_id().as_str()))
+                .is_some_and(|source| source != ValueSource::DefaultValue)
+        };
+        let file = file::ConfigFile::read(path, &command, &given)
+            .map_err(|message| command.clone().error(clap::error::ErrorKind::ValueValidation, message))?;
+        let program = args.first().cloned().unwrap_or_else(|| "onepoll".into());
+        let merged =
+            std::iter::once(program.clone()).chain(file.root.clone()).chain(file.args.iter().cloned());
+        // A value the flag's parser refuses is reported where the file sets it.
+        let at_line = |error: clap::Error, table_line: Option<usize>| {
+            let long = match error.get(clap::error::ContextKind::InvalidArg) {
+                Some(clap::error::ContextValue::String(arg)) => {
+                    arg.trim_start_matches('-').split([' ', '=']).next().map(str::to_owned)
+                }
+                _ => None,
+            };
+            match table_line.or_else(|| long.and_then(|long| file.line_of_flag(&long))) {
+                Some(line) => {
+                    let message =
+                        format!("{}:{line}: {}", path.display(), file::first_line(&error.to_string()));
+                    command.clone().error(clap::error::ErrorKind::ValueValidation, message)
+                }
+                None => error,
+            }
+        };
+        let matches = command.clone().try_get_matches_from(merged.chain(args.into_iter().skip(1)));
+        let mut config = Config::from_matches(&matches.map_err(|error| at_line(error, None))?)?;
+        for table in &file.sites {
+            let site_args = std::iter::once(program.clone())
+                .chain(file.args.iter().cloned())
+                .chain(table.args.iter().cloned());
+            let matches = command.clone().try_get_matches_from(site_args);
+            let settings = Config::from_matches(&matches.map_err(|error| at_line(error, Some(table.line)))?)?;
+            let (names, default, line) = (table.names.clone(), table.default, table.line);
+            config.sites.push(SiteConfig { names, default, settings: Box::new(settings), line });
+        }
+        config.unknown_host = file.unknown_host;
+        Ok(config)
+    }
+
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Config, clap::Error> {
+        let mut config = Config::from_arg_matches(matches)?;
         config.plain_address_given = ["addr", "port"]
             .iter()
             .any(|id| matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue));

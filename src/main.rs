@@ -28,7 +28,14 @@ use onepoll::tls::{Https, new_ticket_secret};
 fn main() -> ExitCode {
     let config = Config::from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
     // Checked with the other flags, so a bad rule is a usage error (exit 2) too.
-    let path_headers = match config.path_headers() {
+    // The site whose parts are opened first (the only one without [[site]] tables): the
+    // default; the others are opened beside its root.
+    let default_site = config.sites.iter().position(|site| site.default).unwrap_or(0);
+    let primary: &Config = config.sites.get(default_site).map_or(&config, |site| &site.settings);
+    if config.check_config {
+        return check_config(&config);
+    }
+    let path_headers = match primary.path_headers() {
         Ok(rules) => rules,
         Err(message) => Config::command().error(clap::error::ErrorKind::ValueValidation, message).exit(),
     };
@@ -49,8 +56,8 @@ fn main() -> ExitCode {
         }
         info!("starting (pid {})", std::process::id());
     }
-    let auth = match &config.auth_file {
-        Some(file) => match Auth::load(file, config.auth_path.clone(), &config.auth_realm) {
+    let auth = match &primary.auth_file {
+        Some(file) => match Auth::load(file, primary.auth_path.clone(), &primary.auth_realm) {
             Ok(auth) => Some(auth),
             Err(message) => return fail(format_args!("--auth-file: {message}")),
         },
@@ -60,7 +67,7 @@ fn main() -> ExitCode {
     // is a path inside the chroot and can only be opened after entering it.
     let root_before_chroot = match config.chroot {
         Some(_) => None,
-        None => match open_root(&config) {
+        None => match open_root(primary) {
             Ok(root) => Some(root),
             Err(message) => return fail(format_args!("{message}")),
         },
@@ -124,7 +131,7 @@ fn main() -> ExitCode {
     if let Err(error) = daemon::drop_privileges(config.user.as_deref(), config.chroot.as_deref()) {
         return fail(format_args!("cannot drop privileges: {error}"));
     }
-    let root = match root_before_chroot.map_or_else(|| open_root(&config), Ok) {
+    let root = match root_before_chroot.map_or_else(|| open_root(primary), Ok) {
         Ok(root) => root,
         Err(message) => return fail(format_args!("{message}")),
     };
@@ -143,7 +150,7 @@ fn main() -> ExitCode {
     // Said last, once everything that could still fail has not: the "ready" line.
     for (listener, scheme) in &listeners {
         match listener.local() {
-            Ok(local) => info!("listening on {} serving {}", url(&local, *scheme), config.root.display()),
+            Ok(local) => info!("listening on {} serving {}", url(&local, *scheme), primary.root.display()),
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
@@ -237,6 +244,62 @@ fn open_root(config: &Config) -> Result<Root, String> {
     }
 }
 
+/// A [[site]] table's site: its root, password file and path rules.
+fn open_site(settings: &Config, https_redirect: Option<u16>) -> Result<Site, String> {
+    let root = open_root(settings)?;
+    let auth = match &settings.auth_file {
+        Some(file) => Some(
+            Auth::load(file, settings.auth_path.clone(), &settings.auth_realm)
+                .map_err(|message| format!("auth_file: {message}"))?,
+        ),
+        None => None,
+    };
+    let path_headers = settings.path_headers()?;
+    Ok(Site { root, headers: settings.headers.clone(), path_headers, https_redirect, auth })
+}
+
+/// `--check-config`: every site opened, the certificates loaded, a summary on stdout.
+fn check_config(config: &Config) -> ExitCode {
+    let https = match https_settings(config, !config.listen_tls.is_empty(), false) {
+        Ok(https) => https,
+        Err(message) => return fail(format_args!("{message}")),
+    };
+    let single = [(Vec::new(), config)];
+    let tables: Vec<(Vec<onepoll::site::SiteName>, &Config)> = match config.sites.is_empty() {
+        true => single.to_vec(),
+        false => config.sites.iter().map(|site| (site.names.clone(), &*site.settings)).collect(),
+    };
+    let default = config.sites.iter().position(|site| site.default).unwrap_or(0);
+    let (mut sites, mut opened) = (Vec::new(), Vec::new());
+    for (index, (names, settings)) in tables.iter().enumerate() {
+        match open_site(settings, None) {
+            Ok(site) => opened.push((names.clone(), site)),
+            Err(message) => return fail(format_args!("site {}: {message}", index + 1)),
+        }
+        let names: Vec<String> = names.iter().map(|name| format!("{name}")).collect();
+        let names = if names.is_empty() { "every host".to_owned() } else { names.join(" ") };
+        let mark = if index == default { " (default)" } else { "" };
+        sites.push(format!("site {}{mark}: {} -> {}", index + 1, names, settings.root.display()));
+    }
+    if let Err(message) = Sites::new(opened, default, config.unknown_host) {
+        return fail(format_args!("{message}"));
+    }
+    for line in sites {
+        println!("{line}");
+    }
+    for addr in config.listen_addrs() {
+        println!("listen http {addr}");
+    }
+    for addr in config.listen_tls_addrs() {
+        println!("listen https {addr}");
+    }
+    if https.is_some() {
+        println!("certificates: {} loaded", config.tls_cert.len());
+    }
+    println!("configuration ok");
+    ExitCode::SUCCESS
+}
+
 /// What the site is made of, opened and checked before an engine starts.
 struct SiteParts {
     root: Root,
@@ -278,9 +341,34 @@ fn serve(
         },
     );
     let https_redirect = https_port.filter(|_| config.https_redirect);
-    let headers = config.headers.clone();
+    let primary = config.sites.iter().position(|site| site.default).unwrap_or(0);
+    let headers = config.sites.get(primary).map_or(&config.headers, |site| &site.settings.headers).clone();
     let site = Site { root, headers, path_headers, https_redirect, auth };
-    let service = Service { sites: Sites::one(site), access_log, limits };
+    let sites = match config.sites.is_empty() {
+        true => Sites::one(site),
+        false => {
+            // The other [[site]] tables, opened now (inside the chroot, like the first root).
+            let mut first = Some(site);
+            let mut list = Vec::new();
+            for (index, table) in config.sites.iter().enumerate() {
+                let site = match index == primary {
+                    true => first.take().expect("the default site once"),
+                    false => match open_site(&table.settings, https_redirect) {
+                        Ok(site) => site,
+                        Err(message) => {
+                            return fail(format_args!("[[site]] at line {}: {message}", table.line));
+                        }
+                    },
+                };
+                list.push((table.names.clone(), site));
+            }
+            match Sites::new(list, primary, config.unknown_host) {
+                Ok(sites) => sites,
+                Err(message) => return fail(format_args!("{message}")),
+            }
+        }
+    };
+    let service = Service { sites, access_log, limits };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options =
         Options { max_conns, grace_period, on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping) };

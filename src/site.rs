@@ -58,6 +58,15 @@ impl SiteName {
     }
 }
 
+impl std::fmt::Display for SiteName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SiteName::Exact(name) => f.write_str(name),
+            SiteName::AnyLabelUnder(parent) => write!(f, "*.{parent}"),
+        }
+    }
+}
+
 /// What a request whose host names no site gets (`unknown_host`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownHost {
@@ -111,7 +120,7 @@ impl Sites {
                     SiteName::AnyLabelUnder(key) => (&mut under, key),
                 };
                 if map.insert(key.clone(), index).is_some_and(|other| other != index) {
-                    return Err(format!("two sites answer to {name:?}"));
+                    return Err(format!("two sites answer to {name}"));
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{HELLO, Response, Server, Site, tool};
+use common::{HELLO, Response, Server, Site, curl};
 
 fn with(path: &str, fields: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n{fields}\r\n").into_bytes()
@@ -47,10 +47,6 @@ fn until_coded(server: &Server, path: &str, accept: &str, coding: &str) -> Respo
         assert!(started.elapsed() < Duration::from_secs(60), "{path} never came in {coding}");
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn curl(args: &[&str]) -> std::process::Output {
-    tool("curl", "curl").args(["--silent", "--show-error", "--max-time", "60"]).args(args).output().unwrap()
 }
 
 fn write(root: &Path, name: &str, content: &str) {

@@ -3,11 +3,7 @@
 
 mod common;
 
-use common::{BIG_LEN, HELLO, INDEX, Server, Site, big_content, tool};
-
-fn curl(args: &[&str]) -> std::process::Output {
-    tool("curl", "curl").args(["--silent", "--show-error", "--max-time", "60"]).args(args).output().unwrap()
-}
+use common::{BIG_LEN, HELLO, INDEX, Server, Site, big_content, curl};
 
 fn curl_fetches_pages_heads_and_redirects(engine: &str) {
     let site = Site::new();

@@ -483,6 +483,11 @@ pub fn tool(name: &str, package: &str) -> Command {
     Command::new(name)
 }
 
+/// curl with `args`, quiet but for errors, bounded to a minute.
+pub fn curl(args: &[&str]) -> std::process::Output {
+    tool("curl", "curl").args(["--silent", "--show-error", "--max-time", "60"]).args(args).output().unwrap()
+}
+
 /// Sends `signal` (a name without `SIG`, e.g. "HUP") to `pid`, as `kill -HUP pid` does.
 pub fn send_signal(pid: u32, signal: &str) {
     let signal: nix::sys::signal::Signal = format!("SIG{signal}").parse().expect("a signal name");

@@ -1,0 +1,199 @@
+//! Several sites from one server, described in a `--config` file: each request's host
+//! (an absolute-form target's authority first) chooses its site, on every engine; names are
+//! normalised; unknown hosts get the default site, a 404 or a closed connection, as
+//! `unknown_host` says; config errors name the file, the line and the key.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, curl};
+
+/// Three roots, each with an `index.html` and `same.txt` saying which site it is, and a file
+/// for `--config` naming them (`extra` goes at the top level).
+fn sites(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for site in ["main", "blog", "any"] {
+        let root = dir.path().join(site);
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("index.html"), format!("<p>{site}</p>\n")).unwrap();
+        fs::write(root.join("same.txt"), format!("{site}\n")).unwrap();
+    }
+    let root = |site: &str| dir.path().join(site).display().to_string();
+    let config = format!(
+        "access_log = \"-\"\n{extra}\n\
+         [[site]]\nnames = [\"example.org\", \"www.example.org\"]\nroot = \"{}\"\nheader = [\"X-Site: main\"]\n\n\
+         [[site]]\nnames = [\"blog.example.org\"]\nroot = \"{}\"\n\n\
+         [[site]]\nnames = [\"*.example.net\"]\nroot = \"{}\"\n",
+        root("main"),
+        root("blog"),
+        root("any"),
+    );
+    let file = dir.path().join("onepoll.toml");
+    fs::write(&file, config).unwrap();
+    (dir, file)
+}
+
+fn start(file: &Path, engine: &str) -> Server {
+    let args = ["--config", file.to_str().unwrap(), "--engine", engine];
+    // The positional root is the harness's; with [[site]] tables it serves nothing.
+    Server::start_with(file.parent().unwrap(), &args, "debug")
+}
+
+/// `(status, body)` of `GET target` with `host` as the Host field, each on its own connection.
+fn get(server: &Server, target: &str, host: Option<&str>) -> (u16, String) {
+    let host = host.map(|host| format!("Host: {host}\r\n")).unwrap_or_default();
+    let version = if host.is_empty() { "1.0" } else { "1.1" };
+    let request = format!("GET {target} HTTP/{version}\r\n{host}Connection: close\r\n\r\n");
+    let response = server.exchange(request.as_bytes());
+    (response.status, response.body_text())
+}
+
+fn each_host_gets_its_own_site(engine: &str) {
+    let (_dir, file) = sites("");
+    let server = start(&file, engine);
+    let cases = [
+        ("example.org", "main"),
+        ("WWW.Example.ORG:8080", "main"),
+        ("example.org.", "main"),
+        ("blog.example.org", "blog"),
+        ("shop.example.net", "any"),
+        ("a.shop.example.net", "main"), // a wildcard covers one label: unknown, the default
+        ("example.net", "main"),
+        ("1.2.3.4", "main"),
+        ("exa_mple.org", "main"),
+    ];
+    for (host, site) in cases {
+        assert_eq!(get(&server, "/same.txt", Some(host)), (200, format!("{site}\n")), "{host}");
+    }
+    // The same path on two sites, twice each (the event loop's cache keeps them apart).
+    for _ in 0..2 {
+        assert_eq!(get(&server, "/same.txt", Some("blog.example.org")).1, "blog\n");
+        assert_eq!(get(&server, "/same.txt", Some("example.org")).1, "main\n");
+    }
+    // An absolute-form target's authority outranks Host (RFC 9112 §3.2.2).
+    let absolute = get(&server, "http://blog.example.org/same.txt", Some("example.org"));
+    assert_eq!(absolute, (200, "blog\n".to_owned()));
+    // Each site's own fields.
+    let response = server.exchange(b"GET / HTTP/1.1\r\nHost: example.org\r\nConnection: close\r\n\r\n");
+    assert_eq!(response.header("X-Site"), Some("main"));
+    let response = server.exchange(b"GET / HTTP/1.1\r\nHost: blog.example.org\r\nConnection: close\r\n\r\n");
+    assert_eq!(response.header("X-Site"), None);
+}
+
+fn unknown_hosts_get_what_unknown_host_says(engine: &str) {
+    let (_dir, file) = sites("unknown_host = \"404\"");
+    let server = start(&file, engine);
+    assert_eq!(get(&server, "/same.txt", Some("blog.example.org")).0, 200);
+    for host in [Some("other.example"), Some("1.2.3.4"), Some("exa_mple.org"), None] {
+        assert_eq!(get(&server, "/same.txt", host).0, 404, "{host:?}");
+    }
+    let response = server.exchange(b"GET / HTTP/1.1\r\nHost: nobody.example\r\nConnection: close\r\n\r\n");
+    assert_eq!(response.header("X-Site"), None, "no site's fields on an unknown host");
+    server.wait_for_access("GET /same.txt HTTP/1.1", 404);
+
+    let (_dir, file) = sites("unknown_host = \"close\"");
+    let server = start(&file, engine);
+    let mut client = server.connect();
+    client.send(b"GET /same.txt HTTP/1.1\r\nHost: 1.2.3.4\r\n\r\n");
+    assert!(client.read_to_close().is_empty(), "closed without an answer");
+    assert_eq!(get(&server, "/same.txt", Some("example.org")).0, 200);
+}
+
+engine_tests! {
+    all: [each_host_gets_its_own_site, unknown_hosts_get_what_unknown_host_says];
+}
+
+#[test]
+fn curl_reaches_each_site_by_name() {
+    let (_dir, file) = sites("");
+    let server = start(&file, "event-loop");
+    for (name, site) in [("example.org", "main"), ("blog.example.org", "blog"), ("x.example.net", "any")] {
+        let resolve = format!("{name}:{}:127.0.0.1", server.addr.port());
+        let url = format!("http://{name}:{}/same.txt", server.addr.port());
+        let output = curl(&["--silent", "--resolve", &resolve, &url]);
+        assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{site}\n"), "{name}");
+    }
+}
+
+/// `onepoll --config FILE --check-config` with `FILE` holding `text`: (exit code, stdout, stderr).
+fn check(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    fs::write(&file, text.replace("ROOT", &dir.path().display().to_string())).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .args(["--config", file.to_str().unwrap(), "--check-config"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn config_errors_name_the_file_line_and_key() {
+    let cases = [
+        ("port = 0\nidel_timeout = 5\n", "bad.toml:2: idel_timeout: no such setting"),
+        ("listing = \"yes\"\n", "bad.toml:1: listing: true or false"),
+        ("port = 0\n\nidle_timeout = \"soon\"\n", "bad.toml:3: invalid value 'soon' for '--idle-timeout"),
+        ("[[site]]\nnames = [\"a.example\"]\n", "bad.toml:1: [[site]] without a root"),
+        (
+            "# sites\n[[site]]\nroot = \"ROOT\"\n\ncolour = 1\n",
+            "bad.toml:5: [[site]] colour: not a per-site key",
+        ),
+        (
+            "[[site]]\nroot = \"ROOT\"\nnames = [\"a_b.example\"]\n",
+            "bad.toml:3: [[site]] names: not a host name",
+        ),
+        ("port = [\n", "bad.toml:1:"),
+        ("unknown_host = \"maybe\"\n", "bad.toml:1: unknown_host: \"default\", \"404\" or \"close\""),
+    ];
+    for (text, expected) in cases {
+        let (code, _, stderr) = check(text);
+        assert_eq!(code, Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+    }
+    let clash =
+        "[[site]]\nroot = \"ROOT\"\nnames = [\"x.org\"]\n[[site]]\nroot = \"ROOT\"\nnames = [\"X.org.\"]\n";
+    let (code, _, stderr) = check(clash);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("two sites answer to x.org"), "{stderr}");
+    let (code, _, stderr) = check("[[site]]\nroot = \"ROOT/missing\"\nnames = [\"x.org\"]\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("missing"), "{stderr}");
+}
+
+#[test]
+fn check_config_summarises_sites_and_listeners() {
+    let (_dir, file) = sites("port = 8181");
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .args(["--config", file.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("site 1 (default): example.org www.example.org -> "), "{stdout}");
+    assert!(stdout.contains("site 3: *.example.net -> "), "{stdout}");
+    assert!(stdout.contains("listen http 127.0.0.1:8181"), "{stdout}");
+    assert!(stdout.ends_with("configuration ok\n"), "{stdout}");
+}
+
+#[test]
+fn the_command_line_and_variables_win_over_the_file() {
+    let (dir, file) = sites("port = 8181\nidle_timeout = 9");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .args(["--config", file.to_str().unwrap(), "--check-config"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(run(&[], &[]).contains("listen http 127.0.0.1:8181"));
+    assert!(run(&["--port", "8282"], &[]).contains("listen http 127.0.0.1:8282"));
+    assert!(run(&[], &[("ONEPOLL_PORT", "8383")]).contains("listen http 127.0.0.1:8383"));
+    drop(dir);
+}

@@ -239,6 +239,11 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "ONEPOLL_PIDFILE", help_heading = "Process")]
     pub pidfile: Option<PathBuf>,
 
+    /// Answer GET and HEAD of PATH (e.g. /healthz; any query) with `200 ok` before any site,
+    /// authentication or file lookup, and never log them: for load balancers and monitors.
+    #[arg(long, value_name = "PATH", value_parser = health_path, env = "ONEPOLL_HEALTH_PATH", help_heading = "Monitoring")]
+    pub health_path: Option<String>,
+
     /// Read settings from this TOML file: every flag as a key (`idle_timeout = 30`,
     /// `header = ["X-A: 1"]`), and a `[[site]]` table per site (`names`, `root`, and the site
     /// flags). A flag given on the command line or in its variable wins over the file.
@@ -413,6 +418,13 @@ impl Config {
                 _ => Err("--header-for takes a GLOB and a 'NAME: VALUE'".to_owned()),
             })
             .collect()
+    }
+}
+
+fn health_path(text: &str) -> Result<String, String> {
+    match text.starts_with('/') && !text.contains(['?', '#']) && text.bytes().all(|b| b.is_ascii_graphic()) {
+        true => Ok(text.to_owned()),
+        false => Err(format!("not a path: {text} (e.g. /healthz)")),
     }
 }
 

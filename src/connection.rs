@@ -251,13 +251,9 @@ impl<T: Transport> Connection<T> {
                                     Some((0, None))
                                 }
                                 choice => {
-                                    let site = match choice {
-                                        SiteChoice::Site(site) => Some(site),
-                                        _ => None,
-                                    };
                                     // Nothing pipelined behind it: its response may go out at once.
                                     let lone = head_len == input.data().len();
-                                    Some((head_len, self.answer(request, framing, site, lone, cx, now)))
+                                    Some((head_len, self.answer(request, framing, choice, lone, cx, now)))
                                 }
                             }
                         }
@@ -284,20 +280,25 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Queues the response to one request framed as `framing` for `site` (none: its host
-    /// names no site, and it gets a 404); `lone`: no other request is buffered behind it.
-    /// Returns the request's body, to be read and dropped next.
+    /// Queues the response to one request framed as `framing`, where `choice` sends it (a
+    /// site, a 404 for a host no site answers to, or the health check); `lone`: no other
+    /// request is buffered behind it. Returns the request's body, to be read and dropped next.
     fn answer(
         &mut self,
         request: &Request<'_>,
         framing: Framing,
-        site: Option<&Site>,
+        choice: SiteChoice<'_>,
         lone: bool,
         cx: &mut Context<'_>,
         now: Now,
     ) -> Option<BodyDiscard> {
         let body = BodyDiscard::for_framing(framing.body);
         let mut user = None;
+        let site = match choice {
+            SiteChoice::Site(site) => Some(site),
+            _ => None,
+        };
+        let health = matches!(choice, SiteChoice::Health);
         // `--https-redirect`: where a plain-HTTP request is sent instead, if anywhere.
         let on_https = match site.and_then(|site| site.https_redirect) {
             Some(port) if !self.transport.is_encrypted() => https_location(request, port),
@@ -306,6 +307,7 @@ impl<T: Transport> Connection<T> {
         let found = match (&body, site, on_https) {
             (Err(error), ..) => Err(error.clone()),
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
+            (Ok(_), None, _) if health => Ok(Resource::Health),
             (Ok(_), None, _) => Err(HttpError::NotFound),
             (Ok(_), Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
             (Ok(_), Some(site), None) => {
@@ -321,7 +323,7 @@ impl<T: Transport> Connection<T> {
             }
         };
         let keep_alive = framing.keep_alive && !self.draining;
-        let exchange = Exchange { request, site, keep_alive, user };
+        let exchange = Exchange { request, site, keep_alive, user, logged: !health };
         let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
@@ -362,7 +364,8 @@ impl<T: Transport> Connection<T> {
                 response.add_path_headers(&site.path_headers, &path.decoded());
             }
         }
-        let record = cx.access_log.is_enabled().then(|| {
+        let logged = exchange.as_ref().is_none_or(|exchange| exchange.logged);
+        let record = (logged && cx.access_log.is_enabled()).then(|| {
             let request_line = match request {
                 Some(r) => format!("{} {} {}", r.method.as_str(), r.target.raw, r.version.as_str()),
                 None => "-".to_owned(),
@@ -605,9 +608,11 @@ fn finished(access_log: &AccessLog, label: ConnLabel) -> impl FnMut(&Logged, Sen
 /// and who `--auth-file` found it came from.
 struct Exchange<'r, 'h> {
     request: &'r Request<'h>,
-    /// The site it went to (none: its host names no site).
+    /// The site it went to (none: its host names no site, or it is the health check).
     site: Option<&'r Site>,
     keep_alive: bool,
+    /// It gets an access line (the health check does not: monitors would drown the log).
+    logged: bool,
     user: Option<String>,
 }
 

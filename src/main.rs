@@ -345,7 +345,7 @@ fn serve(
     let headers = config.sites.get(primary).map_or(&config.headers, |site| &site.settings.headers).clone();
     let site = Site { root, headers, path_headers, https_redirect, auth };
     let sites = match config.sites.is_empty() {
-        true => Sites::one(site),
+        true => Sites::one(site).with_health_path(config.health_path.clone()),
         false => {
             // The other [[site]] tables, opened now (inside the chroot, like the first root).
             let mut first = Some(site);
@@ -363,7 +363,7 @@ fn serve(
                 list.push((table.names.clone(), site));
             }
             match Sites::new(list, primary, config.unknown_host) {
-                Ok(sites) => sites,
+                Ok(sites) => sites.with_health_path(config.health_path.clone()),
                 Err(message) => return fail(format_args!("{message}")),
             }
         }

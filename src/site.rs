@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use crate::auth::Auth;
 use crate::files::Root;
-use crate::http::Request;
 use crate::http::host::{normalise_host, request_authority};
 use crate::http::{ExtraHeader, PathHeader};
+use crate::http::{Method, Request};
 
 /// One site: read-only while serving, shared by every connection (and every thread of the
 /// blocking engines).
@@ -89,6 +89,10 @@ pub struct Sites {
     under: HashMap<String, usize>,
     /// One site answers everything: no request needs its host looked at.
     takes_every_host: bool,
+    /// `--health-path`: answered before any site is chosen.
+    health_path: Option<String>,
+    /// Neither a health path nor a host to tell apart: every request is the default site's.
+    takes_every_request: bool,
 }
 
 /// The site a request goes to, or what to do instead.
@@ -97,6 +101,8 @@ pub enum SiteChoice<'s> {
     Site(&'s Site),
     NotFound,
     Close,
+    /// A GET or HEAD of the health path: `200 ok`, before any site, auth or file lookup.
+    Health,
 }
 
 impl Sites {
@@ -131,11 +137,36 @@ impl Sites {
             site.root.set_cache_slot(slot);
         }
         let takes_every_host = exact.is_empty() && under.is_empty() && unknown_host == UnknownHost::Default;
-        Ok(Sites { sites, default, unknown_host, exact, under, takes_every_host })
+        Ok(Sites {
+            sites,
+            default,
+            unknown_host,
+            exact,
+            under,
+            takes_every_host,
+            health_path: None,
+            takes_every_request: takes_every_host,
+        })
+    }
+
+    /// `--health-path PATH`: GET and HEAD of `PATH` (any query) are the health check.
+    pub fn with_health_path(mut self, path: Option<String>) -> Sites {
+        self.takes_every_request &= path.is_none();
+        self.health_path = path;
+        self
     }
 
     /// The site for `request`, by the authority it names.
     pub fn choose_for(&self, request: &Request<'_>) -> SiteChoice<'_> {
+        if self.takes_every_request {
+            return SiteChoice::Site(self.default());
+        }
+        if let Some(health) = &self.health_path
+            && matches!(request.method, Method::Get | Method::Head)
+            && request.target.raw.split('?').next() == Some(health.as_str())
+        {
+            return SiteChoice::Health;
+        }
         match self.takes_every_host {
             true => SiteChoice::Site(self.default()),
             false => self.choose(request_authority(request)),
@@ -193,6 +224,7 @@ mod tests {
             SiteChoice::Site(site) => site.https_redirect.unwrap_or_default().to_string(),
             SiteChoice::NotFound => "404".to_owned(),
             SiteChoice::Close => "close".to_owned(),
+            SiteChoice::Health => "health".to_owned(),
         }
     }
 

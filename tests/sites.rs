@@ -197,3 +197,42 @@ fn the_command_line_and_variables_win_over_the_file() {
     assert!(run(&[], &[("ONEPOLL_PORT", "8383")]).contains("listen http 127.0.0.1:8383"));
     drop(dir);
 }
+
+/// The health check answers before any site, authentication or file lookup, and is never
+/// logged: here every site asks for a password and unknown hosts are closed on.
+fn health_answers_before_everything_and_is_not_logged(engine: &str) {
+    let auth = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/htpasswd/alice-and-bob");
+    let extra = format!("health_path = \"/healthz\"\nunknown_host = \"close\"\nauth_file = \"{auth}\"");
+    let (_dir, file) = sites(&extra);
+    let server = start(&file, engine);
+    assert_eq!(get(&server, "/same.txt", Some("example.org")).0, 401, "the site asks for a password");
+    for (target, host) in
+        [("/healthz", Some("example.org")), ("/healthz?probe=1", Some("1.2.3.4")), ("/healthz", None)]
+    {
+        let (status, body) = get(&server, target, host);
+        assert_eq!((status, body.as_str()), (200, "ok\n"), "{target} {host:?}");
+    }
+    let head = server.exchange(b"HEAD /healthz HTTP/1.1\r\nHost: example.org\r\nConnection: close\r\n\r\n");
+    assert_eq!((head.status, head.header("Cache-Control"), head.body.len()), (200, Some("no-store"), 0));
+    // Only GET and HEAD of the exact path: the rest goes to the site as before.
+    assert_eq!(get(&server, "/healthz/x", Some("example.org")).0, 401);
+    let post = server.exchange(
+        b"POST /healthz HTTP/1.1\r\nHost: example.org\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_ne!(post.status, 200);
+    // The last request is logged; none of the health checks before it is.
+    get(&server, "/after-the-checks", Some("example.org"));
+    server.wait_for_log("GET /after-the-checks HTTP/1.1");
+    let health_line = |line: &String| {
+        line.starts_with("127.0.0.1 - ")
+            && ["\"GET /healthz HTTP", "\"GET /healthz?", "\"HEAD /healthz HTTP"]
+                .iter()
+                .any(|needle| line.contains(needle))
+    };
+    let logged: Vec<String> = server.log_lines().into_iter().filter(health_line).collect();
+    assert!(logged.is_empty(), "{logged:?}");
+}
+
+engine_tests! {
+    all: [health_answers_before_everything_and_is_not_logged];
+}

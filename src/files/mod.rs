@@ -362,6 +362,7 @@ mod tests {
             Ok(Resource::DirectoryWithoutSlash { location }) => (format!("redirect {location}"), vec![]),
             Ok(Resource::Listing(_)) => ("listing".into(), vec![]),
             Ok(Resource::OnHttps { .. }) => ("on https".into(), vec![]),
+            Ok(Resource::Health) => ("health".into(), vec![]),
             Err(error) => (format!("{error:?}"), vec![]),
         }
     }

@@ -33,6 +33,8 @@ pub enum Resource<B> {
     Listing(String),
     /// Nothing was found, and the operator's 404 page (`--404-page`) is this file.
     NotFoundPage(B),
+    /// `--health-path`: the server is up; nothing was looked up to say so.
+    Health,
 }
 
 /// What a response needs to know about a file, derived once from its metadata when it is
@@ -217,6 +219,7 @@ pub fn respond<B: Representation>(
         Ok(Resource::OnHttps { location }) => redirect(Status::PERMANENT_REDIRECT, request, location, now),
         Ok(Resource::Listing(html)) => generated(Status::OK, html, request, now),
         Ok(Resource::NotFoundPage(file)) => not_found_page(request, file, now),
+        Ok(Resource::Health) => health(request, now),
         Err(error) => error_page(&error, Some(request), now),
     }
 }
@@ -408,6 +411,20 @@ fn generated<B>(status: Status, html: String, request: &Request, now: SystemTime
     response
 }
 
+/// `200 ok`, never stored by a cache in between: a monitor must reach the server itself.
+fn health<B>(request: &Request, now: SystemTime) -> Response<B> {
+    const BODY: &str = "ok\n";
+    let mut headers = common_headers(now);
+    headers.push(field!("Content-Type"), "text/plain; charset=utf-8");
+    headers.push(field!("Content-Length"), BODY.len());
+    headers.push(field!("Cache-Control"), "no-store");
+    let body = match request.method {
+        Method::Head => BodyPlan::Empty,
+        _ => BodyPlan::Page(BODY.to_owned()),
+    };
+    Response { status: Status::OK, headers, body, ends_connection: false }
+}
+
 fn html_response<B>(
     status: Status,
     html: String,
@@ -571,6 +588,20 @@ mod tests {
             assert_eq!(response.status, error.status());
             assert!(response.ends_connection);
         }
+    }
+
+    #[test]
+    fn health_is_a_small_uncached_ok() {
+        let get =
+            respond(Some(&request("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")), Ok(Resource::Health), now());
+        assert_eq!((get.status, get.body.clone()), (Status::OK, BodyPlan::Page("ok\n".to_owned())));
+        assert_eq!(
+            (get.header("Content-Length"), get.header("Cache-Control")),
+            (Some("3"), Some("no-store"))
+        );
+        let head =
+            respond(Some(&request("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")), Ok(Resource::Health), now());
+        assert_eq!((head.headers, head.body), (get.headers, BodyPlan::Empty));
     }
 
     #[test]

@@ -334,6 +334,27 @@ impl Config {
         Ok(config)
     }
 
+    /// The settings that differ from `earlier` but only take effect on a restart (the
+    /// listeners, the engine, the process), by their flags.
+    pub fn restart_only_changes(&self, earlier: &Config) -> Vec<&'static str> {
+        macro_rules! changed {
+            ($($field:ident $flag:literal),* $(,)?) => {{
+                let mut changed = Vec::new();
+                $(if format!("{:?}", self.$field) != format!("{:?}", earlier.$field) {
+                    changed.push($flag);
+                })*
+                changed
+            }};
+        }
+        changed!(
+            addr "addr", port "port", listen "listen", listen_tls "listen_tls", tls_cert "tls_cert",
+            tls_key "tls_key", https_redirect "https_redirect", echo_port "echo_port",
+            daytime_port "daytime_port", engine "engine", threads "threads", workers "workers",
+            max_conns "max_conns", access_log "access_log", compress "compress",
+            compress_cache "compress_cache", user "user", chroot "chroot", pidfile "pidfile",
+        )
+    }
+
     fn from_matches(matches: &clap::ArgMatches) -> Result<Config, clap::Error> {
         let mut config = Config::from_arg_matches(matches)?;
         config.plain_address_given = ["addr", "port"]

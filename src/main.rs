@@ -15,7 +15,7 @@ use onepoll::engine::blocking::BlockingListener;
 use onepoll::engine::coroutine;
 use onepoll::engine::event_loop::{self, Options};
 use onepoll::engine::{Engine, Exit, process_per_conn, serial, thread_per_conn, thread_pool};
-use onepoll::files::{FileCache, Root, RootOptions};
+use onepoll::files::{FileCache, Root};
 use onepoll::http::PathHeader;
 use onepoll::listen::{self, ListenAddr, Listener, Scheme};
 use onepoll::seed::Seed;
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     // is a path inside the chroot and can only be opened after entering it.
     let root_before_chroot = match config.chroot {
         Some(_) => None,
-        None => match open_root(primary) {
+        None => match Site::open_root(primary) {
             Ok(root) => Some(root),
             Err(message) => return fail(format_args!("{message}")),
         },
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     if let Err(error) = daemon::drop_privileges(config.user.as_deref(), config.chroot.as_deref()) {
         return fail(format_args!("cannot drop privileges: {error}"));
     }
-    let root = match root_before_chroot.map_or_else(|| open_root(primary), Ok) {
+    let root = match root_before_chroot.map_or_else(|| Site::open_root(primary), Ok) {
         Ok(root) => root,
         Err(message) => return fail(format_args!("{message}")),
     };
@@ -231,59 +231,26 @@ fn bind_seeds(config: &Config, seeds: &[(Seed, u16)]) -> Result<SeedSockets, Str
     Ok(sockets)
 }
 
-fn open_root(config: &Config) -> Result<Root, String> {
-    let options = RootOptions {
-        spa_fallback: config.spa_fallback.as_deref().map(RootOptions::target_for),
-        listing: config.listing,
-        hidden: config.hidden,
-        not_found_page: config.not_found_page.as_deref().map(RootOptions::target_for),
-    };
-    match Root::new(&config.root) {
-        Ok(root) => Ok(root.with_options(options)),
-        Err(error) => Err(format!("cannot serve {}: {error}", config.root.display())),
-    }
-}
-
-/// A [[site]] table's site: its root, password file and path rules.
-fn open_site(settings: &Config, https_redirect: Option<u16>) -> Result<Site, String> {
-    let root = open_root(settings)?;
-    let auth = match &settings.auth_file {
-        Some(file) => Some(
-            Auth::load(file, settings.auth_path.clone(), &settings.auth_realm)
-                .map_err(|message| format!("auth_file: {message}"))?,
-        ),
-        None => None,
-    };
-    let path_headers = settings.path_headers()?;
-    Ok(Site { root, headers: settings.headers.clone(), path_headers, https_redirect, auth })
-}
-
 /// `--check-config`: every site opened, the certificates loaded, a summary on stdout.
 fn check_config(config: &Config) -> ExitCode {
     let https = match https_settings(config, !config.listen_tls.is_empty(), false) {
         Ok(https) => https,
         Err(message) => return fail(format_args!("{message}")),
     };
-    let single = [(Vec::new(), config)];
-    let tables: Vec<(Vec<onepoll::site::SiteName>, &Config)> = match config.sites.is_empty() {
-        true => single.to_vec(),
-        false => config.sites.iter().map(|site| (site.names.clone(), &*site.settings)).collect(),
-    };
-    let default = config.sites.iter().position(|site| site.default).unwrap_or(0);
-    let (mut sites, mut opened) = (Vec::new(), Vec::new());
-    for (index, (names, settings)) in tables.iter().enumerate() {
-        match open_site(settings, None) {
-            Ok(site) => opened.push((names.clone(), site)),
-            Err(message) => return fail(format_args!("site {}: {message}", index + 1)),
-        }
-        let names: Vec<String> = names.iter().map(|name| format!("{name}")).collect();
-        let names = if names.is_empty() { "every host".to_owned() } else { names.join(" ") };
-        let mark = if index == default { " (default)" } else { "" };
-        sites.push(format!("site {}{mark}: {} -> {}", index + 1, names, settings.root.display()));
-    }
-    if let Err(message) = Sites::new(opened, default, config.unknown_host) {
+    if let Err(message) = Sites::from_config(config, None) {
         return fail(format_args!("{message}"));
     }
+    let default = config.sites.iter().position(|site| site.default).unwrap_or(0);
+    let sites: Vec<String> = match config.sites.is_empty() {
+        true => vec![format!("site 1 (default): every host -> {}", config.root.display())],
+        false => (config.sites.iter().enumerate())
+            .map(|(index, site)| {
+                let names: Vec<String> = site.names.iter().map(ToString::to_string).collect();
+                let mark = if index == default { " (default)" } else { "" };
+                format!("site {}{mark}: {} -> {}", index + 1, names.join(" "), site.settings.root.display())
+            })
+            .collect(),
+    };
     for line in sites {
         println!("{line}");
     }
@@ -341,32 +308,17 @@ fn serve(
         },
     );
     let https_redirect = https_port.filter(|_| config.https_redirect);
-    let primary = config.sites.iter().position(|site| site.default).unwrap_or(0);
-    let headers = config.sites.get(primary).map_or(&config.headers, |site| &site.settings.headers).clone();
-    let site = Site { root, headers, path_headers, https_redirect, auth };
     let sites = match config.sites.is_empty() {
-        true => Sites::one(site).with_health_path(config.health_path.clone()),
-        false => {
-            // The other [[site]] tables, opened now (inside the chroot, like the first root).
-            let mut first = Some(site);
-            let mut list = Vec::new();
-            for (index, table) in config.sites.iter().enumerate() {
-                let site = match index == primary {
-                    true => first.take().expect("the default site once"),
-                    false => match open_site(&table.settings, https_redirect) {
-                        Ok(site) => site,
-                        Err(message) => {
-                            return fail(format_args!("[[site]] at line {}: {message}", table.line));
-                        }
-                    },
-                };
-                list.push((table.names.clone(), site));
-            }
-            match Sites::new(list, primary, config.unknown_host) {
-                Ok(sites) => sites.with_health_path(config.health_path.clone()),
-                Err(message) => return fail(format_args!("{message}")),
-            }
+        true => {
+            let site = Site { root, headers: config.headers.clone(), path_headers, https_redirect, auth };
+            Sites::one(site).with_health_path(config.health_path.clone())
         }
+        // [[site]] tables: every site opened now (inside the chroot, like the first root,
+        // which was opened before binding so that a typo costs one clear line).
+        false => match Sites::from_config(config, https_redirect) {
+            Ok(sites) => sites,
+            Err(message) => return fail(format_args!("{message}")),
+        },
     };
     let service = Service { sites, access_log, limits };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
@@ -408,7 +360,7 @@ fn serve(
         return fail(format_args!("the event loop needs its signal handlers"));
     };
     let mut service = match LoopService::new(service, https, file_cache, seeds.datagrams) {
-        Ok(service) => service,
+        Ok(service) => service.reload_config_file(config.clone(), https_redirect),
         Err(error) => return fail(format_args!("cannot serve the seed protocols' datagrams: {error}")),
     };
     let exit = event_loop::run(all, signals, &mut service, options);

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use crate::auth::Auth;
-use crate::files::Root;
+use crate::config::Config;
+use crate::files::{Root, RootOptions};
 use crate::http::host::{normalise_host, request_authority};
 use crate::http::{ExtraHeader, PathHeader};
 use crate::http::{Method, Request};
@@ -26,6 +27,35 @@ pub struct Site {
 }
 
 impl Site {
+    /// The site `settings` describe (the command line's, or a `[[site]]` table's): its root,
+    /// password file and path rules opened and checked.
+    pub fn open(settings: &Config, https_redirect: Option<u16>) -> Result<Site, String> {
+        let root = Site::open_root(settings)?;
+        let auth = match &settings.auth_file {
+            Some(file) => Some(
+                Auth::load(file, settings.auth_path.clone(), &settings.auth_realm)
+                    .map_err(|message| format!("auth_file: {message}"))?,
+            ),
+            None => None,
+        };
+        let path_headers = settings.path_headers()?;
+        Ok(Site { root, headers: settings.headers.clone(), path_headers, https_redirect, auth })
+    }
+
+    /// The root `settings` name, with its options.
+    pub fn open_root(settings: &Config) -> Result<Root, String> {
+        let options = RootOptions {
+            spa_fallback: settings.spa_fallback.as_deref().map(RootOptions::target_for),
+            listing: settings.listing,
+            hidden: settings.hidden,
+            not_found_page: settings.not_found_page.as_deref().map(RootOptions::target_for),
+        };
+        match Root::new(&settings.root) {
+            Ok(root) => Ok(root.with_options(options)),
+            Err(error) => Err(format!("cannot serve {}: {error}", settings.root.display())),
+        }
+    }
+
     /// SIGHUP: the password file is read again.
     pub fn reload(&self) {
         if let Some(auth) = &self.auth {
@@ -106,6 +136,25 @@ pub enum SiteChoice<'s> {
 }
 
 impl Sites {
+    /// Every site `config` describes (its `[[site]]` tables, or the one of its flags), opened,
+    /// with its `unknown_host` and health path: what SIGHUP builds from a changed file.
+    pub fn from_config(config: &Config, https_redirect: Option<u16>) -> Result<Sites, String> {
+        let sites = match config.sites.is_empty() {
+            true => Sites::one(Site::open(config, https_redirect)?),
+            false => {
+                let mut list = Vec::new();
+                for table in &config.sites {
+                    let site = Site::open(&table.settings, https_redirect)
+                        .map_err(|message| format!("[[site]] at line {}: {message}", table.line))?;
+                    list.push((table.names.clone(), site));
+                }
+                let default = config.sites.iter().position(|site| site.default).unwrap_or(0);
+                Sites::new(list, default, config.unknown_host)?
+            }
+        };
+        Ok(sites.with_health_path(config.health_path.clone()))
+    }
+
     /// One site, answering every host: the command line's.
     pub fn one(site: Site) -> Sites {
         Sites::new(vec![(Vec::new(), site)], 0, UnknownHost::Default).expect("one site has no clash")

@@ -37,9 +37,13 @@ fn sites(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 fn start(file: &Path, engine: &str) -> Server {
+    start_logging(file, engine, "debug")
+}
+
+fn start_logging(file: &Path, engine: &str, log_level: &str) -> Server {
     let args = ["--config", file.to_str().unwrap(), "--engine", engine];
     // The positional root is the harness's; with [[site]] tables it serves nothing.
-    Server::start_with(file.parent().unwrap(), &args, "debug")
+    Server::start_with(file.parent().unwrap(), &args, log_level)
 }
 
 /// `(status, body)` of `GET target` with `host` as the Host field, each on its own connection.
@@ -235,4 +239,71 @@ fn health_answers_before_everything_and_is_not_logged(engine: &str) {
 
 engine_tests! {
     all: [health_answers_before_everything_and_is_not_logged];
+}
+
+/// SIGHUP reads the file again while clients keep asking: new requests see the new sites, no
+/// request fails, a broken file keeps the configuration it replaces, and what needs a restart
+/// is named.
+#[test]
+fn sighup_reloads_the_file_under_load_with_no_failed_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let (dir, file) = sites("max_conns = 100");
+    let server = start_logging(&file, "event-loop", "info");
+    let original = fs::read_to_string(&file).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new((0u32, Vec::<String>::new())));
+    // Two clients: one keep-alive connection, and a new connection per request.
+    let load: Vec<_> = [true, false]
+        .into_iter()
+        .map(|keep_alive| {
+            let (stop, tally, addr) = (Arc::clone(&stop), Arc::clone(&tally), server.addr);
+            std::thread::spawn(move || {
+                let mut client = common::Client::connect(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    if !keep_alive {
+                        client = common::Client::connect(addr);
+                    }
+                    client.send(b"GET /same.txt HTTP/1.1\r\nHost: example.org\r\n\r\n");
+                    let response = client.response(false);
+                    let mut tally = tally.lock().unwrap();
+                    tally.0 += 1;
+                    if (response.status, response.body_text().as_str()) != (200, "main\n") {
+                        tally.1.push(format!("{} {}", response.status, response.body_text()));
+                    }
+                }
+            })
+        })
+        .collect();
+    assert_eq!(get(&server, "/same.txt", Some("new.example")).1, "main\n", "unknown: the default");
+    let blog = dir.path().join("blog").display().to_string();
+    for round in 1..=5 {
+        // A site for new.example appears (and its root alternates), in the same file.
+        let root = if round % 2 == 1 { &blog } else { &dir.path().join("any").display().to_string() };
+        let added = format!("{original}\n[[site]]\nnames = [\"new.example\"]\nroot = \"{root}\"\n");
+        fs::write(&file, added).unwrap();
+        server.signal("HUP");
+        server.wait_for_log_count("configuration reloaded, 4 sites", round);
+        let expected = if round % 2 == 1 { "blog\n" } else { "any\n" };
+        assert_eq!(get(&server, "/same.txt", Some("new.example")).1, expected, "round {round}");
+    }
+    // A file that does not check keeps what serves now, with one ERROR line.
+    fs::write(&file, format!("{original}\n[[site]]\nnames = [\"x.example\"]\n")).unwrap();
+    server.signal("HUP");
+    let kept = server.wait_for_log("the configuration stays as it was");
+    assert!(kept.contains("ERROR") && kept.contains("[[site]] without a root"), "{kept}");
+    assert_eq!(get(&server, "/same.txt", Some("new.example")).1, "blog\n", "round 5 stays");
+    // What takes a restart is named, and the rest still reloads.
+    fs::write(&file, original.replace("max_conns = 100", "max_conns = 200")).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("max_conns changed, which takes a restart");
+    server.wait_for_log_count("configuration reloaded, 3 sites", 1);
+    assert_eq!(get(&server, "/same.txt", Some("new.example")).1, "main\n", "the site is gone again");
+    stop.store(true, Ordering::Relaxed);
+    load.into_iter().for_each(|thread| thread.join().unwrap());
+    let (requests, failures) = std::mem::take(&mut *tally.lock().unwrap());
+    assert!(requests > 10, "{requests} requests");
+    assert!(failures.is_empty(), "{} of {requests} failed: {failures:?}", failures.len());
+    eprintln!("{requests} requests during 7 reloads, 0 failed");
 }

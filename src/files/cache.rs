@@ -371,8 +371,9 @@ impl FileCache {
         true
     }
 
-    /// Forgets everything: entries, compressed forms and compressions not started yet.
-    fn clear(&mut self) {
+    /// Forgets everything: entries, compressed forms and compressions not started yet (the
+    /// sites were replaced, or a change was seen on disk).
+    pub fn clear(&mut self) {
         self.entries.clear();
         if let Some(compression) = self.compression.as_mut() {
             compression.used = 0;

@@ -17,11 +17,14 @@ use mio::{Interest, Registry, Token};
 use super::Service;
 use super::compressor::Compressor;
 use super::http::HttpClient;
+use crate::config::Config;
+use crate::config::file::first_line;
 use crate::drive::{ConnLabel, Context, Limits, Now, Time};
 use crate::engine::event_loop::{Handler, Polled};
 use crate::engine::stream::{Socket, Stream};
 use crate::files::FileCache;
 use crate::seed::{self, Answered, Seed, SeedConnection};
+use crate::site::Sites;
 use crate::tls::Https;
 
 /// What a listening socket's clients speak.
@@ -48,6 +51,15 @@ pub struct LoopService {
     datagrams_yielded: Vec<usize>,
     /// The first of the tokens the loop gave this service's sources.
     first_token: usize,
+    /// With `--config`: the configuration serving now, read again from the file on SIGHUP.
+    reloadable: Option<Reloadable>,
+}
+
+/// What a SIGHUP needs to rebuild the sites from the file.
+struct Reloadable {
+    config: Config,
+    /// Where `--https-redirect` sends requests (the port the HTTPS listener got).
+    https_redirect: Option<u16>,
 }
 
 /// The service's sources, by their offset from its first token.
@@ -77,7 +89,54 @@ impl LoopService {
             datagrams,
             datagrams_yielded: Vec::new(),
             first_token: 0,
+            reloadable: None,
         })
+    }
+
+    /// SIGHUP reads `config`'s file again (`--config`): new requests use the new sites,
+    /// requests in flight finish as they were, and a file that does not parse or check
+    /// leaves everything as it was.
+    pub fn reload_config_file(mut self, config: Config, https_redirect: Option<u16>) -> LoopService {
+        self.reloadable = config.config.is_some().then_some(Reloadable { config, https_redirect });
+        self
+    }
+
+    /// The sites and limits of the file as it is now, or why it keeps the ones it has.
+    fn reload_sites(&mut self) {
+        let Some(reloadable) = &self.reloadable else { return };
+        let https_redirect = reloadable.https_redirect;
+        let path = reloadable.config.config.as_deref().unwrap_or(std::path::Path::new("?")).display();
+        let fresh = match Config::from_args(std::env::args_os()) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                let message = first_line(&error.to_string()).to_owned();
+                return error!("SIGHUP: {path}: the configuration stays as it was: {message}");
+            }
+        };
+        let sites = match Sites::from_config(&fresh, https_redirect) {
+            Ok(sites) => sites,
+            Err(message) => return error!("SIGHUP: {path}: the configuration stays as it was: {message}"),
+        };
+        let fixed = fresh.restart_only_changes(&reloadable.config);
+        if !fixed.is_empty() {
+            warn!(
+                "SIGHUP: {path}: {} changed, which takes a restart; the rest is reloaded",
+                fixed.join(", ")
+            );
+        }
+        let count = sites.iter().count();
+        self.service.sites = sites;
+        self.service.limits = Limits {
+            header_timeout: fresh.header_timeout,
+            idle_timeout: fresh.idle_timeout,
+            send_timeout: fresh.send_timeout,
+        };
+        // Its keys are the old sites' numbers.
+        if let Some(cache) = &mut self.cache {
+            cache.clear();
+        }
+        info!("SIGHUP: {path}: configuration reloaded, {count} sites");
+        self.reloadable = Some(Reloadable { config: fresh, https_redirect });
     }
 
     /// The shared part, for what the process does after the loop (a last log flush).
@@ -189,6 +248,7 @@ impl Handler for LoopService {
 
     fn reload(&mut self) {
         self.service.reload();
+        self.reload_sites();
         if let Some(https) = &mut self.https {
             match https.reload() {
                 Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),

@@ -45,6 +45,10 @@ echo "installed: $(onepoll --version)"
 [ "$(command -v onepoll)" = /usr/bin/onepoll ]
 [ -f /var/www/onepoll/index.html ] || { echo "no default page" >&2; exit 1; }
 [ -f /etc/default/onepoll ] && grep -q '^ONEPOLL_ROOT=/var/www/onepoll$' /etc/default/onepoll
+grep -q -- '--config /etc/onepoll/onepoll.toml' /lib/systemd/system/onepoll.service
+# The shipped file, every line a comment, checks as the service would read it.
+(set -a; . /etc/default/onepoll; set +a; exec onepoll --config /etc/onepoll/onepoll.toml --check-config) >"$run/check.txt"
+grep -q '^configuration ok$' "$run/check.txt"
 page=$(zcat /usr/share/man/man1/onepoll.1.gz)
 grep -q '^\.SH "EXIT STATUS"' <<<"$page"
 [ -f /usr/share/bash-completion/completions/onepoll ] && [ -f /usr/share/zsh/vendor-completions/_onepoll ]
@@ -60,7 +64,7 @@ if [ ! -d /run/systemd/system ] && installed_running; then
     exit 1
 fi
 # The settings file as the service would read it, on a free port instead of the socket unit.
-(set -a; . /etc/default/onepoll; set +a; exec onepoll --port 0 --access-log off) 2>"$run/server.log" &
+(set -a; . /etc/default/onepoll; set +a; exec onepoll --config /etc/onepoll/onepoll.toml --port 0 --access-log off) 2>"$run/server.log" &
 server_pid=$!
 wait_for_line "$run/server.log" "listening on"
 url=$(grep -o 'http://[^/]*/' "$run/server.log" | head -1)
@@ -70,7 +74,7 @@ echo "served: $url from /var/www/onepoll"
 kill "$server_pid"; wait "$server_pid" || true; server_pid=""
 
 dpkg --remove onepoll >/dev/null
-[ ! -e /usr/bin/onepoll ] && [ -f /etc/default/onepoll ] # a conffile stays until purge
+[ ! -e /usr/bin/onepoll ] && [ -f /etc/default/onepoll ] && [ -f /etc/onepoll/onepoll.toml ] # conffiles stay until purge
 [ ! -e /var/www/onepoll ] # its unchanged default page went with it
 dpkg --purge onepoll >/dev/null
 snapshot >"$run/after"

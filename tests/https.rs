@@ -605,3 +605,36 @@ fn sighup_reloads_the_certificates_of_every_worker() {
         assert!(client.stream.conn.peer_certificates().unwrap()[0] == new.der(), "an old certificate served");
     }
 }
+
+/// Under --https-redirect, ACME HTTP-01 works for every site's names: each site's challenge
+/// comes from its own root over plain HTTP, and the rest of each site is sent to HTTPS.
+#[test]
+fn https_redirect_spares_each_sites_own_acme_challenges() {
+    let sites = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    for site in ["a", "b"] {
+        let challenge = sites.path().join(site).join(".well-known/acme-challenge");
+        fs::create_dir_all(&challenge).unwrap();
+        fs::write(challenge.join("token"), format!("token-of-{site}")).unwrap();
+        let root = sites.path().join(site).display().to_string();
+        config.push_str(&format!("[[site]]\nnames = [\"{site}.example\"]\nroot = \"{root}\"\n\n"));
+    }
+    let file = sites.path().join("onepoll.toml");
+    fs::write(&file, config).unwrap();
+    let pem = Pem::for_names(&["localhost"]);
+    let args = ["--https-redirect", "--config", file.to_str().unwrap()];
+    let server = HttpsServer::start(sites.path(), &[&pem], &args);
+    let https_port = server.https.port();
+    let mut plain = server.server.connect();
+    for site in ["a", "b"] {
+        let request =
+            format!("GET /.well-known/acme-challenge/token HTTP/1.1\r\nHost: {site}.example\r\n\r\n");
+        plain.send(request.as_bytes());
+        let token = plain.response(false);
+        assert_eq!((token.status, token.body_text()), (200, format!("token-of-{site}")), "{site}");
+        plain.send(format!("GET /page HTTP/1.1\r\nHost: {site}.example\r\n\r\n").as_bytes());
+        let moved = plain.response(false);
+        let expected = format!("https://{site}.example:{https_port}/page");
+        assert_eq!((moved.status, moved.header("Location")), (308, Some(expected.as_str())), "{site}");
+    }
+}

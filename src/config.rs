@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::drive::Limits;
 use crate::engine::Engine;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
 use crate::site::{SiteName, UnknownHost};
@@ -291,11 +292,9 @@ impl Config {
         };
         // Set on the command line or by a variable: the file's key is left out.
         let given = |name: &str| {
-            let arg = command
-                .get_arguments()
-                .find(|arg| arg.get_long() == Some(name) || (arg.is_positional() && arg.get_id() == name));
-            arg.and_then(|arg| matches.value_source(arg.get_id().as_str()))
-                .is_some_and(|source| source != ValueSource::DefaultValue)
+            let source =
+                file::setting(&command, name).and_then(|arg| matches.value_source(arg.get_id().as_str()));
+            source.is_some_and(|source| source != ValueSource::DefaultValue)
         };
         let file = file::ConfigFile::read(path, &command, &given)
             .map_err(|message| command.clone().error(clap::error::ErrorKind::ValueValidation, message))?;
@@ -332,6 +331,20 @@ impl Config {
         }
         config.unknown_host = file.unknown_host;
         Ok(config)
+    }
+
+    /// The `[[site]]` that answers unknown hosts: the one marked `default`, else the first.
+    pub fn default_site(&self) -> usize {
+        self.sites.iter().position(|site| site.default).unwrap_or(0)
+    }
+
+    /// Each connection's time limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            send_timeout: self.send_timeout,
+        }
     }
 
     /// The settings that differ from `earlier` but only take effect on a restart (the

@@ -9,7 +9,6 @@ use onepoll::access_log::{AccessLog, Destination};
 use onepoll::auth::Auth;
 use onepoll::config::{Config, Switch};
 use onepoll::daemon::{self, PidFile};
-use onepoll::drive::Limits;
 use onepoll::engine::blocking::BlockingListener;
 #[cfg(feature = "coroutine")]
 use onepoll::engine::coroutine;
@@ -30,8 +29,7 @@ fn main() -> ExitCode {
     // Checked with the other flags, so a bad rule is a usage error (exit 2) too.
     // The site whose parts are opened first (the only one without [[site]] tables): the
     // default; the others are opened beside its root.
-    let default_site = config.sites.iter().position(|site| site.default).unwrap_or(0);
-    let primary: &Config = config.sites.get(default_site).map_or(&config, |site| &site.settings);
+    let primary: &Config = config.sites.get(config.default_site()).map_or(&config, |site| &site.settings);
     if config.check_config {
         return check_config(&config);
     }
@@ -240,7 +238,7 @@ fn check_config(config: &Config) -> ExitCode {
     if let Err(message) = Sites::from_config(config, None) {
         return fail(format_args!("{message}"));
     }
-    let default = config.sites.iter().position(|site| site.default).unwrap_or(0);
+    let default = config.default_site();
     let sites: Vec<String> = match config.sites.is_empty() {
         true => vec![format!("site 1 (default): every host -> {}", config.root.display())],
         false => (config.sites.iter().enumerate())
@@ -285,11 +283,7 @@ fn serve(
     parts: SiteParts,
 ) -> ExitCode {
     let SiteParts { root, access_log, path_headers, auth } = parts;
-    let limits = Limits {
-        header_timeout: config.header_timeout,
-        idle_timeout: config.idle_timeout,
-        send_timeout: config.send_timeout,
-    };
+    let limits = config.limits();
     // Only the event loop reads the cache's change events, so only it gets the cache, and
     // the compressed forms that live in it.
     let compression_budget =

@@ -148,8 +148,7 @@ impl Sites {
                         .map_err(|message| format!("[[site]] at line {}: {message}", table.line))?;
                     list.push((table.names.clone(), site));
                 }
-                let default = config.sites.iter().position(|site| site.default).unwrap_or(0);
-                Sites::new(list, default, config.unknown_host)?
+                Sites::new(list, config.default_site(), config.unknown_host)?
             }
         };
         Ok(sites.with_health_path(config.health_path.clone()))
@@ -225,9 +224,6 @@ impl Sites {
     /// The site for a request naming `authority` (see `crate::http::host`): an exact name
     /// first, then a wildcard one label up; otherwise `unknown_host` decides.
     pub fn choose(&self, authority: Option<&[u8]>) -> SiteChoice<'_> {
-        if self.takes_every_host {
-            return SiteChoice::Site(self.default());
-        }
         let found = authority.and_then(normalise_host).and_then(|host| {
             let parent = host.parent();
             self.exact

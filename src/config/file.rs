@@ -144,10 +144,7 @@ fn site_table(text: &str, value: &Value, command: &Command, line: usize) -> Resu
 /// `key = value` as the arguments of the flag it names (its parser reads them with the rest).
 fn flag_args(command: &Command, key: &str, value: &Value) -> Result<Vec<OsString>, String> {
     let long = key.replace('_', "-");
-    let arg = command
-        .get_arguments()
-        .find(|arg| arg.get_long() == Some(long.as_str()) || (arg.is_positional() && arg.get_id() == key))
-        .ok_or_else(|| format!("{key}: no such setting"))?;
+    let arg = setting(command, &long).ok_or_else(|| format!("{key}: no such setting"))?;
     let flag = OsString::from(format!("--{long}"));
     let text = |value: &Value| -> Result<String, String> {
         match value {
@@ -188,6 +185,13 @@ fn flag_args(command: &Command, key: &str, value: &Value) -> Result<Vec<OsString
         }
     }
     Ok(args)
+}
+
+/// The argument a setting names: a flag by its long name, or the positional `root`.
+pub fn setting<'c>(command: &'c Command, name: &str) -> Option<&'c clap::Arg> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(name) || (arg.is_positional() && arg.get_id() == name))
 }
 
 /// The line (from 1) where `key` is set for the `nth` time, or where the `nth` `[[site]]` is.

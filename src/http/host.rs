@@ -56,17 +56,7 @@ pub fn request_authority<'h>(request: &Request<'h>) -> Option<&'h [u8]> {
 /// `authority` as a name to compare: the port stripped, ASCII lowercase, one trailing dot
 /// dropped; `None` when it is not a plain DNS name, IPv4 address or bracketed IPv6 literal.
 pub fn normalise_host(authority: &[u8]) -> Option<HostName> {
-    let host = match authority.strip_prefix(b"[") {
-        // An IPv6 literal keeps its brackets; after them only a port may follow.
-        Some(literal) => {
-            let end = literal.iter().position(|&b| b == b']')? + 2;
-            is_port_or_nothing(&authority[end..]).then_some(&authority[..end])?
-        }
-        None => match authority.iter().rposition(|&b| b == b':') {
-            Some(colon) => is_port_or_nothing(&authority[colon..]).then_some(&authority[..colon])?,
-            None => authority,
-        },
-    };
+    let host = without_port(authority)?;
     let host = host.strip_suffix(b".").unwrap_or(host);
     if host.is_empty() || host.len() > MAX_HOST_NAME {
         return None;
@@ -85,6 +75,21 @@ pub fn normalise_host(authority: &[u8]) -> Option<HostName> {
     // No empty label: no leading dot, no `..`, no second trailing dot.
     let empty_label = host[0] == b'.' || host.ends_with(b".") || host.windows(2).any(|pair| pair == b"..");
     (bracketed || !empty_label).then_some(name)
+}
+
+/// `authority` without its `:port` (an IPv6 literal keeps its brackets), or `None` when what
+/// follows the host is not a port.
+pub fn without_port(authority: &[u8]) -> Option<&[u8]> {
+    match authority.strip_prefix(b"[") {
+        Some(literal) => {
+            let end = literal.iter().position(|&b| b == b']')? + 2;
+            is_port_or_nothing(&authority[end..]).then_some(&authority[..end])
+        }
+        None => match authority.iter().rposition(|&b| b == b':') {
+            Some(colon) => is_port_or_nothing(&authority[colon..]).then_some(&authority[..colon]),
+            None => Some(authority),
+        },
+    }
 }
 
 /// `""` or `:digits` (RFC 3986 §3.2.3: the port may be empty).

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use super::Target;
+use super::host::without_port;
 
 /// The request methods we tell apart. Only GET and HEAD are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +137,9 @@ impl<'h> RepresentationFields<'h> {
 /// at `https_port`. `None` for ACME HTTP-01 challenges (RFC 8555 §8.3: they must be served
 /// over plain HTTP) and when there is no `Host` to name.
 pub fn https_location(request: &Request<'_>, https_port: u16) -> Option<String> {
-    let host =
-        request.host.and_then(|host| std::str::from_utf8(host).ok()).filter(|host| !host.is_empty())?;
+    // A name, an IPv4 address or a bracketed IPv6 one (the parser checked), its port dropped.
+    let name = request.host.and_then(without_port).and_then(|name| std::str::from_utf8(name).ok());
+    let name = name.filter(|name| !name.is_empty())?;
     // The target as a path: origin-form as is, absolute-form without its scheme and authority.
     let target = request.target.raw;
     let path = match target.split_once("://") {
@@ -148,11 +150,6 @@ pub fn https_location(request: &Request<'_>, https_port: u16) -> Option<String> 
     if path.starts_with("/.well-known/acme-challenge/") {
         return None;
     }
-    // `is_valid_host` checked it: a name, an IPv4 address or a bracketed IPv6 one, then a port.
-    let name = match host.strip_prefix('[') {
-        Some(_) => host.split_inclusive(']').next().unwrap_or(host),
-        None => host.split(':').next().unwrap_or(host),
-    };
     Some(match https_port {
         443 => format!("https://{name}{path}"),
         port => format!("https://{name}:{port}{path}"),

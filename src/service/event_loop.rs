@@ -126,11 +126,7 @@ impl LoopService {
         }
         let count = sites.iter().count();
         self.service.sites = sites;
-        self.service.limits = Limits {
-            header_timeout: fresh.header_timeout,
-            idle_timeout: fresh.idle_timeout,
-            send_timeout: fresh.send_timeout,
-        };
+        self.service.limits = fresh.limits();
         // Its keys are the old sites' numbers.
         if let Some(cache) = &mut self.cache {
             cache.clear();

@@ -17,8 +17,8 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use crate::drive::Limits;
 use crate::engine::Engine;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
-use crate::site::{SiteName, UnknownHost};
-use crate::tls::CertificateFiles;
+use crate::site::{SiteName, UnknownHost, site_id};
+use crate::tls::{CertificateFiles, CertificatePlan, SitePairs};
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
 #[derive(Debug, Clone, Parser)]
@@ -272,6 +272,8 @@ pub struct SiteConfig {
     pub names: Vec<SiteName>,
     pub default: bool,
     pub settings: Box<Config>,
+    /// The table's own `tls_cert`/`tls_key` pairs (its settings have the top level's too).
+    pub certificates: Vec<CertificateFiles>,
     /// Where the table starts in the file.
     pub line: usize,
 }
@@ -326,8 +328,15 @@ impl Config {
                 .chain(table.args.iter().cloned());
             let matches = command.clone().try_get_matches_from(site_args);
             let settings = Config::from_matches(&matches.map_err(|error| at_line(error, Some(table.line)))?)?;
+            let own = command.clone().try_get_matches_from(std::iter::once(&program).chain(&table.args));
+            let own = Config::from_matches(&own.map_err(|error| at_line(error, Some(table.line)))?)?;
+            let certificates = own.certificate_files().map_err(|message| {
+                let message = format!("{}:{}: [[site]]: {message}", path.display(), table.line);
+                command.clone().error(clap::error::ErrorKind::ValueValidation, message)
+            })?;
             let (names, default, line) = (table.names.clone(), table.default, table.line);
-            config.sites.push(SiteConfig { names, default, settings: Box::new(settings), line });
+            let settings = Box::new(settings);
+            config.sites.push(SiteConfig { names, default, settings, certificates, line });
         }
         config.unknown_host = file.unknown_host;
         Ok(config)
@@ -360,8 +369,7 @@ impl Config {
             }};
         }
         changed!(
-            addr "addr", port "port", listen "listen", listen_tls "listen_tls", tls_cert "tls_cert",
-            tls_key "tls_key", https_redirect "https_redirect", echo_port "echo_port",
+            addr "addr", port "port", listen "listen", listen_tls "listen_tls", https_redirect "https_redirect", echo_port "echo_port",
             daytime_port "daytime_port", engine "engine", threads "threads", workers "workers",
             max_conns "max_conns", access_log "access_log", compress "compress",
             compress_cache "compress_cache", user "user", chroot "chroot", pidfile "pidfile",
@@ -391,6 +399,23 @@ impl Config {
     /// The HTTPS addresses, as listen addresses.
     pub fn listen_tls_addrs(&self) -> Vec<ListenAddr> {
         self.listen_tls.iter().copied().map(ListenAddr::Tcp).collect()
+    }
+
+    /// Every certificate pair and which site has which: the top level's for every site, plus
+    /// each `[[site]]`'s own.
+    pub fn certificate_plan(&self) -> Result<CertificatePlan, String> {
+        let shared = self.certificate_files()?;
+        if self.sites.is_empty() {
+            return Ok(CertificatePlan::one_site(shared));
+        }
+        let sites = (self.sites.iter().enumerate())
+            .map(|(index, site)| SitePairs {
+                id: site_id(&site.names, index),
+                names: site.names.clone(),
+                own: site.certificates.clone(),
+            })
+            .collect();
+        Ok(CertificatePlan { shared, sites, default_site: self.default_site() })
     }
 
     /// The certificate/key pairs, or why they do not pair up.

@@ -294,9 +294,10 @@ impl<T: Transport> Connection<T> {
     ) -> Option<BodyDiscard> {
         let body = BodyDiscard::for_framing(framing.body);
         let mut user = None;
-        let site = match choice {
-            SiteChoice::Site(site) => Some(site),
-            _ => None,
+        let (site, misdirected) = match choice {
+            SiteChoice::Site(site) if !self.transport.certificate_covers(&site.id) => (None, true),
+            SiteChoice::Site(site) => (Some(site), false),
+            _ => (None, false),
         };
         let health = matches!(choice, SiteChoice::Health);
         // `--https-redirect`: where a plain-HTTP request is sent instead, if anywhere.
@@ -308,6 +309,7 @@ impl<T: Transport> Connection<T> {
             (Err(error), ..) => Err(error.clone()),
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
             (Ok(_), None, _) if health => Ok(Resource::Health),
+            (Ok(_), None, _) if misdirected => Err(HttpError::Misdirected),
             (Ok(_), None, _) => Err(HttpError::NotFound),
             (Ok(_), Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
             (Ok(_), Some(site), None) => {
@@ -650,6 +652,7 @@ mod tests {
         fs::write(dir.path().join("hello.txt"), "hello").unwrap();
         fs::write(dir.path().join("big.bin"), vec![7u8; 200 * 1024]).unwrap();
         let site = Site {
+            id: String::new(),
             root: Root::new(dir.path()).unwrap(),
             headers: Vec::new(),
             path_headers: Vec::new(),

@@ -182,8 +182,8 @@ fn url(local: &ListenAddr, scheme: Scheme) -> String {
 /// listener is bound or was passed in). Session tickets are sealed with keys from a secret
 /// drawn here, or, in a worker, the one its supervisor gave every worker.
 fn https_settings(config: &Config, serves_https: bool, worker: bool) -> Result<Option<Https>, String> {
-    let files = config.certificate_files()?;
-    match (serves_https, files.is_empty()) {
+    let plan = config.certificate_plan()?;
+    match (serves_https, plan.is_empty()) {
         (false, _) if config.https_redirect => {
             Err("--https-redirect needs an HTTPS listener (--listen-tls)".into())
         }
@@ -196,7 +196,7 @@ fn https_settings(config: &Config, serves_https: bool, worker: bool) -> Result<O
                     .map_err(|error| format!("ticket secret from the supervisor: {error}"))?,
                 false => new_ticket_secret()?,
             };
-            Https::load(files, ticket_secret).map(Some)
+            Https::load(plan, ticket_secret).map(Some)
         }
     }
 }
@@ -258,8 +258,8 @@ fn check_config(config: &Config) -> ExitCode {
     for addr in config.listen_tls_addrs() {
         println!("listen https {addr}");
     }
-    if https.is_some() {
-        println!("certificates: {} loaded", config.tls_cert.len());
+    if let Some(https) = &https {
+        println!("certificates: {} loaded", https.count());
     }
     println!("configuration ok");
     ExitCode::SUCCESS
@@ -304,7 +304,8 @@ fn serve(
     let https_redirect = https_port.filter(|_| config.https_redirect);
     let sites = match config.sites.is_empty() {
         true => {
-            let site = Site { root, headers: config.headers.clone(), path_headers, https_redirect, auth };
+            let headers = config.headers.clone();
+            let site = Site { id: String::new(), root, headers, path_headers, https_redirect, auth };
             Sites::one(site).with_health_path(config.health_path.clone())
         }
         // [[site]] tables: every site opened now (inside the chroot, like the first root,

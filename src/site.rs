@@ -15,6 +15,10 @@ use crate::http::{Method, Request};
 /// blocking engines).
 #[derive(Debug)]
 pub struct Site {
+    /// Its first name (`#2` for a nameless second site, `#1` for the one site of the command
+    /// line): what the access log's `vhost_combined` names it by, and what a TLS certificate
+    /// lists as a site it covers (see [`site_id`]).
+    pub id: String,
     pub root: Root,
     /// Added to every response (`--header`).
     pub headers: Vec<ExtraHeader>,
@@ -39,7 +43,8 @@ impl Site {
             None => None,
         };
         let path_headers = settings.path_headers()?;
-        Ok(Site { root, headers: settings.headers.clone(), path_headers, https_redirect, auth })
+        let headers = settings.headers.clone();
+        Ok(Site { id: String::new(), root, headers, path_headers, https_redirect, auth })
     }
 
     /// The root `settings` name, with its options.
@@ -97,6 +102,54 @@ impl std::fmt::Display for SiteName {
     }
 }
 
+/// A site's `id`: its first name, or its position (counted from 1) if it has none. Stable across a reload that keeps the site's first name, so a TLS session
+/// made before a SIGHUP still knows which sites its certificate covers after it.
+pub fn site_id(names: &[SiteName], index: usize) -> String {
+    match names.first() {
+        Some(name) => name.to_string(),
+        None => format!("#{}", index + 1),
+    }
+}
+
+/// Names to the sites (by index) that answer to them: an exact name first, then a wildcard one
+/// label up. Both request routing and the certificate resolver's SNI lookup use it.
+#[derive(Debug, Clone, Default)]
+pub struct NameTable {
+    exact: HashMap<String, usize>,
+    under: HashMap<String, usize>,
+}
+
+impl NameTable {
+    /// The table of `sites`' names (each site's list at its index); two sites claiming one name
+    /// is an error.
+    pub fn new<'n>(sites: impl IntoIterator<Item = &'n [SiteName]>) -> Result<NameTable, String> {
+        let mut table = NameTable::default();
+        for (index, names) in sites.into_iter().enumerate() {
+            for name in names {
+                let (map, key) = match name {
+                    SiteName::Exact(key) => (&mut table.exact, key),
+                    SiteName::AnyLabelUnder(key) => (&mut table.under, key),
+                };
+                if map.insert(key.clone(), index).is_some_and(|other| other != index) {
+                    return Err(format!("two sites answer to {name}"));
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.under.is_empty()
+    }
+
+    /// The site that answers to `host` (a request's authority or a TLS client's SNI, raw).
+    pub fn find(&self, host: &[u8]) -> Option<usize> {
+        let host = normalise_host(host)?;
+        let parent = host.parent();
+        self.exact.get(host.as_str()).or_else(|| parent.and_then(|parent| self.under.get(parent))).copied()
+    }
+}
+
 /// What a request whose host names no site gets (`unknown_host`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownHost {
@@ -115,8 +168,7 @@ pub struct Sites {
     sites: Vec<(Vec<SiteName>, Site)>,
     default: usize,
     unknown_host: UnknownHost,
-    exact: HashMap<String, usize>,
-    under: HashMap<String, usize>,
+    names: NameTable,
     /// One site answers everything: no request needs its host looked at.
     takes_every_host: bool,
     /// `--health-path`: answered before any site is chosen.
@@ -166,31 +218,20 @@ impl Sites {
         default: usize,
         unknown_host: UnknownHost,
     ) -> Result<Sites, String> {
-        let (mut exact, mut under) = (HashMap::new(), HashMap::new());
-        for (index, (names, _)) in sites.iter().enumerate() {
-            for name in names {
-                let (map, key) = match name {
-                    SiteName::Exact(key) => (&mut exact, key),
-                    SiteName::AnyLabelUnder(key) => (&mut under, key),
-                };
-                if map.insert(key.clone(), index).is_some_and(|other| other != index) {
-                    return Err(format!("two sites answer to {name}"));
-                }
-            }
-        }
+        let names = NameTable::new(sites.iter().map(|(names, _)| names.as_slice()))?;
         if default >= sites.len() {
             return Err("no default site".to_owned());
         }
-        for (slot, (_, site)) in sites.iter_mut().enumerate() {
+        for (slot, (names, site)) in sites.iter_mut().enumerate() {
             site.root.set_cache_slot(slot);
+            site.id = site_id(names, slot);
         }
-        let takes_every_host = exact.is_empty() && under.is_empty() && unknown_host == UnknownHost::Default;
+        let takes_every_host = names.is_empty() && unknown_host == UnknownHost::Default;
         Ok(Sites {
             sites,
             default,
             unknown_host,
-            exact,
-            under,
+            names,
             takes_every_host,
             health_path: None,
             takes_every_request: takes_every_host,
@@ -224,14 +265,7 @@ impl Sites {
     /// The site for a request naming `authority` (see `crate::http::host`): an exact name
     /// first, then a wildcard one label up; otherwise `unknown_host` decides.
     pub fn choose(&self, authority: Option<&[u8]>) -> SiteChoice<'_> {
-        let found = authority.and_then(normalise_host).and_then(|host| {
-            let parent = host.parent();
-            self.exact
-                .get(host.as_str())
-                .or_else(|| parent.and_then(|parent| self.under.get(parent)))
-                .copied()
-        });
-        match (found, self.unknown_host) {
+        match (authority.and_then(|authority| self.names.find(authority)), self.unknown_host) {
             (Some(index), _) => SiteChoice::Site(&self.sites[index].1),
             (None, UnknownHost::Default) => SiteChoice::Site(self.default()),
             (None, UnknownHost::NotFound) => SiteChoice::NotFound,
@@ -261,7 +295,15 @@ mod tests {
     /// A site told apart from the others by its redirect port, `tag`.
     fn site(root: &std::path::Path, tag: u16) -> Site {
         let root = Root::new(root).unwrap();
-        Site { root, headers: Vec::new(), path_headers: Vec::new(), https_redirect: Some(tag), auth: None }
+        let id = String::new();
+        Site {
+            id,
+            root,
+            headers: Vec::new(),
+            path_headers: Vec::new(),
+            https_redirect: Some(tag),
+            auth: None,
+        }
     }
 
     fn tag(choice: SiteChoice<'_>) -> String {

@@ -62,6 +62,12 @@ pub trait Transport: Read + Write {
         false
     }
 
+    /// Whether the site `id` ([`crate::site::Site::id`]) may be served on this connection: over
+    /// TLS, only if the certificate the handshake sent is one of that site's.
+    fn certificate_covers(&self, _site: &str) -> bool {
+        true
+    }
+
     /// The client spoke plain HTTP to a TLS port: every request gets a plain-text `400`.
     fn is_plain_http_on_tls_port(&self) -> bool {
         false

@@ -471,7 +471,7 @@ fn socket_activation_tells_https_listeners_apart_by_name() {
 }
 
 engine_tests! {
-    all: [every_engine_serves_https];
+    all: [every_engine_serves_https, each_site_has_its_certificate_and_a_host_it_does_not_cover_gets_421];
 }
 
 /// The same TLS layer under every engine: keep-alive requests and a 20 MiB body, intact.
@@ -637,4 +637,149 @@ fn https_redirect_spares_each_sites_own_acme_challenges() {
         let expected = format!("https://{site}.example:{https_port}/page");
         assert_eq!((moved.status, moved.header("Location")), (308, Some(expected.as_str())), "{site}");
     }
+}
+
+/// `GET path` with `host` as the Host field, on an open TLS connection.
+fn get_host_over_tls(client: &mut TlsClient, host: &str, path: &str) -> (u16, String) {
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+    let response = client.response(false);
+    (response.status, response.body_text())
+}
+
+/// Sites `a` (the default, its own certificate), `b` (its own, with a wildcard) and `c` (the
+/// shared one, valid for its name), each root's `site.txt` naming it; the shared pair also
+/// covers `localhost`. Returns the directory, the config file and the pairs a, b, shared.
+fn sites_with_certificates() -> (tempfile::TempDir, PathBuf, [Pem; 3]) {
+    let dir = tempfile::tempdir().unwrap();
+    let pems = [
+        Pem::for_names(&["a.test", "127.0.0.1"]),
+        Pem::for_names(&["b.test", "*.b.test"]),
+        Pem::for_names(&["c.test", "localhost"]),
+    ];
+    let mut config = String::new();
+    for (site, names, pem) in [
+        ("a", "\"a.test\"", Some(&pems[0])),
+        ("b", "\"b.test\", \"*.b.test\"", Some(&pems[1])),
+        ("c", "\"c.test\"", None),
+    ] {
+        let root = dir.path().join(site);
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("site.txt"), site).unwrap();
+        config.push_str(&format!("[[site]]\nnames = [{names}]\nroot = \"{}\"\n", root.display()));
+        if let Some(pem) = pem {
+            let (cert, key) =
+                (dir.path().join(format!("{site}.crt")), dir.path().join(format!("{site}.key")));
+            fs::write(&cert, &pem.cert).unwrap();
+            fs::write(&key, &pem.key).unwrap();
+            config.push_str(&format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()));
+        }
+        config.push('\n');
+    }
+    let file = dir.path().join("onepoll.toml");
+    fs::write(&file, config).unwrap();
+    (dir, file, pems)
+}
+
+/// Each site is served under its own certificate, chosen by SNI; a request whose Host names a
+/// site the connection's certificate is not one of gets `421` (RFC 9110 §15.5.20) on a
+/// connection that stays open, never that site's files; a client without SNI gets the default
+/// site's certificate.
+fn each_site_has_its_certificate_and_a_host_it_does_not_cover_gets_421(engine: &str) {
+    let (dir, file, [a, b, shared]) = sites_with_certificates();
+    let args = ["--config", file.to_str().unwrap(), "--engine", engine];
+    let server = HttpsServer::start_tls_only(dir.path(), &[&shared], &args);
+    let config = without_resumption(client_config(&[&a, &b, &shared], &BOTH_VERSIONS));
+    // SNI, the certificate it gets, and the (Host, status, body) of requests on that connection.
+    type Requests<'a> = &'a [(&'a str, u16, &'a str)];
+    let cases: [(&str, &Pem, Requests); 5] = [
+        (
+            "a.test",
+            &a,
+            &[("a.test", 200, "a"), ("b.test", 421, ""), ("c.test", 421, ""), ("other.test", 200, "a")],
+        ),
+        (
+            "b.test",
+            &b,
+            &[("b.test", 200, "b"), ("x.b.test:443", 200, "b"), ("a.test", 421, ""), ("other.test", 421, "")],
+        ),
+        ("x.b.test", &b, &[("x.b.test", 200, "b"), ("b.test", 200, "b")]),
+        ("c.test", &shared, &[("c.test", 200, "c"), ("a.test", 421, "")]),
+        ("127.0.0.1", &a, &[("a.test", 200, "a"), ("127.0.0.1", 200, "a"), ("b.test", 421, "")]),
+    ];
+    for (sni, certificate, requests) in cases {
+        let mut client = tls_connect(server.https, sni, &config);
+        let served = client.stream.conn.peer_certificates().unwrap()[0].clone();
+        assert!(served == certificate.der(), "SNI {sni} got the wrong certificate");
+        for &(host, status, body) in requests {
+            let (got, text) = get_host_over_tls(&mut client, host, "/site.txt");
+            assert_eq!(got, status, "SNI {sni}, Host {host}");
+            if status == 200 {
+                assert_eq!(text, body, "SNI {sni}, Host {host}");
+            } else {
+                assert!(!text.contains(['a', 'b', 'c']) || text.contains("Misdirected"), "{text}");
+            }
+        }
+    }
+    // curl, verifying each name against its own certificate.
+    let cacert = dir.path().join("b.crt");
+    let port = server.https.port();
+    let resolve = format!("x.b.test:{port}:127.0.0.1");
+    let url = format!("https://x.b.test:{port}/site.txt");
+    let args = ["--cacert", cacert.to_str().unwrap(), "--resolve", &resolve, "-w", " %{http_code}"];
+    let ok = common::curl(&[&args[..], &[&url]].concat());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "b 200", "{}", String::from_utf8_lossy(&ok.stderr));
+    let misdirected = common::curl(&[&args[..], &["-o", "/dev/null", "-H", "Host: a.test", &url]].concat());
+    assert_eq!(String::from_utf8_lossy(&misdirected.stdout), " 421");
+}
+
+/// A SIGHUP that gives site `b` a new certificate: new handshakes get it, and a connection
+/// opened before under the old one still serves `b` (a site is known by its first name, not by
+/// which load of the file it came from).
+#[test]
+fn a_reload_keeps_open_connections_serving_the_sites_their_certificate_covers() {
+    let (dir, file, [a, b, shared]) = sites_with_certificates();
+    let server = HttpsServer::start(dir.path(), &[&shared], &["--config", file.to_str().unwrap()]);
+    let renewed = Pem::for_names(&["b.test", "*.b.test"]);
+    let config = without_resumption(client_config(&[&a, &b, &shared, &renewed], &BOTH_VERSIONS));
+    let mut before = tls_connect(server.https, "b.test", &config);
+    assert_eq!(get_host_over_tls(&mut before, "b.test", "/site.txt"), (200, "b".to_owned()));
+    fs::write(dir.path().join("b.crt"), &renewed.cert).unwrap();
+    fs::write(dir.path().join("b.key"), &renewed.key).unwrap();
+    server.server.signal("HUP");
+    server.server.wait_for_log("configuration reloaded, 3 sites, 3 certificates");
+    let mut after = tls_connect(server.https, "b.test", &config);
+    assert!(after.stream.conn.peer_certificates().unwrap()[0] == renewed.der());
+    assert_eq!(get_host_over_tls(&mut after, "b.test", "/site.txt"), (200, "b".to_owned()));
+    assert_eq!(get_host_over_tls(&mut before, "b.test", "/site.txt"), (200, "b".to_owned()));
+    assert_eq!(get_host_over_tls(&mut before, "a.test", "/site.txt").0, 421);
+}
+
+/// `--check-config` loads every site's pairs, and refuses a site no certificate is for when
+/// HTTPS is served.
+#[test]
+fn check_config_loads_each_sites_certificates_and_wants_one_for_every_site() {
+    let (dir, file, _) = sites_with_certificates();
+    let check = |file: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+            .args(["--config", file.to_str().unwrap(), "--listen-tls", "127.0.0.1:0", "--check-config"])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    // Site c has no pair of its own and there is no shared one.
+    let (code, text) = check(&file);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("site c.test has no certificate"), "{text}");
+    let shared = Pem::for_names(&["c.test"]);
+    fs::write(dir.path().join("c.crt"), &shared.cert).unwrap();
+    fs::write(dir.path().join("c.key"), &shared.key).unwrap();
+    let top = format!("tls_cert = \"{0}/c.crt\"\ntls_key = \"{0}/c.key\"\n", dir.path().display());
+    let with_shared = dir.path().join("shared.toml");
+    fs::write(&with_shared, top + &fs::read_to_string(&file).unwrap()).unwrap();
+    let (code, text) = check(&with_shared);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("certificates: 3 loaded"), "{text}");
 }

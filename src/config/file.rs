@@ -17,8 +17,10 @@ use toml::Value;
 use crate::site::{SiteName, UnknownHost};
 
 /// The keys a `[[site]]` table may hold besides `names` and `default`.
-pub const SITE_KEYS: [&str; 10] = [
+pub const SITE_KEYS: [&str; 12] = [
     "root",
+    "tls_cert",
+    "tls_key",
     "header",
     "header_for",
     "spa_fallback",
@@ -174,6 +176,10 @@ fn flag_args(command: &Command, key: &str, value: &Value) -> Result<Vec<OsString
                 args.push(flag.clone());
                 args.extend(group.into_iter().map(OsString::from));
             }
+        }
+        // One value of a repeatable one-value flag: `tls_cert = "a.pem"` for `["a.pem"]`.
+        (ArgAction::Append, value) if values_per_use == 1 => {
+            args.extend([flag, OsString::from(text(value)?)])
         }
         (ArgAction::Append, _) => return Err(format!("{key}: expected a list")),
         (_, value) => {

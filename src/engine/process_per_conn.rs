@@ -301,7 +301,7 @@ impl Parent<'_> {
     fn reload(&mut self) {
         self.service.reload();
         if let Some(https) = &mut self.https {
-            match https.reload() {
+            match https.reload(None) {
                 Ok(()) => {
                     for listener in self.listeners.iter_mut().filter(|listener| listener.tls.is_some()) {
                         listener.tls = Some(Arc::clone(https.config()));

@@ -46,6 +46,9 @@ pub enum HttpError {
     VersionNotSupported,
     /// Plain HTTP sent to a port that speaks HTTPS (answered in plain text, as nginx does).
     PlainHttpOnHttpsPort,
+    /// Over TLS, the request names a site the negotiated certificate is not one of (RFC 9110
+    /// §15.5.20): the client should ask again on a connection made for that name.
+    Misdirected,
 }
 
 impl HttpError {
@@ -68,6 +71,7 @@ impl HttpError {
             HttpError::UriTooLong => Status::URI_TOO_LONG,
             HttpError::HeaderFieldsTooLarge => Status::HEADER_FIELDS_TOO_LARGE,
             HttpError::VersionNotSupported => Status::VERSION_NOT_SUPPORTED,
+            HttpError::Misdirected => Status::MISDIRECTED_REQUEST,
         }
     }
 
@@ -84,7 +88,8 @@ impl HttpError {
             | HttpError::RangeNotSatisfiable
             | HttpError::ServiceUnavailable
             | HttpError::MethodNotAllowed
-            | HttpError::NotImplemented => false,
+            | HttpError::NotImplemented
+            | HttpError::Misdirected => false,
             HttpError::BadRequest(_)
             | HttpError::BadFraming(_)
             | HttpError::UnsupportedTransferCoding

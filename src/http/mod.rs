@@ -60,6 +60,7 @@ macro_rules! with_statuses {
             413 "Content Too Large",
             414 "URI Too Long",
             416 "Range Not Satisfiable",
+            421 "Misdirected Request",
             431 "Request Header Fields Too Large",
             501 "Not Implemented",
             503 "Service Unavailable",
@@ -88,6 +89,7 @@ impl Status {
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const URI_TOO_LONG: Status = Status(414);
     pub const RANGE_NOT_SATISFIABLE: Status = Status(416);
+    pub const MISDIRECTED_REQUEST: Status = Status(421);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const NOT_IMPLEMENTED: Status = Status(501);
     pub const SERVICE_UNAVAILABLE: Status = Status(503);

@@ -101,22 +101,37 @@ impl LoopService {
         self
     }
 
-    /// The sites and limits of the file as it is now, or why it keeps the ones it has.
+    /// The sites, certificates and limits of the file as it is now, or why it keeps the ones
+    /// it has. Without a file, the certificates are read again from the same files.
     fn reload_sites(&mut self) {
-        let Some(reloadable) = &self.reloadable else { return };
+        let Some(reloadable) = &self.reloadable else {
+            if let Some(https) = &mut self.https {
+                match https.reload(None) {
+                    Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),
+                    Err(error) => error!("SIGHUP: certificates kept as they were: {error}"),
+                }
+            }
+            return;
+        };
         let https_redirect = reloadable.https_redirect;
         let path = reloadable.config.config.as_deref().unwrap_or(std::path::Path::new("?")).display();
+        let keep = |message: &dyn std::fmt::Display| {
+            error!("SIGHUP: {path}: the configuration stays as it was: {message}")
+        };
         let fresh = match Config::from_args(std::env::args_os()) {
             Ok(fresh) => fresh,
-            Err(error) => {
-                let message = first_line(&error.to_string()).to_owned();
-                return error!("SIGHUP: {path}: the configuration stays as it was: {message}");
-            }
+            Err(error) => return keep(&first_line(&error.to_string())),
         };
         let sites = match Sites::from_config(&fresh, https_redirect) {
             Ok(sites) => sites,
-            Err(message) => return error!("SIGHUP: {path}: the configuration stays as it was: {message}"),
+            Err(message) => return keep(&message),
         };
+        if let Some(https) = &mut self.https {
+            let reloaded = fresh.certificate_plan().and_then(|plan| https.reload(Some(plan)));
+            if let Err(message) = reloaded {
+                return keep(&message);
+            }
+        }
         let fixed = fresh.restart_only_changes(&reloadable.config);
         if !fixed.is_empty() {
             warn!(
@@ -131,7 +146,8 @@ impl LoopService {
         if let Some(cache) = &mut self.cache {
             cache.clear();
         }
-        info!("SIGHUP: {path}: configuration reloaded, {count} sites");
+        let certificates = self.https.as_ref().map_or(0, Https::count);
+        info!("SIGHUP: {path}: configuration reloaded, {count} sites, {certificates} certificates");
         self.reloadable = Some(Reloadable { config: fresh, https_redirect });
     }
 
@@ -245,12 +261,6 @@ impl Handler for LoopService {
     fn reload(&mut self) {
         self.service.reload();
         self.reload_sites();
-        if let Some(https) = &mut self.https {
-            match https.reload() {
-                Ok(()) => info!("SIGHUP: certificates reloaded; new handshakes use them"),
-                Err(error) => error!("SIGHUP: certificates kept as they were: {error}"),
-            }
-        }
     }
 
     fn begin_shutdown(&mut self, registry: &Registry) {

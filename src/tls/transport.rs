@@ -17,6 +17,7 @@ use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 
+use super::{ServedCertificate, take_resolved};
 use crate::recycle::FreeList;
 use crate::transport::Transport;
 
@@ -61,6 +62,8 @@ pub struct TlsTransport<S> {
     /// The last socket read returned less than it was offered: on an edge-triggered socket,
     /// it is empty until the next readiness event.
     socket_drained: bool,
+    /// The certificate the handshake sent, and so the sites this session may ask for.
+    certificate: Option<Arc<ServedCertificate>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,7 @@ impl<S> TlsTransport<S> {
             plaintext_read: 0,
             peer_closed: false,
             socket_drained: false,
+            certificate: None,
         })
     }
 
@@ -156,9 +160,23 @@ impl<S: Transport> TlsTransport<S> {
     /// With `encrypt`, it then encrypts that plaintext (or a close_notify, for `None`) into
     /// `outgoing`, if the session is past its handshake.
     fn process(&mut self, encrypt: Option<Option<&[u8]>>) -> io::Result<Standing> {
-        let TlsTransport { session, incoming, incoming_used, outgoing, plaintext, peer_closed, .. } = self;
+        let TlsTransport {
+            session,
+            incoming,
+            incoming_used,
+            outgoing,
+            plaintext,
+            peer_closed,
+            certificate,
+            ..
+        } = self;
         loop {
             let status = session.process_tls_records(&mut incoming[..*incoming_used]);
+            // Taken right after every handshake step, so the slot is empty before the next
+            // session's (see `RESOLVED`).
+            if certificate.is_none() {
+                *certificate = take_resolved();
+            }
             let discard = status.discard;
             let standing = match status.state {
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
@@ -508,6 +526,10 @@ impl<S: Transport> Transport for TlsTransport<S> {
 
     fn is_encrypted(&self) -> bool {
         self.mode == Mode::Tls
+    }
+
+    fn certificate_covers(&self, site: &str) -> bool {
+        self.certificate.as_ref().is_none_or(|certificate| certificate.covers(site))
     }
 
     fn is_plain_http_on_tls_port(&self) -> bool {

@@ -23,9 +23,22 @@ use crate::output::Sent;
 /// Buffered lines are written once they reach this size, even mid-turn.
 const FLUSH_AT_BYTES: usize = 32 * 1024;
 
+/// The line format (`--access-log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Combined,
+    /// Apache's `vhost_combined`: `%v:%p ` before the Combined line.
+    #[value(name = "vhost_combined")]
+    VhostCombined,
+}
+
 /// What an access-log line says about a response; made only while a log is on.
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
+    /// For `vhost_combined`: the site's name (or, for a nameless site, the request's host) and
+    /// the port the connection came in on.
+    pub server: Option<(Option<String>, u16)>,
     pub peer: Option<SocketAddr>,
     /// `METHOD target VERSION`, or `-` when the head could not be parsed.
     pub request_line: String,
@@ -46,6 +59,7 @@ pub struct AccessLog {
     buffered: bool,
     /// The sink is not `Off` (fixed at start, so asking costs no lock on the hot path).
     writes_lines: bool,
+    format: LogFormat,
 }
 
 #[derive(Debug)]
@@ -76,7 +90,12 @@ impl Destination {
 
 impl AccessLog {
     pub fn off() -> AccessLog {
-        AccessLog { sink: Mutex::new(Sink::Off), buffered: false, writes_lines: false }
+        AccessLog {
+            sink: Mutex::new(Sink::Off),
+            buffered: false,
+            writes_lines: false,
+            format: LogFormat::Combined,
+        }
     }
 
     /// Opens the destination (a file is created if missing and appended to). `buffered` lines
@@ -90,7 +109,17 @@ impl AccessLog {
             }
         };
         let writes_lines = !matches!(sink, Sink::Off);
-        Ok(AccessLog { sink: Mutex::new(sink), buffered, writes_lines })
+        Ok(AccessLog { sink: Mutex::new(sink), buffered, writes_lines, format: LogFormat::Combined })
+    }
+
+    /// Lines in `format` from now on (at start, and on SIGHUP).
+    pub fn set_format(&mut self, format: LogFormat) {
+        self.format = format;
+    }
+
+    /// Whether records need their `server` (the site and port).
+    pub fn names_the_server(&self) -> bool {
+        self.writes_lines && self.format == LogFormat::VhostCombined
     }
 
     /// Whether anything reads the request details; when not, callers skip collecting them.
@@ -111,7 +140,7 @@ impl AccessLog {
             Sink::Stdout { pending } | Sink::File { pending, .. } => pending,
         };
         let mut line = String::with_capacity(160);
-        combined_log_line(&mut line, access, sent);
+        log_line(&mut line, self.format, access, sent);
         pending.extend_from_slice(line.as_bytes());
         if !self.buffered || pending.len() >= FLUSH_AT_BYTES {
             write_pending(&mut sink);
@@ -181,6 +210,15 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// The line for `access` in `format`: `vhost_combined` is `name:port ` and the Combined line.
+fn log_line(line: &mut String, format: LogFormat, access: &AccessRecord, sent: Sent) {
+    if let (LogFormat::VhostCombined, Some((name, port))) = (format, &access.server) {
+        push_escaped(line, name.as_deref().unwrap_or("-"));
+        let _ = write!(line, ":{port} ");
+    }
+    combined_log_line(line, access, sent);
+}
+
 /// `peer - user [22/Nov/2026:07:00:00 +0000] "GET / HTTP/1.1" 200 1234 "referer" "agent"`: the
 /// user `-` unless authenticated, the body bytes actually sent, like nginx's `$remote_user`
 /// and `$body_bytes_sent`.
@@ -243,6 +281,7 @@ mod tests {
 
     fn record() -> AccessRecord {
         AccessRecord {
+            server: None,
             user: None,
             peer: Some("192.0.2.7:51234".parse().unwrap()),
             request_line: "GET /a\"b HTTP/1.1".into(),
@@ -261,6 +300,24 @@ mod tests {
             line,
             "192.0.2.7 - - [22/Nov/2026:07:00:29 +0000] \"GET /a\\x22b HTTP/1.1\" 200 1234 \"http://x/\\x0A\" \"-\"\n"
         );
+    }
+
+    #[test]
+    fn vhost_combined_puts_the_site_and_port_first_and_combined_stays_as_it_was() {
+        let mut access = record();
+        access.server = Some((Some("example.org".to_owned()), 8443));
+        let sent = Sent { head_bytes: 100, bytes: 1334 };
+        let (mut combined, mut vhost) = (String::new(), String::new());
+        log_line(&mut combined, LogFormat::Combined, &access, sent);
+        log_line(&mut vhost, LogFormat::VhostCombined, &access, sent);
+        let mut plain = String::new();
+        combined_log_line(&mut plain, &access, sent);
+        assert_eq!(combined, plain);
+        assert_eq!(vhost, format!("example.org:8443 {plain}"));
+        access.server = Some((None, 80));
+        let mut unnamed = String::new();
+        log_line(&mut unnamed, LogFormat::VhostCombined, &access, sent);
+        assert!(unnamed.starts_with("-:80 192.0.2.7 - - ["), "{unnamed}");
     }
 
     #[test]

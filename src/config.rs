@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::access_log::LogFormat;
 use crate::drive::Limits;
 use crate::engine::Engine;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
@@ -153,6 +154,18 @@ pub struct Config {
         help_heading = "Logging"
     )]
     pub access_log: String,
+
+    /// The access log's lines: `combined` (nginx's and Apache's default), or `vhost_combined`
+    /// (Apache's: the site's name and the port first, `example.org:443 ...`, as goaccess reads
+    /// with `%v:%p`). SIGHUP with --config applies a change.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "combined",
+        env = "ONEPOLL_ACCESS_LOG_FORMAT",
+        help_heading = "Logging"
+    )]
+    pub access_log_format: LogFormat,
 
     /// Add this header to every response, e.g. `--header 'Cache-Control: max-age=60'`;
     /// repeatable (HSTS, CORS, ...). Several can also be given as `ONEPOLL_HEADER`, one per line.

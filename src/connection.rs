@@ -22,6 +22,7 @@ use crate::access_log::{AccessLog, AccessRecord};
 use crate::auth::Auth;
 use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Timeout, Verdict};
 use crate::files::Found;
+use crate::http::host::{normalise_host, request_authority};
 use crate::http::{HttpError, Request, Resource, Response, Version, https_location, respond};
 use crate::http1::{BodyDiscard, Framing, Head, MAX_HEAD_BYTES, Parsed, parse_head};
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
@@ -107,6 +108,8 @@ pub struct Connection<T> {
     /// The server is shutting down: answer what was asked, with `Connection: close`. A policy
     /// for the responses still to come, not a phase of this connection.
     draining: bool,
+    /// The port it came in on, once the access log asked for it (0: not yet).
+    local_port: u16,
 }
 
 impl<T: Transport> Connection<T> {
@@ -120,6 +123,7 @@ impl<T: Transport> Connection<T> {
             output: OutputQueue::default(),
             last_progress: now.mono,
             draining: false,
+            local_port: 0,
         }
     }
 
@@ -367,6 +371,13 @@ impl<T: Transport> Connection<T> {
             }
         }
         let logged = exchange.as_ref().is_none_or(|exchange| exchange.logged);
+        let server = (logged && cx.access_log.names_the_server()).then(|| {
+            let name = site.and_then(Site::server_name).map(str::to_owned).or_else(|| {
+                let host = request.and_then(request_authority).and_then(normalise_host);
+                host.map(|host| host.as_str().to_owned())
+            });
+            (name, self.local_port())
+        });
         let record = (logged && cx.access_log.is_enabled()).then(|| {
             let request_line = match request {
                 Some(r) => format!("{} {} {}", r.method.as_str(), r.target.raw, r.version.as_str()),
@@ -375,6 +386,7 @@ impl<T: Transport> Connection<T> {
             let text = |field: Option<&[u8]>| field.map(|bytes| String::from_utf8_lossy(bytes).into_owned());
             let status = response.status.code();
             Box::new(AccessRecord {
+                server,
                 peer: self.peer,
                 request_line,
                 referer: text(request.and_then(|request| request.referer)),
@@ -404,6 +416,14 @@ impl<T: Transport> Connection<T> {
             self.enter(State::Closing(CloseReason::ResponseSaidClose));
         }
         keep_alive
+    }
+
+    /// The port the connection came in on (asked of the socket once), 0 if it has none.
+    fn local_port(&mut self) -> u16 {
+        if self.local_port == 0 {
+            self.local_port = self.transport.local_port().unwrap_or(0);
+        }
+        self.local_port
     }
 
     /// Moves the reading side on, unless the connection is closing.

@@ -114,11 +114,12 @@ fn main() -> ExitCode {
     };
     // Privileged work first (log files, pid file), then give privileges up, then the root:
     // after a chroot, the root is a path inside it.
-    let access_log =
+    let mut access_log =
         match AccessLog::open(&Destination::parse(&config.access_log), config.engine == Engine::EventLoop) {
             Ok(log) => log,
             Err(error) => return fail(format_args!("cannot open access log {}: {error}", config.access_log)),
         };
+    access_log.set_format(config.access_log_format);
     let _pidfile = match (&config.pidfile, &worker) {
         (Some(path), None) => match PidFile::create(path) {
             Ok(pidfile) => Some(pidfile),

@@ -61,6 +61,12 @@ impl Site {
         }
     }
 
+    /// The name it is known by, if it has one and it is not a wildcard (the access log's
+    /// `vhost_combined`; a nameless or wildcard site is named by the request's host instead).
+    pub fn server_name(&self) -> Option<&str> {
+        (!self.id.starts_with(['#', '*'])).then_some(self.id.as_str())
+    }
+
     /// SIGHUP: the password file is read again.
     pub fn reload(&self) {
         if let Some(auth) = &self.auth {

@@ -82,11 +82,21 @@ pub trait Transport: Read + Write {
     /// Says goodbye below HTTP before the socket closes (TLS `close_notify`), if it can
     /// without blocking.
     fn finish(&mut self) {}
+
+    /// The port the connection came in on (`getsockname`: a listener bound to a wildcard
+    /// address does not say which of its addresses); none for a Unix socket.
+    fn local_port(&self) -> Option<u16> {
+        None
+    }
 }
 
 impl Transport for std::net::TcpStream {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
         sys::sendfile(self.as_raw_fd(), file, offset, len)
+    }
+
+    fn local_port(&self) -> Option<u16> {
+        self.local_addr().ok().map(|addr| addr.port())
     }
 
     fn stop_blocking(&mut self) -> io::Result<()> {

@@ -307,3 +307,34 @@ fn sighup_reloads_the_file_under_load_with_no_failed_request() {
     assert!(failures.is_empty(), "{} of {requests} failed: {failures:?}", failures.len());
     eprintln!("{requests} requests during 7 reloads, 0 failed");
 }
+
+/// `access_log_format = "vhost_combined"` puts the site's first name and the local port before
+/// the Combined line (`%v:%p`, as Apache and goaccess have it); a wildcard site, or a host no
+/// site answers to, is named by the request's host, normalised; the default format's line is
+/// unchanged.
+fn vhost_combined_names_the_site_and_port(engine: &str) {
+    let (_dir, file) = sites("access_log_format = \"vhost_combined\"\nunknown_host = \"404\"");
+    let server = start(&file, engine);
+    let port = server.addr.port();
+    for (host, target, line_start) in [
+        ("WWW.example.org", "/same.txt", "example.org"),
+        ("blog.example.org:80", "/index.html", "blog.example.org"),
+        ("X.example.net", "/same.txt?q", "x.example.net"), // a wildcard site: the host it matched
+        ("Other.Example.", "/nowhere", "other.example"),
+    ] {
+        get(&server, target, Some(host));
+        let request = format!("\"GET {target} HTTP/1.1\" "); // the access line, not the debug one
+        let line = server.wait_for_log(&request);
+        let expected = format!("{line_start}:{port} 127.0.0.1 - - [");
+        assert!(line.starts_with(&expected), "{line:?} should start with {expected:?}");
+    }
+    let (_dir, file) = sites("");
+    let server = start(&file, engine);
+    get(&server, "/same.txt", Some("blog.example.org"));
+    let line = server.wait_for_log("\"GET /same.txt HTTP/1.1\" ");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+}
+
+engine_tests! {
+    all: [vhost_combined_names_the_site_and_port];
+}

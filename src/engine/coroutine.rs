@@ -165,6 +165,10 @@ impl Transport for TaskSocket {
         Ok(()) // tokio's sockets never block
     }
 
+    fn local_port(&self) -> Option<u16> {
+        self.0.local_addr().ok().map(|addr| addr.port())
+    }
+
     fn short_read_drains(&self) -> bool {
         true
     }

@@ -129,6 +129,13 @@ impl Transport for Stream {
         Ok(()) // mio sockets never block
     }
 
+    fn local_port(&self) -> Option<u16> {
+        match &self.socket {
+            Socket::Tcp(stream) => stream.local_addr().ok().map(|addr| addr.port()),
+            Socket::Unix(_) => None,
+        }
+    }
+
     fn short_read_drains(&self) -> bool {
         !self.hung_up
     }

@@ -484,6 +484,10 @@ impl<S: Transport> Transport for TlsTransport<S> {
         !self.outgoing.unsent().is_empty()
     }
 
+    fn local_port(&self) -> Option<u16> {
+        self.inner.local_port()
+    }
+
     /// A chunk of the file read with `pread` and encrypted: TLS bytes cannot skip user space
     /// without kernel TLS.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {

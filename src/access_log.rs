@@ -10,14 +10,15 @@
 use std::fmt::{Display, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use log::debug;
 
-use crate::http::http_date;
+use crate::http::forwarded::{IpBlock, client_address};
+use crate::http::{Request, http_date};
 use crate::output::Sent;
 
 /// Buffered lines are written once they reach this size, even mid-turn.
@@ -39,7 +40,8 @@ pub struct AccessRecord {
     /// For `vhost_combined`: the site's name (or, for a nameless site, the request's host) and
     /// the port the connection came in on.
     pub server: Option<(Option<String>, u16)>,
-    pub peer: Option<SocketAddr>,
+    /// The client: the peer, or the one a trusted proxy names (see [`AccessLog::client`]).
+    pub client: Option<IpAddr>,
     /// `METHOD target VERSION`, or `-` when the head could not be parsed.
     pub request_line: String,
     pub referer: Option<String>,
@@ -60,6 +62,8 @@ pub struct AccessLog {
     /// The sink is not `Off` (fixed at start, so asking costs no lock on the hot path).
     writes_lines: bool,
     format: LogFormat,
+    /// `--trusted-proxies`.
+    trusted_proxies: Vec<IpBlock>,
 }
 
 #[derive(Debug)]
@@ -90,12 +94,7 @@ impl Destination {
 
 impl AccessLog {
     pub fn off() -> AccessLog {
-        AccessLog {
-            sink: Mutex::new(Sink::Off),
-            buffered: false,
-            writes_lines: false,
-            format: LogFormat::Combined,
-        }
+        AccessLog::with_sink(Sink::Off, false)
     }
 
     /// Opens the destination (a file is created if missing and appended to). `buffered` lines
@@ -108,13 +107,31 @@ impl AccessLog {
                 Sink::File { path: path.clone(), file: open_append(path)?, pending: Vec::new() }
             }
         };
-        let writes_lines = !matches!(sink, Sink::Off);
-        Ok(AccessLog { sink: Mutex::new(sink), buffered, writes_lines, format: LogFormat::Combined })
+        Ok(AccessLog::with_sink(sink, buffered))
     }
 
-    /// Lines in `format` from now on (at start, and on SIGHUP).
-    pub fn set_format(&mut self, format: LogFormat) {
+    fn with_sink(sink: Sink, buffered: bool) -> AccessLog {
+        let writes_lines = !matches!(sink, Sink::Off);
+        let (format, trusted_proxies) = (LogFormat::Combined, Vec::new());
+        AccessLog { sink: Mutex::new(sink), buffered, writes_lines, format, trusted_proxies }
+    }
+
+    /// Lines in `format`, naming clients behind `trusted_proxies`, from now on (at start, and
+    /// on SIGHUP).
+    pub fn set_format(&mut self, format: LogFormat, trusted_proxies: Vec<IpBlock>) {
         self.format = format;
+        self.trusted_proxies = trusted_proxies;
+    }
+
+    /// Who sent `request` over a connection from `peer`, as the log names it.
+    pub fn client(&self, peer: Option<SocketAddr>, request: Option<&Request<'_>>) -> Option<IpAddr> {
+        let peer = peer?.ip();
+        match request.and_then(|request| request.forwarded_for.as_deref()) {
+            Some(forwarded) if !self.trusted_proxies.is_empty() => {
+                Some(client_address(peer, Some(forwarded), &self.trusted_proxies))
+            }
+            _ => Some(peer),
+        }
     }
 
     /// Whether records need their `server` (the site and port).
@@ -223,9 +240,9 @@ fn log_line(line: &mut String, format: LogFormat, access: &AccessRecord, sent: S
 /// user `-` unless authenticated, the body bytes actually sent, like nginx's `$remote_user`
 /// and `$body_bytes_sent`.
 fn combined_log_line(line: &mut String, access: &AccessRecord, sent: Sent) {
-    match access.peer {
-        Some(peer) => {
-            let _ = write!(line, "{}", peer.ip());
+    match access.client {
+        Some(client) => {
+            let _ = write!(line, "{client}");
         }
         None => line.push('-'),
     }
@@ -283,7 +300,7 @@ mod tests {
         AccessRecord {
             server: None,
             user: None,
-            peer: Some("192.0.2.7:51234".parse().unwrap()),
+            client: Some("192.0.2.7".parse().unwrap()),
             request_line: "GET /a\"b HTTP/1.1".into(),
             referer: Some("http://x/\n".into()),
             user_agent: None,
@@ -342,7 +359,7 @@ mod tests {
     #[test]
     fn an_unparseable_head_and_an_unsent_head_log_as_dash_and_zero() {
         let mut access = record();
-        access.peer = None;
+        access.client = None;
         access.request_line = "-".into();
         let mut line = String::new();
         combined_log_line(&mut line, &access, Sent { head_bytes: 100, bytes: 40 }); // part of the head only

@@ -17,6 +17,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use crate::access_log::LogFormat;
 use crate::drive::Limits;
 use crate::engine::Engine;
+use crate::http::forwarded::IpBlock;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
 use crate::site::{SiteName, UnknownHost, site_id};
 use crate::tls::{CertificateFiles, CertificatePlan, SitePairs};
@@ -166,6 +167,19 @@ pub struct Config {
         help_heading = "Logging"
     )]
     pub access_log_format: LogFormat,
+
+    /// Proxies (addresses or CIDR blocks, comma-separated or repeated) whose X-Forwarded-For
+    /// names the client in the access log: the rightmost address in it that is not one of them.
+    /// Nobody else can set the logged address. SIGHUP with --config applies a change.
+    #[arg(
+        long,
+        value_name = "ADDR[/BITS],...",
+        value_parser = IpBlock::parse,
+        value_delimiter = ',',
+        env = "ONEPOLL_TRUSTED_PROXIES",
+        help_heading = "Logging"
+    )]
+    pub trusted_proxies: Vec<IpBlock>,
 
     /// Add this header to every response, e.g. `--header 'Cache-Control: max-age=60'`;
     /// repeatable (HSTS, CORS, ...). Several can also be given as `ONEPOLL_HEADER`, one per line.

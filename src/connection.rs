@@ -387,7 +387,7 @@ impl<T: Transport> Connection<T> {
             let status = response.status.code();
             Box::new(AccessRecord {
                 server,
-                peer: self.peer,
+                client: cx.access_log.client(self.peer, request),
                 request_line,
                 referer: text(request.and_then(|request| request.referer)),
                 user_agent: text(request.and_then(|request| request.user_agent)),

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             Ok(log) => log,
             Err(error) => return fail(format_args!("cannot open access log {}: {error}", config.access_log)),
         };
-    access_log.set_format(config.access_log_format);
+    access_log.set_format(config.access_log_format, config.trusted_proxies.clone());
     let _pidfile = match (&config.pidfile, &worker) {
         (Some(path), None) => match PidFile::create(path) {
             Ok(pidfile) => Some(pidfile),

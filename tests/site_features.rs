@@ -16,7 +16,50 @@ engine_tests! {
         the_404_page_is_served_with_status_404,
         hidden_paths_are_404_except_well_known_unless_asked_for,
         path_headers_go_on_the_matching_paths_successes_only,
+        only_a_trusted_proxy_names_the_client_in_the_access_log,
     ];
+}
+
+/// A connection from `source` (a loopback address other than 127.0.0.1 stands for another
+/// machine) to `server`.
+fn connect_from(source: &str, server: &Server) -> common::Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    common::Client::from_stream(socket.into())
+}
+
+/// `--trusted-proxies`: a request from a listed proxy is logged as the rightmost address of
+/// X-Forwarded-For that is not a listed proxy; anyone else's X-Forwarded-For is ignored, so a
+/// client cannot choose the address logged for it.
+fn only_a_trusted_proxy_names_the_client_in_the_access_log(engine: &str) {
+    let site = Site::new();
+    let args = ["--engine", engine, "--trusted-proxies", "127.0.0.1,10.0.0.0/8"];
+    let server = Server::start_with(&site.root(), &args, "info");
+    let cases = [
+        // (connecting from, X-Forwarded-For lines, the address logged)
+        ("127.0.0.1", vec!["198.51.100.1"], "198.51.100.1"),
+        ("127.0.0.1", vec!["6.6.6.6, 198.51.100.2", "10.1.2.3"], "198.51.100.2"),
+        ("127.0.0.1", vec![], "127.0.0.1"),
+        ("127.0.0.2", vec!["198.51.100.3"], "127.0.0.2"), // not a trusted proxy: a spoof
+        ("127.0.0.2", vec!["127.0.0.1"], "127.0.0.2"),
+    ];
+    for (index, (source, forwarded, logged)) in cases.into_iter().enumerate() {
+        let mut client = connect_from(source, &server);
+        let lines: String = forwarded.iter().map(|line| format!("X-Forwarded-For: {line}\r\n")).collect();
+        let request = format!("GET /hello.txt?case={index} HTTP/1.1\r\nHost: test\r\n{lines}\r\n");
+        client.send(request.as_bytes());
+        assert_eq!(client.response(false).status, 200);
+        let line = server.wait_for_log(&format!("GET /hello.txt?case={index} HTTP/1.1\" "));
+        assert!(line.starts_with(&format!("{logged} - - [")), "case {index}: {line}");
+    }
+    let plain = Server::start_with(&site.root(), &["--engine", engine], "info");
+    let mut client = plain.connect();
+    client.send(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 198.51.100.9\r\n\r\n");
+    assert_eq!(client.response(false).status, 200);
+    let line = plain.wait_for_log("GET /hello.txt HTTP/1.1\" ");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 }
 
 fn path_headers_go_on_the_matching_paths_successes_only(engine: &str) {

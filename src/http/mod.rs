@@ -14,6 +14,7 @@ pub(crate) mod encoding;
 pub(crate) mod error;
 #[macro_use]
 pub(crate) mod fields;
+pub mod forwarded;
 pub mod host;
 pub(crate) mod listing;
 pub(crate) mod mime;

@@ -77,6 +77,8 @@ pub struct Request<'h> {
     /// `Referer` and `User-Agent` as sent (the first of each), for the access log.
     pub referer: Option<&'h [u8]>,
     pub user_agent: Option<&'h [u8]>,
+    /// Every `X-Forwarded-For` line, joined: the access log's client behind a trusted proxy.
+    pub forwarded_for: Option<Cow<'h, str>>,
 }
 
 /// An `Authorization` value as sent. Its `Debug` shows nothing of it, so no log of a request
@@ -122,13 +124,21 @@ impl<'h> RepresentationFields<'h> {
         };
         let value = String::from_utf8_lossy(value.trim_ascii());
         match slot {
-            None => *slot = Some(value),
-            Some(joined) if is_list => {
-                let joined = joined.to_mut();
-                joined.push_str(", ");
-                joined.push_str(&value);
-            }
-            Some(repeated) => *repeated = Cow::Borrowed(""),
+            Some(repeated) if !is_list => *repeated = Cow::Borrowed(""),
+            _ => join_list(slot, value),
+        }
+    }
+}
+
+/// A list field's line added to the lines before it (RFC 9110 §5.3: several lines mean the
+/// same as one, joined with commas); borrowed until a second line comes.
+pub(crate) fn join_list<'h>(slot: &mut Option<Cow<'h, str>>, value: Cow<'h, str>) {
+    match slot {
+        None => *slot = Some(value),
+        Some(joined) => {
+            let joined = joined.to_mut();
+            joined.push_str(", ");
+            joined.push_str(&value);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use crate::http::request::join_list;
 use crate::http::{Credentials, HttpError, Method, RepresentationFields, Request, Target, Version};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
@@ -109,6 +110,7 @@ fn complete<'h>(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<P
     let mut fields = RepresentationFields::default();
     let mut authorization: Option<Credentials<'h>> = None;
     let (mut referer, mut user_agent): (Option<&'h [u8]>, Option<&'h [u8]>) = (None, None);
+    let mut forwarded_for: Option<Cow<'h, str>> = None;
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
@@ -139,6 +141,8 @@ fn complete<'h>(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<P
             referer.get_or_insert(field.value);
         } else if name.len() == 10 && name.eq_ignore_ascii_case("user-agent") {
             user_agent.get_or_insert(field.value);
+        } else if name.len() == 15 && name.eq_ignore_ascii_case("x-forwarded-for") {
+            join_list(&mut forwarded_for, String::from_utf8_lossy(field.value.trim_ascii()));
         } else {
             fields.absorb(name, field.value);
         }
@@ -167,6 +171,7 @@ fn complete<'h>(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<P
         host,
         referer,
         user_agent,
+        forwarded_for,
     };
     Ok(Parsed::Complete { request, framing: Framing { body, keep_alive }, head_len })
 }

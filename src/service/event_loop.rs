@@ -142,7 +142,7 @@ impl LoopService {
         let count = sites.iter().count();
         self.service.sites = sites;
         self.service.limits = fresh.limits();
-        self.service.access_log.set_format(fresh.access_log_format);
+        self.service.access_log.set_format(fresh.access_log_format, fresh.trusted_proxies.clone());
         // Its keys are the old sites' numbers.
         if let Some(cache) = &mut self.cache {
             cache.clear();

@@ -18,7 +18,7 @@ use onepoll::drive::{Client, ConnLabel, Context, Limits, Now, Time, Verdict};
 use onepoll::files::Root;
 use onepoll::service::Service;
 use onepoll::site::{Site, Sites};
-use onepoll::tls::{CertificateFiles, Https, TlsTransport};
+use onepoll::tls::{CertificateFiles, CertificatePlan, Https, TlsTransport};
 use onepoll::transport::Transport;
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
@@ -85,7 +85,8 @@ fn setup() -> &'static Setup {
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert, made.cert.pem()).unwrap();
         std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-        let https = Https::load(vec![CertificateFiles { cert: cert.clone(), key }], [9; 32]).unwrap();
+        let plan = CertificatePlan::one_site(vec![CertificateFiles { cert: cert.clone(), key }]);
+        let https = Https::load(plan, [9; 32]).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -100,6 +101,7 @@ fn setup() -> &'static Setup {
             send_timeout: Duration::from_secs(10),
         };
         let site = Site {
+            id: String::new(),
             root: Root::new(dir.path()).unwrap(),
             headers: Vec::new(),
             path_headers: Vec::new(),

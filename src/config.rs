@@ -272,6 +272,17 @@ pub struct Config {
     #[arg(long, value_name = "PATH", value_parser = health_path, env = "ONEPOLL_HEALTH_PATH", help_heading = "Monitoring")]
     pub health_path: Option<String>,
 
+    /// Serve `/status` (nginx's stub_status text) and `/metrics` (Prometheus) on a listener of
+    /// their own, ADDR:PORT or unix:/PATH, so they are never exposed with the sites by accident.
+    /// The event loop's, with one worker.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT|unix:/PATH",
+        env = "ONEPOLL_STATUS_LISTEN",
+        help_heading = "Monitoring"
+    )]
+    pub status_listen: Option<ListenAddr>,
+
     /// Read settings from this TOML file: every flag as a key (`idle_timeout = 30`,
     /// `header = ["X-A: 1"]`), and a `[[site]]` table per site (`names`, `root`, and the site
     /// flags). A flag given on the command line or in its variable wins over the file.
@@ -398,7 +409,7 @@ impl Config {
         changed!(
             addr "addr", port "port", listen "listen", listen_tls "listen_tls", https_redirect "https_redirect", echo_port "echo_port",
             daytime_port "daytime_port", engine "engine", threads "threads", workers "workers",
-            max_conns "max_conns", access_log "access_log", compress "compress",
+            max_conns "max_conns", status_listen "status_listen", access_log "access_log", compress "compress",
             compress_cache "compress_cache", user "user", chroot "chroot", pidfile "pidfile",
         )
     }

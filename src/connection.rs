@@ -18,9 +18,9 @@ use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
 
-use crate::access_log::{AccessLog, AccessRecord};
+use crate::access_log::AccessRecord;
 use crate::auth::Auth;
-use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Timeout, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Phase, Timeout, Verdict};
 use crate::files::Found;
 use crate::http::host::{normalise_host, request_authority};
 use crate::http::{HttpError, Request, Resource, Response, Version, https_location, respond};
@@ -28,6 +28,7 @@ use crate::http1::{BodyDiscard, Framing, Head, MAX_HEAD_BYTES, Parsed, parse_hea
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
 use crate::site::{Site, SiteChoice};
+use crate::status;
 use crate::transport::{Transport, nonblocking};
 
 /// Most responses queued on one connection; past this we stop parsing (and so reading) until
@@ -110,6 +111,8 @@ pub struct Connection<T> {
     draining: bool,
     /// The port it came in on, once the access log asked for it (0: not yet).
     local_port: u16,
+    /// It came in on `--status-listen`: it answers `/status` and `/metrics`, no site.
+    serves_status: bool,
 }
 
 impl<T: Transport> Connection<T> {
@@ -124,7 +127,14 @@ impl<T: Transport> Connection<T> {
             last_progress: now.mono,
             draining: false,
             local_port: 0,
+            serves_status: false,
         }
+    }
+
+    /// A connection of the status listener, which serves the reports and nothing else.
+    pub fn serving_status(mut self) -> Connection<T> {
+        self.serves_status = true;
+        self
     }
 
     pub fn transport_mut(&mut self) -> &mut T {
@@ -139,7 +149,7 @@ impl<T: Transport> Connection<T> {
         loop {
             let now = cx.now();
             let needs_input = self.answer_buffered_requests(cx, now);
-            match self.send_queued(cx.access_log) {
+            match self.send_queued(cx) {
                 Ok(Flushed::All) => {}
                 Ok(Flushed::Yielded) => return Verdict::Yield,
                 Ok(_) => return self.waiting(),
@@ -201,9 +211,9 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Writes what the socket takes; each response that completes gets its access line.
-    fn send_queued(&mut self, access_log: &AccessLog) -> io::Result<Flushed> {
+    fn send_queued(&mut self, cx: &Context<'_>) -> io::Result<Flushed> {
         let flushed =
-            self.output.send_some(&mut self.transport, &self.label, &mut finished(access_log, self.label))?;
+            self.output.send_some(&mut self.transport, &self.label, &mut finished(cx, self.label))?;
         // A layer under HTTP (TLS) may still hold bytes: records, handshake messages.
         match (flushed, self.transport.flush()) {
             (Flushed::All, Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Ok(Flushed::Blocked),
@@ -248,7 +258,11 @@ impl<T: Transport> Connection<T> {
                         Ok(Parsed::Partial) => None,
                         // By reference: the request is a few hundred bytes, not worth moving.
                         Ok(Parsed::Complete { ref request, framing, head_len }) => {
-                            match cx.sites.choose_for(request) {
+                            let choice = match self.serves_status {
+                                true => SiteChoice::NotFound, // no site: the reports
+                                false => cx.sites.choose_for(request),
+                            };
+                            match choice {
                                 SiteChoice::Close => {
                                     debug!("{} request for an unknown host: closing", self.label);
                                     self.enter(State::Closing(CloseReason::UnknownHost));
@@ -312,7 +326,8 @@ impl<T: Transport> Connection<T> {
         let found = match (&body, site, on_https) {
             (Err(error), ..) => Err(error.clone()),
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
-            (Ok(_), None, _) if health => Ok(Resource::Health),
+            (Ok(_), ..) if self.serves_status => status::answer(request, cx),
+            (Ok(_), None, _) if health => Ok(Resource::health()),
             (Ok(_), None, _) if misdirected => Err(HttpError::Misdirected),
             (Ok(_), None, _) => Err(HttpError::NotFound),
             (Ok(_), Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
@@ -329,7 +344,8 @@ impl<T: Transport> Connection<T> {
             }
         };
         let keep_alive = framing.keep_alive && !self.draining;
-        let exchange = Exchange { request, site, keep_alive, user, logged: !health };
+        let logged = !health && !self.serves_status;
+        let exchange = Exchange { request, site, keep_alive, user, logged };
         let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
@@ -361,7 +377,13 @@ impl<T: Transport> Connection<T> {
             Some(exchange) => exchange.site,
             None => Some(cx.sites.default()),
         };
+        let auth_busy = matches!(found, Err(HttpError::AuthenticationBusy));
         let mut response = respond(request, found, now);
+        if let Some(counters) = cx.counters
+            && !self.serves_status
+        {
+            counters.count(response.status.code(), site.map(|site| site.root.slot()), auth_busy);
+        }
         if let Some(site) = site {
             response.add_headers(&site.headers);
             if !site.path_headers.is_empty()
@@ -407,7 +429,7 @@ impl<T: Transport> Connection<T> {
             head,
             body,
             record,
-            &mut finished(cx.access_log, self.label),
+            &mut finished(cx, self.label),
         ) {
             self.enter(State::Closing(CloseReason::Io(error.kind())));
             return false;
@@ -508,6 +530,16 @@ impl<T: Transport> Client for Connection<T> {
         matches!(self.state, State::Reading(Reading::Idle)) && !self.output_pending()
     }
 
+    fn phase(&self) -> Phase {
+        match &self.state {
+            _ if self.transport.is_handshaking() => Phase::Handshaking,
+            _ if self.output_pending() => Phase::Writing,
+            State::Reading(Reading::Idle) => Phase::Waiting,
+            State::Reading(_) => Phase::Reading,
+            State::Closing(_) => Phase::Writing,
+        }
+    }
+
     /// EPOLLRDHUP or EPOLLERR: a fact about the socket, kept by the transport.
     fn note_hang_up(&mut self) {
         self.transport.note_hang_up();
@@ -529,7 +561,7 @@ impl<T: Transport> Connection<T> {
     pub(crate) fn finish(&mut self, reason: CloseReason, cx: &mut Context<'_>) {
         debug!("{} close: {reason}", self.label);
         self.transport.finish();
-        self.output.abandon(&mut finished(cx.access_log, self.label));
+        self.output.abandon(&mut finished(cx, self.label));
     }
 }
 
@@ -617,9 +649,14 @@ impl Drop for InputBuffer {
     }
 }
 
-/// What happens when a response is all out: its access line, if the log is on.
-fn finished(access_log: &AccessLog, label: ConnLabel) -> impl FnMut(&Logged, Sent) + '_ {
+/// What happens when a response is all out: its bytes counted and its access line written,
+/// if the status listener and the log are on.
+fn finished<'c>(cx: &'c Context<'_>, label: ConnLabel) -> impl FnMut(&Logged, Sent) + 'c {
+    let (access_log, counters) = (cx.access_log, cx.counters);
     move |logged: &Logged, sent: Sent| {
+        if let Some(counters) = counters {
+            counters.sent(sent.bytes);
+        }
         if let Some(record) = logged {
             access_log.record(&label, record, sent);
         }
@@ -652,6 +689,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+    use crate::access_log::AccessLog;
     use crate::drive::Time;
     use crate::files::{FileCache, Root};
     use crate::service::Service;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::access_log::AccessLog;
 use crate::files::FileCache;
 use crate::site::Sites;
+use crate::status::{Census, Counters};
 
 /// What every engine asks of every client it holds, HTTP or a seed protocol alike (redis'
 /// handler table): the engine obeys verdicts and never asks which kind of client it drives.
@@ -31,6 +32,25 @@ pub trait Client {
     fn begin_draining(&mut self) {}
     /// Logs the close and whatever it leaves unsent; dropping it closes the socket.
     fn close(self: Box<Self>, reason: CloseReason, cx: &mut Context<'_>);
+    /// Where it is, for the status report's count of connections.
+    fn phase(&self) -> Phase;
+}
+
+/// Where a client is, as the status report counts connections: nginx's Reading, Writing and
+/// Waiting, with TLS handshakes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Handshaking,
+    /// A request (head or body) is coming in.
+    Reading,
+    /// A response is going out.
+    Writing,
+    /// Idle between requests.
+    Waiting,
+}
+
+impl Phase {
+    pub const COUNT: usize = 4;
 }
 
 /// What an engine lends a client for one call: the time, and the parts of the service it
@@ -44,6 +64,10 @@ pub struct Context<'a> {
     /// Small files in memory, when the engine keeps them (the event loop, which alone reads
     /// their change events and is the one thread touching them).
     pub cache: Option<&'a mut FileCache>,
+    /// The service's counts, when it keeps them (the event loop, for `--status-listen`).
+    pub counters: Option<&'a Counters>,
+    /// The engine's count of its connections, when it reports them.
+    pub census: Option<&'a Census>,
 }
 
 /// Where a [`Context`] gets the time.
@@ -62,7 +86,7 @@ impl<'a> Context<'a> {
         access_log: &'a AccessLog,
         cache: Option<&'a mut FileCache>,
     ) -> Self {
-        Context { time, sites, access_log, cache }
+        Context { time, sites, access_log, cache, counters: None, census: None }
     }
 
     /// The time now, as this context tells it.

@@ -29,6 +29,7 @@ pub(crate) mod recycle;
 pub mod seed;
 pub mod service;
 pub mod site;
+pub mod status;
 pub mod supervisor;
 #[allow(unsafe_code)]
 mod sys;

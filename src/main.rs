@@ -93,6 +93,9 @@ fn main() -> ExitCode {
     if !seeds.is_empty() && (config.workers > 1 || config.engine != Engine::EventLoop) {
         return fail(format_args!("--echo-port and --daytime-port need the event loop and one worker"));
     }
+    if config.status_listen.is_some() && (config.workers > 1 || config.engine != Engine::EventLoop) {
+        return fail(format_args!("--status-listen needs the event loop and one worker"));
+    }
     if worker.is_none() && config.workers > 1 {
         return supervise(&config, inherited, https.is_some());
     }
@@ -111,6 +114,11 @@ fn main() -> ExitCode {
     let seed_sockets = match bind_seeds(&config, &seeds) {
         Ok(sockets) => sockets,
         Err(message) => return fail(format_args!("{message}")),
+    };
+    let status_listener = match config.status_listen.as_ref().map(|addr| (addr, listen::bind(addr, false))) {
+        None => None,
+        Some((_, Ok(listener))) => Some(listener),
+        Some((addr, Err(error))) => return fail(format_args!("cannot listen on {addr} (status): {error}")),
     };
     // Privileged work first (log files, pid file), then give privileges up, then the root:
     // after a chroot, the root is a path inside it.
@@ -153,10 +161,16 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
+    match status_listener.as_ref().map(Listener::local) {
+        Some(Ok(local @ ListenAddr::Tcp(_))) => info!("status on {}status and /metrics", local.url()),
+        Some(Ok(local)) => info!("status on {local}: /status and /metrics"),
+        Some(Err(error)) => return fail(format_args!("cannot read the status listener's address: {error}")),
+        None => {}
+    }
     serve(
         &config,
         listeners,
-        seed_sockets,
+        (seed_sockets, status_listener),
         https,
         signals,
         SiteParts { root, access_log, path_headers, auth },
@@ -278,7 +292,7 @@ struct SiteParts {
 fn serve(
     config: &Config,
     listeners: Vec<(Listener, Scheme)>,
-    seeds: SeedSockets,
+    (seeds, status): (SeedSockets, Option<Listener>),
     https: Option<Https>,
     signals: Signals,
     parts: SiteParts,
@@ -352,11 +366,15 @@ fn serve(
         })
         .collect();
     all.extend(seeds.listeners.into_iter().map(|(listener, seed)| (listener, Protocol::Seed(seed))));
+    all.extend(status.map(|listener| (listener, Protocol::Status)));
     let Signals::EventLoop(signals) = signals else {
         return fail(format_args!("the event loop needs its signal handlers"));
     };
     let mut service = match LoopService::new(service, https, file_cache, seeds.datagrams) {
-        Ok(service) => service.reload_config_file(config.clone(), https_redirect),
+        Ok(service) => {
+            let service = service.reload_config_file(config.clone(), https_redirect);
+            if config.status_listen.is_some() { service.with_status() } else { service }
+        }
         Err(error) => return fail(format_args!("cannot serve the seed protocols' datagrams: {error}")),
     };
     let exit = event_loop::run(all, signals, &mut service, options);

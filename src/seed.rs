@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use log::{debug, trace};
 use mio::net::{TcpStream, UdpSocket};
 
-use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Timeout, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Phase, Timeout, Verdict};
 use crate::http::http_date;
 use crate::transport::nonblocking;
 
@@ -153,6 +153,13 @@ impl SeedConnection {
 impl Client for SeedConnection {
     fn label(&self) -> ConnLabel {
         self.label
+    }
+
+    fn phase(&self) -> Phase {
+        match self.is_idle() {
+            true => Phase::Waiting,
+            false => Phase::Writing,
+        }
     }
 
     /// Whether closing now loses nothing the client was promised.

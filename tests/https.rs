@@ -287,7 +287,7 @@ fn sighup_reloads_certificates_and_a_broken_pair_keeps_the_old_ones() {
 fn sessions_resume_over_tls_1_3_and_1_2() {
     let site = Site::new();
     let pem = Pem::for_names(&["localhost"]);
-    let server = HttpsServer::start(&site.root(), &[&pem], &[]);
+    let server = HttpsServer::start(&site.root(), &[&pem], &["--status-listen", "127.0.0.1:0"]);
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let config = client_config(&[&pem], &[version]);
         let mut first = tls_connect(server.https, "localhost", &config);
@@ -296,6 +296,18 @@ fn sessions_resume_over_tls_1_3_and_1_2() {
         let mut second = tls_connect(server.https, "localhost", &config);
         assert_eq!(second.stream.conn.handshake_kind(), Some(HandshakeKind::Resumed), "{version:?}");
         assert_eq!(get_over_tls(&mut second, "/hello.txt").status, 200);
+    }
+    // The status report counts them: two full handshakes, two resumptions.
+    let line = server.server.wait_for_log("status on http://");
+    let status: SocketAddr =
+        line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let mut client = Client::connect(status);
+    client.send(b"GET /metrics HTTP/1.1\r\nHost: s\r\n\r\n");
+    let metrics = client.response(false).body_text();
+    for sample in
+        ["onepoll_tls_handshakes_total{kind=\"full\"} 2", "onepoll_tls_handshakes_total{kind=\"resumed\"} 2"]
+    {
+        assert!(metrics.lines().any(|line| line == sample), "{sample} not in\n{metrics}");
     }
 }
 

@@ -39,8 +39,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, TurnClock, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Phase, TurnClock, Verdict};
 use crate::listen::Listener;
+use crate::status::Census;
 
 use super::stream::{PollListener, Socket};
 use super::{ACCEPT_RETRY, Exit};
@@ -142,6 +143,8 @@ struct Slot {
     closed: bool,
     /// The deadline this client has in the timer set.
     timer: Instant,
+    /// Its phase as `census` counts it.
+    phase: Phase,
 }
 
 /// Why accepting is paused, if it is.
@@ -173,6 +176,8 @@ struct EventLoop<'a, H: Handler> {
     shutdown_deadline: Option<Instant>,
     handler: &'a mut H,
     options: Options,
+    /// Accepts and open clients by phase, for the status report.
+    census: Census,
 }
 
 /// Serves `listeners` from this thread until a signal ends it, `handler` deciding what each
@@ -212,6 +217,7 @@ pub fn run<H: Handler>(
         shutdown_deadline: None,
         handler,
         options,
+        census: Census::default(),
     };
     let exit = event_loop.run();
     event_loop.handler.end();
@@ -317,6 +323,7 @@ impl<H: Handler> EventLoop<'_, H> {
             if self.clients.len() >= self.options.max_conns {
                 if self.accepting != Accepting::AtLimit {
                     debug!("accept paused: {} connections open", self.clients.len());
+                    self.census.paused_at_limit += 1;
                 }
                 self.accepting = Accepting::AtLimit;
                 return;
@@ -342,11 +349,13 @@ impl<H: Handler> EventLoop<'_, H> {
                         warn!(
                             "accept paused: {error}; retrying every {ACCEPT_RETRY:?} and whenever a client leaves"
                         );
+                        self.census.paused_out_of_descriptors += 1;
                     }
                     self.accepting = Accepting::OutOfDescriptors { retry_at: now.mono + ACCEPT_RETRY };
                     return;
                 }
             };
+            self.census.accepted += 1;
             let entry = self.clients.vacant_entry();
             let key = entry.key();
             let label = ConnLabel { token: key, fd: stream.as_raw_fd() };
@@ -365,7 +374,9 @@ impl<H: Handler> EventLoop<'_, H> {
             }
             let (deadline, _) = client.deadline(self.handler.limits());
             self.timers.insert((deadline, key));
-            entry.insert(Slot { client, writable_armed: false, closed: false, timer: deadline });
+            let phase = client.phase();
+            self.census.opened(phase);
+            entry.insert(Slot { client, writable_armed: false, closed: false, timer: deadline, phase });
         }
     }
 
@@ -376,11 +387,17 @@ impl<H: Handler> EventLoop<'_, H> {
         // A bug that panics while serving one client must not take down the others: that
         // connection is closed and the loop goes on (tests fail on any "panicked" log line).
         let mut cx = self.handler.context(now);
+        cx.census = Some(&self.census);
         let driven = panic::catch_unwind(AssertUnwindSafe(|| slot.client.drive(&mut cx)));
         let driven = driven.unwrap_or_else(|_| {
             error!("{} panicked while being served; closing it", slot.client.label());
             Verdict::Close(CloseReason::Panicked)
         });
+        let phase = slot.client.phase();
+        if phase != slot.phase {
+            self.census.moved(slot.phase, phase);
+            slot.phase = phase;
+        }
         let verdict = match driven {
             Verdict::Wait { .. } if self.shutdown_deadline.is_some() && slot.client.is_idle() => {
                 Verdict::Close(CloseReason::ShuttingDown)
@@ -459,6 +476,7 @@ impl<H: Handler> EventLoop<'_, H> {
             self.yielded.retain(|yielded| *yielded != key); // the key may soon be reused
             let slot = self.clients.remove(key);
             self.timers.remove(&(slot.timer, key));
+            self.census.closed(slot.phase);
             slot.client.close(reason, &mut cx);
         }
         if self.accepting != Accepting::Open {

@@ -23,6 +23,7 @@ use super::compress::{CompressionJob, worth_compressing};
 use crate::http::{
     AcceptEncoding, Choice, ContentCoding, FNV1A_START, FileMeta, fnv1a, full_response_fields,
 };
+use crate::status::CacheStats;
 use crate::sys;
 
 /// Largest file kept in memory; larger ones stream from disk with sendfile.
@@ -122,6 +123,8 @@ pub struct FileCache {
     key_buffer: String,
     /// On-the-fly compression, if on.
     compression: Option<CompressionBudget>,
+    /// Hits so far, for the status report.
+    stats: CacheStats,
 }
 
 impl std::fmt::Debug for FileCache {
@@ -173,7 +176,8 @@ impl FileCache {
         });
         let entries = HashMap::default();
         let key_buffer = String::new();
-        Ok(FileCache { changes: Changes::new()?, watched: HashSet::new(), entries, key_buffer, compression })
+        let (changes, watched, stats) = (Changes::new()?, HashSet::new(), CacheStats::default());
+        Ok(FileCache { changes, watched, entries, key_buffer, compression, stats })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -184,6 +188,30 @@ impl FileCache {
     /// when the path was not looked at yet. Queues the form the client wants most when it is
     /// missing.
     pub fn lookup(&mut self, site: usize, path: &str, accept: &AcceptEncoding) -> Option<Lookup> {
+        let found = self.look_up(site, path, accept);
+        if let Some(Lookup::Hit(file)) = &found {
+            let bytes = file.content.len() as u64;
+            self.stats.hits += 1;
+            self.stats.hit_bytes += bytes;
+            if file.meta.encoding.is_some() {
+                self.stats.compressed_hits += 1;
+                self.stats.compressed_hit_bytes += bytes;
+            }
+        }
+        found
+    }
+
+    /// The hits so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Compressions queued and not yet made.
+    pub fn compressions_queued(&self) -> usize {
+        self.compression.as_ref().map_or(0, |compression| compression.queue.len())
+    }
+
+    fn look_up(&mut self, site: usize, path: &str, accept: &AcceptEncoding) -> Option<Lookup> {
         let key = site_key(&mut self.key_buffer, site, path);
         let entry = self.entries.get_mut(key)?;
         if entry.held.is_none() && entry.compressed.is_none() {

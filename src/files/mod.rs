@@ -72,6 +72,11 @@ impl Root {
     }
 
     /// Numbered by [`crate::site::Sites`], once per site.
+    /// Its site's position among the sites: its cache keys' number, and its status counts'.
+    pub(crate) fn slot(&self) -> usize {
+        self.cache_slot
+    }
+
     pub(crate) fn set_cache_slot(&mut self, slot: usize) {
         self.cache_slot = slot;
     }
@@ -362,7 +367,7 @@ mod tests {
             Ok(Resource::DirectoryWithoutSlash { location }) => (format!("redirect {location}"), vec![]),
             Ok(Resource::Listing(_)) => ("listing".into(), vec![]),
             Ok(Resource::OnHttps { .. }) => ("on https".into(), vec![]),
-            Ok(Resource::Health) => ("health".into(), vec![]),
+            Ok(Resource::Report { .. }) => ("report".into(), vec![]),
             Err(error) => (format!("{error:?}"), vec![]),
         }
     }

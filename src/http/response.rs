@@ -33,8 +33,16 @@ pub enum Resource<B> {
     Listing(String),
     /// Nothing was found, and the operator's 404 page (`--404-page`) is this file.
     NotFoundPage(B),
+    /// A text the server made for this request, never cached by anyone: the health check's
+    /// `ok`, the status listener's reports.
+    Report { content_type: &'static str, body: String },
+}
+
+impl<B> Resource<B> {
     /// `--health-path`: the server is up; nothing was looked up to say so.
-    Health,
+    pub fn health() -> Resource<B> {
+        Resource::Report { content_type: "text/plain; charset=utf-8", body: "ok\n".to_owned() }
+    }
 }
 
 /// What a response needs to know about a file, derived once from its metadata when it is
@@ -219,7 +227,7 @@ pub fn respond<B: Representation>(
         Ok(Resource::OnHttps { location }) => redirect(Status::PERMANENT_REDIRECT, request, location, now),
         Ok(Resource::Listing(html)) => generated(Status::OK, html, request, now),
         Ok(Resource::NotFoundPage(file)) => not_found_page(request, file, now),
-        Ok(Resource::Health) => health(request, now),
+        Ok(Resource::Report { content_type, body }) => report(request, content_type, body, now),
         Err(error) => error_page(&error, Some(request), now),
     }
 }
@@ -412,15 +420,14 @@ fn generated<B>(status: Status, html: String, request: &Request, now: SystemTime
 }
 
 /// `200 ok`, never stored by a cache in between: a monitor must reach the server itself.
-fn health<B>(request: &Request, now: SystemTime) -> Response<B> {
-    const BODY: &str = "ok\n";
+fn report<B>(request: &Request, content_type: &'static str, body: String, now: SystemTime) -> Response<B> {
     let mut headers = common_headers(now);
-    headers.push(field!("Content-Type"), "text/plain; charset=utf-8");
-    headers.push(field!("Content-Length"), BODY.len());
+    headers.push(field!("Content-Type"), content_type);
+    headers.push(field!("Content-Length"), body.len());
     headers.push(field!("Cache-Control"), "no-store");
     let body = match request.method {
         Method::Head => BodyPlan::Empty,
-        _ => BodyPlan::Page(BODY.to_owned()),
+        _ => BodyPlan::Page(body),
     };
     Response { status: Status::OK, headers, body, ends_connection: false }
 }
@@ -592,15 +599,21 @@ mod tests {
 
     #[test]
     fn health_is_a_small_uncached_ok() {
-        let get =
-            respond(Some(&request("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")), Ok(Resource::Health), now());
+        let get = respond(
+            Some(&request("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")),
+            Ok(Resource::health()),
+            now(),
+        );
         assert_eq!((get.status, get.body.clone()), (Status::OK, BodyPlan::Page("ok\n".to_owned())));
         assert_eq!(
             (get.header("Content-Length"), get.header("Cache-Control")),
             (Some("3"), Some("no-store"))
         );
-        let head =
-            respond(Some(&request("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")), Ok(Resource::Health), now());
+        let head = respond(
+            Some(&request("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")),
+            Ok(Resource::health()),
+            now(),
+        );
         assert_eq!((head.headers, head.body), (get.headers, BodyPlan::Empty));
     }
 

@@ -25,6 +25,7 @@ use crate::engine::stream::{Socket, Stream};
 use crate::files::FileCache;
 use crate::seed::{self, Answered, Seed, SeedConnection};
 use crate::site::Sites;
+use crate::status::Counters;
 use crate::tls::Https;
 
 /// What a listening socket's clients speak.
@@ -33,6 +34,8 @@ pub enum Protocol {
     Http,
     /// HTTP inside TLS, with the service's certificates.
     Https,
+    /// `--status-listen`: plain HTTP, `/status` and `/metrics` only.
+    Status,
     Seed(Seed),
 }
 
@@ -53,6 +56,8 @@ pub struct LoopService {
     first_token: usize,
     /// With `--config`: the configuration serving now, read again from the file on SIGHUP.
     reloadable: Option<Reloadable>,
+    /// With `--status-listen`: requests and bytes counted for the reports.
+    counters: Option<Counters>,
 }
 
 /// What a SIGHUP needs to rebuild the sites from the file.
@@ -90,6 +95,7 @@ impl LoopService {
             datagrams_yielded: Vec::new(),
             first_token: 0,
             reloadable: None,
+            counters: None,
         })
     }
 
@@ -98,6 +104,12 @@ impl LoopService {
     /// leaves everything as it was.
     pub fn reload_config_file(mut self, config: Config, https_redirect: Option<u16>) -> LoopService {
         self.reloadable = config.config.is_some().then_some(Reloadable { config, https_redirect });
+        self
+    }
+
+    /// Counts requests and bytes for a status listener's reports.
+    pub fn with_status(mut self) -> LoopService {
+        self.counters = Some(Counters::new(&self.service.sites));
         self
     }
 
@@ -140,6 +152,9 @@ impl LoopService {
             );
         }
         let count = sites.iter().count();
+        if let Some(counters) = &mut self.counters {
+            counters.resite(&sites);
+        }
         self.service.sites = sites;
         self.service.limits = fresh.limits();
         self.service.access_log.set_format(fresh.access_log_format, fresh.trusted_proxies.clone());
@@ -201,6 +216,10 @@ impl Handler for LoopService {
                         None
                     }
                 }
+            }
+            (Protocol::Status, socket) => {
+                debug!("{label} accept {} (status)", from());
+                Some(Box::new(HttpClient::accept_status(Stream::from(socket), label, peer, now)))
             }
             (Protocol::Seed(seed), Socket::Tcp(stream)) => {
                 debug!("{label} accept {} ({seed})", from());
@@ -278,7 +297,10 @@ impl Handler for LoopService {
     }
 
     fn context(&mut self, now: Now) -> Context<'_> {
-        Context::new(Time::Turn(now), &self.service.sites, &self.service.access_log, self.cache.as_mut())
+        let mut cx =
+            Context::new(Time::Turn(now), &self.service.sites, &self.service.access_log, self.cache.as_mut());
+        cx.counters = self.counters.as_ref();
+        cx
     }
 
     fn limits(&self) -> &Limits {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rustls::ServerConfig;
 
 use crate::connection::Connection;
-use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Timeout, Verdict};
+use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Phase, Timeout, Verdict};
 use crate::tls::TlsTransport;
 use crate::transport::Transport;
 
@@ -38,6 +38,11 @@ impl<T: Transport> HttpClient<T> {
                 HttpClient::Tls(Box::new(Connection::new(transport, label, peer, now)))
             }
         })
+    }
+
+    /// The client for a socket accepted on the status listener: plain HTTP, the reports only.
+    pub fn accept_status(socket: T, label: ConnLabel, peer: Option<SocketAddr>, now: Now) -> HttpClient<T> {
+        HttpClient::Plain(Connection::new(socket, label, peer, now).serving_status())
     }
 
     /// The socket under every layer, for an engine to register or wait on.
@@ -74,6 +79,10 @@ impl<T: Transport> Client for HttpClient<T> {
 
     fn is_idle(&self) -> bool {
         each!(self, connection => connection.is_idle())
+    }
+
+    fn phase(&self) -> Phase {
+        each!(self, connection => connection.phase())
     }
 
     fn note_hang_up(&mut self) {

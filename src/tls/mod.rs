@@ -100,6 +100,23 @@ thread_local! {
     static RESOLVED: std::cell::RefCell<Option<Arc<ServedCertificate>>> = const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    /// Handshakes completed on this thread: full ones, and resumptions. The event loop's
+    /// sessions all live on its one thread, so these are its counts, for the status report.
+    static HANDSHAKES: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Full handshakes and resumptions completed on this thread.
+pub fn handshakes() -> (u64, u64) {
+    HANDSHAKES.get()
+}
+
+/// A session on this thread finished its handshake.
+pub(crate) fn count_handshake(resumed: bool) {
+    let (full, resumptions) = HANDSHAKES.get();
+    HANDSHAKES.set(if resumed { (full, resumptions + 1) } else { (full + 1, resumptions) });
+}
+
 /// The certificate the last handshake step on this thread chose, if it chose one.
 pub(crate) fn take_resolved() -> Option<Arc<ServedCertificate>> {
     RESOLVED.with(|resolved| resolved.borrow_mut().take())

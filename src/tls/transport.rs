@@ -17,7 +17,7 @@ use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 
-use super::{ServedCertificate, take_resolved};
+use super::{ServedCertificate, count_handshake, take_resolved};
 use crate::recycle::FreeList;
 use crate::transport::Transport;
 
@@ -64,6 +64,8 @@ pub struct TlsTransport<S> {
     socket_drained: bool,
     /// The certificate the handshake sent, and so the sites this session may ask for.
     certificate: Option<Arc<ServedCertificate>>,
+    /// The handshake is over and was counted (see `tls::handshakes`).
+    handshake_counted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +144,7 @@ impl<S> TlsTransport<S> {
             peer_closed: false,
             socket_drained: false,
             certificate: None,
+            handshake_counted: false,
         })
     }
 
@@ -168,6 +171,7 @@ impl<S: Transport> TlsTransport<S> {
             plaintext,
             peer_closed,
             certificate,
+            handshake_counted,
             ..
         } = self;
         loop {
@@ -244,6 +248,10 @@ impl<S: Transport> TlsTransport<S> {
                 }
             };
             discard_front(incoming, incoming_used, discard);
+            if standing == Some(Standing::Traffic) && !*handshake_counted {
+                *handshake_counted = true;
+                count_handshake(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
+            }
             if let Some(standing) = standing {
                 if *incoming_used == 0 && !incoming.is_empty() {
                     give_wire_buffer(incoming);

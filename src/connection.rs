@@ -259,7 +259,7 @@ impl<T: Transport> Connection<T> {
                         // By reference: the request is a few hundred bytes, not worth moving.
                         Ok(Parsed::Complete { ref request, framing, head_len }) => {
                             let choice = match self.serves_status {
-                                true => SiteChoice::NotFound, // no site: the reports
+                                true => SiteChoice::Report,
                                 false => cx.sites.choose_for(request),
                             };
                             match choice {
@@ -317,7 +317,6 @@ impl<T: Transport> Connection<T> {
             SiteChoice::Site(site) => (Some(site), false),
             _ => (None, false),
         };
-        let health = matches!(choice, SiteChoice::Health);
         // `--https-redirect`: where a plain-HTTP request is sent instead, if anywhere.
         let on_https = match site.and_then(|site| site.https_redirect) {
             Some(port) if !self.transport.is_encrypted() => https_location(request, port),
@@ -326,10 +325,12 @@ impl<T: Transport> Connection<T> {
         let found = match (&body, site, on_https) {
             (Err(error), ..) => Err(error.clone()),
             _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
-            (Ok(_), ..) if self.serves_status => status::answer(request, cx),
-            (Ok(_), None, _) if health => Ok(Resource::health()),
-            (Ok(_), None, _) if misdirected => Err(HttpError::Misdirected),
-            (Ok(_), None, _) => Err(HttpError::NotFound),
+            (Ok(_), None, _) => match choice {
+                SiteChoice::Health => Ok(Resource::health()),
+                SiteChoice::Report => status::answer(request, cx),
+                _ if misdirected => Err(HttpError::Misdirected),
+                _ => Err(HttpError::NotFound),
+            },
             (Ok(_), Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
             (Ok(_), Some(site), None) => {
                 let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
@@ -344,7 +345,8 @@ impl<T: Transport> Connection<T> {
             }
         };
         let keep_alive = framing.keep_alive && !self.draining;
-        let logged = !health && !self.serves_status;
+        // Monitors' requests (health checks, reports) are neither logged nor counted.
+        let logged = !matches!(choice, SiteChoice::Health | SiteChoice::Report);
         let exchange = Exchange { request, site, keep_alive, user, logged };
         let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
@@ -377,11 +379,11 @@ impl<T: Transport> Connection<T> {
             Some(exchange) => exchange.site,
             None => Some(cx.sites.default()),
         };
-        let auth_busy = matches!(found, Err(HttpError::AuthenticationBusy));
+        let logged = exchange.as_ref().is_none_or(|exchange| exchange.logged);
+        let counters = cx.counters.filter(|_| logged);
+        let auth_busy = counters.is_some() && matches!(found, Err(HttpError::AuthenticationBusy));
         let mut response = respond(request, found, now);
-        if let Some(counters) = cx.counters
-            && !self.serves_status
-        {
+        if let Some(counters) = counters {
             counters.count(response.status.code(), site.map(|site| site.root.slot()), auth_busy);
         }
         if let Some(site) = site {
@@ -392,7 +394,6 @@ impl<T: Transport> Connection<T> {
                 response.add_path_headers(&site.path_headers, &path.decoded());
             }
         }
-        let logged = exchange.as_ref().is_none_or(|exchange| exchange.logged);
         let server = (logged && cx.access_log.names_the_server()).then(|| {
             let name = site.and_then(Site::server_name).map(str::to_owned).or_else(|| {
                 let host = request.and_then(request_authority).and_then(normalise_host);

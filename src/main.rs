@@ -332,8 +332,12 @@ fn serve(
     };
     let service = Service { sites, access_log, limits };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
-    let options =
-        Options { max_conns, grace_period, on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping) };
+    let options = Options {
+        max_conns,
+        grace_period,
+        on_shutdown: || daemon::notify(sd_notify::NotifyState::Stopping),
+        census: config.status_listen.is_some(),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if config.engine != Engine::EventLoop {
         // The blocking engines are for comparing designs on TCP; Unix sockets are a daemon feature.

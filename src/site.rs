@@ -191,6 +191,8 @@ pub enum SiteChoice<'s> {
     Close,
     /// A GET or HEAD of the health path: `200 ok`, before any site, auth or file lookup.
     Health,
+    /// A request on the status listener: its reports, no site.
+    Report,
 }
 
 impl Sites {
@@ -318,6 +320,7 @@ mod tests {
             SiteChoice::NotFound => "404".to_owned(),
             SiteChoice::Close => "close".to_owned(),
             SiteChoice::Health => "health".to_owned(),
+            SiteChoice::Report => "report".to_owned(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::drive::{Context, Phase};
-use crate::http::{HttpError, Method, Request, Resource};
+use crate::http::{HttpError, Method, Request, Resource, TextFormat};
 use crate::site::Sites;
 
 /// The engine's count of its connections.
@@ -56,7 +56,6 @@ impl Census {
 #[derive(Debug)]
 pub struct Counters {
     started: Instant,
-    requests: Cell<u64>,
     /// Responses by status class, 1xx to 5xx.
     by_class: [Cell<u64>; 5],
     /// Each configured site's requests, by its id; a request no site took is not among them.
@@ -69,7 +68,6 @@ impl Counters {
     pub fn new(sites: &Sites) -> Counters {
         Counters {
             started: Instant::now(),
-            requests: Cell::new(0),
             by_class: Default::default(),
             by_site: sites.iter().map(|site| (site.id.clone(), Cell::new(0))).collect(),
             sent_bytes: Cell::new(0),
@@ -92,7 +90,6 @@ impl Counters {
     /// One response decided: its status, the site (by slot) that answered, if one did, and
     /// whether it was a 503 for want of password-checking time.
     pub fn count(&self, status: u16, site: Option<usize>, auth_busy: bool) {
-        bump(&self.requests, 1);
         if let Some(class) = self.by_class.get(usize::from(status / 100).wrapping_sub(1)) {
             bump(class, 1);
         }
@@ -102,6 +99,12 @@ impl Counters {
         if auth_busy {
             bump(&self.auth_busy, 1);
         }
+    }
+
+    /// Every response counted (each has a class: one addition fewer per request than a total
+    /// of its own).
+    fn requests(&self) -> u64 {
+        self.by_class.iter().map(Cell::get).sum()
     }
 
     /// Bytes that reached the socket for one response (head and body).
@@ -142,7 +145,7 @@ pub fn stub_status(census: &Census, counters: &Counters) -> String {
         census.active(),
         census.accepted,
         census.handled,
-        counters.requests.get(),
+        counters.requests(),
         open(Phase::Reading) + open(Phase::Handshaking),
         open(Phase::Writing),
         open(Phase::Waiting),
@@ -251,10 +254,7 @@ pub fn answer<B>(request: &Request<'_>, cx: &Context<'_>) -> Result<Resource<B>,
     let path = request.target.raw.split('?').next().unwrap_or_default();
     let (Some(census), Some(counters)) = (cx.census, cx.counters) else { return Err(HttpError::NotFound) };
     let report = match path {
-        "/status" => Resource::Report {
-            content_type: "text/plain; charset=utf-8",
-            body: stub_status(census, counters),
-        },
+        "/status" => Resource::Report { body: stub_status(census, counters), format: TextFormat::Plain },
         "/metrics" => {
             let extras = Extras {
                 cache: cx.cache.as_ref().map(|cache| cache.stats()).unwrap_or_default(),
@@ -263,7 +263,7 @@ pub fn answer<B>(request: &Request<'_>, cx: &Context<'_>) -> Result<Resource<B>,
                 tls_resumptions: crate::tls::handshakes().1,
             };
             let body = prometheus(census, counters, &extras);
-            Resource::Report { content_type: "text/plain; version=0.0.4; charset=utf-8", body }
+            Resource::Report { body, format: TextFormat::Prometheus }
         }
         _ => return Err(HttpError::NotFound),
     };

@@ -132,6 +132,9 @@ pub struct Options {
     pub grace_period: Duration,
     /// Called once when a graceful shutdown begins (to tell the service manager).
     pub on_shutdown: fn(),
+    /// Count open clients by phase (a status listener reports them): one more call per
+    /// `drive`, so only when something reads the count.
+    pub census: bool,
 }
 
 /// A slab entry: one client and the loop's bookkeeping for it.
@@ -374,7 +377,7 @@ impl<H: Handler> EventLoop<'_, H> {
             }
             let (deadline, _) = client.deadline(self.handler.limits());
             self.timers.insert((deadline, key));
-            let phase = client.phase();
+            let phase = if self.options.census { client.phase() } else { Phase::Waiting };
             self.census.opened(phase);
             entry.insert(Slot { client, writable_armed: false, closed: false, timer: deadline, phase });
         }
@@ -393,10 +396,12 @@ impl<H: Handler> EventLoop<'_, H> {
             error!("{} panicked while being served; closing it", slot.client.label());
             Verdict::Close(CloseReason::Panicked)
         });
-        let phase = slot.client.phase();
-        if phase != slot.phase {
-            self.census.moved(slot.phase, phase);
-            slot.phase = phase;
+        if self.options.census {
+            let phase = slot.client.phase();
+            if phase != slot.phase {
+                self.census.moved(slot.phase, phase);
+                slot.phase = phase;
+            }
         }
         let verdict = match driven {
             Verdict::Wait { .. } if self.shutdown_deadline.is_some() && slot.client.is_idle() => {

@@ -36,7 +36,8 @@ pub use mime::content_type;
 pub use path_glob::{PathGlob, PathHeader};
 pub use request::{Credentials, Method, RepresentationFields, Request, Version, https_location};
 pub use response::{
-    BodyPlan, FNV1A_START, FileMeta, Representation, Resource, Response, fnv1a, full_response_fields, respond,
+    BodyPlan, FNV1A_START, FileMeta, Representation, Resource, Response, TextFormat, fnv1a,
+    full_response_fields, respond,
 };
 pub use target::{SafePath, Target, is_hidden_name, resolve_target};
 

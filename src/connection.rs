@@ -394,13 +394,8 @@ impl<T: Transport> Connection<T> {
                 response.add_path_headers(&site.path_headers, &path.decoded());
             }
         }
-        let server = (logged && cx.access_log.names_the_server()).then(|| {
-            let name = site.and_then(Site::server_name).map(str::to_owned).or_else(|| {
-                let host = request.and_then(request_authority).and_then(normalise_host);
-                host.map(|host| host.as_str().to_owned())
-            });
-            (name, self.local_port())
-        });
+        let server = (logged && cx.access_log.names_the_server())
+            .then(|| (server_name(site, request), self.local_port()));
         let record = (logged && cx.access_log.is_enabled()).then(|| {
             let request_line = match request {
                 Some(r) => format!("{} {} {}", r.method.as_str(), r.target.raw, r.version.as_str()),
@@ -648,6 +643,14 @@ impl Drop for InputBuffer {
     fn drop(&mut self) {
         self.give_back();
     }
+}
+
+/// The access log's `vhost_combined` name for a request: its site's, else the host it named.
+fn server_name(site: Option<&Site>, request: Option<&Request<'_>>) -> Option<String> {
+    site.and_then(Site::server_name).map(str::to_owned).or_else(|| {
+        let host = request.and_then(request_authority).and_then(normalise_host);
+        host.map(|host| host.as_str().to_owned())
+    })
 }
 
 /// What happens when a response is all out: its bytes counted and its access line written,

@@ -273,6 +273,9 @@ fn check_config(config: &Config) -> ExitCode {
     for addr in config.listen_tls_addrs() {
         println!("listen https {addr}");
     }
+    if let Some(addr) = &config.status_listen {
+        println!("listen status {addr}");
+    }
     if let Some(https) = &https {
         println!("certificates: {} loaded", https.count());
     }

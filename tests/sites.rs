@@ -338,3 +338,58 @@ fn vhost_combined_names_the_site_and_port(engine: &str) {
 engine_tests! {
     all: [vhost_combined_names_the_site_and_port];
 }
+
+/// The README's example file is complete and right: with its paths moved under a temporary
+/// directory (roots made, certificates made with rcgen, the password file a fixture), it
+/// passes `--check-config` as written.
+#[test]
+fn the_readmes_example_file_passes_check_config() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Several sites").expect("the README's sites section")..];
+    let start = section.find("```toml\n").expect("an example file") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::new();
+    let mut pair = None;
+    for line in example.lines() {
+        let Some((key, rest)) = line.split_once(" = \"/") else {
+            file.push_str(line);
+            file.push('\n');
+            continue;
+        };
+        let (path, comment) = rest.split_once('"').unwrap();
+        let moved = dir.path().join(path);
+        fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        match key {
+            "root" => fs::create_dir_all(&moved).unwrap(),
+            "auth_file" => {
+                let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/htpasswd/alice-and-bob");
+                fs::copy(fixture, &moved).unwrap();
+            }
+            "tls_cert" => {
+                let made = rcgen::generate_simple_self_signed(vec!["example.org".to_owned()]).unwrap();
+                fs::write(&moved, made.cert.pem()).unwrap();
+                pair = Some(made.signing_key.serialize_pem());
+            }
+            "tls_key" => fs::write(&moved, pair.take().expect("tls_key after its tls_cert")).unwrap(),
+            _ => {} // the access log's directory is made above
+        }
+        file.push_str(&format!("{key} = \"{}\"{comment}\n", moved.display()));
+    }
+    let path = dir.path().join("onepoll.toml");
+    fs::write(&path, &file).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .args(["--config", path.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}\n{file}");
+    for line in [
+        "site 1 (default): example.org www.example.org",
+        "site 3: files.example.org",
+        "certificates: 2 loaded",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in\n{stdout}");
+    }
+}

@@ -4,13 +4,14 @@
 #     installed when missing), which lints names, HELP and TYPE lines and the text format;
 #   /status by the parsing rule of nginx's stub_status exporters (the nginx-prometheus-exporter
 #     and collectd's nginx plugin read these three lines with these fields).
-# After a site served some 200s and a 404. Loopback only, bounded
+# After a site served some 200s and a 404, with a 30-day certificate on an HTTPS listener. Loopback only, bounded
 # (curl --max-time), about a second after the build; stops what it started by PID.
 #   scripts/status-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need promtool prometheus
+need openssl
 cargo build --quiet
 run=$(mktemp -d)
 pid=
@@ -20,7 +21,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-./target/debug/onepoll www --port 0 --status-listen 127.0.0.1:0 --access-log off 2>"$run/server.log" &
+# With HTTPS too, so the certificate's expiry is among the samples promtool reads.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=localhost \
+    -keyout "$run/key.pem" -out "$run/cert.pem" 2>/dev/null
+./target/debug/onepoll www --port 0 --listen-tls 127.0.0.1:0 --tls-cert "$run/cert.pem" --tls-key "$run/key.pem" \
+    --status-listen 127.0.0.1:0 --access-log off 2>"$run/server.log" &
 pid=$!
 wait_for_line "$run/server.log" 'status on http://'
 site=$(grep -oE 'listening on http://[^/]+' "$run/server.log" | head -1 | sed 's|listening on ||')
@@ -31,6 +36,10 @@ done
 
 curl -s --max-time 5 "$status/metrics" >"$run/metrics.txt"
 promtool check metrics <"$run/metrics.txt"
+expiry=$(awk '/^onepoll_certificate_expiry_seconds/ {print $2}' "$run/metrics.txt")
+# A 30-day certificate: between 29 and 30 days left.
+[ "$expiry" -gt $((29 * 86400)) ] && [ "$expiry" -le $((30 * 86400)) ] ||
+    { echo "FAILED: certificate expiry $expiry s, not about 30 days" >&2; exit 1; }
 echo "promtool check metrics: clean ($(grep -vc '^#' "$run/metrics.txt") samples)"
 
 curl -s --max-time 5 "$status/status" >"$run/status.txt"

@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::drive::{Context, Phase};
 use crate::http::{HttpError, Method, Request, Resource, TextFormat};
@@ -62,6 +62,8 @@ pub struct Counters {
     by_site: Vec<(String, Cell<u64>)>,
     sent_bytes: Cell<u64>,
     auth_busy: Cell<u64>,
+    /// Each certificate file served with and its `notAfter` (Unix seconds).
+    certificates: Vec<(String, i64)>,
 }
 
 impl Counters {
@@ -72,7 +74,13 @@ impl Counters {
             by_site: sites.iter().map(|site| (site.id.clone(), Cell::new(0))).collect(),
             sent_bytes: Cell::new(0),
             auth_busy: Cell::new(0),
+            certificates: Vec::new(),
         }
+    }
+
+    /// The certificates served with now (at start and after each SIGHUP).
+    pub fn set_certificates(&mut self, certificates: &[(String, i64)]) {
+        self.certificates = certificates.to_vec();
     }
 
     /// SIGHUP changed the sites: the ones that stay (by id) keep their counts.
@@ -240,6 +248,21 @@ pub fn prometheus(census: &Census, counters: &Counters, extras: &Extras) -> Stri
         "Seconds since the server started.",
         &[("", counters.started.elapsed().as_secs())],
     );
+    if !counters.certificates.is_empty() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs() as i64);
+        text.push_str(
+            "# HELP onepoll_certificate_expiry_seconds Seconds until a certificate's notAfter (negative: expired).\n\
+             # TYPE onepoll_certificate_expiry_seconds gauge\n",
+        );
+        for (file, not_after) in &counters.certificates {
+            let file = label_value(file);
+            let _ = writeln!(
+                text,
+                "onepoll_certificate_expiry_seconds{{certificate=\"{file}\"}} {}",
+                not_after - now
+            );
+        }
+    }
     text
 }
 

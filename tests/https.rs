@@ -309,6 +309,12 @@ fn sessions_resume_over_tls_1_3_and_1_2() {
     {
         assert!(metrics.lines().any(|line| line == sample), "{sample} not in\n{metrics}");
     }
+    // rcgen's certificates are valid until 4096: thousands of years from now.
+    let expiry =
+        metrics.lines().find(|line| line.starts_with("onepoll_certificate_expiry_seconds{certificate=\""));
+    let seconds: i64 =
+        expiry.and_then(|line| line.rsplit(' ').next()?.parse().ok()).expect("an expiry sample");
+    assert!(seconds > 1_000 * 365 * 86_400, "{metrics}");
 }
 
 #[test]

@@ -109,7 +109,11 @@ impl LoopService {
 
     /// Counts requests and bytes for a status listener's reports.
     pub fn with_status(mut self) -> LoopService {
-        self.counters = Some(Counters::new(&self.service.sites));
+        let mut counters = Counters::new(&self.service.sites);
+        if let Some(https) = &self.https {
+            counters.set_certificates(https.expiries());
+        }
+        self.counters = Some(counters);
         self
     }
 
@@ -281,6 +285,9 @@ impl Handler for LoopService {
     fn reload(&mut self) {
         self.service.reload();
         self.reload_sites();
+        if let (Some(counters), Some(https)) = (&mut self.counters, &self.https) {
+            counters.set_certificates(https.expiries());
+        }
     }
 
     fn begin_shutdown(&mut self, registry: &Registry) {

@@ -19,6 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::site::{NameTable, SiteName, site_id};
 
+mod expiry;
 mod tickets;
 mod transport;
 
@@ -160,6 +161,7 @@ pub struct Https {
     plan: CertificatePlan,
     sessions: Sessions,
     config: Arc<ServerConfig>,
+    expiries: Vec<(String, i64)>,
 }
 
 impl Https {
@@ -168,12 +170,19 @@ impl Https {
     pub fn load(plan: CertificatePlan, secret: TicketSecret) -> Result<Https, String> {
         let sessions = Sessions::new(secret);
         let config = server_config(&plan, &sessions)?;
-        Ok(Https { plan, sessions, config })
+        let expiries = expiries(&plan);
+        Ok(Https { plan, sessions, config, expiries })
     }
 
     /// How many certificates it serves with.
     pub fn count(&self) -> usize {
         self.plan.pairs().len()
+    }
+
+    /// Each certificate file served with, and its `notAfter` (Unix seconds), read when it was
+    /// loaded; for the status report.
+    pub fn expiries(&self) -> &[(String, i64)] {
+        &self.expiries
     }
 
     /// The configuration for the next handshake.
@@ -187,9 +196,19 @@ impl Https {
     pub fn reload(&mut self, plan: Option<CertificatePlan>) -> Result<(), String> {
         let plan = plan.unwrap_or_else(|| self.plan.clone());
         self.config = server_config(&plan, &self.sessions)?;
+        self.expiries = expiries(&plan);
         self.plan = plan;
         Ok(())
     }
+}
+
+/// Each of `plan`'s certificate files and its leaf's `notAfter`, just after they loaded.
+fn expiries(plan: &CertificatePlan) -> Vec<(String, i64)> {
+    let leaf = |pair: &CertificateFiles| {
+        let der = CertificateDer::pem_file_iter(&pair.cert).ok()?.next()?.ok()?;
+        expiry::not_after(&der)
+    };
+    plan.pairs().into_iter().filter_map(|pair| Some((pair.cert.display().to_string(), leaf(pair)?))).collect()
 }
 
 /// One pair, with the file named in any error.

@@ -52,3 +52,17 @@ grep -qE '^Reading: [0-9]+ Writing: [0-9]+ Waiting: [0-9]+ $' <(sed -n 4p "$run/
 requests=$(sed -n 3p "$run/status.txt" | awk '{print $3}')
 [ "$requests" -ge 4 ] || { echo "FAILED: stub_status counts $requests requests, not 4 or more" >&2; exit 1; }
 echo "stub_status: in nginx's layout, $requests requests counted"
+
+# With --workers 2: the supervisor's sum of both workers' reports, through promtool too.
+kill "$pid"; wait "$pid" 2>/dev/null || true
+./target/debug/onepoll www --port 0 --workers 2 --status-listen 127.0.0.1:0 --access-log off 2>"$run/workers.log" &
+pid=$!
+wait_for_line "$run/workers.log" 'status on http://'
+site=$(grep -oE 'listening on http://[^/ ]+' "$run/workers.log" | head -1 | sed 's|listening on ||')
+status=$(grep -oE 'status on http://[^/]+' "$run/workers.log" | head -1 | sed 's|status on ||')
+for _ in $(seq 20); do curl -s --max-time 5 -o /dev/null "$site/"; done
+curl -s --max-time 5 "$status/metrics" >"$run/summed.txt"
+promtool check metrics <"$run/summed.txt"
+summed=$(awk '/^onepoll_requests_total\{class="2xx"\}/ {print $2}' "$run/summed.txt")
+[ "$summed" -eq 20 ] || { echo "FAILED: the workers' sum says $summed requests, not 20" >&2; exit 1; }
+echo "--workers 2: promtool clean, 20 requests summed over the workers"

@@ -21,11 +21,15 @@ use onepoll::seed::Seed;
 use onepoll::service::Service;
 use onepoll::service::event_loop::{LoopService, Protocol};
 use onepoll::site::{Site, Sites};
-use onepoll::supervisor::{self, WORKER_ENV, WorkerListeners};
+use onepoll::supervisor::{self, StatusRelay, WORKER_ENV, WORKER_STATUS_ENV, WorkerListeners};
 use onepoll::tls::{Https, new_ticket_secret};
 
 fn main() -> ExitCode {
-    let config = Config::from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    let mut config = Config::from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    // A worker reports on the socket its supervisor chose, and the supervisor sums the reports.
+    if std::env::var_os(WORKER_ENV).is_some() {
+        config.status_listen = std::env::var_os(WORKER_STATUS_ENV).map(|path| ListenAddr::Unix(path.into()));
+    }
     // Checked with the other flags, so a bad rule is a usage error (exit 2) too.
     // The site whose parts are opened first (the only one without [[site]] tables): the
     // default; the others are opened beside its root.
@@ -93,8 +97,8 @@ fn main() -> ExitCode {
     if !seeds.is_empty() && (config.workers > 1 || config.engine != Engine::EventLoop) {
         return fail(format_args!("--echo-port and --daytime-port need the event loop and one worker"));
     }
-    if config.status_listen.is_some() && (config.workers > 1 || config.engine != Engine::EventLoop) {
-        return fail(format_args!("--status-listen needs the event loop and one worker"));
+    if config.status_listen.is_some() && config.engine != Engine::EventLoop {
+        return fail(format_args!("--status-listen needs the event loop"));
     }
     if worker.is_none() && config.workers > 1 {
         return supervise(&config, inherited, https.is_some());
@@ -161,11 +165,8 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read a listening address: {error}")),
         }
     }
-    match status_listener.as_ref().map(Listener::local) {
-        Some(Ok(local @ ListenAddr::Tcp(_))) => info!("status on {}status and /metrics", local.url()),
-        Some(Ok(local)) => info!("status on {local}: /status and /metrics"),
-        Some(Err(error)) => return fail(format_args!("cannot read the status listener's address: {error}")),
-        None => {}
+    if let Some(Err(message)) = status_listener.as_ref().map(|listener| announce_status(listener.local())) {
+        return fail(format_args!("{message}"));
     }
     serve(
         &config,
@@ -183,6 +184,16 @@ enum Signals {
     EventLoop(signal_hook_mio::v1_0::Signals),
     Forking(process_per_conn::Signals),
     Default,
+}
+
+/// The status listener's line at start: where the reports are.
+fn announce_status(local: std::io::Result<ListenAddr>) -> Result<(), String> {
+    match local {
+        Ok(local @ ListenAddr::Tcp(_)) => info!("status on {}status and /metrics", local.url()),
+        Ok(local) => info!("status on {local}: /status and /metrics"),
+        Err(error) => return Err(format!("cannot read the status listener's address: {error}")),
+    }
+    Ok(())
 }
 
 /// How a client reaches `local` with `scheme`: `http://127.0.0.1:8080/`, `https://[::1]:443/`.
@@ -472,7 +483,17 @@ fn supervise(config: &Config, inherited: Option<Vec<(Listener, Scheme)>>, https:
         Ok(secret) => secret,
         Err(message) => return fail(format_args!("{message}")),
     };
-    match supervisor::run(listeners, workers, signals, ticket_secret) {
+    let status = match &config.status_listen {
+        None => None,
+        Some(addr) => match listen::bind(addr, false).and_then(StatusRelay::new) {
+            Ok(relay) => Some(relay),
+            Err(error) => return fail(format_args!("cannot listen on {addr} (status): {error}")),
+        },
+    };
+    if let Some(Err(message)) = status.as_ref().map(|relay| announce_status(relay.local())) {
+        return fail(format_args!("{message}"));
+    }
+    match supervisor::run(listeners, workers, signals, ticket_secret, status) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => fail(format_args!("supervisor failed: {error}")),

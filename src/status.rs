@@ -266,6 +266,74 @@ pub fn prometheus(census: &Census, counters: &Counters, extras: &Extras) -> Stri
     text
 }
 
+/// The workers' `/metrics` texts as one: each sample summed over the workers, but uptime (the
+/// longest) and certificate expiry (the soonest). The first text gives the families and their
+/// order; the workers share one configuration, so they have the same series.
+pub fn sum_metrics(texts: &[String]) -> String {
+    let Some(first) = texts.first() else { return String::new() };
+    let mut combined: Vec<(&str, i64)> = Vec::new();
+    for text in texts {
+        for (series, value) in samples(text) {
+            match combined.iter_mut().find(|(known, _)| *known == series) {
+                Some((_, total)) if series.starts_with("onepoll_uptime_seconds") => {
+                    *total = (*total).max(value)
+                }
+                Some((_, total)) if series.starts_with("onepoll_certificate_expiry_seconds") => {
+                    *total = (*total).min(value)
+                }
+                Some((_, total)) => *total += value,
+                None => combined.push((series, value)),
+            }
+        }
+    }
+    let mut text = String::with_capacity(first.len());
+    for line in first.lines() {
+        match line.rsplit_once(' ').filter(|_| !line.starts_with('#')) {
+            Some((series, _)) => {
+                let total =
+                    combined.iter().find(|(known, _)| *known == series).map_or(0, |(_, total)| *total);
+                let _ = writeln!(text, "{series} {total}");
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// nginx's stub_status from a `/metrics` text (the workers' sum).
+pub fn stub_status_from_metrics(text: &str) -> String {
+    let all = samples(text);
+    let sum = |prefix: &str| -> i64 {
+        all.iter().filter(|(series, _)| series.starts_with(prefix)).map(|(_, value)| value).sum()
+    };
+    let state = |name: &str| sum(&format!("onepoll_connections{{state=\"{name}\"}}"));
+    let (handshaking, reading, writing, waiting) =
+        (state("handshaking"), state("reading"), state("writing"), state("waiting"));
+    format!(
+        "Active connections: {} \nserver accepts handled requests\n {} {} {} \nReading: {} Writing: {} Waiting: {} \n",
+        handshaking + reading + writing + waiting,
+        sum("onepoll_connections_accepted_total"),
+        sum("onepoll_connections_handled_total"),
+        sum("onepoll_requests_total{"),
+        reading + handshaking,
+        writing,
+        waiting,
+    )
+}
+
+/// Every `series value` line of a metrics text.
+fn samples(text: &str) -> Vec<(&str, i64)> {
+    (text.lines())
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            line.rsplit_once(' ').and_then(|(series, value)| Some((series, value.parse().ok()?)))
+        })
+        .collect()
+}
+
 /// A label value in the exposition format: `\`, `"` and newlines escaped.
 fn label_value(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -352,5 +420,29 @@ mod tests {
             assert!(text.lines().any(|got| got == line), "{line} missing from\n{text}");
         }
         assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    /// Two workers' reports as one: counts and gauges summed, uptime the longest, expiry the
+    /// soonest; stub_status made from the sum agrees with the workers' own.
+    #[test]
+    fn workers_reports_sum_into_one() {
+        let (census, counters) = counted();
+        let one = prometheus(&census, &counters, &Extras::default());
+        let two = one.replace("onepoll_uptime_seconds 0", "onepoll_uptime_seconds 9")
+            + "onepoll_certificate_expiry_seconds{certificate=\"a.pem\"} 5\n";
+        let one = one + "onepoll_certificate_expiry_seconds{certificate=\"a.pem\"} 7\n";
+        let sum = sum_metrics(&[one.clone(), two]);
+        for line in [
+            "onepoll_requests_total{class=\"2xx\"} 2",
+            "onepoll_connections{state=\"waiting\"} 2",
+            "onepoll_sent_bytes_total 2468",
+            "onepoll_uptime_seconds 9",
+            "onepoll_certificate_expiry_seconds{certificate=\"a.pem\"} 5",
+            "# TYPE onepoll_connections gauge",
+        ] {
+            assert!(sum.lines().any(|got| got == line), "{line} missing from\n{sum}");
+        }
+        assert_eq!(stub_status_from_metrics(&one), stub_status(&census, &counters));
+        assert!(stub_status_from_metrics(&sum).starts_with("Active connections: 6 \n"));
     }
 }

@@ -12,11 +12,16 @@
 
 use crate::listen::{Listener, Scheme};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -24,11 +29,23 @@ use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
 
 use crate::daemon;
+use crate::http::{
+    BodyPlan, FileMeta, HttpError, Method, Representation, Resource, Response, TextFormat, Version, respond,
+};
+use crate::http1::{Head, MAX_HEAD_BYTES, Parsed, parse_head};
 use crate::listen;
+use crate::status;
 use crate::tls::TicketSecret;
 
 /// The environment variable that makes a process a worker: its index.
 pub const WORKER_ENV: &str = "ONEPOLL_WORKER";
+/// With `--status-listen`: the Unix socket a worker serves its own reports on, for the
+/// supervisor to sum.
+pub const WORKER_STATUS_ENV: &str = "ONEPOLL_WORKER_STATUS";
+/// The status listener's token in the supervisor's `Poll` (the signals have 0).
+const STATUS: Token = Token(1);
+/// How long the supervisor waits on a status client or a worker's report.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// The supervisor's PID, so a worker can tell whether its parent is still the one that
 /// started it.
 const SUPERVISOR_ENV: &str = "ONEPOLL_SUPERVISOR";
@@ -73,20 +90,29 @@ struct Worker {
 /// worker exited cleanly after a graceful shutdown.
 /// With HTTPS, `ticket_secret` goes to every worker (on its stdin), so a session ticket one
 /// worker issued resumes on any other.
+/// With `--status-listen`, `status` answers there with every worker's counts summed.
 pub fn run(
     listeners: WorkerListeners,
     workers: usize,
     signals: Signals,
     ticket_secret: Option<TicketSecret>,
+    status: Option<StatusRelay>,
 ) -> io::Result<bool> {
     let mut poll = Poll::new()?;
     let mut signals = signals;
     poll.registry().register(&mut signals, Token(0), Interest::READABLE)?;
+    if let Some(relay) = &status {
+        poll.registry().register(&mut SourceFd(&relay.fd()), STATUS, Interest::READABLE)?;
+    }
     let count = listeners.count(workers);
+    let start = |index: usize, listeners: &WorkerListeners| {
+        let socket = status.as_ref().map(|relay| relay.worker_socket(index));
+        spawn(index, listeners.for_worker(index), ticket_secret.as_ref(), socket.as_deref())
+    };
     let mut pool: Vec<Worker> = Vec::with_capacity(count);
     for index in 0..count {
         pool.push(Worker {
-            child: Some(spawn(index, listeners.for_worker(index), ticket_secret.as_ref())?),
+            child: Some(start(index, &listeners)?),
             started: Instant::now(),
             restart_at: None,
         });
@@ -103,6 +129,11 @@ pub fn run(
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
+        }
+        if let Some(relay) = &status
+            && events.iter().any(|event| event.token() == STATUS)
+        {
+            relay.answer_waiting(count);
         }
         for signal in signals.pending() {
             let forward = match signal {
@@ -138,7 +169,7 @@ pub fn run(
             }
             let Some(listeners) = &listeners else { continue };
             if worker.child.is_none() && worker.restart_at.is_some_and(|at| at <= now) {
-                match spawn(index, listeners.for_worker(index), ticket_secret.as_ref()) {
+                match start(index, listeners) {
                     Ok(child) => {
                         *worker = Worker { child: Some(child), started: now, restart_at: None };
                     }
@@ -173,6 +204,7 @@ fn spawn(
     index: usize,
     listeners: &[(Listener, Scheme)],
     ticket_secret: Option<&TicketSecret>,
+    status: Option<&Path>,
 ) -> io::Result<Child> {
     // Only this one child may inherit these sockets: CLOEXEC comes back right after the spawn.
     let environment = listen::pass_to_child(listeners, true)?;
@@ -184,6 +216,7 @@ fn spawn(
         .env_remove("LISTEN_PID")
         .env_remove("NOTIFY_SOCKET") // only the parent talks to systemd
         .envs(environment)
+        .envs(status.map(|path| (WORKER_STATUS_ENV, path)))
         .stdin(if ticket_secret.is_some() { Stdio::piped() } else { Stdio::null() })
         .spawn();
     listen::pass_to_child(listeners, false)?;
@@ -192,6 +225,168 @@ fn spawn(
         stdin.write_all(secret)?; // 32 bytes: well within a pipe's buffer, so this never waits
     }
     Ok(child)
+}
+
+/// `--status-listen` with workers: the supervisor's status listener, and the private directory
+/// of the workers' own (Unix sockets), whose `/metrics` it reads and sums for every request.
+/// Each worker's counts stay plain integers on its loop's thread; only a report request costs
+/// the supervisor a read from each worker.
+pub struct StatusRelay {
+    listener: Listener,
+    dir: PathBuf,
+}
+
+impl StatusRelay {
+    /// `listener`, and a fresh directory (mode 0700) for the workers' sockets.
+    pub fn new(listener: Listener) -> io::Result<StatusRelay> {
+        let dir = std::env::temp_dir().join(format!("onepoll-status-{}", std::process::id()));
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        match &listener {
+            Listener::Tcp(listener) => listener.set_nonblocking(true)?,
+            Listener::Unix(listener) => listener.set_nonblocking(true)?,
+        }
+        Ok(StatusRelay { listener, dir })
+    }
+
+    /// Where its listener listens.
+    pub fn local(&self) -> io::Result<crate::listen::ListenAddr> {
+        self.listener.local()
+    }
+
+    fn fd(&self) -> RawFd {
+        match &self.listener {
+            Listener::Tcp(listener) => listener.as_raw_fd(),
+            Listener::Unix(listener) => listener.as_raw_fd(),
+        }
+    }
+
+    fn worker_socket(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("worker-{index}.sock"))
+    }
+
+    /// Answers every client waiting to be accepted, each in turn, none for longer than
+    /// `STATUS_TIMEOUT` per read or write (the supervisor also forwards signals).
+    fn answer_waiting(&self, workers: usize) {
+        loop {
+            let accepted: io::Result<Box<dyn ReadWrite>> = match &self.listener {
+                Listener::Tcp(listener) => {
+                    listener.accept().map(|(stream, _)| Box::new(stream) as Box<dyn ReadWrite>)
+                }
+                Listener::Unix(listener) => {
+                    listener.accept().map(|(stream, _)| Box::new(stream) as Box<dyn ReadWrite>)
+                }
+            };
+            match accepted {
+                Ok(mut client) => {
+                    if let Err(error) = self.answer(&mut *client, workers) {
+                        debug!("supervisor: status client: {error}");
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return, // WouldBlock: none left (or EMFILE: the next event retries)
+            }
+        }
+    }
+
+    fn answer(&self, client: &mut dyn ReadWrite, workers: usize) -> io::Result<()> {
+        client.set_timeouts(STATUS_TIMEOUT)?;
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 1024];
+        let request = loop {
+            let read = client.read(&mut buffer)?;
+            if read == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&buffer[..read]);
+            match parse_head(&head) {
+                Ok(Parsed::Partial) if head.len() < MAX_HEAD_BYTES => continue,
+                Ok(Parsed::Complete { request, .. }) => break Ok(request),
+                Ok(Parsed::Partial) => break Err(HttpError::HeaderFieldsTooLarge),
+                Err(error) => break Err(error),
+            }
+        };
+        let reports: Vec<String> = (0..workers).filter_map(|index| self.worker_metrics(index).ok()).collect();
+        let metrics = status::sum_metrics(&reports);
+        let found = request.as_ref().map_err(Clone::clone).and_then(|request| {
+            let path = request.target.raw.split('?').next().unwrap_or_default();
+            let report = match path {
+                "/status" => Resource::Report {
+                    body: status::stub_status_from_metrics(&metrics),
+                    format: TextFormat::Plain,
+                },
+                "/metrics" => Resource::Report { body: metrics, format: TextFormat::Prometheus },
+                _ => return Err(HttpError::NotFound),
+            };
+            match request.method {
+                Method::Get | Method::Head => Ok(report),
+                _ => Err(HttpError::MethodNotAllowed),
+            }
+        });
+        let response = respond::<NoFile>(request.as_ref().ok(), found, std::time::SystemTime::now());
+        let version = request.as_ref().map_or(Version::Http11, |request| request.version);
+        let Response { status, headers, body, .. } = response;
+        client.write_all(&Head::new(status, headers, version, false).to_vec())?;
+        if let BodyPlan::Page(page) = body {
+            client.write_all(page.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Worker `index`'s `/metrics`, from its socket.
+    fn worker_metrics(&self, index: usize) -> io::Result<String> {
+        let mut socket = UnixStream::connect(self.worker_socket(index))?;
+        socket.set_timeouts(STATUS_TIMEOUT)?;
+        socket.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut response = String::new();
+        socket.read_to_string(&mut response)?;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => {
+                Ok(body.to_owned())
+            }
+            _ => Err(io::Error::other("no report")),
+        }
+    }
+}
+
+impl Drop for StatusRelay {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A status client's socket, TCP or Unix.
+trait ReadWrite: Read + Write {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()>;
+}
+
+impl ReadWrite for std::net::TcpStream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl ReadWrite for UnixStream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// The relay's responses have no file body.
+#[derive(Debug)]
+struct NoFile;
+
+impl Representation for NoFile {
+    fn meta(&self) -> &FileMeta {
+        unreachable!("a report has no file")
+    }
 }
 
 /// In a worker: the ticket secret the supervisor wrote to our stdin.

@@ -12,7 +12,7 @@ use common::{Client, Server, Site, get};
 /// onepoll with a status listener, and that listener's address.
 fn start(site: &Site, extra: &[&str]) -> (Server, SocketAddr) {
     let args = [&["--status-listen", "127.0.0.1:0"][..], extra].concat();
-    let server = Server::start_with(&site.root(), &args, "info");
+    let server = Server::start_with(&site.root(), &args, "debug");
     let line = server.wait_for_log("status on http://");
     let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     (server, addr)
@@ -128,18 +128,39 @@ fn a_pause_at_max_conns_is_counted() {
     assert!(samples["onepoll_accept_pauses_total{reason=\"max_conns\"}"] >= 1, "{samples:?}");
 }
 
+/// With `--workers`, the supervisor answers on the status listener with every worker's counts
+/// summed: it reads each worker's report from the worker's own Unix socket.
 #[test]
-fn the_status_listener_wants_the_event_loop_and_one_worker() {
+fn with_workers_the_supervisor_sums_every_workers_counts() {
     let site = Site::new();
-    for extra in [&["--workers", "2"][..], &["--engine", "thread-pool"][..]] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll"))
-            .arg(site.root())
-            .args(["--port", "0", "--status-listen", "127.0.0.1:0"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("--status-listen needs the event loop and one worker"), "{stderr}");
+    let (server, status) = start(&site, &["--workers", "2"]);
+    let served = 40;
+    for _ in 0..served {
+        assert_eq!(server.exchange(&get("/hello.txt")).status, 200);
     }
+    // SO_REUSEPORT spread the connections over both workers, so a sum is needed.
+    for worker in ["worker=0", "worker=1"] {
+        let accepted =
+            server.log_lines().iter().any(|line| line.contains(worker) && line.contains("accept 127.0.0.1"));
+        assert!(accepted, "{worker} served nothing");
+    }
+    let samples = parse_metrics(&fetch(status, "/metrics").body_text());
+    assert_eq!(samples["onepoll_requests_total{class=\"2xx\"}"], served);
+    assert!(samples["onepoll_connections_accepted_total"] >= served, "{samples:?}");
+    let [_, accepts, handled, requests, ..] = parse_stub_status(&fetch(status, "/status").body_text());
+    assert_eq!((requests, accepts >= served, handled), (served, true, accepts));
+    assert_eq!(fetch(status, "/nothing").status, 404);
+}
+
+#[test]
+fn the_status_listener_wants_the_event_loop() {
+    let site = Site::new();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .arg(site.root())
+        .args(["--port", "0", "--status-listen", "127.0.0.1:0", "--engine", "thread-pool"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--status-listen needs the event loop"), "{stderr}");
 }

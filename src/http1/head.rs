@@ -33,8 +33,8 @@ impl Head {
         self.status_line.len() + self.block.len()
     }
 
-    /// The head as one buffer, for tests.
-    #[cfg(test)]
+    /// The head as one buffer (tests, and the supervisor's status relay, which writes a
+    /// report through a blocking socket).
     pub fn to_vec(&self) -> Vec<u8> {
         [self.status_line, &self.block].concat()
     }

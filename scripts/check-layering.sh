@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two layering rules, each printing the offending lines and failing if any:
-# 1. The protocol core (src/http/ semantics, src/http1/ wire format) stays sans-I/O: no sockets,
+# 1. The protocol core (src/http/ semantics, src/http1/ and src/http2/ wire formats) stays sans-I/O: no sockets,
 #    files, clock, logging or printing.
 # 2. HTTP meaning does not lean on one wire format: src/http/'s own code (its tests may use the
 #    HTTP/1.1 parser to build requests) never names crate::http1, so a second protocol's codec
@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 failed=0
 
 forbidden='std::(fs|net|io|process|thread)|\bmio\b|\bslab\b|\blog::|\b(trace|debug|info|warn|error)!|print!|println!|eprintln!|dbg!|::now\(\)|TcpStream|UdpSocket|libc::'
-if grep -rnE "$forbidden" src/http/ src/http1/; then
-    echo "check-layering: src/http/ and src/http1/ must not do I/O (lines above)" >&2
+if grep -rnE "$forbidden" src/http/ src/http1/ src/http2/; then
+    echo "check-layering: src/http/, src/http1/ and src/http2/ must not do I/O (lines above)" >&2
     failed=1
 fi
 
@@ -25,4 +25,4 @@ if ((failed)); then
     echo "check-layering: a rule above is broken (src/http/ must not depend on src/http1/)" >&2
     exit 1
 fi
-echo "check-layering: src/http/ and src/http1/ are sans-I/O; src/http/ names no wire format"
+echo "check-layering: src/http/, src/http1/ and src/http2/ are sans-I/O; src/http/ names no wire format"

@@ -23,6 +23,7 @@ pub mod files;
 #[macro_use]
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod listen;
 pub(crate) mod output;
 pub(crate) mod recycle;

@@ -101,6 +101,68 @@ fn is_port_or_nothing(rest: &[u8]) -> bool {
     }
 }
 
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name, an IPv4
+/// address (a reg-name syntactically) or a bracketed IPv6 literal, then optional port digits.
+/// Empty is allowed (RFC 9112 §3.2: a target without an authority).
+pub(crate) fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
+            let address = std::str::from_utf8(&literal[..close]).ok();
+            if address.and_then(|text| text.parse::<core::net::Ipv6Addr>().ok()).is_none() {
+                return false;
+            }
+            match &literal[close + 1..] {
+                [] => return true,
+                [b':', port @ ..] => (&b""[..], port),
+                _ => return false,
+            }
+        }
+        // Most hosts are plain names or addresses: one pass over the name's bytes reaches the
+        // port's colon, or the end. Anything else (percent-encoding) takes the general path.
+        None => match value.iter().position(|&b| !REG_NAME_BYTES[b as usize]) {
+            None => return true,
+            Some(colon) if value[colon] == b':' => (&b""[..], &value[colon + 1..]),
+            Some(_) => match value.iter().position(|&b| b == b':') {
+                Some(colon) => (&value[..colon], &value[colon + 1..]),
+                None => (value, &b""[..]),
+            },
+        },
+    };
+    port.iter().all(u8::is_ascii_digit) && is_reg_name(host)
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2).
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut rest = name;
+    while let [first, tail @ ..] = rest {
+        rest = match first {
+            b'%' => match tail {
+                [high, low, after @ ..] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => after,
+                _ => return false,
+            },
+            &b if REG_NAME_BYTES[b as usize] => tail,
+            _ => return false,
+        };
+    }
+    true
+}
+
+/// The unreserved and sub-delims bytes a reg-name may hold as they are, as a table: every
+/// request's `Host` goes through it, a byte at a time.
+const REG_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        byte += 1;
+    }
+    table
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,8 @@ impl<'h> Method<'h> {
 pub enum Version {
     Http10,
     Http11,
+    /// Every HTTP/2 stream's request.
+    Http2,
 }
 
 impl Version {
@@ -53,6 +55,7 @@ impl Version {
         match self {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
+            Version::Http2 => "HTTP/2.0",
         }
     }
 }
@@ -127,6 +130,49 @@ impl<'h> RepresentationFields<'h> {
             Some(repeated) if !is_list => *repeated = Cow::Borrowed(""),
             _ => join_list(slot, value),
         }
+    }
+}
+
+/// The fields every protocol reads the same way, from HTTP/1.1 lines or HTTP/2 header lists:
+/// what selects and validates the representation, `Authorization`, and the access log's.
+#[derive(Debug, Default)]
+pub(crate) struct CommonFields<'h> {
+    pub fields: RepresentationFields<'h>,
+    pub authorization: Option<Credentials<'h>>,
+    pub referer: Option<&'h [u8]>,
+    pub user_agent: Option<&'h [u8]>,
+    pub forwarded_for: Option<Cow<'h, str>>,
+}
+
+impl<'h> CommonFields<'h> {
+    /// Takes the field `name` (any case) if it is one of these.
+    pub(crate) fn absorb(&mut self, name: &str, value: &'h [u8]) {
+        if name.eq_ignore_ascii_case("authorization") {
+            self.authorization = Some(Credentials(match self.authorization {
+                None => String::from_utf8_lossy(value.trim_ascii()),
+                Some(_) => Cow::Borrowed(""), // repeated: malformed
+            }));
+        } else if name.len() == 7 && name.eq_ignore_ascii_case("referer") {
+            self.referer.get_or_insert(value);
+        } else if name.len() == 10 && name.eq_ignore_ascii_case("user-agent") {
+            self.user_agent.get_or_insert(value);
+        } else if name.len() == 15 && name.eq_ignore_ascii_case("x-forwarded-for") {
+            join_list(&mut self.forwarded_for, String::from_utf8_lossy(value.trim_ascii()));
+        } else {
+            self.fields.absorb(name, value);
+        }
+    }
+
+    /// The request these fields belong to.
+    pub(crate) fn into_request(
+        self,
+        method: Method<'h>,
+        target: Target<'h>,
+        version: Version,
+        host: Option<&'h [u8]>,
+    ) -> Request<'h> {
+        let CommonFields { fields, authorization, referer, user_agent, forwarded_for } = self;
+        Request { method, target, version, fields, authorization, host, referer, user_agent, forwarded_for }
     }
 }
 

@@ -21,7 +21,7 @@ impl Head {
         match (keep_alive, version) {
             (false, _) => headers.push(field!("Connection"), "close"),
             (true, Version::Http10) => headers.push(field!("Connection"), "keep-alive"),
-            (true, Version::Http11) => {}
+            (true, Version::Http11 | Version::Http2) => {}
         }
         let mut block = headers.into_lines();
         block.extend_from_slice(b"\r\n");

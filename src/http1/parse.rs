@@ -6,10 +6,9 @@
 //! (`Content-Length` / `Transfer-Encoding`, RFC 9112 §6) strict enough that no body can be
 //! mistaken for the next request.
 
-use std::borrow::Cow;
-
-use crate::http::request::join_list;
-use crate::http::{Credentials, HttpError, Method, RepresentationFields, Request, Target, Version};
+use crate::http::host::is_valid_host;
+use crate::http::request::CommonFields;
+use crate::http::{HttpError, Method, Request, Target, Version};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
@@ -107,10 +106,7 @@ fn complete<'h>(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<P
     let mut content_length: Option<u64> = None;
     let mut transfer_codings: Vec<String> = Vec::new();
     let (mut saw_close, mut saw_keep_alive) = (false, false);
-    let mut fields = RepresentationFields::default();
-    let mut authorization: Option<Credentials<'h>> = None;
-    let (mut referer, mut user_agent): (Option<&'h [u8]>, Option<&'h [u8]>) = (None, None);
-    let mut forwarded_for: Option<Cow<'h, str>> = None;
+    let mut common = CommonFields::default();
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("host") {
@@ -132,19 +128,8 @@ fn complete<'h>(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<P
                 saw_close |= option.eq_ignore_ascii_case("close");
                 saw_keep_alive |= option.eq_ignore_ascii_case("keep-alive");
             }
-        } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = Some(Credentials(match authorization {
-                None => String::from_utf8_lossy(field.value.trim_ascii()),
-                Some(_) => Cow::Borrowed(""),
-            }));
-        } else if name.len() == 7 && name.eq_ignore_ascii_case("referer") {
-            referer.get_or_insert(field.value);
-        } else if name.len() == 10 && name.eq_ignore_ascii_case("user-agent") {
-            user_agent.get_or_insert(field.value);
-        } else if name.len() == 15 && name.eq_ignore_ascii_case("x-forwarded-for") {
-            join_list(&mut forwarded_for, String::from_utf8_lossy(field.value.trim_ascii()));
         } else {
-            fields.absorb(name, field.value);
+            common.absorb(name, field.value);
         }
     }
 
@@ -159,84 +144,12 @@ fn complete<'h>(parsed: &httparse::Request<'_, 'h>, head_len: usize) -> Result<P
     }
     let body = framing(version, content_length, &transfer_codings)?;
     let keep_alive = match version {
-        Version::Http11 => !saw_close,
         Version::Http10 => saw_keep_alive && !saw_close,
+        Version::Http11 | Version::Http2 => !saw_close,
     };
-    let request = Request {
-        method: Method::from_token(method),
-        target: Target::new(target),
-        version,
-        fields,
-        authorization,
-        host,
-        referer,
-        user_agent,
-        forwarded_for,
-    };
+    let request = common.into_request(Method::from_token(method), Target::new(target), version, host);
     Ok(Parsed::Complete { request, framing: Framing { body, keep_alive }, head_len })
 }
-
-/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name, an IPv4
-/// address (a reg-name syntactically) or a bracketed IPv6 literal, then optional port digits.
-/// Empty is allowed (RFC 9112 §3.2: a target without an authority).
-fn is_valid_host(value: &[u8]) -> bool {
-    let (host, port) = match value.strip_prefix(b"[") {
-        Some(literal) => {
-            let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
-            let address = std::str::from_utf8(&literal[..close]).ok();
-            if address.and_then(|text| text.parse::<core::net::Ipv6Addr>().ok()).is_none() {
-                return false;
-            }
-            match &literal[close + 1..] {
-                [] => return true,
-                [b':', port @ ..] => (&b""[..], port),
-                _ => return false,
-            }
-        }
-        // Most hosts are plain names or addresses: one pass over the name's bytes reaches the
-        // port's colon, or the end. Anything else (percent-encoding) takes the general path.
-        None => match value.iter().position(|&b| !REG_NAME_BYTES[b as usize]) {
-            None => return true,
-            Some(colon) if value[colon] == b':' => (&b""[..], &value[colon + 1..]),
-            Some(_) => match value.iter().position(|&b| b == b':') {
-                Some(colon) => (&value[..colon], &value[colon + 1..]),
-                None => (value, &b""[..]),
-            },
-        },
-    };
-    port.iter().all(u8::is_ascii_digit) && is_reg_name(host)
-}
-
-/// `reg-name = *( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2).
-fn is_reg_name(name: &[u8]) -> bool {
-    let mut rest = name;
-    while let [first, tail @ ..] = rest {
-        rest = match first {
-            b'%' => match tail {
-                [high, low, after @ ..] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => after,
-                _ => return false,
-            },
-            &b if REG_NAME_BYTES[b as usize] => tail,
-            _ => return false,
-        };
-    }
-    true
-}
-
-/// The unreserved and sub-delims bytes a reg-name may hold as they are, as a table: every
-/// request's `Host` goes through it, a byte at a time.
-const REG_NAME_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        let b = byte as u8;
-        table[byte] = b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
-        byte += 1;
-    }
-    table
-};
 
 /// RFC 9112 §6.3: decide how the body is delimited, refusing every ambiguous combination.
 fn framing(

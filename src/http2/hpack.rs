@@ -219,6 +219,18 @@ impl HeaderList {
         self.size
     }
 
+    /// Empties it for the next block, keeping its room.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.fields.clear();
+        (self.size, self.overflowed) = (0, false);
+    }
+
+    #[cfg(test)]
+    pub fn push_for_test(&mut self, name: &[u8], value: &[u8]) {
+        self.push(name, value, usize::MAX);
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8], limit: usize) {
         self.size += name.len() + value.len() + ENTRY_OVERHEAD;
         if self.size > limit {

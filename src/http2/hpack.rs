@@ -424,7 +424,8 @@ impl Encoder {
         }
     }
 
-    /// Appends the block for `status` then `fields` (lowercase names, as HTTP/2 requires).
+    /// Appends the block for `status` then `fields`, their names lowercased as HTTP/2 requires
+    /// (§8.2.1; our fields are written for HTTP/1.1, in title case).
     pub fn encode<'f>(
         &mut self,
         status: u16,
@@ -448,7 +449,23 @@ impl Encoder {
     }
 
     fn field(&mut self, name: &str, value: &str, out: &mut Vec<u8>) {
-        let (name_bytes, value_bytes) = (name.as_bytes(), value.as_bytes());
+        let mut lowered = [0u8; MAX_LOWERED_NAME];
+        let owned;
+        let name_bytes = match name.len() <= MAX_LOWERED_NAME {
+            true => {
+                let lowered = &mut lowered[..name.len()];
+                lowered.copy_from_slice(name.as_bytes());
+                lowered.make_ascii_lowercase();
+                &*lowered
+            }
+            false => {
+                owned = name.to_ascii_lowercase();
+                owned.as_bytes()
+            }
+        };
+        // Field names are ASCII (we or `--header` wrote them).
+        let name = std::str::from_utf8(name_bytes).unwrap_or_default();
+        let value_bytes = value.as_bytes();
         let mut name_index = 0;
         for (index, (known_name, known_value)) in STATIC_TABLE.iter().enumerate() {
             if *known_name == name {
@@ -485,6 +502,9 @@ impl Encoder {
         }
     }
 }
+
+/// Field names up to this long are lowercased on the stack.
+const MAX_LOWERED_NAME: usize = 64;
 
 /// A status code's three digits.
 fn itoa_status(status: u16) -> [u8; 3] {

@@ -18,17 +18,14 @@ use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
 
-use crate::access_log::AccessRecord;
-use crate::auth::Auth;
 use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Phase, Timeout, Verdict};
+use crate::exchange::{Exchange, Logged, look_up, respond_to};
 use crate::files::Found;
-use crate::http::host::{normalise_host, request_authority};
-use crate::http::{HttpError, Request, Resource, Response, Version, https_location, respond};
+use crate::http::{HttpError, Request, Response, Version};
 use crate::http1::{BodyDiscard, Framing, Head, MAX_HEAD_BYTES, Parsed, parse_head};
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
-use crate::site::{Site, SiteChoice};
-use crate::status;
+use crate::site::SiteChoice;
 use crate::transport::{Transport, nonblocking};
 
 /// Most responses queued on one connection; past this we stop parsing (and so reading) until
@@ -37,10 +34,6 @@ pub const MAX_QUEUED_RESPONSES: usize = 32;
 /// Unread request bytes thrown away before closing, so the kernel does not answer them with a
 /// RST that could destroy our last response in flight.
 const MAX_DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
-
-/// What a queued response carries for its access line: nothing at all while no log is on, so
-/// a response costs no record to build, move and drop; boxed, so it moves as one pointer.
-type Logged = Option<Box<AccessRecord>>;
 
 thread_local! {
     /// Emptied output queues of HTTP connections, for the next busy one.
@@ -311,43 +304,9 @@ impl<T: Transport> Connection<T> {
         now: Now,
     ) -> Option<BodyDiscard> {
         let body = BodyDiscard::for_framing(framing.body);
-        let mut user = None;
-        let (site, misdirected) = match choice {
-            SiteChoice::Site(site) if !self.transport.certificate_covers(&site.id) => (None, true),
-            SiteChoice::Site(site) => (Some(site), false),
-            _ => (None, false),
-        };
-        // `--https-redirect`: where a plain-HTTP request is sent instead, if anywhere.
-        let on_https = match site.and_then(|site| site.https_redirect) {
-            Some(port) if !self.transport.is_encrypted() => https_location(request, port),
-            _ => None,
-        };
-        let found = match (&body, site, on_https) {
-            (Err(error), ..) => Err(error.clone()),
-            _ if self.transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
-            (Ok(_), None, _) => match choice {
-                SiteChoice::Health => Ok(Resource::health()),
-                SiteChoice::Report => status::answer(request, cx),
-                _ if misdirected => Err(HttpError::Misdirected),
-                _ => Err(HttpError::NotFound),
-            },
-            (Ok(_), Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
-            (Ok(_), Some(site), None) => {
-                let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
-                request.check_method().and_then(authorized).and_then(|authorized| {
-                    user = authorized;
-                    site.root.find_target(
-                        &request.target,
-                        request.fields.accept_encoding.as_deref(),
-                        cx.cache.as_deref_mut(),
-                    )
-                })
-            }
-        };
+        let refused = body.as_ref().err().cloned();
         let keep_alive = framing.keep_alive && !self.draining;
-        // Monitors' requests (health checks, reports) are neither logged nor counted.
-        let logged = !matches!(choice, SiteChoice::Health | SiteChoice::Report);
-        let exchange = Exchange { request, site, keep_alive, user, logged };
+        let (exchange, found) = look_up(request, choice, refused, &self.transport, keep_alive, cx);
         let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
     }
@@ -372,51 +331,14 @@ impl<T: Transport> Connection<T> {
         cx: &Context<'_>,
         now: SystemTime,
     ) -> bool {
-        let request = exchange.as_ref().map(|exchange| exchange.request);
-        // A head too broken to name a site gets the default site's fields; a request whose
-        // host names none gets no site's.
-        let site = match &exchange {
-            Some(exchange) => exchange.site,
-            None => Some(cx.sites.default()),
-        };
-        let logged = exchange.as_ref().is_none_or(|exchange| exchange.logged);
-        let counters = cx.counters.filter(|_| logged);
-        let auth_busy = counters.is_some() && matches!(found, Err(HttpError::AuthenticationBusy));
-        let mut response = respond(request, found, now);
-        if let Some(counters) = counters {
-            counters.count(response.status.code(), site.map(|site| site.root.slot()), auth_busy);
-        }
-        if let Some(site) = site {
-            response.add_headers(&site.headers);
-            if !site.path_headers.is_empty()
-                && let Some(path) = request.and_then(|request| request.servable_path().ok())
-            {
-                response.add_path_headers(&site.path_headers, &path.decoded());
-            }
-        }
-        let server = (logged && cx.access_log.names_the_server())
-            .then(|| (server_name(site, request), self.local_port()));
-        let record = (logged && cx.access_log.is_enabled()).then(|| {
-            let request_line = match request {
-                Some(r) => format!("{} {} {}", r.method.as_str(), r.target.raw, r.version.as_str()),
-                None => "-".to_owned(),
-            };
-            let text = |field: Option<&[u8]>| field.map(|bytes| String::from_utf8_lossy(bytes).into_owned());
-            let status = response.status.code();
-            Box::new(AccessRecord {
-                server,
-                client: cx.access_log.client(self.peer, request),
-                request_line,
-                referer: text(request.and_then(|request| request.referer)),
-                user_agent: text(request.and_then(|request| request.user_agent)),
-                user: exchange.as_ref().and_then(|exchange| exchange.user.clone()),
-                received: now,
-                status,
-            })
-        });
-        let keep_alive = exchange.is_some_and(|exchange| exchange.keep_alive) && !response.ends_connection;
+        let keep_alive = exchange.as_ref().is_some_and(|exchange| exchange.keep_alive);
+        let version = exchange.as_ref().map_or(Version::Http11, |exchange| exchange.request.version);
+        let peer = self.peer;
+        let (response, record) =
+            respond_to(exchange.as_ref(), found, cx, now, peer, &mut || self.local_port());
+        let keep_alive = keep_alive && !response.ends_connection;
         let Response { status, headers, body, .. } = response;
-        let head = Head::new(status, headers, request.map_or(Version::Http11, |r| r.version), keep_alive);
+        let head = Head::new(status, headers, version, keep_alive);
         if !lone {
             self.output.push(head, body, record);
         } else if let Err(error) = self.output.send_or_push(
@@ -645,14 +567,6 @@ impl Drop for InputBuffer {
     }
 }
 
-/// The access log's `vhost_combined` name for a request: its site's, else the host it named.
-fn server_name(site: Option<&Site>, request: Option<&Request<'_>>) -> Option<String> {
-    site.and_then(Site::server_name).map(str::to_owned).or_else(|| {
-        let host = request.and_then(request_authority).and_then(normalise_host);
-        host.map(|host| host.as_str().to_owned())
-    })
-}
-
 /// What happens when a response is all out: its bytes counted and its access line written,
 /// if the status listener and the log are on.
 fn finished<'c>(cx: &'c Context<'_>, label: ConnLabel) -> impl FnMut(&Logged, Sent) + 'c {
@@ -665,26 +579,6 @@ fn finished<'c>(cx: &'c Context<'_>, label: ConnLabel) -> impl FnMut(&Logged, Se
             access_log.record(&label, record, sent);
         }
     }
-}
-
-/// A parsed request being answered: what HTTP/1.1 framing lets the connection do after it,
-/// and who `--auth-file` found it came from.
-struct Exchange<'r, 'h> {
-    request: &'r Request<'h>,
-    /// The site it went to (none: its host names no site, or it is the health check).
-    site: Option<&'r Site>,
-    keep_alive: bool,
-    /// It gets an access line (the health check does not: monitors would drown the log).
-    logged: bool,
-    user: Option<String>,
-}
-
-/// `--auth-file`: lets the request through (with its user, when its path is guarded), or the
-/// 401 or 503 that answers it instead, before any file is looked at. A target that names no
-/// path passes here and is refused by the lookup.
-fn authorize(auth: &Auth, request: &Request<'_>) -> Result<Option<String>, HttpError> {
-    let path = || request.servable_path().ok().map(|path| path.decoded());
-    auth.check(path, request.authorization.as_ref().map(|credentials| credentials.0.as_ref()))
 }
 
 #[cfg(test)]

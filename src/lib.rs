@@ -19,6 +19,7 @@ pub mod connection;
 pub mod daemon;
 pub mod drive;
 pub mod engine;
+pub mod exchange;
 pub mod files;
 #[macro_use]
 pub mod http;

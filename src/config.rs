@@ -97,6 +97,12 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "ONEPOLL_TLS_KEY", value_delimiter = ',', help_heading = "HTTPS")]
     pub tls_key: Vec<PathBuf>,
 
+    /// HTTP/2: offered by ALPN (`h2`, then `http/1.1`) on HTTPS listeners, and recognised by
+    /// its connection preface on plain ones (prior knowledge, as `curl --http2-prior-knowledge`
+    /// and h2load send it). Off: HTTP/1.1 only.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On, env = "ONEPOLL_HTTP2", help_heading = "HTTPS")]
+    pub http2: Switch,
+
     /// Answer every plain-HTTP request with `308` to the same host and target on HTTPS (the
     /// first --listen-tls port), except `/.well-known/acme-challenge/`, still served from the
     /// root so HTTP-01 renewals work. HSTS is a --header on top.
@@ -410,7 +416,7 @@ impl Config {
             addr "addr", port "port", listen "listen", listen_tls "listen_tls", https_redirect "https_redirect", echo_port "echo_port",
             daytime_port "daytime_port", engine "engine", threads "threads", workers "workers",
             max_conns "max_conns", status_listen "status_listen", access_log "access_log", compress "compress",
-            compress_cache "compress_cache", user "user", chroot "chroot", pidfile "pidfile",
+            http2 "http2", compress_cache "compress_cache", user "user", chroot "chroot", pidfile "pidfile",
         )
     }
 

@@ -18,11 +18,14 @@ use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
 
+use crate::connection_h2::{Http2, Io};
 use crate::drive::{Client, CloseReason, ConnLabel, Context, Limits, Now, Phase, Timeout, Verdict};
 use crate::exchange::{Exchange, Logged, look_up, respond_to};
 use crate::files::Found;
 use crate::http::{HttpError, Request, Response, Version};
 use crate::http1::{BodyDiscard, Framing, Head, MAX_HEAD_BYTES, Parsed, parse_head};
+use crate::http2::connection::PREFACE;
+use crate::http2::frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN};
 use crate::output::{Flushed, OutputQueue, Pending, SPARE_QUEUES, Sent, Tag};
 use crate::recycle::FreeList;
 use crate::site::SiteChoice;
@@ -56,6 +59,16 @@ enum State {
     Reading(Reading),
     /// No more requests will be read; close once the output is flushed (send timeout).
     Closing(CloseReason),
+    /// The client opened with HTTP/2 (its preface, or ALPN `h2`): frames from now on.
+    Http2(Box<Http2>),
+}
+
+/// What a connection's first bytes say it speaks.
+enum Opening {
+    Http1,
+    Http2,
+    /// A prefix of HTTP/2's preface: more bytes decide.
+    Undecided,
 }
 
 /// Where reading the request stream is.
@@ -76,6 +89,7 @@ impl State {
             State::Reading(Reading::Head { .. }) => "reading head",
             State::Reading(Reading::Body(_)) => "discarding body",
             State::Closing(_) => "closing",
+            State::Http2(_) => "http2",
         }
     }
 
@@ -83,7 +97,7 @@ impl State {
     fn reading_mut(&mut self) -> Option<&mut Reading> {
         match self {
             State::Reading(reading) => Some(reading),
-            State::Closing(_) => None,
+            State::Closing(_) | State::Http2(_) => None,
         }
     }
 }
@@ -106,6 +120,9 @@ pub struct Connection<T> {
     local_port: u16,
     /// It came in on `--status-listen`: it answers `/status` and `/metrics`, no site.
     serves_status: bool,
+    /// Nothing has been read from it yet but the start of its first request: its first
+    /// bytes may still turn out to be HTTP/2's preface.
+    opening: bool,
 }
 
 impl<T: Transport> Connection<T> {
@@ -121,12 +138,14 @@ impl<T: Transport> Connection<T> {
             draining: false,
             local_port: 0,
             serves_status: false,
+            opening: true,
         }
     }
 
     /// A connection of the status listener, which serves the reports and nothing else.
     pub fn serving_status(mut self) -> Connection<T> {
         self.serves_status = true;
+        self.opening = false;
         self
     }
 
@@ -140,6 +159,17 @@ impl<T: Transport> Connection<T> {
         // this call only.
         let mut socket_drained = false;
         loop {
+            if let State::Http2(http2) = &mut self.state {
+                let io = Io {
+                    transport: &mut self.transport,
+                    input: &mut self.input,
+                    label: self.label,
+                    peer: self.peer,
+                    last_progress: &mut self.last_progress,
+                    local_port: &mut self.local_port,
+                };
+                return http2.drive(io, cx);
+            }
             let now = cx.now();
             let needs_input = self.answer_buffered_requests(cx, now);
             match self.send_queued(cx) {
@@ -222,12 +252,25 @@ impl<T: Transport> Connection<T> {
             if self.output.len() >= MAX_QUEUED_RESPONSES {
                 return false;
             }
-            let Some(reading) = self.state.reading_mut() else {
+            if self.state.reading_mut().is_none() {
                 return false;
-            };
+            }
             if self.input.is_empty() {
                 return true;
             }
+            if self.opening {
+                match self.first_bytes(cx) {
+                    Opening::Undecided => return true,
+                    Opening::Http1 => self.opening = false,
+                    Opening::Http2 => {
+                        self.enter(State::Http2(Box::new(Http2::new(now))));
+                        return false;
+                    }
+                }
+            }
+            let Some(reading) = self.state.reading_mut() else {
+                return false;
+            };
             match reading {
                 Reading::Body(discard) => match discard.consume(self.input.data()) {
                     Ok(progress) => {
@@ -309,6 +352,25 @@ impl<T: Transport> Connection<T> {
         let (exchange, found) = look_up(request, choice, refused, &self.transport, keep_alive, cx);
         let stays_open = self.queue_response(Some(exchange), found, lone, cx, now.wall);
         body.ok().flatten().filter(|_| stays_open)
+    }
+
+    /// Which protocol the first bytes read speak: HTTP/2 if TLS agreed on it, or (`--http2`,
+    /// plain HTTP) they are its preface (RFC 9113 §3.3: prior knowledge); over TLS without
+    /// ALPN `h2`, HTTP/1.1 whatever they are.
+    fn first_bytes(&self, cx: &Context<'_>) -> Opening {
+        if self.transport.negotiated_http2() {
+            return Opening::Http2;
+        }
+        if !cx.http2 || self.transport.is_encrypted() {
+            return Opening::Http1;
+        }
+        let data = self.input.data();
+        let compared = data.len().min(PREFACE.len());
+        match (data[..compared] == PREFACE[..compared], compared == PREFACE.len()) {
+            (false, _) => Opening::Http1,
+            (true, false) => Opening::Undecided,
+            (true, true) => Opening::Http2,
+        }
     }
 
     /// After a request is answered in full: idle, or reading the next head already buffered.
@@ -434,6 +496,7 @@ impl<T: Transport> Client for Connection<T> {
             return (self.last_progress + limits.header_timeout, Timeout::Header);
         }
         match &self.state {
+            State::Http2(http2) => http2.deadline(&self.transport, self.last_progress, limits),
             _ if self.output_pending() => (self.last_progress + limits.send_timeout, Timeout::Send),
             State::Reading(Reading::Head { since }) => (*since + limits.header_timeout, Timeout::Header),
             State::Reading(Reading::Idle | Reading::Body(_)) => {
@@ -443,14 +506,18 @@ impl<T: Transport> Client for Connection<T> {
         }
     }
 
-    /// True between requests, with every response out.
+    /// True between requests, with every response out (HTTP/2: no stream in flight).
     fn is_idle(&self) -> bool {
-        matches!(self.state, State::Reading(Reading::Idle)) && !self.output_pending()
+        match &self.state {
+            State::Http2(http2) => http2.is_idle(),
+            state => matches!(state, State::Reading(Reading::Idle)) && !self.output_pending(),
+        }
     }
 
     fn phase(&self) -> Phase {
         match &self.state {
             _ if self.transport.is_handshaking() => Phase::Handshaking,
+            State::Http2(http2) => http2.phase(&self.transport),
             _ if self.output_pending() => Phase::Writing,
             State::Reading(Reading::Idle) => Phase::Waiting,
             State::Reading(_) => Phase::Reading,
@@ -463,9 +530,13 @@ impl<T: Transport> Client for Connection<T> {
         self.transport.note_hang_up();
     }
 
-    /// From now on every response says `Connection: close`; the engine closes idle ones.
+    /// From now on every response says `Connection: close` (HTTP/2: GOAWAY); the engine
+    /// closes idle ones.
     fn begin_draining(&mut self) {
         self.draining = true;
+        if let State::Http2(http2) = &mut self.state {
+            http2.begin_draining();
+        }
     }
 
     fn close(mut self: Box<Self>, reason: CloseReason, cx: &mut Context<'_>) {
@@ -478,6 +549,9 @@ impl<T: Transport> Connection<T> {
     /// logs the close and whatever is left unsent; dropping it then closes the socket.
     pub(crate) fn finish(&mut self, reason: CloseReason, cx: &mut Context<'_>) {
         debug!("{} close: {reason}", self.label);
+        if let State::Http2(http2) = &mut self.state {
+            http2.finish(&mut self.transport, cx, self.label);
+        }
         self.transport.finish();
         self.output.abandon(&mut finished(cx, self.label));
     }
@@ -487,7 +561,7 @@ impl<T: Transport> Connection<T> {
 /// back whenever it empties, so an idle keep-alive connection holds no buffer, and a busy one
 /// costs no allocation or zeroing per request.
 #[derive(Debug, Default)]
-struct InputBuffer {
+pub(crate) struct InputBuffer {
     /// Storage of `INPUT_CAPACITY` bytes, or empty while idle.
     bytes: Vec<u8>,
     /// `bytes[start..filled]` holds unconsumed input. Consuming a request moves `start`;
@@ -496,8 +570,12 @@ struct InputBuffer {
     filled: usize,
 }
 
-/// One more than the largest head, so a head that fills the buffer is known to be too large.
-const INPUT_CAPACITY: usize = MAX_HEAD_BYTES + 1;
+/// One more than the largest head, so a head that fills the buffer is known to be too large;
+/// and room for one whole HTTP/2 frame of the largest size we accept.
+const INPUT_CAPACITY: usize = {
+    let frame = FRAME_HEADER_LEN + DEFAULT_MAX_FRAME_SIZE;
+    if frame > MAX_HEAD_BYTES + 1 { frame } else { MAX_HEAD_BYTES + 1 }
+};
 /// Most idle buffers a thread keeps for reuse (128 KiB).
 const POOLED_BUFFERS: usize = 8;
 
@@ -507,15 +585,15 @@ thread_local! {
 }
 
 impl InputBuffer {
-    fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.bytes[self.start..self.filled]
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.start == self.filled
     }
 
-    fn consume(&mut self, count: usize) {
+    pub(crate) fn consume(&mut self, count: usize) {
         self.start += count;
         if self.start == self.filled {
             (self.start, self.filled) = (0, 0);
@@ -523,11 +601,11 @@ impl InputBuffer {
     }
 
     /// How many bytes the next `read_from` may take.
-    fn space(&self) -> usize {
+    pub(crate) fn space(&self) -> usize {
         INPUT_CAPACITY - (self.filled - self.start)
     }
 
-    fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
+    pub(crate) fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
         if self.bytes.is_empty() {
             self.bytes = SPARE_BUFFERS.with(FreeList::take).unwrap_or_else(|| vec![0; INPUT_CAPACITY]);
         }
@@ -544,13 +622,13 @@ impl InputBuffer {
         Ok(read)
     }
 
-    fn release_if_empty(&mut self) {
+    pub(crate) fn release_if_empty(&mut self) {
         if self.is_empty() {
             self.give_back();
         }
     }
 
-    fn give_back(&mut self) {
+    pub(crate) fn give_back(&mut self) {
         if self.bytes.is_empty() {
             return;
         }
@@ -615,7 +693,8 @@ mod tests {
             https_redirect: None,
             auth: None,
         };
-        let site = Service { sites: Sites::one(site), access_log: AccessLog::off(), limits: LIMITS };
+        let site =
+            Service { sites: Sites::one(site), access_log: AccessLog::off(), limits: LIMITS, http2: true };
         let now = Now { wall: UNIX_EPOCH + Duration::from_secs(1_795_322_700), mono: Instant::now() };
         let label = ConnLabel { token: 0, fd: -1 };
         let connection = Connection::new(FakeSocket::writing(&[], true), label, None, now);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::AccessLog;
 use crate::files::FileCache;
+use crate::http2::frame::ErrorCode;
 use crate::site::Sites;
 use crate::status::{Census, Counters};
 
@@ -68,6 +69,8 @@ pub struct Context<'a> {
     pub counters: Option<&'a Counters>,
     /// The engine's count of its connections, when it reports them.
     pub census: Option<&'a Census>,
+    /// `--http2`: plain connections that open with HTTP/2's preface speak it.
+    pub http2: bool,
 }
 
 /// Where a [`Context`] gets the time.
@@ -86,7 +89,12 @@ impl<'a> Context<'a> {
         access_log: &'a AccessLog,
         cache: Option<&'a mut FileCache>,
     ) -> Self {
-        Context { time, sites, access_log, cache, counters: None, census: None }
+        Context { time, sites, access_log, cache, counters: None, census: None, http2: true }
+    }
+
+    pub fn with_http2(mut self, http2: bool) -> Self {
+        self.http2 = http2;
+        self
     }
 
     /// The time now, as this context tells it.
@@ -212,6 +220,8 @@ pub enum CloseReason {
     Panicked,
     /// A request named a host no site answers to, and `unknown_host = "close"`.
     UnknownHost,
+    /// HTTP/2 ended with this GOAWAY: a connection error, or a finished drain (NO_ERROR).
+    Http2(ErrorCode),
 }
 
 impl fmt::Display for CloseReason {
@@ -228,6 +238,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ShuttingDown => f.write_str("shutting down"),
             CloseReason::UnknownHost => f.write_str("unknown host"),
             CloseReason::Panicked => f.write_str("panicked"),
+            CloseReason::Http2(code) => write!(f, "HTTP/2 GOAWAY {}", code.name()),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod connection_h2;
 pub mod daemon;
 pub mod drive;
 pub mod engine;

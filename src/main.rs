@@ -222,7 +222,7 @@ fn https_settings(config: &Config, serves_https: bool, worker: bool) -> Result<O
                     .map_err(|error| format!("ticket secret from the supervisor: {error}"))?,
                 false => new_ticket_secret()?,
             };
-            Https::load(plan, ticket_secret).map(Some)
+            Https::load(plan, ticket_secret, config.http2 == Switch::On).map(Some)
         }
     }
 }
@@ -344,7 +344,7 @@ fn serve(
             Err(message) => return fail(format_args!("{message}")),
         },
     };
-    let service = Service { sites, access_log, limits };
+    let service = Service { sites, access_log, limits, http2: config.http2 == Switch::On };
     let (max_conns, grace_period) = (config.max_conns as usize, config.grace_period);
     let options = Options {
         max_conns,

@@ -68,6 +68,12 @@ pub trait Transport: Read + Write {
         true
     }
 
+    /// The TLS handshake agreed on HTTP/2 (ALPN `h2`): the client's first bytes are its
+    /// connection preface.
+    fn negotiated_http2(&self) -> bool {
+        false
+    }
+
     /// The client spoke plain HTTP to a TLS port: every request gets a plain-text `400`.
     fn is_plain_http_on_tls_port(&self) -> bool {
         false

@@ -152,6 +152,17 @@ pub struct Connection<B> {
     ended: Vec<(B, u64, StreamEnd)>,
 }
 
+/// The connection at a glance, for logs: not its tables or buffers.
+impl<B> std::fmt::Debug for Connection<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("phase", &self.phase)
+            .field("streams", &self.streams.len())
+            .field("last_stream", &self.last_stream)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B: BodySource> Default for Connection<B> {
     fn default() -> Self {
         Connection::new()

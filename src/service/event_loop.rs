@@ -305,7 +305,8 @@ impl Handler for LoopService {
 
     fn context(&mut self, now: Now) -> Context<'_> {
         let mut cx =
-            Context::new(Time::Turn(now), &self.service.sites, &self.service.access_log, self.cache.as_mut());
+            Context::new(Time::Turn(now), &self.service.sites, &self.service.access_log, self.cache.as_mut())
+                .with_http2(self.service.http2);
         cx.counters = self.counters.as_ref();
         cx
     }

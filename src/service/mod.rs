@@ -17,12 +17,14 @@ pub struct Service {
     pub access_log: AccessLog,
     /// Each connection's time limits.
     pub limits: Limits,
+    /// `--http2`: a plain connection that opens with HTTP/2's preface speaks HTTP/2.
+    pub http2: bool,
 }
 
 impl Service {
     /// The context a client of a blocking engine gets: live time, no file cache.
     pub fn live_context(&self) -> Context<'_> {
-        Context::new(Time::Live, &self.sites, &self.access_log, None)
+        Context::new(Time::Live, &self.sites, &self.access_log, None).with_http2(self.http2)
     }
 
     /// SIGHUP: the access log reopened (logrotate moved it) and the site's files read again.

@@ -125,9 +125,13 @@ pub(crate) fn take_resolved() -> Option<Arc<ServedCertificate>> {
 
 /// Loads every certificate and key, checks that each key matches its certificate, and builds
 /// the configuration new handshakes use: TLS 1.2 and 1.3 with rustls' default suites in the
-/// server's order (AES-128-GCM first), ALPN `http/1.1`, certificates chosen by SNI (see
-/// [`Certificates`]).
-pub fn server_config(plan: &CertificatePlan, sessions: &Sessions) -> Result<Arc<ServerConfig>, String> {
+/// server's order (AES-128-GCM first), ALPN `h2` (when `http2`) then `http/1.1`, certificates
+/// chosen by SNI (see [`Certificates`]).
+pub fn server_config(
+    plan: &CertificatePlan,
+    sessions: &Sessions,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, String> {
     let mut provider = rustls::crypto::ring::default_provider();
     // AES-128-GCM before AES-256-GCM (each within its TLS version): both are strong, and 128
     // takes 10 AES rounds per block instead of 14, which is most of a large download's CPU.
@@ -147,7 +151,11 @@ pub fn server_config(plan: &CertificatePlan, sessions: &Sessions) -> Result<Arc<
         .map_err(|error| error.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's preference wins (RFC 7301 §3.2): h2 for every client that offers it.
+    config.alpn_protocols = match http2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
     // The server's order of suites decides, not the client's: testssl.sh rates a server
     // without a cipher order as a weakness.
     config.ignore_client_order = true;
@@ -160,18 +168,21 @@ pub fn server_config(plan: &CertificatePlan, sessions: &Sessions) -> Result<Arc<
 pub struct Https {
     plan: CertificatePlan,
     sessions: Sessions,
+    /// ALPN offers `h2`.
+    http2: bool,
     config: Arc<ServerConfig>,
     expiries: Vec<(String, i64)>,
 }
 
 impl Https {
     /// Loads `plan`'s files (every pair must load and match: a broken one is an error at
-    /// start); session tickets are sealed with keys derived from `secret`.
-    pub fn load(plan: CertificatePlan, secret: TicketSecret) -> Result<Https, String> {
+    /// start); session tickets are sealed with keys derived from `secret`; ALPN offers `h2`
+    /// when `http2`.
+    pub fn load(plan: CertificatePlan, secret: TicketSecret, http2: bool) -> Result<Https, String> {
         let sessions = Sessions::new(secret);
-        let config = server_config(&plan, &sessions)?;
+        let config = server_config(&plan, &sessions, http2)?;
         let expiries = expiries(&plan);
-        Ok(Https { plan, sessions, config, expiries })
+        Ok(Https { plan, sessions, http2, config, expiries })
     }
 
     /// How many certificates it serves with.
@@ -195,7 +206,7 @@ impl Https {
     /// started with either way.
     pub fn reload(&mut self, plan: Option<CertificatePlan>) -> Result<(), String> {
         let plan = plan.unwrap_or_else(|| self.plan.clone());
-        self.config = server_config(&plan, &self.sessions)?;
+        self.config = server_config(&plan, &self.sessions, self.http2)?;
         self.expiries = expiries(&plan);
         self.plan = plan;
         Ok(())

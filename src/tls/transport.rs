@@ -540,6 +540,10 @@ impl<S: Transport> Transport for TlsTransport<S> {
         self.mode == Mode::Tls
     }
 
+    fn negotiated_http2(&self) -> bool {
+        self.mode == Mode::Tls && self.session.alpn_protocol() == Some(b"h2")
+    }
+
     fn certificate_covers(&self, site: &str) -> bool {
         self.certificate.as_ref().is_none_or(|certificate| certificate.covers(site))
     }

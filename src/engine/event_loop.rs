@@ -525,6 +525,9 @@ impl<H: Handler> EventLoop<'_, H> {
             if slot.client.is_idle() && !slot.closed {
                 slot.closed = true;
                 self.closed.push((key, CloseReason::ShuttingDown));
+            } else if !slot.closed && !self.yielded.contains(&key) {
+                // Draining may have queued bytes (HTTP/2's GOAWAY) that no event will ask for.
+                self.yielded.push(key);
             }
         }
     }

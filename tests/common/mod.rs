@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod before_exec;
+pub mod tls;
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

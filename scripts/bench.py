@@ -438,6 +438,188 @@ def publish_https(report, stem):
     print(text)
 
 
+def h2_request_frames():
+    """The client preface, an empty SETTINGS and `GET /small.txt` on stream 1, as raw frames:
+    header fields as literals without indexing (RFC 7541 §6.2.2), so no HPACK library."""
+    def frame(kind, flags, stream, payload):
+        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    block = b""
+    for name, value in ((b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/small.txt"),
+                        (b":authority", b"localhost")):
+        block += b"\0" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(0x4, 0, 0, b"")
+            + frame(0x1, 0x5, 1, block))
+
+
+def h2_settings_ack():
+    return bytes([0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])
+
+
+def hold_idle_h2_connections(server, count):
+    """Opens `count` TLS connections with ALPN h2 that each completed one request (the stream's
+    END_STREAM seen, the server's SETTINGS acknowledged), and holds them."""
+    import ssl
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    tls.set_alpn_protocols(["h2"])
+    held, request = [], h2_request_frames()
+    for _ in range(count):
+        conn = tls.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=3),
+                               server_hostname="localhost")
+        if conn.selected_alpn_protocol() != "h2":
+            raise RuntimeError(f"ALPN chose {conn.selected_alpn_protocol()}")
+        held.append(conn)
+        conn.sendall(request)
+        unread, done = b"", False
+        while not done:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise RuntimeError("closed")
+            unread += chunk
+            while len(unread) >= 9 and len(unread) >= 9 + int.from_bytes(unread[:3], "big"):
+                length, kind, flags = int.from_bytes(unread[:3], "big"), unread[3], unread[4]
+                stream = int.from_bytes(unread[5:9], "big") & 0x7FFFFFFF
+                if kind == 0x4 and not flags & 0x1:
+                    conn.sendall(h2_settings_ack())
+                if stream == 1 and kind in (0x0, 0x1) and flags & 0x1:
+                    done = True
+                unread = unread[9 + length:]
+    return held
+
+
+def h2load(server, path, clients, streams, seconds):
+    """`h2load -c clients -m streams` for `seconds` over TLS (h2 by ALPN) on the client core,
+    with the server's CPU time around it."""
+    command = ["taskset", "-c", CLIENT_CPU, "h2load", "-t1", f"-c{clients}", f"-m{streams}", f"-D{seconds}",
+               "-T5", f"https://127.0.0.1:{server.port}{path}"]
+    user_before, system_before = server.cpu_seconds()
+    out = subprocess.run(command, capture_output=True, text=True).stdout
+    user_after, system_after = server.cpu_seconds()
+    user, system = user_after - user_before, system_after - system_before
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    finished = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s, ([\d.]+)(\w+)/s", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    protocol = re.search(r"Application protocol: (\S+)", out)
+    requests = int(done.group(2)) if done else 0
+    elapsed = float(finished.group(1)) * UNITS[finished.group(2)] / 1e3 if finished else seconds
+    traffic = re.search(r"traffic: ([\d.]+)(\w+) \(\d+\) total", out)
+    scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+    bytes_total = float(traffic.group(1)) * scale.get(traffic.group(2), 1) if traffic else 0
+    result = {
+        "clients": clients, "streams": streams, "requests": requests,
+        "rps": round(requests / elapsed, 1) if elapsed else 0,
+        "mb_per_s": round(bytes_total / elapsed / 1e6, 1) if elapsed else 0,
+        "cpu_us_per_request": round((user + system) / requests * 1e6, 2) if requests else None,
+        "user_us_per_request": round(user / requests * 1e6, 3) if requests else None,
+        "system_us_per_request": round(system / requests * 1e6, 3) if requests else None,
+        "protocol": protocol.group(1) if protocol else None,
+        "failed": sum(int(g) for g in done.groups()[2:]) if done else None,
+        "non_2xx": sum(int(g) for g in codes.groups()[1:]) if codes else None,
+    }
+    result["valid"] = bool(requests) and result["protocol"] == "h2" and result["failed"] == 0 and result["non_2xx"] == 0
+    return result
+
+
+def measure_http2(name, root, run_dir, quick, tls):
+    """HTTP/2 over TLS: CPU per request for the 128-byte file at -c 100 -m 10 and -c 10 -m 100,
+    CPU per 10 MiB download and MB/s (-c 4 -m 1), and memory per idle h2 connection (one
+    request each, then held)."""
+    seconds = 2 if quick else 10
+    template = {"nginx": "nginx-h2", "lighttpd": "lighttpd-h2", "h2o": "h2o-h2"}.get(name)
+    server = start(name, root, run_dir, tls=tls, template=template)
+    result = {"server": name}
+    try:
+        result["idle_rss_kib"] = server.rss_kib()
+        step("memory with idle h2 connections")
+        rss, pss = {}, {}
+        for count in ([0, 10, 100] if quick else [0, 10, 100, 1000]):
+            held = hold_idle_h2_connections(server, count)
+            time.sleep(0.3)
+            rss[count], pss[count] = server.rss_kib(), server.pss_kib()
+            for conn in held:
+                conn.close()
+            time.sleep(0.3)
+        result["rss_kib_by_idle_connections"], result["pss_kib_by_idle_connections"] = rss, pss
+        step("h2load runs")
+        result["c100_m10"] = h2load(server, "/small.txt", 100, 10, seconds if quick else 20)
+        result["c10_m100"] = h2load(server, "/small.txt", 10, 100, seconds)
+        result["big_file"] = h2load(server, "/big.bin", 4, 1, seconds)
+    finally:
+        server.stop()
+    return result
+
+
+def markdown_http2(report):
+    head = ("| server | rps c100 m10 | CPU µs/req | user µs/req | sys µs/req | rps c10 m100 | CPU µs/req "
+            "| 10 MiB MB/s | CPU ms per 10 MiB | idle RSS (KiB) | kB per idle h2 conn (PSS) |")
+    rows = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in report["results"]:
+        def cell(run, key, scale=1):
+            value = run.get(key)
+            value = round(value * scale, 2) if value is not None and scale != 1 else value
+            return f"{value}" + ("" if run["valid"] else " (invalid)")
+        a, b, big = r["c100_m10"], r["c10_m100"], r["big_file"]
+        rows.append("| " + " | ".join([
+            r["server"], cell(a, "rps"), cell(a, "cpu_us_per_request"), cell(a, "user_us_per_request"),
+            cell(a, "system_us_per_request"), cell(b, "rps"), cell(b, "cpu_us_per_request"),
+            cell(big, "mb_per_s"), cell(big, "cpu_us_per_request", 1e-3),
+            str(r["idle_rss_kib"]), str(per_idle_connection(r)),
+        ]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def goals_http2(report):
+    by_name = {r["server"]: r for r in report["results"]}
+    ours = by_name.get("onepoll:event-loop")
+    if not ours:
+        return ""
+    lines = ["| goal | onepoll | peer | ratio | target | met |", "|---|---|---|---|---|---|"]
+    if "h2o" in by_name:
+        for label, key, target in (("CPU µs per request, -c 100 -m 10", "c100_m10", 0.8),
+                                   ("CPU µs per request, -c 10 -m 100", "c10_m100", 0.8),
+                                   ("CPU per 10 MiB download", "big_file", 0.85)):
+            lines.append(goal_row(label, ours[key]["cpu_us_per_request"], "h2o", by_name["h2o"][key]["cpu_us_per_request"], target))
+    others = {name: per_idle_connection(r) for name, r in by_name.items() if not name.startswith("onepoll")}
+    others = {name: kb for name, kb in others.items() if kb is not None}
+    per_conn = per_idle_connection(ours)
+    if others:
+        leanest = min(others, key=others.get)
+        lines.append(goal_row("kB (PSS) per idle h2 connection", per_conn, leanest, others[leanest], 0.5))
+    lines.append(f"| kB (PSS) per idle h2 connection | {per_conn} | | | ≤ 6 | {'yes' if per_conn is not None and per_conn <= 6 else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_http2(args, root, run_dir):
+    servers = ["onepoll:event-loop"]
+    if not args.quick:  # every engine serves h2 over TLS
+        servers += ["onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:coroutine"]
+    servers += [name for name in ("h2o", "nginx", "lighttpd") if shutil.which(name)]
+    if args.servers:
+        servers = [s for s in args.servers.split(",") if s]
+    tls = certificate(run_dir)
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "scripts/bench.sh --http2" + (" --quick" if args.quick else "") + (f" --servers {args.servers}" if args.servers else ""),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()},
+        "results": [],
+    }
+    for name in servers:
+        print(f"== {name} (HTTP/2)", file=sys.stderr, flush=True)
+        report["results"].append(measure_http2(name, root, run_dir, args.quick, tls))
+    publish_http2(report, "http2-quick" if args.quick else "http2")
+
+
+def publish_http2(report, stem):
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    text = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
+            f"({report['machine']['cpu']}), server pinned to core {SERVER_CPU}, h2load to core {CLIENT_CPU}; "
+            f"one self-signed ECDSA P-256 certificate for all, h2 chosen by ALPN.\n\n" + markdown_http2(report)
+            + "\n" + goals_http2(report))
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)
+
+
 JQUERY = Path("/usr/share/javascript/jquery/jquery.min.js")  # Debian's libjs-jquery
 COMPRESSING = {"nginx": "nginx-gzip", "lighttpd": "lighttpd-deflate", "h2o": "h2o-compress"}
 
@@ -887,6 +1069,7 @@ def main():
     parser.add_argument("--render", metavar="JSON", help="only rewrite the table and plots from an earlier run")
     parser.add_argument("--workers-scaling", action="store_true", help="only compare --workers 1 and 2 (unpinned)")
     parser.add_argument("--https", action="store_true", help="only the HTTPS rows (results/https.md)")
+    parser.add_argument("--http2", action="store_true", help="only the HTTP/2 rows, h2load over TLS (results/http2.md)")
     parser.add_argument("--auth", action="store_true", help="only CPU per request with --auth-file against without")
     parser.add_argument("--user-time", action="store_true",
                         help="only user CPU per request against h2o and lighttpd, alternating rounds (results/user-time.md)")
@@ -904,6 +1087,8 @@ def main():
         quick = "--quick" in report["command"]
         if "--https" in report["command"]:
             publish_https(report, "https-quick" if quick else "https")
+        elif "--http2" in report["command"]:
+            publish_http2(report, "http2-quick" if quick else "http2")
         elif "--compression" in report["command"]:
             publish_compression(report, "compression-quick" if quick else "compression")
         else:
@@ -931,7 +1116,8 @@ def main():
     single_modes = ((args.user_time, lambda: run_user_time(args, root, run_dir)),
                     (args.auth, lambda: run_auth(args, root, run_dir)),
                     (args.compression, lambda: run_compression(args, run_dir)),
-                    (args.https, lambda: run_https(args, root, run_dir)))
+                    (args.https, lambda: run_https(args, root, run_dir)),
+                    (args.http2, lambda: run_http2(args, root, run_dir)))
     for chosen, run in single_modes:
         if chosen:
             run()

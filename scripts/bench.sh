@@ -5,6 +5,7 @@
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
 #   scripts/bench.sh --baseline OLD_BINARY   also measures an earlier build, in the same run
 #   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
+#   scripts/bench.sh --http2    HTTP/2 over TLS with h2load against h2o, nginx and lighttpd (results/http2.md)
 #   scripts/bench.sh --compression   compressed jquery.min.js and the stall check (results/compression.md)
 #   scripts/bench.sh --auth     CPU per request with --auth-file against without (results/auth.md)
 #   scripts/bench.sh --user-time [--rounds 6 --round-seconds 15]  user CPU per request against h2o,
@@ -18,6 +19,7 @@ for tool in wrk strace nginx lighttpd h2o curl openssl; do need "$tool"; done
 need gnuplot gnuplot-nox
 need taskset util-linux
 need htpasswd apache2-utils
+need h2load nghttp2-client
 # HTTPS rows (--https): lighttpd's TLS module is a package of its own.
 [ -e /usr/lib/lighttpd/mod_openssl.so ] || need_package lighttpd-mod-openssl
 # --compression: a real minified bundle with no sibling, Debian's jquery.min.js.

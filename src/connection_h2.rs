@@ -158,9 +158,10 @@ impl Http2 {
         Ok(Flushed { all_out, wrote })
     }
 
-    /// Waits for the socket, holding no input buffer while none is needed.
-    fn waiting<T: Transport>(&self, transport: &T, input: &mut InputBuffer) -> Verdict {
+    /// Waits for the socket, holding no buffer while none is needed.
+    fn waiting<T: Transport>(&mut self, transport: &T, input: &mut InputBuffer) -> Verdict {
         input.release_if_empty();
+        self.protocol.release_idle_buffers();
         Verdict::Wait { writable: self.output_pending(transport) }
     }
 

@@ -806,6 +806,17 @@ impl<B: BodySource> Connection<B> {
         }
     }
 
+    /// Lets go of the room streams and decoding left behind once no stream is open, so an
+    /// idle connection keeps only its HPACK tables (and its output until the socket took it).
+    pub fn release_idle_buffers(&mut self) {
+        if self.streams.is_empty() && self.ended.is_empty() && self.pending_block.is_none() {
+            self.streams = Vec::new();
+            self.ended = Vec::new();
+            self.list = HeaderList::default();
+            self.decoder.release_scratch();
+        }
+    }
+
     /// Idle: no stream and no partial block; only HPACK tables are kept.
     pub fn is_idle(&self) -> bool {
         self.streams.is_empty() && self.pending_block.is_none() && self.queued_output() == 0
@@ -1005,6 +1016,8 @@ mod tests {
         assert_eq!(peer.requests, [(1, Ok("/a".to_owned()))]);
         assert!(peer.connection.is_idle());
         assert_eq!(peer.connection.out.capacity(), 0, "an idle connection holds no output buffer");
+        peer.connection.release_idle_buffers();
+        assert_eq!(peer.connection.streams.capacity() + peer.connection.ended.capacity(), 0);
     }
 
     #[test]

@@ -266,6 +266,11 @@ impl Decoder {
         Decoder { table: DynamicTable::new(limit), limit, scratch: Vec::new() }
     }
 
+    /// Drops the room kept for Huffman-decoded strings (the next block grows it again).
+    pub fn release_scratch(&mut self) {
+        self.scratch = Vec::new();
+    }
+
     /// Decodes one whole header block into `list`, keeping at most `max_list_size` of it.
     pub fn decode(
         &mut self,

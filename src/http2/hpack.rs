@@ -325,7 +325,8 @@ impl Decoder {
 }
 
 /// An integer with an `prefix`-bit prefix (RFC 7541 §5.1), and the bytes after it. Values past
-/// 2^28 are refused: no size or index we accept comes near.
+/// 2^28, or more than five continuation octets (zero-valued ones would grow the shift, not the
+/// value), are refused: no size or index we accept comes near.
 fn integer(bytes: &[u8], prefix: u32) -> Result<(usize, &[u8]), HpackError> {
     let (&first, mut rest) = bytes.split_first().ok_or(HpackError::Truncated)?;
     let max = (1usize << prefix) - 1;
@@ -338,7 +339,7 @@ fn integer(bytes: &[u8], prefix: u32) -> Result<(usize, &[u8]), HpackError> {
         let (&byte, after) = rest.split_first().ok_or(HpackError::Truncated)?;
         rest = after;
         value += usize::from(byte & 0x7f) << shift;
-        if value > 1 << 28 {
+        if value > 1 << 28 || shift > 28 {
             return Err(HpackError::IntegerOverflow);
         }
         if byte & 0x80 == 0 {
@@ -670,6 +671,8 @@ mod tests {
             ("80", HpackError::BadIndex),
             ("ff00", HpackError::BadIndex), // 127 + 0: past an empty dynamic table
             ("ffffffffff7f", HpackError::IntegerOverflow),
+            // Zero-valued continuation octets: the value stays small while the shift grows (fuzz).
+            ("ff808080808080808080808001", HpackError::IntegerOverflow),
             ("ff", HpackError::Truncated),
             ("400a6375", HpackError::Truncated),
             ("3fe21f", HpackError::BadSizeUpdate), // 4097 > our 4096

@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
-use super::Target;
 use super::host::without_port;
+use super::{HttpError, Target};
 
 /// The request methods we tell apart. Only GET and HEAD are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +174,18 @@ impl<'h> CommonFields<'h> {
         let CommonFields { fields, authorization, referer, user_agent, forwarded_for } = self;
         Request { method, target, version, fields, authorization, host, referer, user_agent, forwarded_for }
     }
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6); no sign, no list, no overflow.
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadFraming("invalid Content-Length"));
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(HttpError::BadFraming("Content-Length overflows"))
 }
 
 /// A list field's line added to the lines before it (RFC 9110 §5.3: several lines mean the

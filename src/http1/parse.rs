@@ -7,7 +7,7 @@
 //! mistaken for the next request.
 
 use crate::http::host::is_valid_host;
-use crate::http::request::CommonFields;
+use crate::http::request::{CommonFields, parse_content_length};
 use crate::http::{HttpError, Method, Request, Target, Version};
 
 /// Longest request line we accept; longer gets 414 (nginx uses 8 KiB too).
@@ -177,18 +177,6 @@ fn framing(
         }
         _ => Err(HttpError::UnsupportedTransferCoding),
     }
-}
-
-/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6); no sign, no list, no overflow.
-fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(HttpError::BadFraming("invalid Content-Length"));
-    }
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .ok_or(HttpError::BadFraming("Content-Length overflows"))
 }
 
 /// The non-empty elements of a comma-separated field value (RFC 9110 §5.6.1).

@@ -15,7 +15,7 @@ use crate::http::{HttpError, Request};
 use super::frame::{self, ErrorCode, FRAME_HEADER_LEN, FrameHeader, flag, kind, setting};
 use super::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, MAX_WINDOW};
 use super::hpack::{Decoder, Encoder, HeaderList};
-use super::request::{Refusal, request_from};
+use super::request::{Refusal, check_trailers, request_from};
 
 /// The connection preface every client sends first (§3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -83,13 +83,43 @@ struct Stream<B> {
     id: u32,
     /// What we may still send on it (§6.9); negative after the peer shrank the initial window.
     send_window: i64,
-    /// What the client may still send before we top it up.
-    receive_window: i64,
-    /// The client sent END_STREAM.
-    remote_closed: bool,
+    /// The request's side, until the client sends END_STREAM.
+    incoming: Option<Incoming>,
     /// The body still to send, with the octets sent so far (HEADERS included).
     body: B,
     sent: u64,
+}
+
+/// What may still arrive on a stream whose request has not ended: a body (which we drop),
+/// then perhaps trailers.
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    /// What the client may still send before we top it up.
+    window: i64,
+    /// Body octets the request's content-length still promises (§8.1.1), if it gave one.
+    declared_left: Option<u64>,
+}
+
+/// A stream whose response is out while its request is not over (half-closed local, §5.1),
+/// kept so what still arrives on it is checked as the RFC says; it counts toward
+/// [`MAX_CONCURRENT_STREAMS`], as the client counts it.
+#[derive(Debug)]
+struct Answered {
+    id: u32,
+    incoming: Incoming,
+    /// Nothing more is sent; kept for the window-overflow rule (§6.9.1).
+    send_window: i64,
+}
+
+/// Where a stream id stands now.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    /// In `streams`, at this index: a response is going out.
+    Responding(usize),
+    /// In `answered`, at this index.
+    Answered(usize),
+    /// Not open (or never was).
+    Closed,
 }
 
 /// Where the connection is.
@@ -131,8 +161,10 @@ pub struct Connection<B> {
     /// The decoded list of the block being answered, reused.
     list: HeaderList,
     pending_block: Option<PendingBlock>,
-    /// Streams with a response still going out, or a request body still coming in.
+    /// Streams with a response still going out (a request body may still be coming in).
     streams: Vec<Stream<B>>,
+    /// Streams answered whose request is still coming in.
+    answered: Vec<Answered>,
     /// Where the round-robin of DATA starts next, as an index into `streams`.
     next_turn: usize,
     /// The highest stream id the client opened (stream ids only go up, §5.1.1).
@@ -189,6 +221,7 @@ impl<B: BodySource> Connection<B> {
             list: HeaderList::default(),
             pending_block: None,
             streams: Vec::new(),
+            answered: Vec::new(),
             next_turn: 0,
             last_stream: 0,
             send_window: DEFAULT_WINDOW,
@@ -312,11 +345,10 @@ impl<B: BodySource> Connection<B> {
                     _ => Err(ErrorCode::Protocol),
                 }
             }
+            // The client opens no more streams (§6.8); we have none to open, so nothing changes:
+            // it closes, or the idle timeout does.
             kind::GOAWAY => match header.stream {
-                0 if payload.len() >= 8 => {
-                    self.begin_draining();
-                    Ok(())
-                }
+                0 if payload.len() >= 8 => Ok(()),
                 0 => Err(ErrorCode::FrameSize),
                 _ => Err(ErrorCode::Protocol),
             },
@@ -326,10 +358,11 @@ impl<B: BodySource> Connection<B> {
     }
 
     fn data(&mut self, header: FrameHeader, payload: &[u8]) -> Result<(), ErrorCode> {
-        if header.stream == 0 {
+        let id = header.stream;
+        if id == 0 {
             return Err(ErrorCode::Protocol);
         }
-        if header.stream > self.last_stream {
+        if id > self.last_stream {
             return Err(ErrorCode::Protocol); // §5.1: DATA on an idle stream
         }
         // The whole frame counts against both windows, padding included (§6.9.1).
@@ -338,36 +371,76 @@ impl<B: BodySource> Connection<B> {
         if self.receive_window < 0 {
             return Err(ErrorCode::FlowControl);
         }
-        unpadded(header, payload)?;
+        let content = unpadded(header, payload)?;
         if payload.is_empty() && !header.has(flag::END_STREAM) {
             self.pointless()?; // CVE-2019-9518: empty frames
         }
-        let Some(at) = self.position(header.stream) else {
-            // Closed (or reset by us): its octets still count for the connection.
+        let found = self.find(id);
+        let incoming = match found {
+            Found::Responding(at) => self.streams[at].incoming.as_mut(),
+            Found::Answered(at) => Some(&mut self.answered[at].incoming),
+            Found::Closed => None,
+        };
+        let Some(incoming) = incoming else {
+            // Closed, reset by us, or half-closed (remote): its octets still count for the
+            // connection (§5.1).
             self.pointless()?;
-            self.reset(header.stream, ErrorCode::StreamClosed);
+            self.reset(id, ErrorCode::StreamClosed);
             return Ok(());
         };
-        let stream = &mut self.streams[at];
-        if stream.remote_closed {
-            self.reset(header.stream, ErrorCode::StreamClosed); // §5.1: half-closed (remote)
+        incoming.window -= flow;
+        if incoming.window < 0 {
+            self.reset(id, ErrorCode::FlowControl);
             return Ok(());
         }
-        stream.receive_window -= flow;
-        if stream.receive_window < 0 {
-            self.reset(header.stream, ErrorCode::FlowControl);
-            return Ok(());
+        let length = content.len() as u64;
+        match incoming.declared_left {
+            Some(left) if length > left => {
+                self.reset(id, ErrorCode::Protocol); // §8.1.1: more than content-length said
+                return Ok(());
+            }
+            Some(left) => incoming.declared_left = Some(left - length),
+            None => {}
         }
-        // A body we do not read (GET and HEAD are all we serve): dropped, its window refilled.
+        // A body we do not read (GET and HEAD are all we serve): dropped.
         if header.has(flag::END_STREAM) {
-            stream.remote_closed = true;
-            self.finish_if_done(at);
-        } else if stream.receive_window < RECEIVE_WINDOW_REFILL {
-            let increment = DEFAULT_WINDOW - stream.receive_window;
-            stream.receive_window = DEFAULT_WINDOW;
-            frame::write_window_update(&mut self.out, header.stream, increment as u32);
+            self.request_ended(id);
+        } else if incoming.window < RECEIVE_WINDOW_REFILL {
+            match found {
+                Found::Responding(_) => {
+                    let increment = DEFAULT_WINDOW - incoming.window;
+                    incoming.window = DEFAULT_WINDOW;
+                    frame::write_window_update(&mut self.out, id, increment as u32);
+                }
+                // The response is out: §8.1 lets us ask for no more of the body.
+                _ => {
+                    frame::write_rst_stream(&mut self.out, id, ErrorCode::NoError);
+                    self.end_stream(id, StreamEnd::Complete);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The client ended its request (END_STREAM on DATA or trailers): checked against the
+    /// length it declared, then the stream is done if its response is.
+    fn request_ended(&mut self, id: u32) {
+        let (found, incoming) = match self.find(id) {
+            found @ Found::Responding(at) => (found, self.streams[at].incoming),
+            found @ Found::Answered(at) => (found, Some(self.answered[at].incoming)),
+            Found::Closed => return,
+        };
+        if incoming.and_then(|incoming| incoming.declared_left).is_some_and(|left| left > 0) {
+            self.reset(id, ErrorCode::Protocol); // §8.1.1: less than content-length said
+            return;
+        }
+        match found {
+            Found::Responding(at) => {
+                self.streams[at].incoming = None;
+                self.finish_if_done(at);
+            }
+            _ => self.end_stream(id, StreamEnd::Complete),
+        }
     }
 
     fn headers(
@@ -398,8 +471,13 @@ impl<B: BodySource> Connection<B> {
         }
         if stream <= self.last_stream {
             // Trailers on a stream whose request body is still coming, or an error.
-            return match self.position(stream) {
-                Some(at) if !self.streams[at].remote_closed => {
+            let request_open = match self.find(stream) {
+                Found::Responding(at) => self.streams[at].incoming.is_some(),
+                Found::Answered(_) => true,
+                Found::Closed => false,
+            };
+            return match request_open {
+                true => {
                     if !header.has(flag::END_STREAM) {
                         return Err(ErrorCode::Protocol); // §8.1: trailers end the stream
                     }
@@ -486,24 +564,31 @@ impl<B: BodySource> Connection<B> {
         if !decoded {
             return Err(ErrorCode::Compression); // §4.3: the table may now disagree
         }
-        if let Some(at) = self.position(stream) {
-            // Trailers: read and dropped; the request is complete.
-            self.streams[at].remote_closed = true;
-            self.finish_if_done(at);
+        if !matches!(self.find(stream), Found::Closed) {
+            // Trailers: checked, then dropped; the request is complete.
+            match check_trailers(list) {
+                Ok(()) => self.request_ended(stream),
+                Err(_) => self.reset(stream, ErrorCode::Protocol),
+            }
             return Ok(());
         }
         if self.phase == Phase::Draining {
             return Ok(()); // §6.8: streams after our GOAWAY are ignored
         }
         self.last_stream = stream;
-        if self.streams.len() >= MAX_CONCURRENT_STREAMS {
+        if self.streams.len() + self.answered.len() >= MAX_CONCURRENT_STREAMS {
             self.pointless()?;
             self.reset(stream, ErrorCode::RefusedStream);
             return Ok(());
         }
-        let request = match request_from(list) {
-            Ok(request) => Ok(request),
-            Err(Refusal::Answer(error)) => Err(error),
+        let parsed = match request_from(list) {
+            // §8.1.1: a length declared with END_STREAM already set must be zero.
+            Ok((_, Some(1..))) if end_stream => Err(Refusal::Malformed("content-length without a body")),
+            parsed => parsed,
+        };
+        let (request, declared_left) = match parsed {
+            Ok((request, declared)) => (Ok(request), declared),
+            Err(Refusal::Answer(error)) => (Err(error), None),
             Err(Refusal::Malformed(_)) => {
                 self.pointless()?; // zero-length and broken blocks cost a reset each
                 self.reset(stream, ErrorCode::Protocol);
@@ -514,12 +599,13 @@ impl<B: BodySource> Connection<B> {
             self.reset(stream, ErrorCode::RefusedStream);
             return Ok(());
         };
-        self.start_response(stream, end_stream, reply);
+        let incoming = (!end_stream).then_some(Incoming { window: DEFAULT_WINDOW, declared_left });
+        self.start_response(stream, incoming, reply);
         Ok(())
     }
 
     /// Queues the HEADERS of `reply` and, if it has a body, the stream that sends it.
-    fn start_response(&mut self, stream: u32, remote_closed: bool, reply: Reply<B>) {
+    fn start_response(&mut self, stream: u32, incoming: Option<Incoming>, reply: Reply<B>) {
         let Reply { status, fields, body } = reply;
         let mut block = take_block_buffer();
         self.encoder.encode(status, fields.iter(), &mut block);
@@ -528,14 +614,7 @@ impl<B: BodySource> Connection<B> {
         frame::write_headers(&mut self.out, stream, &block, no_body, self.peer.max_frame_size);
         let sent = (self.out.len() - before) as u64;
         give_block_buffer(block);
-        self.streams.push(Stream {
-            id: stream,
-            send_window: self.peer.initial_window,
-            receive_window: DEFAULT_WINDOW,
-            remote_closed,
-            body,
-            sent,
-        });
+        self.streams.push(Stream { id: stream, send_window: self.peer.initial_window, incoming, body, sent });
         let at = self.streams.len() - 1;
         if no_body {
             self.finish_if_done(at);
@@ -569,9 +648,12 @@ impl<B: BodySource> Connection<B> {
                     }
                     // §6.9.2: every open stream's window moves by the difference.
                     let delta = value - self.peer.initial_window;
-                    for stream in &mut self.streams {
-                        stream.send_window += delta;
-                        if stream.send_window > MAX_WINDOW {
+                    let windows = self.streams.iter_mut().map(|stream| &mut stream.send_window);
+                    for window in
+                        windows.chain(self.answered.iter_mut().map(|stream| &mut stream.send_window))
+                    {
+                        *window += delta;
+                        if *window > MAX_WINDOW {
                             return Err(ErrorCode::FlowControl);
                         }
                     }
@@ -606,14 +688,17 @@ impl<B: BodySource> Connection<B> {
         if header.stream > self.last_stream {
             return Err(ErrorCode::Protocol); // idle stream
         }
-        let Some(at) = self.position(header.stream) else { return Ok(()) }; // closed: ignored
+        let window = match self.find(header.stream) {
+            Found::Responding(at) => &mut self.streams[at].send_window,
+            Found::Answered(at) => &mut self.answered[at].send_window,
+            Found::Closed => return Ok(()), // ignored
+        };
         if increment == 0 {
             self.reset(header.stream, ErrorCode::Protocol);
             return Ok(());
         }
-        let stream = &mut self.streams[at];
-        stream.send_window += increment;
-        if stream.send_window > MAX_WINDOW {
+        *window += increment;
+        if *window > MAX_WINDOW {
             self.reset(header.stream, ErrorCode::FlowControl);
         }
         Ok(())
@@ -641,6 +726,16 @@ impl<B: BodySource> Connection<B> {
         self.streams.iter().position(|s| s.id == stream)
     }
 
+    fn find(&self, stream: u32) -> Found {
+        if let Some(at) = self.position(stream) {
+            return Found::Responding(at);
+        }
+        match self.answered.iter().position(|s| s.id == stream) {
+            Some(at) => Found::Answered(at),
+            None => Found::Closed,
+        }
+    }
+
     /// Resets `stream` (a stream error, §5.4.2), ending it if it is open.
     fn reset(&mut self, stream: u32, code: ErrorCode) {
         frame::write_rst_stream(&mut self.out, stream, code);
@@ -651,32 +746,38 @@ impl<B: BodySource> Connection<B> {
         self.end_stream(stream, end);
     }
 
-    /// Forgets `stream`, handing its body back to the caller.
+    /// Forgets `stream`, handing its body back to the caller if its response was going out.
     fn end_stream(&mut self, stream: u32, end: StreamEnd) {
-        if let Some(at) = self.position(stream) {
-            let stream = self.streams.remove(at);
-            if end == StreamEnd::Complete {
-                self.responses += 1;
+        match self.find(stream) {
+            Found::Responding(at) => {
+                let stream = self.streams.remove(at);
+                if end == StreamEnd::Complete {
+                    self.responses += 1;
+                }
+                self.ended.push((stream.body, stream.sent, end));
+                if self.next_turn > at {
+                    self.next_turn -= 1;
+                }
             }
-            self.ended.push((stream.body, stream.sent, end));
-            if self.next_turn > at {
-                self.next_turn -= 1;
+            Found::Answered(at) => {
+                self.answered.swap_remove(at);
             }
+            Found::Closed => {}
         }
     }
 
-    /// Ends the stream at `at` once its response is out: at once if the client finished its
-    /// request, else with RST_STREAM(NO_ERROR), which §8.1 allows, so its body need not come.
+    /// Ends the response of the stream at `at` once it is all out; a request still arriving
+    /// keeps the stream among the answered until it ends.
     fn finish_if_done(&mut self, at: usize) {
         let stream = &self.streams[at];
         if stream.body.remaining() > 0 {
             return;
         }
-        let id = stream.id;
-        if !stream.remote_closed {
-            frame::write_rst_stream(&mut self.out, id, ErrorCode::NoError);
-        }
+        let (id, incoming, send_window) = (stream.id, stream.incoming, stream.send_window);
         self.end_stream(id, StreamEnd::Complete);
+        if let Some(incoming) = incoming {
+            self.answered.push(Answered { id, incoming, send_window });
+        }
     }
 
     /// Tops up the connection's receive window once the client has used half of it.
@@ -695,6 +796,7 @@ impl<B: BodySource> Connection<B> {
         frame::write_goaway(&mut self.out, self.last_stream, code);
         self.phase = Phase::Failed(code);
         self.pending_block = None;
+        self.answered = Vec::new();
         for stream in std::mem::take(&mut self.streams) {
             self.ended.push((stream.body, stream.sent, StreamEnd::Cancelled));
         }
@@ -812,6 +914,9 @@ impl<B: BodySource> Connection<B> {
         if self.streams.is_empty() && self.ended.is_empty() && self.pending_block.is_none() {
             self.streams = Vec::new();
             self.ended = Vec::new();
+            if self.answered.is_empty() {
+                self.answered = Vec::new();
+            }
             self.list = HeaderList::default();
             self.decoder.release_scratch();
         }
@@ -1316,11 +1421,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_body_is_dropped_with_its_windows_refilled_and_the_stream_reset_after_the_response() {
-        let mut peer = Peer::open();
-        peer.send(&frame(kind::HEADERS, flag::END_HEADERS, 1, &get("/a")));
-        let sent = peer.take();
-        assert_eq!(Peer::resets(&sent), [(1, ErrorCode::NoError as u32)], "§8.1: answered early");
+    fn a_request_body_is_dropped_with_its_windows_refilled_while_the_response_goes_out() {
         let mut peer = Peer::open();
         peer.send(&frame(kind::HEADERS, flag::END_HEADERS, 1, &get("/big")));
         peer.take();
@@ -1331,6 +1432,83 @@ mod tests {
         let updates: Vec<u32> =
             sent.iter().filter(|f| f.header.kind == kind::WINDOW_UPDATE).map(|f| f.header.stream).collect();
         assert!(updates.contains(&0) && updates.contains(&1), "{updates:?}");
+        assert_eq!(peer.connection.closing(), None);
+    }
+
+    /// A request answered before it ended (§8.1) is still read to its end and checked; only a
+    /// body past half a window is told to stop, with RST_STREAM(NO_ERROR).
+    #[test]
+    fn a_request_answered_early_is_still_checked_until_it_ends() {
+        let post = |length: &str| {
+            let mut fields =
+                vec![(":method", "POST"), (":scheme", "https"), (":path", "/a"), (":authority", "h")];
+            if !length.is_empty() {
+                fields.push(("content-length", length));
+            }
+            block(&fields)
+        };
+        let answered = |peer: &mut Peer, stream: u32, length: &str| {
+            peer.send(&frame(kind::HEADERS, flag::END_HEADERS, stream, &post(length)));
+            let sent = peer.take();
+            assert!(sent.iter().any(|f| f.header.kind == kind::DATA && f.header.has(flag::END_STREAM)));
+            assert_eq!(Peer::resets(&sent), [], "not reset while the request may still be checked");
+        };
+        let protocol = ErrorCode::Protocol as u32;
+        let mut peer = Peer::open();
+        answered(&mut peer, 1, "4");
+        peer.send(&frame(kind::DATA, flag::END_STREAM, 1, b"test"));
+        assert_eq!(Peer::resets(&peer.take()), [], "the declared length arrived");
+        answered(&mut peer, 3, "3");
+        peer.send(&frame(kind::DATA, 0, 3, b"test"));
+        assert_eq!(Peer::resets(&peer.take()), [(3, protocol)], "§8.1.1: more than declared");
+        answered(&mut peer, 5, "5");
+        peer.send(&frame(kind::DATA, flag::END_STREAM, 5, b"test"));
+        assert_eq!(Peer::resets(&peer.take()), [(5, protocol)], "§8.1.1: less than declared");
+        peer.send(&frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 7, &post("2")));
+        assert_eq!(Peer::resets(&peer.take()), [(7, protocol)], "declared, yet no body");
+        answered(&mut peer, 9, "");
+        peer.send(&frame(kind::DATA, 0, 9, b"test"));
+        peer.send(&frame(
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            9,
+            &block(&[(":method", "POST")]),
+        ));
+        assert_eq!(Peer::resets(&peer.take()), [(9, protocol)], "§8.1: a pseudo-header in trailers");
+        answered(&mut peer, 11, "");
+        peer.send(&frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 11, &block(&[("x-t", "ok")])));
+        assert_eq!(Peer::resets(&peer.take()), [], "trailers end the request");
+        answered(&mut peer, 13, "");
+        for _ in 0..2 {
+            peer.send(&frame(kind::WINDOW_UPDATE, 0, 13, &0x7fff_ffffu32.to_be_bytes()));
+        }
+        assert_eq!(Peer::resets(&peer.take()), [(13, ErrorCode::FlowControl as u32)]);
+        answered(&mut peer, 15, "");
+        peer.send(&frame(kind::RST_STREAM, 0, 15, &(ErrorCode::Cancel as u32).to_be_bytes()));
+        peer.send(&frame(kind::DATA, flag::END_STREAM, 15, b"test"));
+        assert_eq!(Peer::resets(&peer.take()), [(15, ErrorCode::StreamClosed as u32)], "§5.1: closed");
+        answered(&mut peer, 17, "");
+        for _ in 0..3 {
+            peer.send(&frame(kind::DATA, 0, 17, &[0; 16_000]));
+        }
+        assert_eq!(Peer::resets(&peer.take()), [(17, ErrorCode::NoError as u32)], "§8.1: stop sending");
+        assert_eq!(peer.connection.closing(), None);
+        assert!(peer.connection.is_idle(), "requests still arriving hold nothing of the server's");
+        answered(&mut peer, 19, "");
+        peer.send(&frame(kind::HEADERS, flag::END_HEADERS, 19, &block(&[("x-t", "ok")])));
+        assert_eq!(Peer::goaway(&peer.take()), Some(protocol), "§8.1: trailers must end the stream");
+    }
+
+    /// A client's GOAWAY says it opens no more streams; the connection stays usable until
+    /// it closes or goes idle (h2spec 7 expects the PING after it answered).
+    #[test]
+    fn a_client_goaway_leaves_the_connection_open() {
+        let mut peer = Peer::open();
+        peer.send(&frame(kind::GOAWAY, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0xff]));
+        peer.send(&frame(kind::PING, 0, 0, b"12345678"));
+        let sent = peer.take();
+        assert!(sent.iter().any(|f| f.header.kind == kind::PING && f.header.has(flag::ACK)));
+        assert_eq!(Peer::goaway(&sent), None);
         assert_eq!(peer.connection.closing(), None);
     }
 }

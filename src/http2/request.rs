@@ -2,7 +2,7 @@
 //! §8.3): pseudo-header fields for the request line, the rest read as HTTP/1.1's are.
 
 use crate::http::host::is_valid_host;
-use crate::http::request::CommonFields;
+use crate::http::request::{CommonFields, parse_content_length};
 use crate::http::{HttpError, Method, Request, Target, Version};
 
 use super::hpack::HeaderList;
@@ -16,13 +16,15 @@ pub enum Refusal {
     Answer(HttpError),
 }
 
-/// The request `list` carries, borrowing from it.
-pub fn request_from(list: &HeaderList) -> Result<Request<'_>, Refusal> {
+/// The request `list` carries, borrowing from it, and the body length it declares
+/// (`content-length`), which its DATA must then add up to (§8.1.1).
+pub fn request_from(list: &HeaderList) -> Result<(Request<'_>, Option<u64>), Refusal> {
     if list.overflowed() {
         return Err(Refusal::Answer(HttpError::HeaderFieldsTooLarge));
     }
     let (mut method, mut scheme, mut path, mut authority) = (None, None, None, None);
     let mut host = None;
+    let mut content_length = None;
     let mut common = CommonFields::default();
     let mut regular_seen = false;
     for (name, value) in list.iter() {
@@ -64,6 +66,13 @@ pub fn request_from(list: &HeaderList) -> Result<Request<'_>, Refusal> {
                     return Err(Refusal::Answer(HttpError::BadRequest("duplicate Host")));
                 }
             }
+            "content-length" => {
+                let length =
+                    parse_content_length(value).map_err(|_| Refusal::Malformed("invalid content-length"))?;
+                if content_length.replace(length).is_some() {
+                    return Err(Refusal::Malformed("repeated content-length")); // as HTTP/1.1's rule
+                }
+            }
             _ => common.absorb(name, value),
         }
     }
@@ -72,24 +81,36 @@ pub fn request_from(list: &HeaderList) -> Result<Request<'_>, Refusal> {
     let method = Method::from_token(method);
     let path = match (&method, path, scheme) {
         // §8.5: CONNECT names only an authority; refused with 405 like any method we do not serve.
-        (Method::Standard("CONNECT"), None, None) => b"".as_slice(),
+        (Method::Standard("CONNECT"), None, None) if authority.is_some() => b"".as_slice(),
+        (Method::Standard("CONNECT"), None, None) => {
+            return Err(Refusal::Malformed("CONNECT without :authority"));
+        }
         (_, None, _) | (_, _, None) => return Err(Refusal::Malformed("no :path or :scheme")),
         (_, Some(b""), _) => return Err(Refusal::Malformed("empty :path")),
         (_, Some(path), Some(_)) => path,
     };
     let target =
         std::str::from_utf8(path).map_err(|_| Refusal::Answer(HttpError::BadRequest("invalid target")))?;
-    // §8.3.1: `:authority` is the host; a `Host` beside it must name the same.
+    // §8.3.1: `:authority` is the host; a `Host` beside it naming another is malformed.
     let host = match (authority, host) {
         (Some(authority), Some(host)) if authority != host => {
-            return Err(Refusal::Answer(HttpError::BadRequest("Host differs from :authority")));
+            return Err(Refusal::Malformed("host differs from :authority"));
         }
         (authority, host) => authority.or(host),
     };
     if host.is_some_and(|value| !is_valid_host(value)) {
         return Err(Refusal::Answer(HttpError::BadRequest("invalid Host")));
     }
-    Ok(common.into_request(method, Target::new(target), Version::Http2, host))
+    let request = common.into_request(method, Target::new(target), Version::Http2, host);
+    Ok((request, content_length))
+}
+
+/// Trailers end a request (§8.1): regular fields only, which we read and drop.
+pub fn check_trailers(list: &HeaderList) -> Result<(), Refusal> {
+    match list.iter().any(|(name, _)| name.starts_with(b":")) {
+        true => Err(Refusal::Malformed("pseudo-header field in trailers")),
+        false => Ok(()),
+    }
 }
 
 /// The bytes of a field name in HTTP/2: a token (RFC 9110 §5.6.2) in lowercase (§8.2.1).
@@ -148,7 +169,8 @@ mod tests {
             ("range", "bytes=0-1"),
         ]);
         let list = list(&fields);
-        let request = request_from(&list).unwrap();
+        let (request, declared) = request_from(&list).unwrap();
+        assert_eq!(declared, None);
         assert_eq!(request.method, Method::Get);
         assert_eq!(request.target.raw, "/a?b");
         assert_eq!(request.version, Version::Http2);
@@ -161,9 +183,9 @@ mod tests {
     #[test]
     fn host_stands_in_for_a_missing_authority_and_must_agree_with_one() {
         let without = list(&[GET[0], GET[1], GET[2], ("host", "h.example")]);
-        assert_eq!(request_from(&without).unwrap().host, Some(&b"h.example"[..]));
+        assert_eq!(request_from(&without).unwrap().0.host, Some(&b"h.example"[..]));
         let differing = list(&[GET[0], GET[1], GET[2], GET[3], ("host", "other")]);
-        assert!(matches!(request_from(&differing), Err(Refusal::Answer(HttpError::BadRequest(_)))));
+        assert!(matches!(request_from(&differing), Err(Refusal::Malformed(_))), "§8.3.1");
         let bad = list(&[GET[0], GET[1], GET[2], (":authority", "user@evil")]);
         assert!(matches!(request_from(&bad), Err(Refusal::Answer(HttpError::BadRequest(_)))));
     }
@@ -185,13 +207,18 @@ mod tests {
             vec![GET[0], GET[1], GET[2], ("te", "gzip")],
             vec![GET[0], GET[1], GET[2], ("x", " padded")],
             vec![GET[0], GET[1], GET[2], ("x", "a\r\nb")],
+            vec![(":method", "CONNECT")],
+            vec![GET[0], GET[1], GET[2], ("content-length", "1, 1")],
+            vec![GET[0], GET[1], GET[2], ("content-length", "1"), ("content-length", "1")],
         ];
         for fields in cases {
             assert!(matches!(request_from(&list(&fields)), Err(Refusal::Malformed(_))), "{fields:?}");
         }
+        let with_length = list(&[GET[0], GET[1], GET[2], ("content-length", "12")]);
+        assert_eq!(request_from(&with_length).unwrap().1, Some(12));
         let trailers = list(&[GET[0], GET[1], GET[2], ("te", "trailers")]);
         assert!(request_from(&trailers).is_ok());
         let connect = list(&[(":method", "CONNECT"), (":authority", "example.org:443")]);
-        assert_eq!(request_from(&connect).unwrap().method, Method::Standard("CONNECT"));
+        assert_eq!(request_from(&connect).unwrap().0.method, Method::Standard("CONNECT"));
     }
 }

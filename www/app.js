@@ -64,6 +64,20 @@ async function main() {
   for (const [path, type] of checks) {
     await run(`type of ${path}`, () => expectType(path, type));
   }
+  await run("protocol of every resource", async () => {
+    // Over HTTPS the browser negotiates HTTP/2 (ALPN); over plain HTTP it speaks HTTP/1.1.
+    const expected = location.protocol === "https:" ? "h2" : "http/1.1";
+    const entries = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")];
+    // A second use of a resource the page already holds (the logo is also its icon) can come
+    // from the memory cache: nothing transferred, no protocol.
+    const fetched = entries.filter((entry) => !(entry.transferSize === 0 && entry.nextHopProtocol === ""));
+    const other = fetched.filter((entry) => entry.nextHopProtocol !== expected);
+    if (other.length || fetched.length < 10) {
+      const list = other.map((entry) => `${entry.name}: "${entry.nextHopProtocol}" ${entry.transferSize} B`);
+      throw new Error(`${fetched.length} fetched; ${list.join(", ")}`);
+    }
+    return `${expected} for all ${fetched.length} fetched, ${entries.length - fetched.length} from cache`;
+  });
   report();
 }
 

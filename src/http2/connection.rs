@@ -608,7 +608,7 @@ impl<B: BodySource> Connection<B> {
     fn start_response(&mut self, stream: u32, incoming: Option<Incoming>, reply: Reply<B>) {
         let Reply { status, fields, body } = reply;
         let mut block = take_block_buffer();
-        self.encoder.encode(status, fields.iter(), &mut block);
+        self.encoder.encode(status, fields.iter_bytes(), &mut block);
         let before = self.out.len();
         let no_body = body.remaining() == 0;
         frame::write_headers(&mut self.out, stream, &block, no_body, self.peer.max_frame_size);

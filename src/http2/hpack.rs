@@ -78,6 +78,66 @@ const STATIC_TABLE: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
+/// The first static-table index with this (lowercase) name, or 0: a `match` the compiler turns
+/// into a length switch, where a scan of the table cost a comparison per entry per field.
+fn static_name_index(name: &[u8]) -> usize {
+    match name {
+        b":authority" => 1,
+        b":method" => 2,
+        b":path" => 4,
+        b":scheme" => 6,
+        b":status" => 8,
+        b"accept-charset" => 15,
+        b"accept-encoding" => 16,
+        b"accept-language" => 17,
+        b"accept-ranges" => 18,
+        b"accept" => 19,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"authorization" => 23,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"cookie" => 32,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expect" => 35,
+        b"expires" => 36,
+        b"from" => 37,
+        b"host" => 38,
+        b"if-match" => 39,
+        b"if-modified-since" => 40,
+        b"if-none-match" => 41,
+        b"if-range" => 42,
+        b"if-unmodified-since" => 43,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"max-forwards" => 47,
+        b"proxy-authenticate" => 48,
+        b"proxy-authorization" => 49,
+        b"range" => 50,
+        b"referer" => 51,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"transfer-encoding" => 57,
+        b"user-agent" => 58,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
+        _ => 0,
+    }
+}
+
 /// What each table entry costs beyond its octets (RFC 7541 §4.1), and each header list field
 /// (RFC 9113 §6.5.2).
 const ENTRY_OVERHEAD: usize = 32;
@@ -394,10 +454,10 @@ fn write_string(out: &mut Vec<u8>, text: &[u8]) {
 }
 
 /// The encoding side of one connection. Fields that repeat from response to response
-/// (`server`, `content-type`, `cache-control`, an operator's headers) go into the dynamic
-/// table and cost one octet after the first time; fields that change with every response
-/// (`date`, `content-length`, validators, ranges) are sent as literals that are never indexed,
-/// so they do not push the repeating ones out.
+/// (`server`, `content-type`, `cache-control`, an operator's headers, and `date` within its
+/// second) go into the dynamic table and cost one octet after the first time; fields that
+/// differ from file to file (`content-length`, validators, ranges) are sent as literals that
+/// are never indexed, so they do not push the repeating ones out.
 #[derive(Debug)]
 pub struct Encoder {
     table: DynamicTable,
@@ -412,10 +472,10 @@ impl Default for Encoder {
 }
 
 /// Response fields whose value is different nearly every time.
-fn changes_every_time(name: &str) -> bool {
+fn changes_every_time(name: &[u8]) -> bool {
     matches!(
         name,
-        "date" | "content-length" | "etag" | "last-modified" | "content-range" | "expires" | "location"
+        b"content-length" | b"etag" | b"last-modified" | b"content-range" | b"expires" | b"location"
     )
 }
 
@@ -435,14 +495,24 @@ impl Encoder {
     pub fn encode<'f>(
         &mut self,
         status: u16,
-        fields: impl Iterator<Item = (&'f str, &'f str)>,
+        fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
         out: &mut Vec<u8>,
     ) {
         if let Some(size) = self.pending_resize.take() {
             write_integer(out, 0x20, 5, size);
         }
-        match STATIC_TABLE[7..14].iter().position(|(_, code)| code.parse() == Ok(status)) {
-            Some(offset) => write_integer(out, 0x80, 7, 8 + offset),
+        let indexed_status = match status {
+            200 => Some(8),
+            204 => Some(9),
+            206 => Some(10),
+            304 => Some(11),
+            400 => Some(12),
+            404 => Some(13),
+            500 => Some(14),
+            _ => None,
+        };
+        match indexed_status {
+            Some(index) => write_integer(out, 0x80, 7, index),
             None => {
                 let mut digits = itoa_status(status);
                 write_integer(out, 0x00, 4, 8); // :status, literal without indexing
@@ -454,57 +524,49 @@ impl Encoder {
         }
     }
 
-    fn field(&mut self, name: &str, value: &str, out: &mut Vec<u8>) {
+    fn field(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
         let mut lowered = [0u8; MAX_LOWERED_NAME];
         let owned;
-        let name_bytes = match name.len() <= MAX_LOWERED_NAME {
+        let name = match name.len() <= MAX_LOWERED_NAME {
             true => {
                 let lowered = &mut lowered[..name.len()];
-                lowered.copy_from_slice(name.as_bytes());
+                lowered.copy_from_slice(name);
                 lowered.make_ascii_lowercase();
                 &*lowered
             }
             false => {
                 owned = name.to_ascii_lowercase();
-                owned.as_bytes()
+                &owned[..]
             }
         };
-        // Field names are ASCII (we or `--header` wrote them).
-        let name = std::str::from_utf8(name_bytes).unwrap_or_default();
-        let value_bytes = value.as_bytes();
-        let mut name_index = 0;
-        for (index, (known_name, known_value)) in STATIC_TABLE.iter().enumerate() {
-            if *known_name == name {
-                if *known_value == value {
-                    return write_integer(out, 0x80, 7, index + 1);
-                }
-                if name_index == 0 {
-                    name_index = index + 1;
-                }
-            }
-        }
+        // Response fields never match a static entry's value (only `:status`, done above,
+        // and request fields have values there), so the static table gives a name at most.
+        let static_index = static_name_index(name);
+        let mut name_index = static_index;
+        let field_len = name.len() + value.len();
         for (offset, entry) in self.table.entries.iter().enumerate() {
-            if entry.name() == name_bytes {
-                if entry.value() == value_bytes {
-                    return write_integer(out, 0x80, 7, 62 + offset);
-                }
-                if name_index == 0 {
-                    name_index = 62 + offset;
-                }
+            // Lengths first: most entries differ in them, and they need no memory read.
+            if entry.name_len != name.len() {
+                continue;
+            }
+            if entry.field.len() == field_len && entry.value() == value && entry.name() == name {
+                return write_integer(out, 0x80, 7, 62 + offset);
+            }
+            if name_index == 0 && entry.name() == name {
+                name_index = 62 + offset;
             }
         }
-        let index =
-            changes_every_time(name) || name.len() + value.len() + ENTRY_OVERHEAD > self.table.max_size;
+        let index = changes_every_time(name) || field_len + ENTRY_OVERHEAD > self.table.max_size;
         match index {
             true => write_integer(out, 0x00, 4, name_index),
             false => write_integer(out, 0x40, 6, name_index),
         }
         if name_index == 0 {
-            write_string(out, name_bytes);
+            write_string(out, name);
         }
-        write_string(out, value_bytes);
+        write_string(out, value);
         if !index {
-            self.table.insert(name_bytes, value_bytes);
+            self.table.insert(name, value);
         }
     }
 }
@@ -698,6 +760,16 @@ mod tests {
         assert!(list.bytes.len() <= 16 * 1024);
     }
 
+    #[test]
+    fn static_name_index_is_the_first_entry_with_the_name() {
+        for (name, _) in STATIC_TABLE {
+            let first = STATIC_TABLE.iter().position(|(known, _)| *known == name).unwrap() + 1;
+            assert_eq!(static_name_index(name.as_bytes()), first, "{name}");
+        }
+        assert_eq!(static_name_index(b"x-custom"), 0);
+        assert_eq!(static_name_index(b"Server"), 0, "names arrive lowercased");
+    }
+
     /// Our encoder's blocks decode to what went in; repeated fields shrink to an octet.
     #[test]
     fn encoded_responses_decode_and_repeat_cheaply() {
@@ -713,7 +785,7 @@ mod tests {
         let mut sizes = Vec::new();
         for status in [200, 200, 418] {
             let mut block = Vec::new();
-            encoder.encode(status, response.iter().copied(), &mut block);
+            encoder.encode(status, response.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
             sizes.push(block.len());
             let mut list = HeaderList::default();
             decoder.decode(&block, &mut list, 1 << 20).unwrap();
@@ -727,7 +799,7 @@ mod tests {
         assert!(sizes[1] < sizes[0] / 2, "{sizes:?}");
         encoder.set_peer_limit(0);
         let mut block = Vec::new();
-        encoder.encode(200, response.iter().copied(), &mut block);
+        encoder.encode(200, response.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
         assert_eq!(block[0], 0x20, "a size update first");
         let mut list = HeaderList::default();
         decoder.decode(&block, &mut list, 1 << 20).unwrap();

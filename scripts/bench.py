@@ -69,14 +69,14 @@ def command_name(pid):
 class Server:
     """A server under test: its processes, their CPU time and memory."""
 
-    def __init__(self, name, command, port, run_dir, cpus=SERVER_CPU):
+    def __init__(self, name, command, port, run_dir, cpus=SERVER_CPU, env=None):
         self.name, self.port, self.run_dir = name, port, run_dir
         self.scheme = "http"
         self.process = subprocess.Popen(
             ["taskset", "-c", cpus] + command,
             stdout=subprocess.DEVNULL,
             stderr=open(run_dir / f"{name}.stderr", "w"),
-            env=dict(os.environ, RUST_LOG="warn"),
+            env=dict(os.environ, RUST_LOG="warn", **(env or {})),
         )
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -168,8 +168,12 @@ def start(name, root, run_dir, baseline=None, tls=None, template=None, extra=())
             "nginx": ["nginx", "-c", str(path), "-p", str(run_dir)],
             "lighttpd": ["lighttpd", "-D", "-f", str(path)],
             "h2o": ["h2o", "-c", str(path)],
+            "caddy": ["caddy", "run", "--adapter", "caddyfile", "--config", str(path)],
         }[name]
-    server = Server(name, command, port, run_dir)
+    # Caddy: one core for the Go scheduler, and its data/config directories (certificate storage,
+    # autosave) inside the run directory instead of $HOME.
+    env = {"GOMAXPROCS": "1", "XDG_DATA_HOME": str(run_dir), "XDG_CONFIG_HOME": str(run_dir)} if name == "caddy" else None
+    server = Server(name, command, port, run_dir, env=env)
     server.scheme = "https" if tls else "http"
     time.sleep(0.2)
     return server
@@ -525,7 +529,7 @@ def measure_http2(name, root, run_dir, quick, tls):
     CPU per 10 MiB download and MB/s (-c 4 -m 1), and memory per idle h2 connection (one
     request each, then held)."""
     seconds = 2 if quick else 10
-    template = {"nginx": "nginx-h2", "lighttpd": "lighttpd-h2", "h2o": "h2o-h2"}.get(name)
+    template = {"nginx": "nginx-h2", "lighttpd": "lighttpd-h2", "h2o": "h2o-h2", "caddy": "caddy-h2"}.get(name)
     server = start(name, root, run_dir, tls=tls, template=template)
     result = {"server": name}
     try:
@@ -593,7 +597,7 @@ def run_http2(args, root, run_dir):
     servers = ["onepoll:event-loop"]
     if not args.quick:  # every engine serves h2 over TLS
         servers += ["onepoll:thread-pool", "onepoll:thread-per-conn", "onepoll:coroutine"]
-    servers += [name for name in ("h2o", "nginx", "lighttpd") if shutil.which(name)]
+    servers += [name for name in ("h2o", "nginx", "lighttpd", "caddy") if shutil.which(name)]
     if args.servers:
         servers = [s for s in args.servers.split(",") if s]
     tls = certificate(run_dir)

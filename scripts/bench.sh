@@ -5,7 +5,7 @@
 #   scripts/bench.sh --servers onepoll:event-loop,lighttpd
 #   scripts/bench.sh --baseline OLD_BINARY   also measures an earlier build, in the same run
 #   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
-#   scripts/bench.sh --http2    HTTP/2 over TLS with h2load against h2o, nginx and lighttpd (results/http2.md)
+#   scripts/bench.sh --http2    HTTP/2 over TLS with h2load against h2o, nginx, lighttpd and Caddy (results/http2.md)
 #   scripts/bench.sh --compression   compressed jquery.min.js and the stall check (results/compression.md)
 #   scripts/bench.sh --auth     CPU per request with --auth-file against without (results/auth.md)
 #   scripts/bench.sh --user-time [--rounds 6 --round-seconds 15]  user CPU per request against h2o,
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-for tool in wrk strace nginx lighttpd h2o curl openssl; do need "$tool"; done
+for tool in wrk strace nginx lighttpd h2o caddy curl openssl; do need "$tool"; done
 need gnuplot gnuplot-nox
 need taskset util-linux
 need htpasswd apache2-utils

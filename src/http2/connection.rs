@@ -860,7 +860,9 @@ impl<B: BodySource> Connection<B> {
     }
 
     /// The socket took `count` octets of [`Connection::output`]. The buffer is let go once
-    /// empty and no stream needs it, so an idle connection holds none.
+    /// empty and no stream needs it, so an idle connection holds none. What was taken is
+    /// dropped once it is at least what is left (a copy of the rest, amortised), so a socket
+    /// that always takes a little less than was queued does not grow the buffer by a body.
     pub fn advance_output(&mut self, count: usize) {
         self.out_start += count;
         if self.out_start == self.out.len() {
@@ -869,6 +871,9 @@ impl<B: BodySource> Connection<B> {
             if self.streams.is_empty() {
                 self.out = Vec::new();
             }
+        } else if self.out_start >= self.queued_output() {
+            self.out.drain(..self.out_start);
+            self.out_start = 0;
         }
     }
 
@@ -1157,6 +1162,31 @@ mod tests {
         assert_eq!(data_octets(&sent, 1), 100_000 - 66_535);
         assert!(sent.last().unwrap().header.has(flag::END_STREAM));
         assert!(sent.iter().all(|f| f.payload.len() <= DEFAULT_MAX_FRAME_SIZE));
+    }
+
+    /// The TLS transport takes at most 64 KiB per write, a little less than four full frames:
+    /// what it took is dropped from the buffer, so a 4 MiB body never grows it past a few frames.
+    #[test]
+    fn a_socket_that_takes_a_little_less_than_was_queued_keeps_the_buffer_small() {
+        let mut peer = Peer::open();
+        peer.big = 4 << 20;
+        peer.send(&frame(kind::SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+        peer.send(&frame(kind::WINDOW_UPDATE, 0, 0, &(8u32 << 20).to_be_bytes()));
+        peer.send(&request_headers(1, "/big"));
+        let mut sent = 0;
+        while !peer.connection.output().is_empty() {
+            let took = peer.connection.output().len().min(64 * 1024);
+            sent += took;
+            peer.connection.advance_output(took);
+            peer.connection.produce();
+            assert!(
+                peer.connection.out.capacity() <= 2 * OUTPUT_TARGET,
+                "{} after {sent}",
+                peer.connection.out.capacity()
+            );
+        }
+        assert!(sent > 4 << 20);
+        assert!(!peer.connection.has_streams());
     }
 
     #[test]

@@ -593,6 +593,70 @@ def goals_http2(report):
     return "\n".join(lines) + "\n"
 
 
+PAGE_ASSETS, PAGE_ASSET_BYTES, ADDED_RTT_MS = 30, 4096, 50
+
+
+def page_load(root, run_dir, quick, tls):
+    """What HTTP/2 gains a user: a page and its 30 small assets (4 KiB each) fetched by curl
+    through scripts/bench/delay_proxy.py, which adds 50 ms to every round trip (this kernel has
+    no netem), from onepoll over TLS. HTTP/1.1 as a browser does it: at most 6 connections to
+    the origin, one request at a time on each; HTTP/2: one connection, every request at once.
+    Each run is a first visit (new connections, full handshakes); all requests are made at once,
+    as a browser's preload scanner makes them once the page's head arrives."""
+    page = root / "page"
+    page.mkdir(exist_ok=True)
+    (page / "index.html").write_text("<!doctype html><title>page</title>\n")
+    names = [f"asset{n:02}.css" for n in range(1, PAGE_ASSETS + 1)]
+    for name in names:
+        (page / name).write_bytes(bytes((i * 7 % 26) + 97 for i in range(PAGE_ASSET_BYTES)))
+    server = start("onepoll:event-loop", root, run_dir, tls=tls)
+    proxy_port = free_port()
+    proxy = subprocess.Popen(["taskset", "-c", CLIENT_CPU, sys.executable, str(BENCH / "delay_proxy.py"),
+                              str(proxy_port), str(server.port), str(ADDED_RTT_MS / 2)],
+                             stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        urls = [f"https://127.0.0.1:{proxy_port}/page/{name}" for name in ["index.html"] + names]
+        for label, flags in (("HTTP/1.1, 6 connections", ["--http1.1", "--parallel-max", "6"]),
+                             ("HTTP/2, 1 connection", ["--http2"])):
+            times, valid, versions, connects = [], True, set(), set()
+            for _ in range(3 if quick else 9):
+                command = ["taskset", "-c", CLIENT_CPU, "curl", "-sk", "--parallel", *flags,
+                           "-w", "%{http_code} %{http_version} %{num_connects}\n"]
+                for url in urls:
+                    command += ["-o", "/dev/null", url]
+                started = time.monotonic()
+                out = subprocess.run(command, capture_output=True, text=True).stdout
+                times.append((time.monotonic() - started) * 1e3)
+                answers = [line.split() for line in out.splitlines()]
+                valid = valid and len(answers) == len(urls) and all(answer[0] == "200" for answer in answers)
+                versions |= {answer[1] for answer in answers}
+                connects.add(sum(int(answer[2]) for answer in answers))
+            rows.append({"client": label, "median_ms": round(statistics.median(times)), "min_ms": round(min(times)),
+                         "max_ms": round(max(times)), "runs": len(times), "http_versions": sorted(versions),
+                         "connections": sorted(connects), "valid": valid})
+    finally:
+        proxy.kill()
+        proxy.wait()
+        server.stop()
+    return {"assets": PAGE_ASSETS, "asset_bytes": PAGE_ASSET_BYTES, "added_rtt_ms": ADDED_RTT_MS, "rows": rows}
+
+
+def markdown_page_load(page):
+    lines = [f"Page load: the page and {page['assets']} assets of {page['asset_bytes']} bytes from onepoll over TLS, "
+             f"curl through a relay adding {page['added_rtt_ms']} ms to each round trip "
+             "(scripts/bench/delay_proxy.py), new connections each run:\n",
+             "| client | median ms | min–max ms | runs | HTTP version | connections | all 200 |", "|---|---|---|---|---|---|---|"]
+    for row in page["rows"]:
+        lines.append(f"| {row['client']} | {row['median_ms']} | {row['min_ms']}–{row['max_ms']} | {row['runs']} | "
+                     f"{', '.join(row['http_versions'])} | {', '.join(map(str, row['connections']))} | {'yes' if row['valid'] else 'NO'} |")
+    h1, h2 = (row["median_ms"] for row in page["rows"])
+    lines.append(f"\nHTTP/2 loads the page in {h2} ms instead of {h1} ms ({h1 / h2:.1f}× faster, "
+                 f"{(h1 - h2) / page['added_rtt_ms']:.1f} round trips fewer).")
+    return "\n".join(lines) + "\n"
+
+
 def run_http2(args, root, run_dir):
     servers = ["onepoll:event-loop"]
     if not args.quick:  # every engine serves h2 over TLS
@@ -610,6 +674,8 @@ def run_http2(args, root, run_dir):
     for name in servers:
         print(f"== {name} (HTTP/2)", file=sys.stderr, flush=True)
         report["results"].append(measure_http2(name, root, run_dir, args.quick, tls))
+    print("== page load at +50 ms round trip, HTTP/1.1 against HTTP/2", file=sys.stderr, flush=True)
+    report["page_load"] = page_load(root, run_dir, args.quick, tls)
     publish_http2(report, "http2-quick" if args.quick else "http2")
 
 
@@ -619,7 +685,7 @@ def publish_http2(report, stem):
     text = (f"Measured {report['date']} with `{report['command']}` on {report['machine']['cores']} cores "
             f"({report['machine']['cpu']}), server pinned to core {SERVER_CPU}, h2load to core {CLIENT_CPU}; "
             f"one self-signed ECDSA P-256 certificate for all, h2 chosen by ALPN.\n\n" + markdown_http2(report)
-            + "\n" + goals_http2(report))
+            + "\n" + goals_http2(report) + ("\n" + markdown_page_load(report["page_load"]) if "page_load" in report else ""))
     (RESULTS / f"{stem}.md").write_text(text)
     print(text)
 

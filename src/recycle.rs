@@ -48,3 +48,27 @@ pub(crate) fn give_bytes(mut bytes: Vec<u8>) {
         BYTES.with(|spares| spares.give(bytes));
     }
 }
+
+/// HTTP/2 output: a connection lets its buffer go whenever nothing is in flight (an idle
+/// connection holds none) and takes one for its next batch of frames, already large enough
+/// for the four DATA frames it queues ahead of the socket, so a batch of streams costs no
+/// allocation and no regrowth.
+const SPARE_FRAME_BUFFERS: usize = 8;
+const FRAME_BUFFER_BYTES: usize = 80 * 1024;
+
+thread_local! {
+    static FRAMES: FreeList<Vec<u8>> = const { FreeList::new(SPARE_FRAME_BUFFERS) };
+}
+
+/// An empty buffer for a connection's frames, from the per-thread pool when it has one.
+pub(crate) fn take_frame_buffer() -> Vec<u8> {
+    FRAMES.with(FreeList::take).unwrap_or_else(|| Vec::with_capacity(FRAME_BUFFER_BYTES))
+}
+
+/// Gives a frames buffer back (emptied), unless it grew past twice its size.
+pub(crate) fn give_frame_buffer(mut frames: Vec<u8>) {
+    if (FRAME_BUFFER_BYTES..=2 * FRAME_BUFFER_BYTES).contains(&frames.capacity()) {
+        frames.clear();
+        FRAMES.with(|spares| spares.give(frames));
+    }
+}

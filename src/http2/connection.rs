@@ -11,6 +11,7 @@
 
 use crate::http::fields::Headers;
 use crate::http::{HttpError, Request};
+use crate::recycle::{give_frame_buffer, take_frame_buffer};
 
 use super::frame::{self, ErrorCode, FRAME_HEADER_LEN, FrameHeader, flag, kind, setting};
 use super::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, MAX_WINDOW};
@@ -46,6 +47,8 @@ pub const SMALL_FRAME_ALLOWANCE: u64 = 1_000;
 const SMALL_DATA: usize = 1024;
 /// Our receive windows are topped back up once they fall under half.
 const RECEIVE_WINDOW_REFILL: i64 = DEFAULT_WINDOW / 2;
+/// Stream slots a connection makes room for when its first stream opens.
+const STREAMS_PER_BATCH: usize = 16;
 
 /// A response body, read a frame at a time.
 pub trait BodySource {
@@ -244,6 +247,7 @@ impl<B: BodySource> Connection<B> {
         input: &[u8],
         answer: &mut impl FnMut(u32, Result<&Request<'_>, HttpError>) -> Option<Reply<B>>,
     ) -> usize {
+        self.ensure_output_buffer();
         let mut consumed = 0;
         if let Phase::Preface { matched } = self.phase {
             let wanted = &PREFACE[matched..];
@@ -614,6 +618,11 @@ impl<B: BodySource> Connection<B> {
         frame::write_headers(&mut self.out, stream, &block, no_body, self.peer.max_frame_size);
         let sent = (self.out.len() - before) as u64;
         give_block_buffer(block);
+        if self.streams.capacity() == 0 {
+            // Room for a batch at once: clients send several requests together (h2load's -m,
+            // a browser's page), and the table is let go again when the batch is done.
+            self.streams.reserve(STREAMS_PER_BATCH);
+        }
         self.streams.push(Stream { id: stream, send_window: self.peer.initial_window, incoming, body, sent });
         let at = self.streams.len() - 1;
         if no_body {
@@ -754,6 +763,9 @@ impl<B: BodySource> Connection<B> {
                 if end == StreamEnd::Complete {
                     self.responses += 1;
                 }
+                if self.ended.capacity() == 0 {
+                    self.ended.reserve(STREAMS_PER_BATCH);
+                }
                 self.ended.push((stream.body, stream.sent, end));
                 if self.next_turn > at {
                     self.next_turn -= 1;
@@ -815,6 +827,9 @@ impl<B: BodySource> Connection<B> {
     /// [`OUTPUT_TARGET`] octets wait or nothing more may be sent. Reading a body fails: that
     /// stream is reset with INTERNAL_ERROR.
     pub fn produce(&mut self) {
+        if !self.streams.is_empty() {
+            self.ensure_output_buffer();
+        }
         while self.queued_output() < OUTPUT_TARGET && self.send_window > 0 && !self.streams.is_empty() {
             let count = self.streams.len();
             let ready = (0..count).map(|turn| (self.next_turn + turn) % count).find(|&at| {
@@ -854,6 +869,13 @@ impl<B: BodySource> Connection<B> {
         }
     }
 
+    /// A connection that let its output buffer go takes a pooled one before writing frames.
+    fn ensure_output_buffer(&mut self) {
+        if self.out.capacity() == 0 {
+            self.out = take_frame_buffer();
+        }
+    }
+
     /// The octets waiting for the socket.
     pub fn output(&self) -> &[u8] {
         &self.out[self.out_start..]
@@ -869,7 +891,7 @@ impl<B: BodySource> Connection<B> {
             self.out.clear();
             self.out_start = 0;
             if self.streams.is_empty() {
-                self.out = Vec::new();
+                give_frame_buffer(std::mem::take(&mut self.out));
             }
         } else if self.out_start >= self.queued_output() {
             self.out.drain(..self.out_start);
@@ -917,6 +939,10 @@ impl<B: BodySource> Connection<B> {
     /// idle connection keeps only its HPACK tables (and its output until the socket took it).
     pub fn release_idle_buffers(&mut self) {
         if self.streams.is_empty() && self.ended.is_empty() && self.pending_block.is_none() {
+            if self.queued_output() == 0 {
+                give_frame_buffer(std::mem::take(&mut self.out));
+                self.out_start = 0;
+            }
             self.streams = Vec::new();
             self.ended = Vec::new();
             if self.answered.is_empty() {
@@ -1128,6 +1154,11 @@ mod tests {
         assert_eq!(peer.connection.out.capacity(), 0, "an idle connection holds no output buffer");
         peer.connection.release_idle_buffers();
         assert_eq!(peer.connection.streams.capacity() + peer.connection.ended.capacity(), 0);
+        // A frame that needs no answer leaves no output buffer behind once the connection waits.
+        peer.send(&frame(kind::WINDOW_UPDATE, 0, 0, &1u32.to_be_bytes()));
+        assert!(peer.connection.output().is_empty());
+        peer.connection.release_idle_buffers();
+        assert_eq!(peer.connection.out.capacity(), 0);
     }
 
     #[test]

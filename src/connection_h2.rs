@@ -9,11 +9,13 @@
 //! memory or with `pread`, one frame at a time, only when flow control and the socket allow.
 
 use std::io;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use log::{debug, trace};
+use nix::errno::Errno;
+use nix::sys::uio::preadv;
 
 use crate::connection::InputBuffer;
 use crate::drive::{CloseReason, ConnLabel, Context, Limits, Now, Phase, Timeout, Verdict};
@@ -318,85 +320,101 @@ impl BodySource for StreamBody {
         self.remaining
     }
 
-    fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ReadFailed> {
-        let want = (max as u64).min(self.remaining) as usize;
-        let start = out.len();
+    fn fill(&mut self, payloads: &mut [&mut [u8]]) -> Result<(), ReadFailed> {
+        let want: usize = payloads.iter().map(|payload| payload.len()).sum();
+        if want as u64 > self.remaining {
+            return Err(ReadFailed);
+        }
         match &mut self.source {
-            Source::Empty => {}
+            Source::Empty if want == 0 => {}
+            Source::Empty => return Err(ReadFailed),
             Source::Text { text, at } => {
-                out.extend_from_slice(&text.as_bytes()[*at..*at + want]);
-                *at += want;
+                for payload in payloads.iter_mut() {
+                    let bytes = text.as_bytes().get(*at..*at + payload.len()).ok_or(ReadFailed)?;
+                    payload.copy_from_slice(bytes);
+                    *at += payload.len();
+                }
             }
             Source::File { file, offset } => {
-                read_file(file, *offset, want, out)?;
+                read_file(file, *offset, payloads)?;
                 *offset += want as u64;
             }
             Source::Multipart { file, parts, closing, part, at } => {
-                while out.len() - start < want {
-                    let left = want - (out.len() - start);
-                    let Some(current) = parts.get(*part) else {
-                        let from = (*at as usize).min(closing.len());
-                        let take = left.min(closing.len() - from);
-                        out.extend_from_slice(&closing.as_bytes()[from..from + take]);
+                for payload in payloads.iter_mut() {
+                    let mut filled = 0;
+                    while filled < payload.len() {
+                        let room = &mut payload[filled..];
+                        let Some(current) = parts.get(*part) else {
+                            let from = (*at as usize).min(closing.len());
+                            let take = room.len().min(closing.len() - from);
+                            room[..take].copy_from_slice(&closing.as_bytes()[from..from + take]);
+                            *at += take as u64;
+                            if take < room.len() {
+                                return Err(ReadFailed); // asked for more than the body has
+                            }
+                            break;
+                        };
+                        let head = current.head.as_bytes();
+                        let take = if (*at as usize) < head.len() {
+                            let take = room.len().min(head.len() - *at as usize);
+                            room[..take].copy_from_slice(&head[*at as usize..*at as usize + take]);
+                            take
+                        } else {
+                            let into_range = *at - head.len() as u64;
+                            let take = (room.len() as u64).min(current.len - into_range) as usize;
+                            read_file(file, current.offset + into_range, &mut [&mut room[..take]])?;
+                            take
+                        };
                         *at += take as u64;
-                        break;
-                    };
-                    let head = current.head.as_bytes();
-                    if (*at as usize) < head.len() {
-                        let take = left.min(head.len() - *at as usize);
-                        out.extend_from_slice(&head[*at as usize..*at as usize + take]);
-                        *at += take as u64;
-                        continue;
-                    }
-                    let into_range = *at - head.len() as u64;
-                    let take = (left as u64).min(current.len - into_range) as usize;
-                    read_file(file, current.offset + into_range, take, out)?;
-                    *at += take as u64;
-                    if *at == head.len() as u64 + current.len {
-                        (*part, *at) = (*part + 1, 0);
+                        filled += take;
+                        if *at == head.len() as u64 + current.len {
+                            (*part, *at) = (*part + 1, 0);
+                        }
                     }
                 }
             }
         }
-        let read = out.len() - start;
-        if read != want {
-            return Err(ReadFailed);
-        }
-        self.remaining -= read as u64;
-        self.delivered += read as u64;
+        self.remaining -= want as u64;
+        self.delivered += want as u64;
         Ok(())
     }
 }
 
-/// Appends `len` octets of `file` from `offset`: copied from the cache, or read with `pread`.
-fn read_file(file: &FileBody, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<(), ReadFailed> {
+/// Fills `payloads` in order with the octets of `file` from `offset`: copied from the cache,
+/// or read with one `preadv` for them all (the kernel copies straight into the frames).
+fn read_file(file: &FileBody, offset: u64, payloads: &mut [&mut [u8]]) -> Result<(), ReadFailed> {
     match file {
         FileBody::Cached(cached) => {
-            let from = usize::try_from(offset).map_err(|_| ReadFailed)?;
-            let bytes = cached.content.get(from..from + len).ok_or(ReadFailed)?;
-            out.extend_from_slice(bytes);
+            let mut from = usize::try_from(offset).map_err(|_| ReadFailed)?;
+            for payload in payloads.iter_mut() {
+                let bytes = cached.content.get(from..from + payload.len()).ok_or(ReadFailed)?;
+                payload.copy_from_slice(bytes);
+                from += payload.len();
+            }
             Ok(())
         }
         FileBody::Open { file, .. } => {
-            let start = out.len();
-            out.resize(start + len, 0);
+            let want: usize = payloads.iter().map(|payload| payload.len()).sum();
+            let mut slices: Vec<IoSliceMut<'_>> =
+                payloads.iter_mut().map(|payload| IoSliceMut::new(payload)).collect();
+            let mut unfilled = &mut slices[..];
             let mut filled = 0;
-            while filled < len {
-                match file.read_at(&mut out[start + filled..], offset + filled as u64) {
-                    Ok(0) => break, // the file shrank under us
-                    Ok(read) => filled += read,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            while filled < want {
+                let at = i64::try_from(offset + filled as u64).map_err(|_| ReadFailed)?;
+                match preadv(file, unfilled, at) {
+                    Ok(0) => return Err(ReadFailed), // the file shrank under us
+                    Ok(read) => {
+                        filled += read;
+                        IoSliceMut::advance_slices(&mut unfilled, read);
+                    }
+                    Err(Errno::EINTR) => {}
                     Err(error) => {
-                        log::warn!("pread for an HTTP/2 stream failed: {error}");
-                        break;
+                        log::warn!("preadv for an HTTP/2 stream failed: {error}");
+                        return Err(ReadFailed);
                     }
                 }
             }
-            out.truncate(start + filled);
-            match filled == len {
-                true => Ok(()),
-                false => Err(ReadFailed),
-            }
+            Ok(())
         }
     }
 }

@@ -180,6 +180,18 @@ fn prior_knowledge_on_plain_http_serves_pages_heads_ranges_and_large_files() {
     assert!(head.starts_with("HTTP/2 200") && head.contains("content-length: 13"), "{head}");
     let range = h2(&["--range", "0-4", "--write-out", "[%{http_code}]", &url("/hello.txt")]);
     assert_eq!(String::from_utf8_lossy(&range.stdout), "hello[206]");
+    // Several ranges: multipart/byteranges, byte for byte what HTTP/1.1 sends (the boundary
+    // comes from the ETag), from the cache (hello.txt) and from the file across many frames.
+    for (path, ranges, octets) in
+        [("/hello.txt", "0-1,4-6,-2", 7), ("/big.bin", "0-99999,5000000-5065535,-70000", 235_536)]
+    {
+        let over_h2 = h2(&["--range", ranges, &url(path)]);
+        let over_h1 = curl(&["--range", ranges, &url(path)]);
+        assert!(over_h2.status.success() && over_h1.status.success());
+        let head = String::from_utf8_lossy(&over_h2.stdout[..200]);
+        assert!(head.contains("Content-Range: bytes 0-"), "{path}: {head}");
+        assert!(over_h2.stdout.len() > octets && over_h2.stdout == over_h1.stdout, "{path}");
+    }
     let redirect =
         h2(&["--output", "/dev/null", "--write-out", "%{http_code} %{redirect_url}", &url("/sub")]);
     assert_eq!(String::from_utf8_lossy(&redirect.stdout), format!("301 {}/", url("/sub")));

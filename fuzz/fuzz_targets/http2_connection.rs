@@ -29,10 +29,13 @@ impl BodySource for Body {
         self.left
     }
 
-    fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ReadFailed> {
-        let take = self.left.min(max as u64);
-        out.resize(out.len() + take as usize, b'x');
-        self.left -= take;
+    fn fill(&mut self, payloads: &mut [&mut [u8]]) -> Result<(), ReadFailed> {
+        let want: u64 = payloads.iter().map(|payload| payload.len() as u64).sum();
+        assert!(want <= self.left, "asked for {want} of a body with {} left", self.left);
+        self.left -= want;
+        for payload in payloads {
+            payload.fill(b'x');
+        }
         Ok(())
     }
 }

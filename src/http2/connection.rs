@@ -47,15 +47,19 @@ pub const SMALL_FRAME_ALLOWANCE: u64 = 1_000;
 const SMALL_DATA: usize = 1024;
 /// Our receive windows are topped back up once they fall under half.
 const RECEIVE_WINDOW_REFILL: i64 = DEFAULT_WINDOW / 2;
+/// DATA frames a stream alone with window may get from one read of its body.
+const FRAMES_PER_READ: usize = 4;
 /// Stream slots a connection makes room for when its first stream opens.
 const STREAMS_PER_BATCH: usize = 16;
 
-/// A response body, read a frame at a time.
+/// A response body, read as DATA frames go out.
 pub trait BodySource {
     /// Octets still to send.
     fn remaining(&self) -> u64;
-    /// Appends the next `max` octets (fewer only at the end) to `out`.
-    fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ReadFailed>;
+    /// Fills each of `payloads` whole, in order, with the body's next octets: the payloads of
+    /// consecutive DATA frames, together never more than [`BodySource::remaining`]. Several
+    /// at once let a file body read them with one `preadv`.
+    fn fill(&mut self, payloads: &mut [&mut [u8]]) -> Result<(), ReadFailed>;
 }
 
 /// A body could not be read (the caller logged why): its stream is reset.
@@ -824,46 +828,74 @@ impl<B: BodySource> Connection<B> {
     }
 
     /// Appends DATA frames, round-robin over the streams with a body and window, until
-    /// [`OUTPUT_TARGET`] octets wait or nothing more may be sent. Reading a body fails: that
-    /// stream is reset with INTERNAL_ERROR.
+    /// [`OUTPUT_TARGET`] octets wait or nothing more may be sent: a frame per stream per turn,
+    /// or, for a stream that is the only one able to send, up to [`FRAMES_PER_READ`] frames
+    /// filled by one read. Reading a body fails: that stream is reset with INTERNAL_ERROR.
     pub fn produce(&mut self) {
         if !self.streams.is_empty() {
             self.ensure_output_buffer();
         }
         while self.queued_output() < OUTPUT_TARGET && self.send_window > 0 && !self.streams.is_empty() {
             let count = self.streams.len();
-            let ready = (0..count).map(|turn| (self.next_turn + turn) % count).find(|&at| {
-                let stream = &self.streams[at];
-                stream.body.remaining() > 0 && stream.send_window > 0
-            });
+            let can_send = |stream: &Stream<B>| stream.body.remaining() > 0 && stream.send_window > 0;
+            let ready = (0..count)
+                .map(|turn| (self.next_turn + turn) % count)
+                .find(|&at| can_send(&self.streams[at]));
             let Some(at) = ready else { return };
             self.next_turn = at + 1;
+            let alone =
+                !self.streams.iter().enumerate().any(|(other, stream)| other != at && can_send(stream));
+            let mut queued = self.queued_output();
+            // The frames' lengths, within both windows, the peer's frame size and the target.
             let stream = &mut self.streams[at];
-            let remaining = stream.body.remaining();
-            let window = stream.send_window.min(self.send_window) as u64;
-            let len = remaining.min(window).min(self.peer.max_frame_size as u64) as usize;
-            let header_at = frame::begin_data(&mut self.out, stream.id);
-            let read = stream.body.read_into(&mut self.out, len);
-            let written = self.out.len() - header_at - FRAME_HEADER_LEN;
-            if read.is_err() || written != len {
-                self.out.truncate(header_at);
+            let (mut remaining, mut window) =
+                (stream.body.remaining(), stream.send_window.min(self.send_window));
+            let (mut lens, mut frames) = ([0usize; FRAMES_PER_READ], 0);
+            while frames < if alone { FRAMES_PER_READ } else { 1 }
+                && remaining > 0
+                && window > 0
+                && queued < OUTPUT_TARGET
+            {
+                let len = remaining.min(window as u64).min(self.peer.max_frame_size as u64) as usize;
+                lens[frames] = len;
+                frames += 1;
+                (remaining, window, queued) =
+                    (remaining - len as u64, window - len as i64, queued + FRAME_HEADER_LEN + len);
+            }
+            let lens = &lens[..frames];
+            let start = self.out.len();
+            for (n, &len) in lens.iter().enumerate() {
+                let flags = if n + 1 == frames && remaining == 0 { flag::END_STREAM } else { 0 };
+                frame::write_header(&mut self.out, len, kind::DATA, flags, stream.id);
+                self.out.resize(self.out.len() + len, 0);
+            }
+            let mut payloads: [&mut [u8]; FRAMES_PER_READ] = Default::default();
+            let mut rest = &mut self.out[start..];
+            for (payload, &len) in payloads.iter_mut().zip(lens) {
+                let (frame, after) = std::mem::take(&mut rest).split_at_mut(FRAME_HEADER_LEN + len);
+                *payload = &mut frame[FRAME_HEADER_LEN..];
+                rest = after;
+            }
+            if stream.body.fill(&mut payloads[..frames]).is_err() {
+                self.out.truncate(start);
                 let id = stream.id;
                 self.reset(id, ErrorCode::Internal);
                 continue;
             }
-            let last = stream.body.remaining() == 0;
-            frame::finish_data(&mut self.out, header_at, last);
-            stream.send_window -= len as i64;
-            stream.sent += (FRAME_HEADER_LEN + len) as u64;
-            self.send_window -= len as i64;
-            if len < SMALL_DATA && !last {
-                self.small_frames += 1;
-                if self.small_frames > SMALL_FRAME_ALLOWANCE + self.responses {
-                    self.fail(ErrorCode::EnhanceYourCalm);
-                    return;
-                }
+            let sent: usize = lens.iter().sum();
+            stream.send_window -= sent as i64;
+            stream.sent += (frames * FRAME_HEADER_LEN + sent) as u64;
+            self.send_window -= sent as i64;
+            let small = lens
+                .iter()
+                .enumerate()
+                .filter(|&(n, &len)| len < SMALL_DATA && !(n + 1 == frames && remaining == 0));
+            self.small_frames += small.count() as u64;
+            if self.small_frames > SMALL_FRAME_ALLOWANCE + self.responses {
+                self.fail(ErrorCode::EnhanceYourCalm);
+                return;
             }
-            if last {
+            if remaining == 0 {
                 self.finish_if_done(at);
             }
         }
@@ -995,6 +1027,8 @@ mod tests {
     #[derive(Debug)]
     struct TestBody {
         left: u64,
+        /// Calls to `fill`: reads of the body.
+        reads: u32,
     }
 
     impl BodySource for TestBody {
@@ -1002,10 +1036,13 @@ mod tests {
             self.left
         }
 
-        fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ReadFailed> {
-            let take = self.left.min(max as u64);
-            out.resize(out.len() + take as usize, b'x');
-            self.left -= take;
+        fn fill(&mut self, payloads: &mut [&mut [u8]]) -> Result<(), ReadFailed> {
+            let want: u64 = payloads.iter().map(|payload| payload.len() as u64).sum();
+            self.left = self.left.checked_sub(want).ok_or(ReadFailed)?;
+            self.reads += 1;
+            for payload in payloads {
+                payload.fill(b'x');
+            }
             Ok(())
         }
     }
@@ -1085,7 +1122,7 @@ mod tests {
                 let mut fields = Headers::default();
                 fields.push(field!("Content-Length"), len);
                 let status = if request.is_ok() { 200 } else { 431 };
-                Some(Reply { status, fields, body: TestBody { left: len } })
+                Some(Reply { status, fields, body: TestBody { left: len, reads: 0 } })
             })
         }
 
@@ -1231,6 +1268,31 @@ mod tests {
         assert_eq!(Peer::resets(&peer.take()), [(1, ErrorCode::FlowControl as u32)]);
         peer.send(&frame(kind::WINDOW_UPDATE, 0, 0, &0x7fff_fff0u32.to_be_bytes()));
         assert_eq!(Peer::goaway(&peer.take()), Some(ErrorCode::FlowControl as u32));
+    }
+
+    /// A stream that is the only one able to send gets four frames per read of its body (one
+    /// `preadv` for a file); beside another, one frame per turn each.
+    #[test]
+    fn a_stream_alone_gets_four_frames_per_read_and_one_per_turn_beside_another() {
+        let mut peer = Peer::open();
+        peer.big = 1 << 20;
+        peer.send(&frame(kind::SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+        peer.send(&frame(kind::WINDOW_UPDATE, 0, 0, &(4u32 << 20).to_be_bytes()));
+        peer.send(&request_headers(1, "/big"));
+        let sent = peer.take();
+        assert_eq!(data_octets(&sent, 1), 1 << 20);
+        let frames = sent.iter().filter(|f| f.header.kind == kind::DATA).count();
+        assert_eq!(frames, 64);
+        let reads: Vec<u32> = peer.connection.take_ended().map(|(body, _, _)| body.reads).collect();
+        assert_eq!(reads, [16]);
+        peer.send(&request_headers(3, "/big"));
+        peer.send(&request_headers(5, "/big"));
+        let sent = peer.take();
+        let order: Vec<u32> =
+            sent.iter().filter(|f| f.header.kind == kind::DATA).map(|f| f.header.stream).collect();
+        assert_eq!(&order[..4], [3, 5, 3, 5], "{order:?}");
+        assert!(sent.iter().all(|f| f.payload.len() <= DEFAULT_MAX_FRAME_SIZE));
+        assert!(sent.iter().rfind(|f| f.header.kind == kind::DATA).unwrap().header.has(flag::END_STREAM));
     }
 
     #[test]

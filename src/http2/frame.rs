@@ -163,23 +163,6 @@ pub fn write_headers(out: &mut Vec<u8>, stream: u32, block: &[u8], end_stream: b
     }
 }
 
-/// Starts a DATA frame whose payload the caller appends next; [`finish_data`] sets its length.
-/// Returns where the header is.
-pub fn begin_data(out: &mut Vec<u8>, stream: u32) -> usize {
-    let at = out.len();
-    write_header(out, 0, kind::DATA, 0, stream);
-    at
-}
-
-/// Sets the length (what was appended since [`begin_data`]) and END_STREAM of the DATA frame at `at`.
-pub fn finish_data(out: &mut [u8], at: usize, end_stream: bool) {
-    let len = (out.len() - at - FRAME_HEADER_LEN) as u32;
-    out[at..at + 3].copy_from_slice(&len.to_be_bytes()[1..]);
-    if end_stream {
-        out[at + 4] |= flag::END_STREAM;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,18 +199,6 @@ mod tests {
                 (kind::CONTINUATION, 0, 10),
                 (kind::CONTINUATION, flag::END_HEADERS, 5)
             ]
-        );
-    }
-
-    #[test]
-    fn data_frames_get_their_length_when_finished() {
-        let mut out = vec![0xaa];
-        let at = begin_data(&mut out, 5);
-        out.extend_from_slice(b"hello");
-        finish_data(&mut out, at, true);
-        assert_eq!(
-            header(&out[1..]),
-            FrameHeader { len: 5, kind: kind::DATA, flags: flag::END_STREAM, stream: 5 }
         );
     }
 }

@@ -23,9 +23,7 @@ server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$run"; }
 trap cleanup EXIT
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
-    -keyout "$run/key.pem" -out "$run/cert.pem" 2>/dev/null
+self_signed_certificate "$run" IP:127.0.0.1
 ./target/release/onepoll www --listen 127.0.0.1:0 --listen-tls 127.0.0.1:0 \
     --tls-cert "$run/cert.pem" --tls-key "$run/key.pem" >"$run/access.log" 2>"$run/server.log" &
 server_pid=$!

@@ -19,8 +19,7 @@ server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$run"; }
 trap cleanup EXIT
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$run/key.pem" -out "$run/cert.pem" 2>/dev/null
+self_signed_certificate "$run" DNS:localhost,IP:127.0.0.1
 mkdir "$run/root"
 cp -r www/. "$run/root/"
 head -c $((10 << 20)) /dev/urandom >"$run/root/big.bin"

@@ -1,6 +1,6 @@
 # What the scripts here share, sourced as `. "$(dirname "$0")/lib.sh"`: installing what is
-# missing, a free loopback port, and waiting for a log line. Loopback only; nothing here
-# starts or stops a process.
+# missing, a free loopback port, waiting for a log line, a throwaway certificate. Loopback
+# only; nothing here starts or stops a process.
 
 # need COMMAND [PACKAGE]: installs PACKAGE (default: COMMAND) from Debian's packages when
 # COMMAND is not on the PATH.
@@ -35,4 +35,11 @@ wait_for_line() {
     echo "no line matching '$pattern' in $file:" >&2
     cat "$file" >&2 2>/dev/null || true
     return 1
+}
+
+# self_signed_certificate DIR SUBJECT_ALT_NAMES: a throwaway ECDSA P-256 certificate for
+# localhost, valid a day, as DIR/cert.pem and DIR/key.pem (needs openssl).
+self_signed_certificate() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+        -addext "subjectAltName=$2" -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
 }

@@ -20,7 +20,7 @@ use crate::engine::Engine;
 use crate::http::forwarded::IpBlock;
 use crate::http::{ExtraHeader, PathGlob, PathHeader};
 use crate::site::{SiteName, UnknownHost, site_id};
-use crate::tls::{CertificateFiles, CertificatePlan, SitePairs};
+use crate::tls::{CertificateFiles, CertificatePlan, ChallengeDir, SitePairs};
 
 /// A small, fast HTTP/1.1 static-file server: one mio event loop on one thread.
 #[derive(Debug, Clone, Parser)]
@@ -96,6 +96,13 @@ pub struct Config {
     /// Private key of the --tls-cert at the same position, PEM (PKCS#8, SEC1 or RSA).
     #[arg(long, value_name = "FILE", env = "ONEPOLL_TLS_KEY", value_delimiter = ',', help_heading = "HTTPS")]
     pub tls_key: Vec<PathBuf>,
+
+    /// Answer TLS-ALPN-01 validations (RFC 8737) with the challenge certificates an ACME client
+    /// leaves here as NAME.crt.pem and NAME.key.pem (dehydrated's --alpn DIR, lighttpd's
+    /// ssl.acme-tls-1 layout): a handshake offering only ALPN `acme-tls/1` gets the pair for its
+    /// SNI name, read at that moment, and is closed once complete. Other clients are unaffected.
+    #[arg(long, value_name = "DIR", env = "ONEPOLL_TLS_ACME_DIR", help_heading = "HTTPS")]
+    pub tls_acme_dir: Option<PathBuf>,
 
     /// HTTP/2: offered by ALPN (`h2`, then `http/1.1`) on HTTPS listeners, and recognised by
     /// its connection preface on plain ones (prior knowledge, as `curl --http2-prior-knowledge`
@@ -449,8 +456,9 @@ impl Config {
     /// each `[[site]]`'s own.
     pub fn certificate_plan(&self) -> Result<CertificatePlan, String> {
         let shared = self.certificate_files()?;
+        let challenges = self.tls_acme_dir.clone().map(ChallengeDir);
         if self.sites.is_empty() {
-            return Ok(CertificatePlan::one_site(shared));
+            return Ok(CertificatePlan { challenges, ..CertificatePlan::one_site(shared) });
         }
         let sites = (self.sites.iter().enumerate())
             .map(|(index, site)| SitePairs {
@@ -459,7 +467,7 @@ impl Config {
                 own: site.certificates.clone(),
             })
             .collect();
-        Ok(CertificatePlan { shared, sites, default_site: self.default_site() })
+        Ok(CertificatePlan { shared, sites, default_site: self.default_site(), challenges })
     }
 
     /// The certificate/key pairs, or why they do not pair up.

@@ -168,6 +168,7 @@ fn garbage_for_a_client_hello_gets_an_alert_and_a_close_and_others_are_served() 
         let mut client = Client::connect(server.https);
         client.send(garbage);
         let answer = client.read_to_close();
+        // rustls queues no alert for a record it cannot deframe; when it does, it is sent.
         assert!(answer.is_empty() || answer[0] == 0x15, "expected an alert record, got {answer:?}");
         let mut other = tls_connect(server.https, "localhost", &config);
         assert_eq!(get_over_tls(&mut other, "/hello.txt").status, 200);
@@ -738,4 +739,70 @@ fn check_config_loads_each_sites_certificates_and_wants_one_for_every_site() {
     let (code, text) = check(&with_shared);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("certificates: 3 loaded"), "{text}");
+}
+
+/// The client configuration of a CA validating TLS-ALPN-01: `alpn` offered, `trusted` trusted.
+fn offering(trusted: &[&Pem], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut config = Arc::unwrap_or_clone(without_resumption(client_config(trusted, &BOTH_VERSIONS)));
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A handshake that must fail: the error rustls reports.
+fn failed_handshake(addr: SocketAddr, name: &str, config: &Arc<ClientConfig>) -> std::io::Error {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let mut session = ClientConnection::new(Arc::clone(config), name).unwrap();
+    loop {
+        if let Err(error) = session.complete_io(&mut tcp) {
+            return error;
+        }
+        assert!(session.is_handshaking(), "the handshake succeeded");
+    }
+}
+
+#[test]
+fn a_tls_alpn_01_validation_gets_the_challenge_certificate_and_a_close_and_no_one_else_does() {
+    for engine in ["event-loop", "thread-per-conn"] {
+        let site = Site::new();
+        let challenges = tempfile::tempdir().unwrap();
+        let dir = challenges.path().to_str().unwrap();
+        let usual = Pem::for_names(&["localhost", "other.test"]);
+        let server =
+            HttpsServer::start(&site.root(), &[&usual], &["--tls-acme-dir", dir, "--engine", engine]);
+        // Written after the start, as an ACME client does just before it asks for validation.
+        let challenge = Pem::for_names(&["localhost"]);
+        fs::write(challenges.path().join("localhost.crt.pem"), &challenge.cert).unwrap();
+        fs::write(challenges.path().join("localhost.key.pem"), &challenge.key).unwrap();
+
+        let validation = offering(&[&challenge], &[b"acme-tls/1"]);
+        let mut client = tls_connect(server.https, "LocalHost", &validation);
+        assert_eq!(client.stream.conn.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+        assert!(client.stream.conn.peer_certificates().unwrap()[0] == challenge.der());
+        // Closed by the server without a request: close_notify, then the end.
+        let mut rest = Vec::new();
+        assert_eq!(client.stream.read_to_end(&mut rest).expect("a clean close"), 0, "{engine}");
+        server.server.wait_for_log("TLS-ALPN-01 validation for localhost: presenting");
+
+        // No challenge certificate for the name: the handshake fails, nothing else is presented.
+        let error = failed_handshake(server.https, "other.test", &validation);
+        assert!(error.to_string().contains("alert"), "{engine}: {error}");
+
+        // Clients that offer more than acme-tls/1 (or no ALPN) get the usual certificate and pages.
+        for alpn in [&[&b"acme-tls/1"[..], b"http/1.1"][..], &[b"http/1.1"], &[]] {
+            let mut client = tls_connect(server.https, "localhost", &offering(&[&usual], alpn));
+            assert!(client.stream.conn.peer_certificates().unwrap()[0] == usual.der(), "{alpn:?}");
+            assert_eq!(get_over_tls(&mut client, "/hello.txt").body_text(), HELLO, "{engine} {alpn:?}");
+        }
+    }
+}
+
+#[test]
+fn without_a_challenge_directory_acme_tls_1_is_not_offered() {
+    let site = Site::new();
+    let usual = Pem::for_names(&["localhost"]);
+    let server = HttpsServer::start(&site.root(), &[&usual], &[]);
+    let error = failed_handshake(server.https, "localhost", &offering(&[&usual], &[b"acme-tls/1"]));
+    assert!(error.to_string().contains("NoApplicationProtocol"), "{error}");
 }

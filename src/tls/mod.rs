@@ -19,10 +19,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::site::{NameTable, SiteName, site_id};
 
+mod challenge;
 mod expiry;
 mod tickets;
 mod transport;
 
+pub use challenge::{ACME_TLS_ALPN, ChallengeDir};
 pub use tickets::{Sessions, TicketSecret, new_ticket_secret};
 pub use transport::TlsTransport;
 
@@ -41,6 +43,8 @@ pub struct CertificatePlan {
     pub sites: Vec<SitePairs>,
     /// The site whose certificate a client that names no site gets.
     pub default_site: usize,
+    /// Where TLS-ALPN-01 challenge certificates appear (`--tls-acme-dir`).
+    pub challenges: Option<ChallengeDir>,
 }
 
 /// One site as the certificates see it.
@@ -57,7 +61,7 @@ impl CertificatePlan {
     /// One site answering every name, with the shared pairs.
     pub fn one_site(shared: Vec<CertificateFiles>) -> CertificatePlan {
         let site = SitePairs { id: site_id(&[], 0), names: Vec::new(), own: Vec::new() };
-        CertificatePlan { shared, sites: vec![site], default_site: 0 }
+        CertificatePlan { shared, sites: vec![site], default_site: 0, challenges: None }
     }
 
     /// The distinct pairs (two sites naming the same files share one).
@@ -125,8 +129,8 @@ pub(crate) fn take_resolved() -> Option<Arc<ServedCertificate>> {
 
 /// Loads every certificate and key, checks that each key matches its certificate, and builds
 /// the configuration new handshakes use: TLS 1.2 and 1.3 with rustls' default suites in the
-/// server's order (AES-128-GCM first), ALPN `h2` (when `http2`) then `http/1.1`, certificates
-/// chosen by SNI (see [`Certificates`]).
+/// server's order (AES-128-GCM first), ALPN `h2` (when `http2`) then `http/1.1`, then
+/// `acme-tls/1` with a challenge directory, certificates chosen by SNI (see [`Certificates`]).
 pub fn server_config(
     plan: &CertificatePlan,
     sessions: &Sessions,
@@ -145,17 +149,21 @@ pub fn server_config(
     if plan.is_empty() {
         return Err("HTTPS needs --tls-cert and --tls-key".into());
     }
-    let certificates = Certificates::load(plan, &provider)?;
+    let certificates = Certificates::load(plan, Arc::clone(&provider))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| error.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
     // The server's preference wins (RFC 7301 §3.2): h2 for every client that offers it.
+    // `acme-tls/1` last: only a client that offers nothing else (a CA validating) gets it.
     config.alpn_protocols = match http2 {
         true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         false => vec![b"http/1.1".to_vec()],
     };
+    if plan.challenges.is_some() {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     // The server's order of suites decides, not the client's: testssl.sh rates a server
     // without a cipher order as a weakness.
     config.ignore_client_order = true;
@@ -265,6 +273,9 @@ struct Certificates {
     /// Names already resolved to a certificate (index into `served`), so a handshake parses
     /// no certificate once its name has been seen.
     known: std::sync::Mutex<HashMap<String, usize>>,
+    challenges: Option<ChallengeDir>,
+    /// To load challenge certificates with.
+    provider: Arc<CryptoProvider>,
 }
 
 /// Most distinct SNI names remembered (a client can send any name; unknown ones get the default).
@@ -275,10 +286,10 @@ const KNOWN_NAMES: usize = 1024;
 const WILDCARD_PROBE: &str = "onepoll-wildcard-probe";
 
 impl Certificates {
-    fn load(plan: &CertificatePlan, provider: &CryptoProvider) -> Result<Certificates, String> {
+    fn load(plan: &CertificatePlan, provider: Arc<CryptoProvider>) -> Result<Certificates, String> {
         let pairs = plan.pairs();
         let keys: Vec<Arc<CertifiedKey>> =
-            pairs.iter().map(|pair| load_pair(pair, provider).map(Arc::new)).collect::<Result<_, _>>()?;
+            pairs.iter().map(|pair| load_pair(pair, &provider).map(Arc::new)).collect::<Result<_, _>>()?;
         let index_of = |pair: &CertificateFiles| pairs.iter().position(|known| *known == pair).unwrap_or(0);
         let shared: Vec<usize> = plan.shared.iter().map(index_of).collect();
         let own = plan.sites.iter().map(|site| site.own.iter().map(index_of).collect::<Vec<_>>());
@@ -328,6 +339,8 @@ impl Certificates {
             of_site,
             fallback: fallback.unwrap_or(0),
             known: std::sync::Mutex::new(HashMap::new()),
+            challenges: plan.challenges.clone(),
+            provider,
         })
     }
 
@@ -347,6 +360,16 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(challenges) = &self.challenges
+            && challenge::is_validation(&hello)
+        {
+            let key = challenges.certificate_for(hello.server_name(), &self.provider)?;
+            // Covers no site: the connection closes after the handshake (see
+            // `TlsTransport::read_tls`), and a request on it would get 421 regardless.
+            let served = ServedCertificate { key: Arc::clone(&key), sites: Some(Vec::new()) };
+            RESOLVED.with(|resolved| *resolved.borrow_mut() = Some(Arc::new(served)));
+            return Some(key);
+        }
         let index = match hello.server_name() {
             Some(name) if self.served.len() > 1 => {
                 let name = name.to_ascii_lowercase();

@@ -17,7 +17,9 @@ use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 
-use super::{ServedCertificate, count_handshake, take_resolved};
+use log::debug;
+
+use super::{ACME_TLS_ALPN, ServedCertificate, count_handshake, take_resolved};
 use crate::recycle::FreeList;
 use crate::transport::Transport;
 
@@ -263,6 +265,12 @@ impl<S: Transport> TlsTransport<S> {
 
     /// Sends `outgoing` until it is empty (its buffer then goes back to the pool) or the socket
     /// would block (`WouldBlock`).
+    /// A TLS-ALPN-01 validation's handshake is over: it is all the CA asks (RFC 8737 §3), so
+    /// the connection ends as if the client had closed, before any request is read.
+    fn validated_challenge(&self) -> bool {
+        !self.session.is_handshaking() && self.session.alpn_protocol() == Some(ACME_TLS_ALPN)
+    }
+
     fn flush_records(&mut self) -> io::Result<()> {
         while !self.outgoing.unsent().is_empty() {
             match self.inner.write(self.outgoing.unsent())? {
@@ -310,9 +318,18 @@ impl<S: Transport> TlsTransport<S> {
             if self.peer_closed {
                 return Ok(0);
             }
-            let standing = self.process(None)?;
-            // Handshake messages, tickets, alerts: out now, or at the next writable event.
-            self.flush_some()?;
+            let standing = self.process(None);
+            // Handshake messages, tickets, alerts (the one an error queued too): out now, or
+            // at the next writable event.
+            let flushed = self.flush_some();
+            let standing = standing?;
+            flushed?;
+            if standing == Standing::Traffic && self.validated_challenge() {
+                debug!("TLS-ALPN-01 handshake complete: closing without a request");
+                self.peer_closed = true;
+                self.finish();
+                return Ok(0);
+            }
             if self.plaintext_read < self.plaintext.len() || self.peer_closed {
                 continue;
             }
@@ -401,10 +418,17 @@ fn alert_records(
     incoming: &mut [u8],
     outgoing: &mut Outgoing,
 ) -> Option<()> {
-    let status = session.process_tls_records(incoming);
-    if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
-        let written = alert.encode(outgoing.room(64)).ok()?;
-        outgoing.commit(written);
+    // What was pending before the error (the ServerHello and more, when TLS 1.3 fails in its
+    // extensions), then the alert, each its own state: three encodes for a TLS 1.3 ALPN failure.
+    for _ in 0..8 {
+        match session.process_tls_records(incoming).state {
+            Ok(ConnectionState::EncodeTlsData(mut records)) => {
+                let written = records.encode(outgoing.room(RECORD_WIRE_BYTES)).ok()?;
+                outgoing.commit(written);
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+            _ => break,
+        }
     }
     Some(())
 }

@@ -13,7 +13,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::ClientHello;
 use rustls::sign::CertifiedKey;
 
-use super::{CertificateFiles, load_pair};
+use super::{CertificateFiles, read_pair};
 
 /// The ALPN protocol of a TLS-ALPN-01 validation.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -60,7 +60,13 @@ impl ChallengeDir {
             debug!("TLS-ALPN-01 validation for {name}: no {}", files.cert.display());
             return None;
         }
-        match load_pair(&files, provider) {
+        // Not `load_pair`: its check that the key matches parses the certificate with webpki,
+        // which refuses the critical acmeIdentifier extension every challenge certificate has.
+        let loaded = read_pair(&files).and_then(|(chain, key)| {
+            let key = provider.key_provider.load_private_key(key).map_err(|error| error.to_string())?;
+            Ok(CertifiedKey::new(chain, key))
+        });
+        match loaded {
             Ok(key) => {
                 info!("TLS-ALPN-01 validation for {name}: presenting {}", files.cert.display());
                 Some(Arc::new(key))

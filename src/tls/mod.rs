@@ -230,8 +230,17 @@ fn expiries(plan: &CertificatePlan) -> Vec<(String, i64)> {
     plan.pairs().into_iter().filter_map(|pair| Some((pair.cert.display().to_string(), leaf(pair)?))).collect()
 }
 
-/// One pair, with the file named in any error.
+/// One pair, with the file named in any error; the key must match the certificate.
 fn load_pair(pair: &CertificateFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let (chain, key) = read_pair(pair)?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map_err(|error| format!("{} and {}: {error}", pair.cert.display(), pair.key.display()))
+}
+
+/// One pair's PEM files, parsed, with the file named in any error.
+fn read_pair(
+    pair: &CertificateFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let cert_error = |error: &dyn std::fmt::Display| format!("certificate {}: {error}", pair.cert.display());
     let chain = CertificateDer::pem_file_iter(&pair.cert)
         .map_err(|error| cert_error(&error))?
@@ -242,8 +251,7 @@ fn load_pair(pair: &CertificateFiles, provider: &CryptoProvider) -> Result<Certi
     }
     let key = PrivateKeyDer::from_pem_file(&pair.key)
         .map_err(|error| format!("private key {}: {error}", pair.key.display()))?;
-    CertifiedKey::from_der(chain, key, provider)
-        .map_err(|error| format!("{} and {}: {error}", pair.cert.display(), pair.key.display()))
+    Ok((chain, key))
 }
 
 /// Whether `key`'s certificate is valid for the DNS name `name` (wildcards included).

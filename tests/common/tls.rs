@@ -24,6 +24,16 @@ impl Pem {
         Pem { cert: made.cert.pem(), key: made.signing_key.serialize_pem() }
     }
 
+    /// A TLS-ALPN-01 challenge certificate (RFC 8737 §3): for `name`, with the critical
+    /// acmeIdentifier extension holding `digest` (what a CA checks; webpki refuses it).
+    pub fn for_challenge(name: &str, digest: [u8; 32]) -> Pem {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("rcgen");
+        params.custom_extensions.push(rcgen::CustomExtension::new_acme_identifier(&digest));
+        let key = rcgen::KeyPair::generate().expect("rcgen");
+        let cert = params.self_signed(&key).expect("rcgen");
+        Pem { cert: cert.pem(), key: key.serialize_pem() }
+    }
+
     pub fn der(&self) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(self.cert.as_bytes()).expect("a PEM certificate")
     }

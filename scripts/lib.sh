@@ -43,3 +43,17 @@ self_signed_certificate() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
         -addext "subjectAltName=$2" -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
 }
+
+# ca_signed_certificate DIR SUBJECT_ALT_NAMES: a throwaway CA (DIR/ca.pem) and a certificate
+# for localhost it signed (DIR/cert.pem, DIR/key.pem), ECDSA P-256, valid a day: for clients
+# (rustls' webpki) that refuse a self-signed certificate as a server's (needs openssl).
+ca_signed_certificate() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=throwaway-ca \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+        -keyout "$1/ca-key.pem" -out "$1/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout "$1/key.pem" -out "$1/request.pem" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$2" >"$1/extensions"
+    openssl x509 -req -in "$1/request.pem" -CA "$1/ca.pem" -CAkey "$1/ca-key.pem" -CAcreateserial \
+        -days 1 -extfile "$1/extensions" -out "$1/cert.pem" 2>/dev/null
+}

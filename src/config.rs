@@ -104,6 +104,78 @@ pub struct Config {
     #[arg(long, value_name = "DIR", env = "ONEPOLL_TLS_ACME_DIR", help_heading = "HTTPS")]
     pub tls_acme_dir: Option<PathBuf>,
 
+    /// Obtain and renew the HTTPS certificate for these names with ACME (Let's Encrypt by
+    /// default), in a helper process: repeatable, the first names the files. Until the first
+    /// issuance HTTPS serves a self-signed placeholder. Needs --listen-tls (port 443 for
+    /// tls-alpn-01) or a plain listener on port 80 (http-01), and the event-loop engine.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "ONEPOLL_ACME_DOMAIN",
+        value_delimiter = ',',
+        help_heading = "Automatic HTTPS"
+    )]
+    pub acme_domain: Vec<String>,
+
+    /// Contact address given to the CA (expiry notices, policy changes).
+    #[arg(long, value_name = "EMAIL", env = "ONEPOLL_ACME_EMAIL", help_heading = "Automatic HTTPS")]
+    pub acme_email: Option<String>,
+
+    /// The CA's ACME directory URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory",
+        env = "ONEPOLL_ACME_DIRECTORY",
+        help_heading = "Automatic HTTPS"
+    )]
+    pub acme_directory: String,
+
+    /// How the CA checks that the names are ours: a TLS handshake on the HTTPS port
+    /// (tls-alpn-01, RFC 8737), or a request to /.well-known/acme-challenge/ on port 80 (http-01).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = AcmeChallenge::TlsAlpn01, env = "ONEPOLL_ACME_CHALLENGE", help_heading = "Automatic HTTPS")]
+    pub acme_challenge: AcmeChallenge,
+
+    /// External account binding key ID, for CAs that need one (ZeroSSL, Google, sectigo).
+    #[arg(
+        long,
+        value_name = "KID",
+        env = "ONEPOLL_ACME_EAB_KID",
+        requires = "acme_eab_hmac_key",
+        help_heading = "Automatic HTTPS"
+    )]
+    pub acme_eab_kid: Option<String>,
+
+    /// External account binding MAC key (base64url), with --acme-eab-kid.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "ONEPOLL_ACME_EAB_HMAC_KEY",
+        requires = "acme_eab_kid",
+        help_heading = "Automatic HTTPS"
+    )]
+    pub acme_eab_hmac_key: Option<String>,
+
+    /// The certificates the CA's API is trusted by (PEM): the system's, or a test CA's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt",
+        env = "ONEPOLL_ACME_CA_ROOTS",
+        help_heading = "Automatic HTTPS"
+    )]
+    pub acme_ca_roots: PathBuf,
+
+    /// Where ACME keeps the account key and certificates across restarts (keys mode 0600).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/onepoll",
+        env = "ONEPOLL_STATE_DIR",
+        help_heading = "Automatic HTTPS"
+    )]
+    pub state_dir: PathBuf,
+
     /// HTTP/2: offered by ALPN (`h2`, then `http/1.1`) on HTTPS listeners, and recognised by
     /// its connection preface on plain ones (prior knowledge, as `curl --http2-prior-knowledge`
     /// and h2load send it). Off: HTTP/1.1 only.
@@ -457,6 +529,7 @@ impl Config {
     pub fn certificate_plan(&self) -> Result<CertificatePlan, String> {
         let shared = self.certificate_files()?;
         let challenges = self.tls_acme_dir.clone().map(ChallengeDir);
+        let (shared, challenges) = self.with_acme_certificate(shared, challenges)?;
         if self.sites.is_empty() {
             return Ok(CertificatePlan { challenges, ..CertificatePlan::one_site(shared) });
         }
@@ -468,6 +541,78 @@ impl Config {
             })
             .collect();
         Ok(CertificatePlan { shared, sites, default_site: self.default_site(), challenges })
+    }
+
+    /// `--acme-domain`: the certificate the ACME helper keeps valid, checked.
+    #[cfg(feature = "acme")]
+    pub fn acme_settings(&self) -> Result<Option<crate::acme::AcmeSettings>, String> {
+        use crate::acme::{AcmeSettings, ChallengeKind, Eab, Store};
+        if self.acme_domain.is_empty() {
+            return Ok(None);
+        }
+        if self.tls_acme_dir.is_some() {
+            return Err(
+                "--tls-acme-dir is for an outside ACME client; --acme-domain uses the built-in one".into()
+            );
+        }
+        let settings = AcmeSettings {
+            names: self.acme_domain.iter().map(|name| name.to_ascii_lowercase()).collect(),
+            email: self.acme_email.clone(),
+            directory: self.acme_directory.clone(),
+            challenge: match self.acme_challenge {
+                AcmeChallenge::TlsAlpn01 => ChallengeKind::TlsAlpn01,
+                AcmeChallenge::Http01 => ChallengeKind::Http01,
+            },
+            eab: self
+                .acme_eab_kid
+                .clone()
+                .zip(self.acme_eab_hmac_key.clone())
+                .map(|(kid, hmac_key)| Eab { kid, hmac_key }),
+            ca_roots: self.acme_ca_roots.clone(),
+            store: Store { dir: self.state_dir.clone() },
+        };
+        settings.check()?;
+        Ok(Some(settings))
+    }
+
+    /// Without the `acme` feature, `--acme-domain` is refused.
+    #[cfg(not(feature = "acme"))]
+    pub fn acme_settings(&self) -> Result<Option<std::convert::Infallible>, String> {
+        match self.acme_domain.is_empty() {
+            true => Ok(None),
+            false => Err("--acme-domain needs onepoll built with the acme feature".into()),
+        }
+    }
+
+    /// `shared` and `challenges` with the ACME helper's pair and challenge directory.
+    #[cfg(feature = "acme")]
+    fn with_acme_certificate(
+        &self,
+        mut shared: Vec<CertificateFiles>,
+        mut challenges: Option<ChallengeDir>,
+    ) -> Result<(Vec<CertificateFiles>, Option<ChallengeDir>), String> {
+        if let Some(acme) = self.acme_settings()? {
+            shared.push(acme.store.certificate(&acme.names[0]));
+            if acme.challenge == crate::acme::ChallengeKind::TlsAlpn01 {
+                challenges = Some(ChallengeDir(acme.store.tls_alpn01_dir()));
+            }
+        }
+        Ok((shared, challenges))
+    }
+
+    #[cfg(not(feature = "acme"))]
+    fn with_acme_certificate(
+        &self,
+        shared: Vec<CertificateFiles>,
+        challenges: Option<ChallengeDir>,
+    ) -> Result<(Vec<CertificateFiles>, Option<ChallengeDir>), String> {
+        self.acme_settings().map(|_| (shared, challenges))
+    }
+
+    /// The root HTTP-01 challenges are served from, when the built-in ACME client uses them.
+    pub fn acme_http01_root(&self) -> Option<PathBuf> {
+        let on = !self.acme_domain.is_empty() && self.acme_challenge == AcmeChallenge::Http01;
+        on.then(|| self.state_dir.join("acme").join("http-01"))
     }
 
     /// The certificate/key pairs, or why they do not pair up.
@@ -482,6 +627,13 @@ impl Config {
         let pairs = self.tls_cert.iter().zip(&self.tls_key);
         Ok(pairs.map(|(cert, key)| CertificateFiles { cert: cert.clone(), key: key.clone() }).collect())
     }
+}
+
+/// `--acme-challenge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    TlsAlpn01,
+    Http01,
 }
 
 /// A feature turned on or off.

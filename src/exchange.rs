@@ -55,27 +55,32 @@ pub fn look_up<'r, 'h>(
         Some(port) if !transport.is_encrypted() => https_location(request, port),
         _ => None,
     };
-    let found = match (refused, site, on_https) {
-        (Some(error), ..) => Err(error),
-        _ if transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
-        (None, None, _) => match choice {
-            SiteChoice::Health => Ok(Resource::health()),
-            SiteChoice::Report => status::answer(request, cx),
-            _ if misdirected => Err(HttpError::Misdirected),
-            _ => Err(HttpError::NotFound),
+    let plain_answer = refused.is_none() && !transport.is_plain_http_on_tls_port();
+    let challenge = plain_answer.then(|| cx.sites.acme_challenge(request)).flatten();
+    let found = match challenge {
+        Some(found) => Ok(found),
+        None => match (refused, site, on_https) {
+            (Some(error), ..) => Err(error),
+            _ if transport.is_plain_http_on_tls_port() => Err(HttpError::PlainHttpOnHttpsPort),
+            (None, None, _) => match choice {
+                SiteChoice::Health => Ok(Resource::health()),
+                SiteChoice::Report => status::answer(request, cx),
+                _ if misdirected => Err(HttpError::Misdirected),
+                _ => Err(HttpError::NotFound),
+            },
+            (None, Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
+            (None, Some(site), None) => {
+                let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
+                request.check_method().and_then(authorized).and_then(|authorized| {
+                    user = authorized;
+                    site.root.find_target(
+                        &request.target,
+                        request.fields.accept_encoding.as_deref(),
+                        cx.cache.as_deref_mut(),
+                    )
+                })
+            }
         },
-        (None, Some(_), Some(location)) => Ok(Resource::OnHttps { location }),
-        (None, Some(site), None) => {
-            let authorized = |()| site.auth.as_ref().map_or(Ok(None), |auth| authorize(auth, request));
-            request.check_method().and_then(authorized).and_then(|authorized| {
-                user = authorized;
-                site.root.find_target(
-                    &request.target,
-                    request.fields.accept_encoding.as_deref(),
-                    cx.cache.as_deref_mut(),
-                )
-            })
-        }
     };
     // Monitors' requests (health checks, reports) are neither logged nor counted.
     let logged = !matches!(choice, SiteChoice::Health | SiteChoice::Report);

@@ -13,6 +13,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod access_log;
+#[cfg(feature = "acme")]
+pub mod acme;
 pub mod auth;
 pub mod config;
 pub mod connection;

@@ -88,6 +88,9 @@ fn main() -> ExitCode {
         Some(listeners) => listeners.iter().any(|(_, scheme)| *scheme == Scheme::Https),
         None => !config.listen_tls.is_empty(),
     };
+    if let Err(message) = prepare_acme(&config, serves_https) {
+        return fail(format_args!("{message}"));
+    }
     let https = match https_settings(&config, serves_https, worker.is_some()) {
         Ok(https) => https,
         Err(message) => return fail(format_args!("{message}")),
@@ -225,6 +228,32 @@ fn https_settings(config: &Config, serves_https: bool, worker: bool) -> Result<O
             Https::load(plan, ticket_secret, config.http2 == Switch::On).map(Some)
         }
     }
+}
+
+/// `--acme-domain`: checked against the rest of the configuration, and the state directory
+/// made ready, with a self-signed placeholder where no certificate is yet, so HTTPS starts
+/// before the first issuance.
+#[cfg(feature = "acme")]
+fn prepare_acme(config: &Config, serves_https: bool) -> Result<(), String> {
+    let Some(acme) = config.acme_settings()? else { return Ok(()) };
+    if config.engine != Engine::EventLoop || config.workers > 1 {
+        return Err("--acme-domain needs the event-loop engine, one worker".into());
+    }
+    if !serves_https {
+        return Err("--acme-domain needs an HTTPS listener (--listen-tls)".into());
+    }
+    if acme.store.prepare(&acme.names)? {
+        log::warn!(
+            "acme: no certificate for {} yet: serving a self-signed placeholder until the first issuance",
+            acme.names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "acme"))]
+fn prepare_acme(config: &Config, _serves_https: bool) -> Result<(), String> {
+    config.acme_settings().map(|_| ())
 }
 
 /// Seed protocol sockets: a TCP listener and a UDP socket per configured port.
@@ -391,6 +420,8 @@ fn serve(
     let mut service = match LoopService::new(service, https, file_cache, seeds.datagrams) {
         Ok(service) => {
             let service = service.reload_config_file(config.clone(), https_redirect);
+            #[cfg(feature = "acme")]
+            let service = service.with_acme(config.acme_settings().ok().flatten());
             if config.status_listen.is_some() { service.with_status() } else { service }
         }
         Err(error) => return fail(format_args!("cannot serve the seed protocols' datagrams: {error}")),

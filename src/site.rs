@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::files::{Root, RootOptions};
+use crate::files::{Found, Root, RootOptions};
 use crate::http::host::{normalise_host, request_authority};
 use crate::http::{ExtraHeader, PathHeader};
 use crate::http::{Method, Request};
@@ -181,6 +181,8 @@ pub struct Sites {
     health_path: Option<String>,
     /// Neither a health path nor a host to tell apart: every request is the default site's.
     takes_every_request: bool,
+    /// The built-in ACME client's HTTP-01 answers, served for every host.
+    acme_challenges: Option<Root>,
 }
 
 /// The site a request goes to, or what to do instead.
@@ -211,7 +213,11 @@ impl Sites {
                 Sites::new(list, config.default_site(), config.unknown_host)?
             }
         };
-        Ok(sites.with_health_path(config.health_path.clone()))
+        let acme_challenges = match config.acme_http01_root() {
+            Some(dir) => Some(Root::new(&dir).map_err(|error| format!("{}: {error}", dir.display()))?),
+            None => None,
+        };
+        Ok(Sites { acme_challenges, ..sites.with_health_path(config.health_path.clone()) })
     }
 
     /// One site, answering every host: the command line's.
@@ -243,6 +249,7 @@ impl Sites {
             takes_every_host,
             health_path: None,
             takes_every_request: takes_every_host,
+            acme_challenges: None,
         })
     }
 
@@ -251,6 +258,17 @@ impl Sites {
         self.takes_every_request &= path.is_none();
         self.health_path = path;
         self
+    }
+
+    /// The HTTP-01 key authorisation `request` asks for, if the built-in ACME client is
+    /// being validated for it now (`/.well-known/acme-challenge/TOKEN`, any host).
+    pub fn acme_challenge(&self, request: &Request<'_>) -> Option<Found> {
+        let root = self.acme_challenges.as_ref()?;
+        if !request.target.raw.starts_with("/.well-known/acme-challenge/") || request.check_method().is_err()
+        {
+            return None;
+        }
+        root.find_target(&request.target, None, None).ok()
     }
 
     /// The site for `request`, by the authority it names.

@@ -4,26 +4,23 @@
 //! a socket registered with the same `Poll` as every client: readable events, reads until
 //! `WouldBlock`, EOF when the child is done.
 //!
-//! The child runs as `SCHED_IDLE` (only on CPU time nothing else wants: the loop preempts it
-//! the moment it has work, even on the same core), closes every
-//! descriptor the loop owns (so a client socket the loop closes really closes), dies with the
-//! loop (`PR_SET_PDEATHSIG`), and exits 0 only after writing the whole result; anything else
-//! is a failure and the file is sent uncompressed until it changes. A child that runs longer
-//! than [`TIME_LIMIT`] is killed.
+//! The child sheds the loop as every helper does ([`super::child`]: `SCHED_IDLE`, none of the
+//! loop's descriptors, dies with the loop), and exits 0 only after writing the whole result;
+//! anything else is a failure and the file is sent uncompressed until it changes. A child
+//! that runs longer than [`TIME_LIMIT`] is killed.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
+use super::child::fork_helper;
 use crate::files::{CompressionJob, FileCache, compress};
 use crate::sys;
 use crate::transport::nonblocking;
@@ -33,9 +30,6 @@ pub(crate) const TIME_LIMIT: Duration = Duration::from_secs(60);
 /// How often the loop looks for the child's exit status once its output has ended, where no
 /// pidfd tells it (before Linux 5.3, or elsewhere).
 const EXIT_POLL: Duration = Duration::from_millis(1);
-/// The signals the loop handles (through its self-pipe), blocked around `fork` until the
-/// child has put back the default actions.
-const LOOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 /// At most one compression in flight.
 pub(crate) struct Compressor {
@@ -161,20 +155,7 @@ impl Compressor {
 
     fn start(&mut self, job: CompressionJob, cache: &mut FileCache, registry: &Registry) {
         let started = Instant::now();
-        let forked = UnixStream::pair().and_then(|(ours, theirs)| {
-            let blocked: SigSet = LOOP_SIGNALS.into_iter().collect();
-            let _ = blocked.thread_block();
-            let forked = sys::fork();
-            if let Ok(ForkResult::Child) = forked {
-                drop(ours);
-                run_child(&job, theirs);
-            }
-            let _ = blocked.thread_unblock();
-            drop(theirs);
-            let pid = match forked? {
-                ForkResult::Parent { child } => child,
-                ForkResult::Child => unreachable!("the child never returns"),
-            };
+        let forked = fork_helper("compressor", |output| run_child(&job, output)).and_then(|(pid, ours)| {
             ours.set_nonblocking(true)?;
             let mut output = mio::net::UnixStream::from_std(ours);
             if let Err(error) = registry.register(&mut output, self.token, Interest::READABLE) {
@@ -221,33 +202,13 @@ impl Compressor {
     }
 }
 
-/// The child's whole life: shed what belongs to the loop, compress, write, `_exit`.
-fn run_child(job: &CompressionJob, mut output: UnixStream) -> ! {
-    let steps: [(&str, &dyn Fn() -> io::Result<()>); 5] = [
-        ("default signal actions", &|| sys::default_signal_actions(&LOOP_SIGNALS)),
-        ("unblocking signals", &|| {
-            LOOP_SIGNALS.into_iter().collect::<SigSet>().thread_unblock().map_err(io::Error::from)
-        }),
-        ("closing the loop's descriptors", &|| sys::close_descriptors_except(output.as_raw_fd())),
-        ("PR_SET_PDEATHSIG", &|| sys::signal_when_parent_dies(Signal::SIGKILL)),
-        ("lowest priority", &|| sys::lowest_priority()),
-    ];
-    for (step, run) in steps {
-        if let Err(error) = run() {
-            warn!("compressor child: {step}: {error}");
-            sys::exit_child(3);
-        }
-    }
-    // A panic must not unwind into the loop's stack frames copied into this child.
-    let status = match panic::catch_unwind(AssertUnwindSafe(|| {
-        compress::run(job).and_then(|bytes| output.write_all(&bytes))
-    })) {
-        Ok(Ok(())) => 0,
-        Ok(Err(error)) => {
+/// The child's work: compress, write; its exit status.
+fn run_child(job: &CompressionJob, mut output: std::os::unix::net::UnixStream) -> i32 {
+    match compress::run(job).and_then(|bytes| output.write_all(&bytes)) {
+        Ok(()) => 0,
+        Err(error) => {
             debug!("compressor child: {}: {error}", job.key);
             1
         }
-        Err(_) => 2,
-    };
-    sys::exit_child(status)
+    }
 }

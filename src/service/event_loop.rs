@@ -58,6 +58,9 @@ pub struct LoopService {
     reloadable: Option<Reloadable>,
     /// With `--status-listen`: requests and bytes counted for the reports.
     counters: Option<Counters>,
+    /// `--acme-domain`: the certificate the ACME helper keeps valid, and the helper once forked.
+    #[cfg(feature = "acme")]
+    acme: Option<(crate::acme::AcmeSettings, Option<crate::acme::helper::AcmeHelper>)>,
 }
 
 /// What a SIGHUP needs to rebuild the sites from the file.
@@ -72,7 +75,10 @@ const FILE_CHANGES: usize = 0;
 const COMPRESSED: usize = 1;
 /// The compressor's child exited (its pidfd); the next `before_sleep` reaps it.
 const COMPRESSOR_EXITED: usize = 2;
-const FIRST_DATAGRAM: usize = 3;
+/// The ACME helper's socket: a line each time it installed a certificate.
+#[cfg(feature = "acme")]
+const ACME_HELPER: usize = 3;
+const FIRST_DATAGRAM: usize = 4;
 
 impl LoopService {
     /// `datagrams` are the seed protocols' UDP sockets.
@@ -96,7 +102,36 @@ impl LoopService {
             first_token: 0,
             reloadable: None,
             counters: None,
+            #[cfg(feature = "acme")]
+            acme: None,
         })
+    }
+
+    /// Forks the ACME helper for `settings` once the loop registers its sources.
+    #[cfg(feature = "acme")]
+    pub fn with_acme(mut self, settings: Option<crate::acme::AcmeSettings>) -> LoopService {
+        self.acme = settings.map(|settings| (settings, None));
+        self
+    }
+
+    /// The helper installed a new certificate: loaded as SIGHUP loads them.
+    #[cfg(feature = "acme")]
+    fn install_acme_certificate(&mut self, registry: &Registry) {
+        let Some((_, Some(helper))) = &mut self.acme else { return };
+        if helper.read(registry) == 0 {
+            return;
+        }
+        if let Some(https) = &mut self.https {
+            match https.reload(None) {
+                Ok(()) => {
+                    info!("acme: new certificate installed; certificates reloaded, new handshakes use them")
+                }
+                Err(error) => error!("acme: the new certificate did not load, the old one stays: {error}"),
+            }
+            if let Some(counters) = &mut self.counters {
+                counters.set_certificates(https.expiries());
+            }
+        }
     }
 
     /// SIGHUP reads `config`'s file again (`--config`): new requests use the new sites,
@@ -242,6 +277,14 @@ impl Handler for LoopService {
             registry.register(&mut SourceFd(&cache.fd()), self.token(FILE_CHANGES), Interest::READABLE)?;
             self.compressor = Some(Compressor::new(self.token(COMPRESSED), self.token(COMPRESSOR_EXITED)));
         }
+        #[cfg(feature = "acme")]
+        if let Some((settings, helper)) = &mut self.acme {
+            let token = Token(self.first_token + ACME_HELPER);
+            match crate::acme::helper::AcmeHelper::start(settings, registry, token) {
+                Ok(started) => *helper = Some(started),
+                Err(error) => error!("acme: cannot start the helper: {error}; certificates are not renewed"),
+            }
+        }
         for index in 0..self.datagrams.len() {
             let token = self.token(FIRST_DATAGRAM + index);
             registry.register(&mut self.datagrams[index].0, token, Interest::READABLE)?;
@@ -262,6 +305,8 @@ impl Handler for LoopService {
                 }
             }
             COMPRESSOR_EXITED => {}
+            #[cfg(feature = "acme")]
+            ACME_HELPER => self.install_acme_certificate(registry),
             offset => self.answer_datagrams(offset - FIRST_DATAGRAM, now),
         }
     }
@@ -300,6 +345,10 @@ impl Handler for LoopService {
     fn end(&mut self) {
         if let Some(compressor) = &mut self.compressor {
             compressor.stop();
+        }
+        #[cfg(feature = "acme")]
+        if let Some((_, Some(helper))) = &mut self.acme {
+            helper.stop();
         }
     }
 

@@ -2,6 +2,7 @@
 //! sockets. The site, the access log and the time limits, shared read-only (by every thread
 //! of the blocking engines too); an engine lends them to a client as a [`Context`].
 
+pub(crate) mod child;
 pub(crate) mod compressor;
 pub mod event_loop;
 pub mod http;

@@ -20,7 +20,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::site::{NameTable, SiteName, site_id};
 
 mod challenge;
-mod expiry;
+pub(crate) mod expiry;
 mod tickets;
 mod transport;
 

@@ -4,6 +4,11 @@
 #   1. TLS-ALPN-01 with Debian's dehydrated (`--alpn DIR`, onepoll's --tls-acme-dir) and only an
 #      HTTPS port: no port 80, no webroot. Issued, installed on SIGHUP, renewed, with a client
 #      loop meanwhile that never fails.
+#   2. The built-in client (--acme-domain), with pebble's 5% badNonce rejections on:
+#      first issuance over TLS-ALPN-01 from a placeholder; renewal by the third-of-lifetime rule
+#      (pebble issues 45-second certificates here) without a restart and no failed request; a
+#      restart that reuses the stored account and certificate; HTTP-01; a CA that is down
+#      (WARN, backoff, the old certificate kept); EAB with pebble's example keys.
 #   scripts/acme-check.sh
 # Installs pebble, dehydrated, curl and openssl from Debian's packages when missing (needs
 # root). Everything listens on 127.0.0.1; every process it starts is stopped by PID at exit.
@@ -27,6 +32,27 @@ trap 'echo "FAILED: line $LINENO: $BASH_COMMAND" >&2' ERR
 step() { echo "== $(date -u +%H:%M:%S) $*"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
+# start_pebble NAME ACME_PORT MGMT_PORT HTTP_PORT TLS_PORT 'EXTRA_JSON' [VAR=VALUE ...]: pebble
+# validating against those ports, its API certificate from a throwaway CA in $run/NAME (rustls
+# refuses a self-signed server certificate); waits until its directory answers and leaves its
+# root in $run/NAME/root.pem and its pid in $pebble.
+start_pebble() {
+    local name=$1 acme=$2 mgmt=$3 http=$4 tls=$5 extra=$6
+    shift 6
+    mkdir -p "$run/$name"
+    ca_signed_certificate "$run/$name" DNS:localhost,IP:127.0.0.1
+    cat >"$run/$name/pebble.json" <<EOF
+{"pebble": {"listenAddress": "127.0.0.1:$acme", "managementListenAddress": "127.0.0.1:$mgmt",
+ "certificate": "$run/$name/cert.pem", "privateKey": "$run/$name/key.pem",
+ "httpPort": $http, "tlsPort": $tls, "ocspResponderURL": "" $extra}}
+EOF
+    env PEBBLE_VA_NOSLEEP=1 "$@" pebble -config "$run/$name/pebble.json" >"$run/$name/pebble.log" 2>&1 &
+    pebble=$!
+    pids+=("$pebble")
+    for _ in $(seq 100); do curl -s --cacert "$run/$name/ca.pem" "https://127.0.0.1:$acme/dir" >/dev/null && break; sleep 0.1; done
+    curl -s --cacert "$run/$name/ca.pem" "https://127.0.0.1:$mgmt/roots/0" >"$run/$name/root.pem"
+}
+
 https_port=$(free_port); acme_port=$(free_port); mgmt_port=$(free_port)
 mkdir -p "$run/www" "$run/tls" "$run/alpn" "$run/pebble" "$run/dehydrated"
 echo '<!DOCTYPE html><title>acme check</title><p>served by onepoll' >"$run/www/index.html"
@@ -38,18 +64,10 @@ served_serial() {
 }
 
 step "pebble on 127.0.0.1:$acme_port, validating TLS-ALPN-01 on port $https_port"
-self_signed_certificate "$run/pebble" DNS:localhost,IP:127.0.0.1
-cat >"$run/pebble.json" <<EOF
-{"pebble": {"listenAddress": "127.0.0.1:$acme_port", "managementListenAddress": "127.0.0.1:$mgmt_port",
- "certificate": "$run/pebble/cert.pem", "privateKey": "$run/pebble/key.pem",
- "httpPort": 1, "tlsPort": $https_port, "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-EOF
 # Nonce rejections off: dehydrated does not retry badNonce (RFC 8555 §6.5 says a client should).
 # No reuse of valid authorizations: the renewal is validated again.
-PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_VA_NOSLEEP=1 pebble -config "$run/pebble.json" >"$run/pebble.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 100); do curl -s --cacert "$run/pebble/cert.pem" "https://127.0.0.1:$acme_port/dir" >/dev/null && break; sleep 0.1; done
-curl -s --cacert "$run/pebble/cert.pem" "https://127.0.0.1:$mgmt_port/roots/0" >"$run/pebble-root.pem"
+start_pebble pebble "$acme_port" "$mgmt_port" 1 "$https_port" "" PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0
+cp "$run/pebble/root.pem" "$run/pebble-root.pem"
 
 step "onepoll: HTTPS only, on 127.0.0.1:$https_port, --tls-acme-dir $run/alpn"
 self_signed_certificate "$run/tls" DNS:localhost
@@ -95,7 +113,7 @@ cp "\$5" "$run/tls/cert.pem.new" && mv "$run/tls/cert.pem.new" "$run/tls/cert.pe
 kill -HUP $onepoll
 EOF
 chmod +x "$run/hook"
-export CURL_CA_BUNDLE="$run/pebble/cert.pem"
+export CURL_CA_BUNDLE="$run/pebble/ca.pem"
 dehydrated_run() { dehydrated --config "$run/dehydrated.conf" "$@" 2>&1 | sed 's/^/   dehydrated: /'; }
 reloads() { grep -c 'certificates reloaded' "$run/onepoll.log" || true; }
 
@@ -133,3 +151,121 @@ kill -0 "$onepoll" || fail "onepoll is gone"
 echo "== onepoll: pid $onepoll throughout; its warnings and errors:"
 grep -E "WARN|ERROR" "$run/onepoll.log" | sed 's/^/   /' || echo "   none"
 echo "== TLS-ALPN-01 with dehydrated: passed"
+kill "$onepoll" "$pebble"
+
+# --- 2. The built-in client -------------------------------------------------------------------
+unset CURL_CA_BUNDLE
+http_port=$(free_port); https_port=$(free_port); acme_port=$(free_port); mgmt_port=$(free_port)
+step "pebble on 127.0.0.1:$acme_port: 45-second certificates, badNonce on 5% of requests (its default)"
+start_pebble ca "$acme_port" "$mgmt_port" "$http_port" "$https_port" ', "certificateValidityPeriod": 45' \
+    PEBBLE_AUTHZREUSE=0
+ca_pebble=$pebble
+acme_flags=(--acme-domain localhost --acme-email check@example.com --acme-directory "https://127.0.0.1:$acme_port/dir"
+    --acme-ca-roots "$run/ca/ca.pem")
+# onepoll_acme LOG STATE_DIR [FLAGS...]: onepoll with the built-in client; its pid in $onepoll.
+onepoll_acme() {
+    local log=$1 state=$2
+    shift 2
+    RUST_LOG=info,onepoll::acme::order=debug ./target/release/onepoll "$run/www" --listen "127.0.0.1:$http_port" --listen-tls "127.0.0.1:$https_port" \
+        --state-dir "$state" "${acme_flags[@]}" "$@" >/dev/null 2>"$log" &
+    onepoll=$!
+    pids+=("$onepoll")
+    wait_for_line "$log" "listening on https://"
+}
+installs() { grep -c 'acme: new certificate installed; certificates reloaded' "$1" || true; }
+wait_installs() { # LOG COUNT SECONDS
+    for _ in $(seq $(( $3 * 10 ))); do [ "$(installs "$1")" -ge "$2" ] && return 0; sleep 0.1; done
+    fail "$(installs "$1") installs in $1 after $3 s, expected $2:$(echo; cat "$1")"
+}
+verified() {
+    curl -sS --fail -o /dev/null --cacert "$run/ca/root.pem" --resolve "localhost:$https_port:127.0.0.1" \
+        "https://localhost:$https_port/" || fail "the served certificate does not chain to pebble's root"
+}
+show() { grep -E "acme|TLS-ALPN|placeholder|WARN|ERROR" "$1" | grep -v DEBUG | sed -E 's/^\[[^ ]+ /   [/' | head -${2:-40}; }
+
+step "2a. first start, no certificate yet: TLS-ALPN-01 (the default)"
+onepoll_acme "$run/builtin.log" "$run/state"
+placeholder=$(served_serial)
+wait_installs "$run/builtin.log" 1 30
+issued=$(served_serial)
+[ "$issued" != "$placeholder" ] || fail "the issued certificate is not served"
+verified
+show "$run/builtin.log"
+echo "   served: $placeholder (placeholder), then $issued, verified against pebble's root"
+
+step "2b. renewal by the third-of-lifetime rule, no restart; a client loop meanwhile"
+touch "$run/keep-fetching"
+(
+    while [ -f "$run/keep-fetching" ]; do
+        curl -sk -o /dev/null -w '%{http_code}\n' --resolve "localhost:$https_port:127.0.0.1" \
+            "https://localhost:$https_port/" || echo failed
+    done >"$run/fetches-builtin"
+) &
+fetcher=$!
+pids+=("$fetcher")
+wait_installs "$run/builtin.log" 2 60
+renewed=$(served_serial)
+rm "$run/keep-fetching"
+wait "$fetcher" || true
+[ "$renewed" != "$issued" ] || fail "the renewed certificate is not served"
+verified
+total=$(wc -l <"$run/fetches-builtin"); good=$(grep -cx 200 "$run/fetches-builtin" || true)
+echo "   served: $renewed; fetches meanwhile: $total, answered 200: $good"
+[ "$total" -gt 0 ] && [ "$good" -eq "$total" ] || fail "a request failed during the renewal"
+grep -E "third of its lifetime|installed" "$run/builtin.log" | tail -3 | sed -E 's/^\[[^ ]+ /   [/'
+nonce_retries=$(grep -c "badNonce from" "$run/builtin.log" || true)
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+step "2c. restart on the same state directory: the stored account and certificate"
+stored=$(openssl x509 -noout -serial -in "$run/state/certificates/localhost/fullchain.pem")
+onepoll_acme "$run/restart.log" "$run/state"
+at_start=$(served_serial)
+echo "   stored: $stored; served at start: $at_start"
+[ "$at_start" = "$stored" ] || fail "the restart does not serve the stored certificate"
+grep -q "new account key\|placeholder" "$run/restart.log" && fail "the restart made a new account or a placeholder"
+ls -l "$run/state/acme/"account-*.key "$run/state/certificates/localhost/key.pem" | awk '{print "   " $1, $NF}'
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+step "2d. HTTP-01 on the plain port, from a fresh state directory"
+onepoll_acme "$run/http01.log" "$run/state-http01" --acme-challenge http-01
+wait_installs "$run/http01.log" 1 30
+verified
+show "$run/http01.log" 12
+grep -q '"GET /.well-known/acme-challenge/' "$run/ca/pebble.log" 2>/dev/null || true
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+step "2e. the CA is down: WARN per attempt, the placeholder (or the old certificate) kept"
+kill "$ca_pebble"; wait "$ca_pebble" 2>/dev/null || true
+onepoll_acme "$run/down.log" "$run/state-down"
+wait_for_line "$run/down.log" "attempt 1 failed" 10
+before=$(served_serial)
+curl -sk -o /dev/null -w '   HTTPS meanwhile: %{http_code}\n' --resolve "localhost:$https_port:127.0.0.1" "https://localhost:$https_port/"
+show "$run/down.log" 8
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+onepoll_acme "$run/down-renewal.log" "$run/state"
+wait_for_line "$run/down-renewal.log" "attempt 1 failed" 60
+kept=$(served_serial)
+[ "$kept" = "$(openssl x509 -noout -serial -in "$run/state/certificates/localhost/fullchain.pem")" ] ||
+    fail "the stored certificate was not kept while the CA is down"
+grep "attempt 1 failed" "$run/down-renewal.log" | sed -E 's/^\[[^ ]+ /   [/'
+echo "   served while the CA is down: $kept (the stored certificate)"
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+step "2f. EAB: a CA that requires it, with pebble's example key"
+start_pebble eab "$acme_port" "$mgmt_port" "$http_port" "$https_port" ', "externalAccountBindingRequired": true,
+ "externalAccountMACKeys": {"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}'
+acme_flags=(--acme-domain localhost --acme-directory "https://127.0.0.1:$acme_port/dir" --acme-ca-roots "$run/eab/ca.pem")
+onepoll_acme "$run/no-eab.log" "$run/state-no-eab"
+wait_for_line "$run/no-eab.log" "attempt 1 failed" 10
+grep "attempt 1 failed" "$run/no-eab.log" | sed -E 's/^\[[^ ]+ /   without EAB: [/'
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+onepoll_acme "$run/eab.log" "$run/state-eab" --acme-eab-kid kid-1 \
+    --acme-eab-hmac-key zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
+wait_installs "$run/eab.log" 1 30
+curl -sS --fail -o /dev/null --cacert "$run/eab/root.pem" --resolve "localhost:$https_port:127.0.0.1" \
+    "https://localhost:$https_port/" || fail "the EAB certificate does not chain to pebble's root"
+echo "   with --acme-eab-kid kid-1: issued and verified"
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+echo "== badNonce answers from pebble during 2a and 2b: $nonce_retries, each retried with the fresh nonce"
+echo "== the built-in client: passed"

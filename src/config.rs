@@ -632,7 +632,9 @@ impl Config {
 /// `--acme-challenge`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AcmeChallenge {
+    #[value(name = "tls-alpn-01")]
     TlsAlpn01,
+    #[value(name = "http-01")]
     Http01,
 }
 

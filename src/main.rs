@@ -364,7 +364,10 @@ fn serve(
         true => {
             let headers = config.headers.clone();
             let site = Site { id: String::new(), root, headers, path_headers, https_redirect, auth };
-            Sites::one(site).with_health_path(config.health_path.clone())
+            match Sites::one(site).with_health_path(config.health_path.clone()).with_acme_challenges(config) {
+                Ok(sites) => sites,
+                Err(message) => return fail(format_args!("{message}")),
+            }
         }
         // [[site]] tables: every site opened now (inside the chroot, like the first root,
         // which was opened before binding so that a typo costs one clear line).

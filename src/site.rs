@@ -213,11 +213,7 @@ impl Sites {
                 Sites::new(list, config.default_site(), config.unknown_host)?
             }
         };
-        let acme_challenges = match config.acme_http01_root() {
-            Some(dir) => Some(Root::new(&dir).map_err(|error| format!("{}: {error}", dir.display()))?),
-            None => None,
-        };
-        Ok(Sites { acme_challenges, ..sites.with_health_path(config.health_path.clone()) })
+        sites.with_health_path(config.health_path.clone()).with_acme_challenges(config)
     }
 
     /// One site, answering every host: the command line's.
@@ -258,6 +254,16 @@ impl Sites {
         self.takes_every_request &= path.is_none();
         self.health_path = path;
         self
+    }
+
+    /// The built-in ACME client's HTTP-01 answers, when `config` has it use HTTP-01.
+    pub fn with_acme_challenges(mut self, config: &Config) -> Result<Sites, String> {
+        if let Some(dir) = config.acme_http01_root() {
+            std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+            self.acme_challenges =
+                Some(Root::new(&dir).map_err(|error| format!("{}: {error}", dir.display()))?);
+        }
+        Ok(self)
     }
 
     /// The HTTP-01 key authorisation `request` asks for, if the built-in ACME client is

@@ -224,6 +224,9 @@ echo "   stored: $stored; served at start: $at_start"
 [ "$at_start" = "$stored" ] || fail "the restart does not serve the stored certificate"
 grep -q "new account key\|placeholder" "$run/restart.log" && fail "the restart made a new account or a placeholder"
 ls -l "$run/state/acme/"account-*.key "$run/state/certificates/localhost/key.pem" | awk '{print "   " $1, $NF}'
+helper=$(grep -o 'acme: helper [0-9]*' "$run/restart.log" | grep -o '[0-9]*$')
+memory() { echo "$(awk '/^VmRSS/ {print $2}' /proc/$1/status) kB RSS, $(awk '/^Pss:/ {print $2}' /proc/$1/smaps_rollup) kB PSS"; }
+echo "   idle: the loop $(memory "$onepoll"); the helper, asleep until the renewal, $(memory "$helper")"
 kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
 
 step "2d. HTTP-01 on the plain port, from a fresh state directory"

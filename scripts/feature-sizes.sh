@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# What the `coroutine` feature (tokio) costs the default engine: the release binary's size, and
-# the event loop's idle RSS and thread count, with and without it (--no-default-features).
+# What the optional features cost the default engine: the release binary's size, and the event
+# loop's idle RSS and thread count, for the default build (coroutine, compression, acme), the
+# default without `acme` (the built-in ACME client: rcgen, serde_json, src/acme/), and none.
 #   scripts/feature-sizes.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 cargo build --release --quiet
+cargo build --release --quiet --no-default-features --features coroutine,compression --target-dir target/no-acme
 cargo build --release --quiet --no-default-features --target-dir target/no-default-features
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 printf 'hello\n' > "$root/hello.txt"
 echo "| build | binary (bytes) | idle RSS (KiB), 3 starts | RSS after one request (KiB) | threads |"
 echo "|---|---|---|---|---|"
-for build in default:target/release/onepoll no-default-features:target/no-default-features/release/onepoll; do
+for build in default:target/release/onepoll without-acme:target/no-acme/release/onepoll \
+    no-default-features:target/no-default-features/release/onepoll; do
     name=${build%%:*} binary=${build#*:}
     idle=() after=() threads=
     for _ in 1 2 3; do

@@ -113,12 +113,12 @@ pub struct Config {
         value_name = "NAME",
         env = "ONEPOLL_ACME_DOMAIN",
         value_delimiter = ',',
-        help_heading = "Automatic HTTPS"
+        help_heading = "ACME"
     )]
     pub acme_domain: Vec<String>,
 
     /// Contact address given to the CA (expiry notices, policy changes).
-    #[arg(long, value_name = "EMAIL", env = "ONEPOLL_ACME_EMAIL", help_heading = "Automatic HTTPS")]
+    #[arg(long, value_name = "EMAIL", env = "ONEPOLL_ACME_EMAIL", help_heading = "ACME")]
     pub acme_email: Option<String>,
 
     /// The CA's ACME directory URL.
@@ -127,13 +127,13 @@ pub struct Config {
         value_name = "URL",
         default_value = "https://acme-v02.api.letsencrypt.org/directory",
         env = "ONEPOLL_ACME_DIRECTORY",
-        help_heading = "Automatic HTTPS"
+        help_heading = "ACME"
     )]
     pub acme_directory: String,
 
     /// How the CA checks that the names are ours: a TLS handshake on the HTTPS port
     /// (tls-alpn-01, RFC 8737), or a request to /.well-known/acme-challenge/ on port 80 (http-01).
-    #[arg(long, value_enum, value_name = "KIND", default_value_t = AcmeChallenge::TlsAlpn01, env = "ONEPOLL_ACME_CHALLENGE", help_heading = "Automatic HTTPS")]
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = AcmeChallenge::TlsAlpn01, env = "ONEPOLL_ACME_CHALLENGE", help_heading = "ACME")]
     pub acme_challenge: AcmeChallenge,
 
     /// External account binding key ID, for CAs that need one (ZeroSSL, Google, sectigo).
@@ -142,7 +142,7 @@ pub struct Config {
         value_name = "KID",
         env = "ONEPOLL_ACME_EAB_KID",
         requires = "acme_eab_hmac_key",
-        help_heading = "Automatic HTTPS"
+        help_heading = "ACME"
     )]
     pub acme_eab_kid: Option<String>,
 
@@ -152,7 +152,7 @@ pub struct Config {
         value_name = "KEY",
         env = "ONEPOLL_ACME_EAB_HMAC_KEY",
         requires = "acme_eab_kid",
-        help_heading = "Automatic HTTPS"
+        help_heading = "ACME"
     )]
     pub acme_eab_hmac_key: Option<String>,
 
@@ -162,7 +162,7 @@ pub struct Config {
         value_name = "FILE",
         default_value = "/etc/ssl/certs/ca-certificates.crt",
         env = "ONEPOLL_ACME_CA_ROOTS",
-        help_heading = "Automatic HTTPS"
+        help_heading = "ACME"
     )]
     pub acme_ca_roots: PathBuf,
 
@@ -172,7 +172,7 @@ pub struct Config {
         value_name = "DIR",
         default_value = "/var/lib/onepoll",
         env = "ONEPOLL_STATE_DIR",
-        help_heading = "Automatic HTTPS"
+        help_heading = "ACME"
     )]
     pub state_dir: PathBuf,
 

@@ -245,7 +245,12 @@ impl<S: Transport> TlsTransport<S> {
                 Err(error) => {
                     // Whatever alert rustls queued comes out as EncodeTlsData on the next call.
                     discard_front(incoming, incoming_used, discard);
-                    let _ = alert_records(session, &mut incoming[..*incoming_used], outgoing);
+                    // A record that does not parse stays in `incoming` (no discard): processing it
+                    // again would fail again and send a second fatal alert, which trips a rustls
+                    // debug assertion. One state then; after a handshake error, every pending one.
+                    let states = if matches!(error, rustls::Error::InvalidMessage(_)) { 1 } else { 8 };
+                    debug!("TLS: {error}; alert sent");
+                    let _ = alert_records(session, incoming, incoming_used, outgoing, states);
                     return Err(tls_error(error));
                 }
             };
@@ -411,23 +416,36 @@ fn discard_front(buffer: &mut [u8], used: &mut usize, count: usize) {
     }
 }
 
-/// After an error: the alert rustls queued, encoded into `outgoing`. `incoming` is what is left
-/// of the records read (rustls tracks its progress through them between calls).
+/// After an error: what rustls still had to send and the alert it queued, encoded into
+/// `outgoing`, in at most `states` steps. `incoming[..used]` is what is left of the records
+/// read; each call's `discard` is dropped from it as after any other call.
 fn alert_records(
     session: &mut UnbufferedServerConnection,
     incoming: &mut [u8],
+    used: &mut usize,
     outgoing: &mut Outgoing,
+    states: usize,
 ) -> Option<()> {
-    // What was pending before the error (the ServerHello and more, when TLS 1.3 fails in its
-    // extensions), then the alert, each its own state: three encodes for a TLS 1.3 ALPN failure.
-    for _ in 0..8 {
-        match session.process_tls_records(incoming).state {
+    // The ServerHello and more, when TLS 1.3 fails in its extensions, then the alert, each its
+    // own state (three encodes for a TLS 1.3 ALPN failure), then one transmit.
+    for _ in 0..states {
+        let status = session.process_tls_records(&mut incoming[..*used]);
+        let discard = status.discard;
+        let more = match status.state {
             Ok(ConnectionState::EncodeTlsData(mut records)) => {
                 let written = records.encode(outgoing.room(RECORD_WIRE_BYTES)).ok()?;
                 outgoing.commit(written);
+                true
             }
-            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-            _ => break,
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                false
+            }
+            _ => false,
+        };
+        discard_front(incoming, used, discard);
+        if !more {
+            break;
         }
     }
     Some(())

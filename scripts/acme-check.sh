@@ -4,11 +4,12 @@
 #   1. TLS-ALPN-01 with Debian's dehydrated (`--alpn DIR`, onepoll's --tls-acme-dir) and only an
 #      HTTPS port: no port 80, no webroot. Issued, installed on SIGHUP, renewed, with a client
 #      loop meanwhile that never fails.
-#   2. The built-in client (--acme-domain), with pebble's 5% badNonce rejections on:
+#   2. The built-in client (--acme-domain), with pebble rejecting 20% of nonces (badNonce):
 #      first issuance over TLS-ALPN-01 from a placeholder; renewal by the third-of-lifetime rule
 #      (pebble issues 45-second certificates here) without a restart and no failed request; a
 #      restart that reuses the stored account and certificate; HTTP-01; a CA that is down
-#      (WARN, backoff, the old certificate kept); EAB with pebble's example keys.
+#      (WARN, backoff, the old certificate kept); --workers; EAB with pebble's example keys;
+#      a certificate per [[site]].
 #   scripts/acme-check.sh
 # Installs pebble, dehydrated, curl and openssl from Debian's packages when missing (needs
 # root). Everything listens on 127.0.0.1; every process it starts is stopped by PID at exit.
@@ -156,9 +157,9 @@ kill "$onepoll" "$pebble"
 # --- 2. The built-in client -------------------------------------------------------------------
 unset CURL_CA_BUNDLE
 http_port=$(free_port); https_port=$(free_port); acme_port=$(free_port); mgmt_port=$(free_port)
-step "pebble on 127.0.0.1:$acme_port: 45-second certificates, badNonce on 5% of requests (its default)"
+step "pebble on 127.0.0.1:$acme_port: 45-second certificates, badNonce on 20% of requests (5% by default)"
 start_pebble ca "$acme_port" "$mgmt_port" "$http_port" "$https_port" ', "certificateValidityPeriod": 45' \
-    PEBBLE_AUTHZREUSE=0
+    PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=20
 ca_pebble=$pebble
 acme_flags=(--acme-domain localhost --acme-email check@example.com --acme-directory "https://127.0.0.1:$acme_port/dir"
     --acme-ca-roots "$run/ca/ca.pem")
@@ -237,7 +238,19 @@ show "$run/http01.log" 12
 grep -q '"GET /.well-known/acme-challenge/' "$run/ca/pebble.log" 2>/dev/null || true
 kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
 
-step "2e. the CA is down: WARN per attempt, the placeholder (or the old certificate) kept"
+step "2e. --workers 2: one helper under the supervisor, every worker reloads the new certificate"
+onepoll_acme "$run/workers.log" "$run/state-workers" --workers 2
+for _ in $(seq 300); do grep -q "every worker reloads" "$run/workers.log" && break; sleep 0.1; done
+grep -q "every worker reloads" "$run/workers.log" || fail "the supervisor did not reload the workers"
+for _ in $(seq 100); do [ "$(grep -c 'certificates reloaded' "$run/workers.log")" -ge 2 ] && break; sleep 0.1; done
+issued=$(openssl x509 -noout -serial -in "$run/state-workers/certificates/localhost/fullchain.pem")
+serials=$(for _ in $(seq 12); do served_serial; done | sort | uniq -c)
+echo "   12 handshakes (SO_REUSEPORT spreads them over both workers) got: $serials"
+[ "$(echo "$serials" | wc -l)" = 1 ] && echo "$serials" | grep -q "$issued" || fail "a worker still serves another certificate"
+echo "   helpers: $(grep -c 'acme: helper' "$run/workers.log"); workers reloaded: $(grep -c 'certificates reloaded' "$run/workers.log")"
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+step "2f. the CA is down: WARN per attempt, the placeholder (or the old certificate) kept"
 kill "$ca_pebble"; wait "$ca_pebble" 2>/dev/null || true
 onepoll_acme "$run/down.log" "$run/state-down"
 wait_for_line "$run/down.log" "attempt 1 failed" 10
@@ -254,7 +267,7 @@ grep "attempt 1 failed" "$run/down-renewal.log" | sed -E 's/^\[[^ ]+ /   [/'
 echo "   served while the CA is down: $kept (the stored certificate)"
 kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
 
-step "2f. EAB: a CA that requires it, with pebble's example key"
+step "2g. EAB: a CA that requires it, with pebble's example key"
 start_pebble eab "$acme_port" "$mgmt_port" "$http_port" "$https_port" ', "externalAccountBindingRequired": true,
  "externalAccountMACKeys": {"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}'
 acme_flags=(--acme-domain localhost --acme-directory "https://127.0.0.1:$acme_port/dir" --acme-ca-roots "$run/eab/ca.pem")
@@ -268,6 +281,41 @@ wait_installs "$run/eab.log" 1 30
 curl -sS --fail -o /dev/null --cacert "$run/eab/root.pem" --resolve "localhost:$https_port:127.0.0.1" \
     "https://localhost:$https_port/" || fail "the EAB certificate does not chain to pebble's root"
 echo "   with --acme-eab-kid kid-1: issued and verified"
+kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
+
+step "2h. two [[site]] tables, each with acme = {...}: a certificate per site, chosen by SNI"
+# pebble's validator cannot resolve www.localhost (no DNS here), so this CA validates nothing:
+# what is checked is a certificate per site, each for its site's names.
+kill "$pebble"; wait "$pebble" 2>/dev/null || true
+start_pebble sites "$acme_port" "$mgmt_port" "$http_port" "$https_port" "" PEBBLE_VA_ALWAYS_VALID=1
+mkdir -p "$run/www-two"; echo two >"$run/www-two/index.html"
+cat >"$run/sites.toml" <<EOF
+state_dir = "$run/state-sites"
+listen = ["127.0.0.1:$http_port"]
+listen_tls = ["127.0.0.1:$https_port"]
+acme = { email = "check@example.com", directory = "https://127.0.0.1:$acme_port/dir", ca_roots = "$run/sites/ca.pem" }
+[[site]]
+names = ["localhost"]
+root = "$run/www"
+acme = {}
+[[site]]
+names = ["www.localhost", "two.localhost"]
+root = "$run/www-two"
+acme = { challenge = "http-01" }
+EOF
+RUST_LOG=info ./target/release/onepoll --config "$run/sites.toml" >/dev/null 2>"$run/sites.log" &
+onepoll=$!
+pids+=("$onepoll")
+wait_installs "$run/sites.log" 2 30
+for name in localhost www.localhost two.localhost; do
+    names=$(openssl s_client -connect "127.0.0.1:$https_port" -servername "$name" </dev/null 2>/dev/null |
+        openssl x509 -noout -ext subjectAltName | tail -1 | tr -d ' ')
+    echo "   SNI $name: $names"
+    case "$name" in
+        localhost) [ "$names" = "DNS:localhost" ] ;;
+        *) [ "$names" = "DNS:www.localhost,DNS:two.localhost" ] ;;
+    esac || fail "SNI $name got $names"
+done
 kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
 
 echo "== badNonce answers from pebble during 2a and 2b: $nonce_retries, each retried with the fresh nonce"

@@ -527,25 +527,86 @@ impl Config {
     /// Every certificate pair and which site has which: the top level's for every site, plus
     /// each `[[site]]`'s own.
     pub fn certificate_plan(&self) -> Result<CertificatePlan, String> {
-        let shared = self.certificate_files()?;
-        let challenges = self.tls_acme_dir.clone().map(ChallengeDir);
-        let (shared, challenges) = self.with_acme_certificate(shared, challenges)?;
+        let mut shared = self.certificate_files()?;
+        let mut challenges = self.tls_acme_dir.clone().map(ChallengeDir);
+        let acme = self.acme_pairs()?;
+        if let Some((.., Some(dir))) = acme.iter().find(|(.., alpn)| alpn.is_some()) {
+            challenges = Some(ChallengeDir(dir.clone()));
+        }
         if self.sites.is_empty() {
+            shared.extend(acme.into_iter().map(|(_, pair, _)| pair));
             return Ok(CertificatePlan { challenges, ..CertificatePlan::one_site(shared) });
         }
         let sites = (self.sites.iter().enumerate())
-            .map(|(index, site)| SitePairs {
-                id: site_id(&site.names, index),
-                names: site.names.clone(),
-                own: site.certificates.clone(),
+            .map(|(index, site)| {
+                let mut own = site.certificates.clone();
+                own.extend(
+                    acme.iter().filter(|(of, ..)| *of == Some(index)).map(|(_, pair, _)| pair.clone()),
+                );
+                SitePairs { id: site_id(&site.names, index), names: site.names.clone(), own }
             })
             .collect();
         Ok(CertificatePlan { shared, sites, default_site: self.default_site(), challenges })
     }
 
+    /// The pairs the ACME helper keeps valid: the site each is for (`None`: the one site), its
+    /// files, and its TLS-ALPN-01 challenge directory if it is validated so.
+    #[cfg(feature = "acme")]
+    fn acme_pairs(&self) -> Result<Vec<AcmePair>, String> {
+        let sites = (self.sites.iter().enumerate()).map(|(index, site)| (Some(index), &*site.settings));
+        let configs: Vec<(Option<usize>, &Config)> = match self.sites.is_empty() {
+            true => vec![(None, self)],
+            false => sites.collect(),
+        };
+        let mut pairs = Vec::new();
+        for (site, config) in configs {
+            if let Some(acme) = config.acme_settings()? {
+                let alpn = acme.challenge == crate::acme::ChallengeKind::TlsAlpn01;
+                let dir = alpn.then(|| acme.store.tls_alpn01_dir());
+                pairs.push((site, acme.store.certificate(&acme.names[0]), dir));
+            }
+        }
+        Ok(pairs)
+    }
+
+    #[cfg(not(feature = "acme"))]
+    fn acme_pairs(&self) -> Result<Vec<AcmePair>, String> {
+        self.acme_certificates().map(|_| Vec::new())
+    }
+
+    /// Every certificate the ACME helper keeps valid: the one site's (`--acme-domain`), or each
+    /// `[[site]]`'s with an `acme` table (for its names).
+    #[cfg(feature = "acme")]
+    pub fn acme_certificates(&self) -> Result<Vec<AcmeHelperSettings>, String> {
+        if self.sites.is_empty() {
+            return Ok(self.acme_settings()?.into_iter().collect());
+        }
+        if !self.acme_domain.is_empty() {
+            return Err("with [[site]] tables, give each site its own acme = { ... } (its names are the certificate's), not acme_domain".into());
+        }
+        let mut all = Vec::new();
+        for site in &self.sites {
+            let settings = site
+                .settings
+                .acme_settings()
+                .map_err(|error| format!("[[site]] at line {}: {error}", site.line))?;
+            all.extend(settings);
+        }
+        Ok(all)
+    }
+
+    #[cfg(not(feature = "acme"))]
+    pub fn acme_certificates(&self) -> Result<Vec<AcmeHelperSettings>, String> {
+        let sites = self.sites.iter().map(|site| &*site.settings);
+        match std::iter::once(self).chain(sites).all(|config| config.acme_domain.is_empty()) {
+            true => Ok(Vec::new()),
+            false => Err("--acme-domain needs onepoll built with the acme feature".into()),
+        }
+    }
+
     /// `--acme-domain`: the certificate the ACME helper keeps valid, checked.
     #[cfg(feature = "acme")]
-    pub fn acme_settings(&self) -> Result<Option<crate::acme::AcmeSettings>, String> {
+    pub fn acme_settings(&self) -> Result<Option<AcmeHelperSettings>, String> {
         use crate::acme::{AcmeSettings, ChallengeKind, Eab, Store};
         if self.acme_domain.is_empty() {
             return Ok(None);
@@ -577,42 +638,21 @@ impl Config {
 
     /// Without the `acme` feature, `--acme-domain` is refused.
     #[cfg(not(feature = "acme"))]
-    pub fn acme_settings(&self) -> Result<Option<std::convert::Infallible>, String> {
+    pub fn acme_settings(&self) -> Result<Option<AcmeHelperSettings>, String> {
         match self.acme_domain.is_empty() {
             true => Ok(None),
             false => Err("--acme-domain needs onepoll built with the acme feature".into()),
         }
     }
 
-    /// `shared` and `challenges` with the ACME helper's pair and challenge directory.
-    #[cfg(feature = "acme")]
-    fn with_acme_certificate(
-        &self,
-        mut shared: Vec<CertificateFiles>,
-        mut challenges: Option<ChallengeDir>,
-    ) -> Result<(Vec<CertificateFiles>, Option<ChallengeDir>), String> {
-        if let Some(acme) = self.acme_settings()? {
-            shared.push(acme.store.certificate(&acme.names[0]));
-            if acme.challenge == crate::acme::ChallengeKind::TlsAlpn01 {
-                challenges = Some(ChallengeDir(acme.store.tls_alpn01_dir()));
-            }
-        }
-        Ok((shared, challenges))
-    }
-
-    #[cfg(not(feature = "acme"))]
-    fn with_acme_certificate(
-        &self,
-        shared: Vec<CertificateFiles>,
-        challenges: Option<ChallengeDir>,
-    ) -> Result<(Vec<CertificateFiles>, Option<ChallengeDir>), String> {
-        self.acme_settings().map(|_| (shared, challenges))
-    }
-
-    /// The root HTTP-01 challenges are served from, when the built-in ACME client uses them.
+    /// The root HTTP-01 challenges are served from, when the built-in ACME client uses them
+    /// for a certificate (one site's, or any `[[site]]`'s).
     pub fn acme_http01_root(&self) -> Option<PathBuf> {
-        let on = !self.acme_domain.is_empty() && self.acme_challenge == AcmeChallenge::Http01;
-        on.then(|| self.state_dir.join("acme").join("http-01"))
+        let uses = |config: &Config| {
+            !config.acme_domain.is_empty() && config.acme_challenge == AcmeChallenge::Http01
+        };
+        let any = uses(self) || self.sites.iter().any(|site| uses(&site.settings));
+        any.then(|| self.state_dir.join("acme").join("http-01"))
     }
 
     /// The certificate/key pairs, or why they do not pair up.
@@ -628,6 +668,16 @@ impl Config {
         Ok(pairs.map(|(cert, key)| CertificateFiles { cert: cert.clone(), key: key.clone() }).collect())
     }
 }
+
+/// An ACME certificate in the plan: its site (`None`: the one site), its files, and its
+/// TLS-ALPN-01 challenge directory if it is validated so.
+type AcmePair = (Option<usize>, CertificateFiles, Option<PathBuf>);
+
+/// What the ACME helper is forked with; nothing to fork without the `acme` feature.
+#[cfg(feature = "acme")]
+pub type AcmeHelperSettings = crate::acme::AcmeSettings;
+#[cfg(not(feature = "acme"))]
+pub type AcmeHelperSettings = std::convert::Infallible;
 
 /// `--acme-challenge`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,7 +7,7 @@ use log::info;
 
 use onepoll::access_log::{AccessLog, Destination};
 use onepoll::auth::Auth;
-use onepoll::config::{Config, Switch};
+use onepoll::config::{AcmeHelperSettings, Config, Switch};
 use onepoll::daemon::{self, PidFile};
 use onepoll::engine::blocking::BlockingListener;
 #[cfg(feature = "coroutine")]
@@ -88,9 +88,12 @@ fn main() -> ExitCode {
         Some(listeners) => listeners.iter().any(|(_, scheme)| *scheme == Scheme::Https),
         None => !config.listen_tls.is_empty(),
     };
-    if let Err(message) = prepare_acme(&config, serves_https) {
-        return fail(format_args!("{message}"));
-    }
+    // The certificate the ACME helper keeps valid, for the process that forks the helper: this
+    // one, or with --workers the supervisor (a worker only loads the files).
+    let acme = match prepare_acme(&config, serves_https, worker.is_some()) {
+        Ok(acme) => acme,
+        Err(message) => return fail(format_args!("{message}")),
+    };
     let https = match https_settings(&config, serves_https, worker.is_some()) {
         Ok(https) => https,
         Err(message) => return fail(format_args!("{message}")),
@@ -104,7 +107,7 @@ fn main() -> ExitCode {
         return fail(format_args!("--status-listen needs the event loop"));
     }
     if worker.is_none() && config.workers > 1 {
-        return supervise(&config, inherited, https.is_some());
+        return supervise(&config, inherited, https.is_some(), acme);
     }
     let listeners = match inherited {
         Some(listeners) => {
@@ -175,7 +178,7 @@ fn main() -> ExitCode {
         &config,
         listeners,
         (seed_sockets, status_listener),
-        https,
+        (https, acme),
         signals,
         SiteParts { root, access_log, path_headers, auth },
     )
@@ -230,30 +233,38 @@ fn https_settings(config: &Config, serves_https: bool, worker: bool) -> Result<O
     }
 }
 
-/// `--acme-domain`: checked against the rest of the configuration, and the state directory
-/// made ready, with a self-signed placeholder where no certificate is yet, so HTTPS starts
-/// before the first issuance.
-#[cfg(feature = "acme")]
-fn prepare_acme(config: &Config, serves_https: bool) -> Result<(), String> {
-    let Some(acme) = config.acme_settings()? else { return Ok(()) };
-    if config.engine != Engine::EventLoop || config.workers > 1 {
-        return Err("--acme-domain needs the event-loop engine, one worker".into());
+/// `--acme-domain` (or the sites' `acme` tables): checked against the rest of the
+/// configuration, and the state directory made ready, with a self-signed placeholder where no
+/// certificate is yet, so HTTPS starts before the first issuance. A worker only checks: its
+/// supervisor did the rest and forks the helper, so a worker gets none.
+fn prepare_acme(
+    config: &Config,
+    serves_https: bool,
+    worker: bool,
+) -> Result<Vec<AcmeHelperSettings>, String> {
+    let certificates = config.acme_certificates()?;
+    if certificates.is_empty() {
+        return Ok(certificates);
+    }
+    if config.engine != Engine::EventLoop {
+        return Err("--acme-domain needs the event-loop engine".into());
     }
     if !serves_https {
         return Err("--acme-domain needs an HTTPS listener (--listen-tls)".into());
     }
-    if acme.store.prepare(&acme.names)? {
-        log::warn!(
-            "acme: no certificate for {} yet: serving a self-signed placeholder until the first issuance",
-            acme.names.join(", ")
-        );
+    if worker {
+        return Ok(Vec::new());
     }
-    Ok(())
-}
-
-#[cfg(not(feature = "acme"))]
-fn prepare_acme(config: &Config, _serves_https: bool) -> Result<(), String> {
-    config.acme_settings().map(|_| ())
+    #[cfg(feature = "acme")]
+    for acme in &certificates {
+        if acme.store.prepare(&acme.names)? {
+            log::warn!(
+                "acme: no certificate for {} yet: serving a self-signed placeholder until the first issuance",
+                acme.names.join(", ")
+            );
+        }
+    }
+    Ok(certificates)
 }
 
 /// Seed protocol sockets: a TCP listener and a UDP socket per configured port.
@@ -336,7 +347,7 @@ fn serve(
     config: &Config,
     listeners: Vec<(Listener, Scheme)>,
     (seeds, status): (SeedSockets, Option<Listener>),
-    https: Option<Https>,
+    (https, acme): (Option<Https>, Vec<AcmeHelperSettings>),
     signals: Signals,
     parts: SiteParts,
 ) -> ExitCode {
@@ -423,8 +434,7 @@ fn serve(
     let mut service = match LoopService::new(service, https, file_cache, seeds.datagrams) {
         Ok(service) => {
             let service = service.reload_config_file(config.clone(), https_redirect);
-            #[cfg(feature = "acme")]
-            let service = service.with_acme(config.acme_settings().ok().flatten());
+            let service = service.with_acme(acme);
             if config.status_listen.is_some() { service.with_status() } else { service }
         }
         Err(error) => return fail(format_args!("cannot serve the seed protocols' datagrams: {error}")),
@@ -463,7 +473,12 @@ fn serve_blocking(config: &Config, listeners: Vec<BlockingListener>, service: Se
 }
 
 /// `--workers N`: bind (or take over) the listeners here, then run the workers on them.
-fn supervise(config: &Config, inherited: Option<Vec<(Listener, Scheme)>>, https: bool) -> ExitCode {
+fn supervise(
+    config: &Config,
+    inherited: Option<Vec<(Listener, Scheme)>>,
+    https: bool,
+    acme: Vec<AcmeHelperSettings>,
+) -> ExitCode {
     if config.engine != Engine::EventLoop {
         return fail(format_args!("--workers runs event-loop workers only"));
     }
@@ -527,7 +542,7 @@ fn supervise(config: &Config, inherited: Option<Vec<(Listener, Scheme)>>, https:
     if let Some(Err(message)) = status.as_ref().map(|relay| announce_status(relay.local())) {
         return fail(format_args!("{message}"));
     }
-    match supervisor::run(listeners, workers, signals, ticket_secret, status) {
+    match supervisor::run(listeners, workers, signals, ticket_secret, status, acme) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => fail(format_args!("supervisor failed: {error}")),

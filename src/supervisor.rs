@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
 
+use crate::config::AcmeHelperSettings;
 use crate::daemon;
 use crate::http::{
     BodyPlan, FileMeta, HttpError, Method, Representation, Resource, Response, TextFormat, Version, respond,
@@ -44,6 +45,9 @@ pub const WORKER_ENV: &str = "ONEPOLL_WORKER";
 pub const WORKER_STATUS_ENV: &str = "ONEPOLL_WORKER_STATUS";
 /// The status listener's token in the supervisor's `Poll` (the signals have 0).
 const STATUS: Token = Token(1);
+/// The ACME helper's socket.
+#[cfg(feature = "acme")]
+const ACME_HELPER: Token = Token(2);
 /// How long the supervisor waits on a status client or a worker's report.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// The supervisor's PID, so a worker can tell whether its parent is still the one that
@@ -97,6 +101,7 @@ pub fn run(
     signals: Signals,
     ticket_secret: Option<TicketSecret>,
     status: Option<StatusRelay>,
+    acme: Vec<AcmeHelperSettings>,
 ) -> io::Result<bool> {
     let mut poll = Poll::new()?;
     let mut signals = signals;
@@ -104,6 +109,20 @@ pub fn run(
     if let Some(relay) = &status {
         poll.registry().register(&mut SourceFd(&relay.fd()), STATUS, Interest::READABLE)?;
     }
+    // One ACME helper for the group; each certificate it installs is a SIGHUP to every worker.
+    #[cfg(feature = "acme")]
+    let mut acme_helper = match acme.is_empty() {
+        true => None,
+        false => match crate::acme::helper::AcmeHelper::start(&acme, poll.registry(), ACME_HELPER) {
+            Ok(helper) => Some(helper),
+            Err(error) => {
+                error!("acme: cannot start the helper: {error}; certificates are not renewed");
+                None
+            }
+        },
+    };
+    #[cfg(not(feature = "acme"))]
+    let _ = acme;
     let count = listeners.count(workers);
     let start = |index: usize, listeners: &WorkerListeners| {
         let socket = status.as_ref().map(|relay| relay.worker_socket(index));
@@ -134,6 +153,16 @@ pub fn run(
             && events.iter().any(|event| event.token() == STATUS)
         {
             relay.answer_waiting(count);
+        }
+        #[cfg(feature = "acme")]
+        if let Some(helper) = &mut acme_helper
+            && events.iter().any(|event| event.token() == ACME_HELPER)
+            && helper.read(poll.registry()) > 0
+        {
+            info!("acme: new certificate installed; every worker reloads (SIGHUP)");
+            for worker in pool.iter().filter_map(|worker| worker.child.as_ref()) {
+                let _ = kill(Pid::from_raw(worker.id() as i32), Signal::SIGHUP);
+            }
         }
         for signal in signals.pending() {
             let forward = match signal {
@@ -181,6 +210,10 @@ pub fn run(
             }
         }
         if listeners.is_none() && pool.iter().all(|worker| worker.child.is_none()) {
+            #[cfg(feature = "acme")]
+            if let Some(helper) = &mut acme_helper {
+                helper.stop();
+            }
             info!("supervisor: all workers exited");
             return Ok(all_clean);
         }

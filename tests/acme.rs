@@ -164,3 +164,70 @@ fn what_the_built_in_client_cannot_do_is_refused_at_start_in_one_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs an HTTPS listener"));
 }
+
+#[test]
+fn with_workers_the_supervisor_runs_the_one_helper_and_every_worker_serves_the_placeholder() {
+    let site = Site::new();
+    let state = tempfile::tempdir().unwrap();
+    let server = with_unreachable_ca(&site, state.path(), &["--workers", "2"]);
+    server.server.wait_for_log("supervisor: 2 workers started");
+    let failed = server.server.wait_for_log("acme: localhost: attempt 1 failed");
+    assert!(failed.contains("WARN"), "{failed}");
+    let helpers = server.server.log_lines().iter().filter(|line| line.contains("acme: helper")).count();
+    assert_eq!(helpers, 1, "one helper for the group");
+    // The supervisor's children: two workers and the helper.
+    assert_eq!(server.server.child_pids().len(), 3);
+    for _ in 0..6 {
+        let answer = https_get(&server, "/hello.txt");
+        assert_eq!(String::from_utf8_lossy(&answer.stdout), "200");
+        assert!(String::from_utf8_lossy(&answer.stderr).contains("onepoll placeholder"));
+    }
+}
+
+#[test]
+fn each_site_with_an_acme_table_gets_its_own_certificate_for_its_names() {
+    let (one, two) = (Site::new(), Site::new());
+    let state = tempfile::tempdir().unwrap();
+    let roots = state.path().join("roots.pem");
+    fs::write(&roots, Pem::for_names(&["ca.test"]).cert).unwrap();
+    let config = state.path().join("onepoll.toml");
+    let text = format!(
+        "state_dir = {:?}\nacme = {{ email = \"a@example.org\", directory = \"https://127.0.0.1:1/dir\", ca_roots = {:?} }}\n\
+         [[site]]\nnames = [\"one.test\", \"www.one.test\"]\nroot = {:?}\nacme = {{}}\n\
+         [[site]]\nnames = [\"two.test\"]\nroot = {:?}\nacme = {{ challenge = \"http-01\" }}\n",
+        state.path().join("state").display().to_string(),
+        roots.display().to_string(),
+        one.root().display().to_string(),
+        two.root().display().to_string(),
+    );
+    fs::write(&config, text).unwrap();
+    let server = HttpsServer::start(&one.root(), &[], &["--config", config.to_str().unwrap()]);
+    let line = server.server.wait_for_log("acme: helper");
+    assert!(line.contains("one.test, www.one.test") && line.contains("two.test"), "{line}");
+    server.server.wait_for_log("acme: two.test: attempt 1 failed");
+    for name in ["one.test", "two.test"] {
+        let pair = state.path().join("state/certificates").join(name);
+        assert!(pair.join("fullchain.pem").exists() && pair.join("placeholder").exists(), "{name}");
+        let resolve = format!("{name}:{}:127.0.0.1", server.https.port());
+        let url = format!("https://{name}:{}/hello.txt", server.https.port());
+        let out = curl(&["-vk", "--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_code}", &url]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{name}");
+        let verbose = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            verbose.contains(&format!("subject: CN=onepoll placeholder for {name}")),
+            "{name}: {verbose}"
+        );
+    }
+    // A wildcard site cannot be proved by either challenge.
+    let bad = state.path().join("bad.toml");
+    let text = format!(
+        "[[site]]\nnames = [\"*.one.test\"]\nroot = {:?}\nacme = {{}}\n",
+        one.root().display().to_string()
+    );
+    fs::write(&bad, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_onepoll"))
+        .args(["--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a wildcard takes DNS-01"), "{output:?}");
+}

@@ -38,9 +38,13 @@ pub struct AcmeHelper {
 }
 
 impl AcmeHelper {
-    /// Forks the helper for `settings`; its socket gets `token`.
-    pub fn start(settings: &AcmeSettings, registry: &Registry, token: Token) -> std::io::Result<AcmeHelper> {
-        let (pid, socket) = fork_helper("acme", |socket| run(settings, socket))?;
+    /// Forks the helper for `certificates`; its socket gets `token`.
+    pub fn start(
+        certificates: &[AcmeSettings],
+        registry: &Registry,
+        token: Token,
+    ) -> std::io::Result<AcmeHelper> {
+        let (pid, socket) = fork_helper("acme", |socket| run(certificates, socket))?;
         socket.set_nonblocking(true)?;
         let mut socket = mio::net::UnixStream::from_std(socket);
         if let Err(error) = registry.register(&mut socket, token, Interest::READABLE) {
@@ -48,7 +52,8 @@ impl AcmeHelper {
             let _ = waitpid(pid, None);
             return Err(error);
         }
-        info!("acme: helper {pid} keeps the certificate for {} valid", settings.names.join(", "));
+        let names: Vec<String> = certificates.iter().map(|settings| settings.names.join(", ")).collect();
+        info!("acme: helper {pid} keeps the certificate for {} valid", names.join("; and the one for "));
         Ok(AcmeHelper { pid, socket, received: Vec::new() })
     }
 
@@ -95,40 +100,67 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs() as i64)
 }
 
-/// The helper's whole life; returns only if it cannot go on.
-fn run(settings: &AcmeSettings, mut socket: UnixStream) -> i32 {
-    let names = settings.names.join(", ");
-    let mut failures = 0u32;
+/// The helper's whole life; returns only if the loop is gone.
+fn run(certificates: &[AcmeSettings], mut socket: UnixStream) -> i32 {
+    let mut failures = vec![0u32; certificates.len()];
+    // When each certificate is looked at next (Unix seconds): all at once at start.
+    let mut next = vec![0i64; certificates.len()];
     loop {
-        let now = unix_now();
-        let look = look(settings);
-        let wait = match look.due <= now {
-            false => renewal::next_check(now, look.due, look.retry_after) - now,
-            true => {
-                info!("acme: {names}: {}; obtaining a certificate from {}", look.why, settings.directory);
-                match obtain(settings, look.replaces) {
-                    Ok(()) => {
-                        failures = 0;
-                        info!("acme: {names}: new certificate installed");
-                        if socket.write_all(INSTALLED).is_err() {
-                            return 0; // the loop is gone
-                        }
-                        continue;
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        let wait = renewal::backoff(failures, error.retry_after);
-                        let left = look.not_after.map_or("no certificate yet".to_owned(), |not_after| {
-                            format!("the current one expires in {} s", not_after - now)
-                        });
-                        warn!("acme: {names}: attempt {failures} failed: {error}; next in {wait} s ({left})");
-                        wait
-                    }
-                }
+        for (index, settings) in certificates.iter().enumerate() {
+            if next[index] > unix_now() {
+                continue;
             }
-        };
-        debug!("acme: {names}: next look in {wait} s");
-        std::thread::sleep(Duration::from_secs(wait.max(1) as u64));
+            match tend(settings, &mut failures[index]) {
+                Tended::Installed => {
+                    if socket.write_all(INSTALLED).is_err() {
+                        return 0; // the loop is gone
+                    }
+                    next[index] = 0; // looked at again at once: its renewal time
+                }
+                Tended::LookAgain(at) => next[index] = at,
+            }
+        }
+        let now = unix_now();
+        let wake = next.iter().copied().min().unwrap_or(now + renewal::CHECK_EVERY);
+        if wake > now {
+            debug!("acme: next look in {} s", wake - now);
+            std::thread::sleep(Duration::from_secs((wake - now) as u64));
+        }
+    }
+}
+
+/// What looking after one certificate came to.
+enum Tended {
+    /// A new pair is in place: the loop loads it.
+    Installed,
+    /// Nothing to do, or a failure: look again then (Unix seconds).
+    LookAgain(i64),
+}
+
+/// Looks at one certificate and renews it if it is due.
+fn tend(settings: &AcmeSettings, failures: &mut u32) -> Tended {
+    let names = settings.names.join(", ");
+    let now = unix_now();
+    let look = look(settings);
+    if look.due > now {
+        return Tended::LookAgain(renewal::next_check(now, look.due, look.retry_after));
+    }
+    info!("acme: {names}: {}; obtaining a certificate from {}", look.why, settings.directory);
+    match obtain(settings, look.replaces) {
+        Ok(()) => {
+            *failures = 0;
+            info!("acme: {names}: new certificate installed");
+            Tended::Installed
+        }
+        Err(error) => {
+            *failures += 1;
+            let wait = renewal::backoff(*failures, error.retry_after);
+            let left = look.not_after.map_or("no certificate yet".to_owned(), |not_after| {
+                format!("the current one expires in {} s", not_after - now)
+            });
+            warn!("acme: {names}: attempt {failures} failed: {error}; next in {wait} s ({left})");
+            Tended::LookAgain(now + wait)
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl Store {
         fs::create_dir_all(dir).map_err(|error| io(dir, error))?;
         let key = rcgen::KeyPair::generate().map_err(|error| error.to_string())?;
         let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|error| error.to_string())?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, "onepoll placeholder");
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("onepoll placeholder for {name}"));
         let cert = params.self_signed(&key).map_err(|error| error.to_string())?;
         write_atomically(&self.placeholder_marker(name), b"self-signed until the first issuance\n", 0o644)?;
         self.install(name, &cert.pem(), &key.serialize_pem())?;

@@ -90,6 +90,12 @@ impl ConfigFile {
                         }
                     }
                 }
+                "acme" => {
+                    let args = acme_table_args(command, value, None)
+                        .map_err(|error| format!("{}: acme: {error}", line_of(key, 0)))?;
+                    file.lines.push((key.clone(), line_of(key, 0)));
+                    file.args.extend(args);
+                }
                 _ if given(&key.replace('_', "-")) => {} // the command line wins
                 "root" => {
                     let mut args = flag_args(command, key, value)
@@ -117,6 +123,7 @@ fn site_table(text: &str, value: &Value, command: &Command, line: usize) -> Resu
     if !table.contains_key("root") {
         return Err(format!("{line}: [[site]] without a root"));
     }
+    let mut acme = None;
     for (key, value) in table {
         let key_line = key_line_after(text, key, line);
         let at = |message: String| format!("{key_line}: [[site]] {key}: {message}");
@@ -129,6 +136,7 @@ fn site_table(text: &str, value: &Value, command: &Command, line: usize) -> Resu
                 }
             }
             "default" => site.default = value.as_bool().ok_or_else(|| at("true or false".to_owned()))?,
+            "acme" => acme = Some((value, key_line)),
             _ if SITE_KEYS.contains(&key.as_str()) => {
                 site.args.extend(flag_args(command, key, value).map_err(at)?)
             }
@@ -140,7 +148,67 @@ fn site_table(text: &str, value: &Value, command: &Command, line: usize) -> Resu
             }
         }
     }
+    // After the loop: the site's names are its certificate's.
+    if let Some((value, key_line)) = acme {
+        let args = acme_table_args(command, value, Some(&site.names))
+            .map_err(|error| format!("{key_line}: [[site]] acme: {error}"))?;
+        site.args.extend(args);
+    }
     Ok(site)
+}
+
+/// `acme = { email = "...", directory = "...", challenge = "...", ca_roots = "...", eab = { kid =
+/// "...", hmac_key = "..." } }` as the `--acme-*` flags. At the top level it names its
+/// certificate's `names`; in a `[[site]]` the site's names are used (`site_names`), and an
+/// empty table takes the top level's settings.
+fn acme_table_args(
+    command: &Command,
+    value: &Value,
+    site_names: Option<&[SiteName]>,
+) -> Result<Vec<OsString>, String> {
+    let Value::Table(table) = value else { return Err("a table: acme = { email = \"...\", ... }".into()) };
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let flag = match key.as_str() {
+            "email" | "directory" | "challenge" | "ca_roots" => format!("acme_{key}"),
+            "names" if site_names.is_none() => "acme_domain".to_owned(),
+            "eab" => {
+                let Value::Table(eab) = value else {
+                    return Err("eab = { kid = \"...\", hmac_key = \"...\" }".into());
+                };
+                for (part, value) in eab {
+                    match part.as_str() {
+                        "kid" | "hmac_key" => {
+                            args.extend(flag_args(command, &format!("acme_eab_{part}"), value)?)
+                        }
+                        _ => return Err(format!("eab.{part}: eab has kid and hmac_key")),
+                    }
+                }
+                continue;
+            }
+            _ => {
+                let keys = if site_names.is_some() { "" } else { "names, " };
+                return Err(format!(
+                    "{key}: not an acme key ({keys}email, directory, challenge, ca_roots, eab)"
+                ));
+            }
+        };
+        args.extend(flag_args(command, &flag, value)?);
+    }
+    for name in site_names.into_iter().flatten() {
+        match name {
+            SiteName::Exact(name) => args.extend([OsString::from("--acme-domain"), OsString::from(name)]),
+            SiteName::AnyLabelUnder(parent) => {
+                return Err(format!(
+                    "*.{parent}: a wildcard takes DNS-01, which the built-in client does not do"
+                ));
+            }
+        }
+    }
+    if site_names.is_some_and(<[SiteName]>::is_empty) {
+        return Err("a site without names has no names to ask a certificate for".into());
+    }
+    Ok(args)
 }
 
 /// `key = value` as the arguments of the flag it names (its parser reads them with the rest).

@@ -58,9 +58,9 @@ pub struct LoopService {
     reloadable: Option<Reloadable>,
     /// With `--status-listen`: requests and bytes counted for the reports.
     counters: Option<Counters>,
-    /// `--acme-domain`: the certificate the ACME helper keeps valid, and the helper once forked.
+    /// The certificates the ACME helper keeps valid, and the helper once forked.
     #[cfg(feature = "acme")]
-    acme: Option<(crate::acme::AcmeSettings, Option<crate::acme::helper::AcmeHelper>)>,
+    acme: Option<(Vec<crate::acme::AcmeSettings>, Option<crate::acme::helper::AcmeHelper>)>,
 }
 
 /// What a SIGHUP needs to rebuild the sites from the file.
@@ -107,10 +107,16 @@ impl LoopService {
         })
     }
 
-    /// Forks the ACME helper for `settings` once the loop registers its sources.
+    /// Forks the ACME helper for `certificates` (if any) once the loop registers its sources.
     #[cfg(feature = "acme")]
-    pub fn with_acme(mut self, settings: Option<crate::acme::AcmeSettings>) -> LoopService {
-        self.acme = settings.map(|settings| (settings, None));
+    pub fn with_acme(mut self, certificates: Vec<crate::acme::AcmeSettings>) -> LoopService {
+        self.acme = (!certificates.is_empty()).then_some((certificates, None));
+        self
+    }
+
+    /// Nothing to fork without the `acme` feature.
+    #[cfg(not(feature = "acme"))]
+    pub fn with_acme(self, _certificates: Vec<crate::config::AcmeHelperSettings>) -> LoopService {
         self
     }
 

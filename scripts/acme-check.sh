@@ -168,7 +168,7 @@ onepoll_acme() {
     local log=$1 state=$2
     shift 2
     RUST_LOG=info,onepoll::acme::order=debug ./target/release/onepoll "$run/www" --listen "127.0.0.1:$http_port" --listen-tls "127.0.0.1:$https_port" \
-        --state-dir "$state" "${acme_flags[@]}" "$@" >/dev/null 2>"$log" &
+        --state-dir "$state" "${acme_flags[@]}" "$@" >"${log%.log}.access" 2>"$log" &
     onepoll=$!
     pids+=("$onepoll")
     wait_for_line "$log" "listening on https://"
@@ -230,12 +230,17 @@ memory() { echo "$(awk '/^VmRSS/ {print $2}' /proc/$1/status) kB RSS, $(awk '/^P
 echo "   idle: the loop $(memory "$onepoll"); the helper, asleep until the renewal, $(memory "$helper")"
 kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
 
-step "2d. HTTP-01 on the plain port, from a fresh state directory"
+step "2d. HTTP-01 on the plain port, from a fresh state directory: issued, then renewed"
 onepoll_acme "$run/http01.log" "$run/state-http01" --acme-challenge http-01
 wait_installs "$run/http01.log" 1 30
 verified
-show "$run/http01.log" 12
-grep -q '"GET /.well-known/acme-challenge/' "$run/ca/pebble.log" 2>/dev/null || true
+first=$(served_serial)
+wait_installs "$run/http01.log" 2 60
+verified
+[ "$(served_serial)" != "$first" ] || fail "the HTTP-01 renewal is not served"
+show "$run/http01.log" 20
+echo "   served: $first, then $(served_serial) after the renewal; pebble fetched the challenge:" \
+    "$(grep -c '"GET /.well-known/acme-challenge/' "$run/http01.access" || true) times"
 kill "$onepoll"; wait "$onepoll" 2>/dev/null || true
 
 step "2e. --workers 2: one helper under the supervisor, every worker reloads the new certificate"

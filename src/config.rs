@@ -499,6 +499,12 @@ impl Config {
         )
     }
 
+    /// Whether the certificates the ACME helper keeps valid differ from `earlier`'s: the helper
+    /// was forked with those, so a change takes a restart.
+    pub fn acme_changed(&self, earlier: &Config) -> bool {
+        format!("{:?}", self.acme_certificates()) != format!("{:?}", earlier.acme_certificates())
+    }
+
     fn from_matches(matches: &clap::ArgMatches) -> Result<Config, clap::Error> {
         let mut config = Config::from_arg_matches(matches)?;
         config.plain_address_given = ["addr", "port"]

@@ -231,3 +231,30 @@ fn each_site_with_an_acme_table_gets_its_own_certificate_for_its_names() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("a wildcard takes DNS-01"), "{output:?}");
 }
+
+#[test]
+fn a_reload_that_changes_the_acme_settings_keeps_what_serves_and_says_it_takes_a_restart() {
+    let site = Site::new();
+    let state = tempfile::tempdir().unwrap();
+    let roots = state.path().join("roots.pem");
+    fs::write(&roots, Pem::for_names(&["ca.test"]).cert).unwrap();
+    let config = state.path().join("onepoll.toml");
+    let text = |names: &str| {
+        format!(
+            "acme = {{ names = [{names}], directory = \"https://127.0.0.1:1/dir\", ca_roots = {:?} }}\nstate_dir = {:?}\n",
+            roots.display().to_string(),
+            state.path().join("state").display().to_string()
+        )
+    };
+    fs::write(&config, text("\"localhost\"")).unwrap();
+    let server = HttpsServer::start(&site.root(), &[], &["--config", config.to_str().unwrap()]);
+    server.server.wait_for_log("acme: helper");
+    fs::write(&config, text("\"localhost\", \"www.localhost\"")).unwrap();
+    server.server.signal("HUP");
+    let kept = server.server.wait_for_log("the configuration stays as it was");
+    assert!(
+        kept.contains("ERROR") && kept.contains("the ACME settings changed, which takes a restart"),
+        "{kept}"
+    );
+    assert_eq!(String::from_utf8_lossy(&https_get(&server, "/hello.txt").stdout), "200");
+}

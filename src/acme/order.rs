@@ -195,10 +195,19 @@ impl Ca {
         let identifiers: Vec<Value> =
             names.iter().map(|name| json!({ "type": "dns", "value": name })).collect();
         let mut payload = json!({ "identifiers": identifiers });
+        let plain = payload.clone();
         if let Some(replaces) = replaces.filter(|_| self.has_renewal_info()) {
             payload["replaces"] = json!(replaces);
         }
-        let response = self.post(&url, Some(&payload))?;
+        // A CA may refuse `replaces` (a certificate from another account or CA, or one
+        // replaced already): the renewal then goes on as a new order.
+        let response = match self.post(&url, Some(&payload)) {
+            Err(error) if payload != plain => {
+                debug!("acme: newOrder with replaces refused ({error}); ordering without it");
+                self.post(&url, Some(&plain))?
+            }
+            response => response?,
+        };
         let order_url = response.header("location").ok_or_else(|| format!("{url}: no order URL"))?.to_owned();
         let order = json_of(&response, "the order")?;
         for authorization in order["authorizations"].as_array().into_iter().flatten() {

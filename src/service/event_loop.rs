@@ -179,6 +179,9 @@ impl LoopService {
             Ok(fresh) => fresh,
             Err(error) => return keep(&first_line(&error.to_string())),
         };
+        if fresh.acme_changed(&reloadable.config) {
+            return keep(&"the ACME settings changed, which takes a restart (the helper runs with them)");
+        }
         let sites = match Sites::from_config(&fresh, https_redirect) {
             Ok(sites) => sites,
             Err(message) => return keep(&message),

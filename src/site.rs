@@ -318,6 +318,16 @@ impl Sites {
     pub fn reload(&self) {
         self.iter().for_each(Site::reload);
     }
+
+    /// Every site's root resolved again (a swapped `current` link); whether any changed.
+    pub fn follow_roots(&self) -> bool {
+        self.iter().fold(false, |changed, site| site.root.follow() | changed)
+    }
+
+    /// The roots that are symlinks, whose directories a file cache watches for a swap.
+    pub fn root_links(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.iter().filter_map(|site| site.root.link())
+    }
 }
 
 #[cfg(test)]

@@ -409,6 +409,17 @@ impl FileCache {
         }
     }
 
+    /// Watches the directory holding `link` (a root that is a symlink), so swapping the link
+    /// is a change like any other.
+    pub fn watch_link(&mut self, link: &Path) -> io::Result<()> {
+        let dir = link.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !self.watched.contains(dir) {
+            self.changes.watch(dir)?;
+            self.watched.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
     fn watch_down_to(&mut self, root: &Path, directory: &Path) -> io::Result<()> {
         let mut dir = directory;
         loop {

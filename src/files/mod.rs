@@ -14,6 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 pub(crate) mod cache;
 mod changes;
@@ -31,15 +33,28 @@ pub use compress::CompressionJob;
 /// The file served for a path that names a directory.
 pub const INDEX_FILE: &str = "index.html";
 
-/// The served directory, canonicalised once at start-up. Read-only, so every engine's
-/// threads share one.
+/// The served directory: the path as configured, and what it resolves to (every symlink
+/// followed), shared by every engine's threads.
+///
+/// A deploy that swaps a link (`current -> releases/N`, `ln -sfn`) is followed: by the event
+/// loop as soon as the link's directory changes (its file cache watches it), by every engine
+/// on SIGHUP and when a lookup finds the resolved directory gone. Files are served only from
+/// inside the directory the root resolves to at that moment.
 #[derive(Debug)]
 pub struct Root {
-    canonical: PathBuf,
+    configured: PathBuf,
+    canonical: RwLock<Arc<PathBuf>>,
+    /// The resolved directory was missing at the last lookup that looked (said once).
+    gone: AtomicBool,
+    /// When the last gone/back line was logged (Unix seconds), to keep a flapping root quiet.
+    last_said: AtomicU64,
     options: RootOptions,
     /// Which site this is, so the loop's one file cache keeps each site's paths apart.
     cache_slot: usize,
 }
+
+/// Least time between two "gone"/"back" lines of one root.
+const ROOT_LINES_EVERY: u64 = 10;
 
 /// What to serve when a path names nothing, and whether directories are listed.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +83,82 @@ impl Root {
         if !canonical.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        Ok(Root { canonical, options: RootOptions::default(), cache_slot: 0 })
+        Ok(Root {
+            configured: dir.to_path_buf(),
+            canonical: RwLock::new(Arc::new(canonical)),
+            gone: AtomicBool::new(false),
+            last_said: AtomicU64::new(0),
+            options: RootOptions::default(),
+            cache_slot: 0,
+        })
+    }
+
+    /// The directory the root resolves to now.
+    fn current(&self) -> Arc<PathBuf> {
+        Arc::clone(&self.canonical.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Whether the configured path is a symlink, whose directory a cache should watch.
+    pub fn link(&self) -> Option<&Path> {
+        fs::symlink_metadata(&self.configured)
+            .is_ok_and(|meta| meta.file_type().is_symlink())
+            .then_some(&self.configured)
+    }
+
+    /// Resolves the configured path again; true when it now names another directory (a
+    /// swapped link), which from now on is the one served.
+    pub fn follow(&self) -> bool {
+        let Some(fresh) = fs::canonicalize(&self.configured).ok().filter(|dir| dir.is_dir()) else {
+            return false;
+        };
+        let mut current = self.canonical.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if **current == fresh {
+            return false;
+        }
+        log::info!(
+            "root {} now resolves to {} (was {})",
+            self.configured.display(),
+            fresh.display(),
+            current.display()
+        );
+        *current = Arc::new(fresh);
+        true
+    }
+
+    /// A lookup found nothing: if the root's directory itself is missing, follows the
+    /// configured path (a swapped link whose old target was deleted; true: look again) or
+    /// says, once, that the root is gone.
+    fn note_not_found(&self) -> bool {
+        if self.current().is_dir() {
+            return false;
+        }
+        if self.follow() {
+            return true;
+        }
+        if !self.gone.swap(true, Ordering::Relaxed) && self.may_say() {
+            log::error!(
+                "root {} is gone: every request gets 404 until it is back",
+                self.configured.display()
+            );
+        }
+        false
+    }
+
+    /// A lookup found something: a root said to be gone is back.
+    fn note_found(&self) {
+        if self.gone.load(Ordering::Relaxed) && self.gone.swap(false, Ordering::Relaxed) && self.may_say() {
+            log::info!("root {} is back", self.configured.display());
+        }
+    }
+
+    /// At most one gone/back line per [`ROOT_LINES_EVERY`] seconds.
+    fn may_say(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let last = self.last_said.load(Ordering::Relaxed);
+        now >= last + ROOT_LINES_EVERY
+            && self.last_said.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Numbered by [`crate::site::Sites`], once per site.
@@ -85,8 +175,9 @@ impl Root {
         Root { options, ..self }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.canonical
+    /// The directory served now.
+    pub fn path(&self) -> PathBuf {
+        self.current().to_path_buf()
     }
 
     /// Resolves a request-target (RFC 9112 §3.2) and finds what it names; when that is
@@ -99,7 +190,15 @@ impl Root {
         mut cache: Option<&mut FileCache>,
     ) -> Result<Found, HttpError> {
         let accept_encoding = AcceptEncoding::parse(accept_encoding);
-        let found = self.find_exact(target, &accept_encoding, cache.as_deref_mut());
+        let mut found = self.find_exact(target, &accept_encoding, cache.as_deref_mut());
+        match &found {
+            // The root was a link, swapped and its old target deleted: asked again in the new.
+            Err(HttpError::NotFound) if self.note_not_found() => {
+                found = self.find_exact(target, &accept_encoding, cache.as_deref_mut());
+            }
+            Err(HttpError::NotFound) => {}
+            _ => self.note_found(),
+        }
         if !matches!(found, Err(HttpError::NotFound)) {
             return found;
         }
@@ -137,7 +236,7 @@ impl Root {
                 // Only what `resolve` allows is ever loaded, so a hit needs no second check.
                 let path = self.resolve(target)?;
                 let loaded = self.cacheable_file(path).is_some_and(|(file, name)| {
-                    cache.load(&self.canonical, self.cache_slot, key, &file, &name)
+                    cache.load(&self.current(), self.cache_slot, key, &file, &name)
                 });
                 if !loaded {
                     return self.find(path, accept); // behind a symlink, or not a file: never cached
@@ -172,7 +271,7 @@ impl Root {
 
     /// The file `path` would serve, with its type-setting name, if no symlink is involved.
     fn cacheable_file(&self, path: &SafePath) -> Option<(PathBuf, Vec<u8>)> {
-        let mut joined = self.canonical.clone();
+        let mut joined = self.current().to_path_buf();
         joined.extend(path.segments().map(OsStr::from_bytes));
         let (file, name) = if path.names_directory() {
             (joined.join(INDEX_FILE), INDEX_FILE.as_bytes().to_vec())
@@ -186,7 +285,7 @@ impl Root {
     /// Looks `path` up under the root and opens what it names: the file itself, or its
     /// precompressed sibling when `accept_encoding` allows one.
     pub fn find(&self, path: &SafePath, accept: &AcceptEncoding) -> Result<Found, HttpError> {
-        let mut joined = self.canonical.clone();
+        let mut joined = self.current().to_path_buf();
         joined.extend(path.segments().map(OsStr::from_bytes));
         let canonical = self.canonicalize_inside(&joined)?;
         let metadata = fs::metadata(&canonical).map_err(not_servable)?;
@@ -242,7 +341,7 @@ impl Root {
 
     fn canonicalize_inside(&self, path: &Path) -> Result<PathBuf, HttpError> {
         let canonical = fs::canonicalize(path).map_err(not_servable)?;
-        if canonical.starts_with(&self.canonical) { Ok(canonical) } else { Err(HttpError::Forbidden) }
+        if canonical.starts_with(&*self.current()) { Ok(canonical) } else { Err(HttpError::Forbidden) }
     }
 }
 

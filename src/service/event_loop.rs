@@ -282,7 +282,15 @@ impl Handler for LoopService {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many datagram sockets"));
         }
         self.first_token = tokens.start;
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &mut self.cache {
+            for link in self.service.sites.root_links() {
+                if let Err(error) = cache.watch_link(link) {
+                    warn!(
+                        "root {}: its link's directory cannot be watched ({error}); a swap is followed on SIGHUP",
+                        link.display()
+                    );
+                }
+            }
             registry.register(&mut SourceFd(&cache.fd()), self.token(FILE_CHANGES), Interest::READABLE)?;
             self.compressor = Some(Compressor::new(self.token(COMPRESSED), self.token(COMPRESSOR_EXITED)));
         }
@@ -304,8 +312,12 @@ impl Handler for LoopService {
     fn ready(&mut self, token: Token, registry: &Registry, now: Now) {
         match token.0 - self.first_token {
             FILE_CHANGES => {
-                if let Some(cache) = &mut self.cache {
-                    cache.process_events();
+                // A change may be a root's link swapped: followed before this turn's requests.
+                if let Some(cache) = &mut self.cache
+                    && cache.process_events()
+                    && self.service.sites.follow_roots()
+                {
+                    cache.clear();
                 }
             }
             COMPRESSED => {
@@ -338,6 +350,11 @@ impl Handler for LoopService {
 
     fn reload(&mut self) {
         self.service.reload();
+        if self.service.sites.follow_roots()
+            && let Some(cache) = &mut self.cache
+        {
+            cache.clear();
+        }
         self.reload_sites();
         if let (Some(counters), Some(https)) = (&mut self.counters, &self.https) {
             counters.set_certificates(https.expiries());

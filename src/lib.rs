@@ -29,6 +29,7 @@ pub mod http;
 pub mod http1;
 pub mod http2;
 pub mod listen;
+pub mod logging;
 pub(crate) mod output;
 pub(crate) mod recycle;
 pub mod seed;

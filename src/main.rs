@@ -51,7 +51,9 @@ fn main() -> ExitCode {
             writeln!(out, "[{time} {level:<5} {target}] worker={index} {}", record.args())
         });
     }
-    logger.init();
+    if let Err(error) = onepoll::logging::Logger::install(logger.build()) {
+        eprintln!("onepoll: cannot install the logger: {error}");
+    }
     if let Some(index) = &worker {
         if let Err(error) = supervisor::bind_to_supervisor() {
             return fail(format_args!("worker {index}: {error}"));

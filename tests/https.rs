@@ -868,3 +868,50 @@ fn without_a_challenge_directory_acme_tls_1_is_not_offered() {
     let error = failed_handshake(server.https, "localhost", &validating());
     assert!(error.to_string().contains("NoApplicationProtocol"), "{error}");
 }
+
+/// A ClientHello from rustls for `name`, with its SNI bytes replaced by `sent` (same length):
+/// what a client that puts an IP address in SNI sends.
+fn client_hello_with_sni(name: &str, sent: &str) -> Vec<u8> {
+    assert_eq!(name.len(), sent.len());
+    let config = client_config(&[], &BOTH_VERSIONS);
+    let mut session = ClientConnection::new(config, ServerName::try_from(name.to_owned()).unwrap()).unwrap();
+    let mut hello = Vec::new();
+    session.write_tls(&mut hello).unwrap();
+    let at = hello.windows(name.len()).position(|window| window == name.as_bytes()).expect("the SNI");
+    hello[at..at + name.len()].copy_from_slice(sent.as_bytes());
+    hello
+}
+
+#[test]
+fn a_client_sending_an_ip_address_as_sni_is_a_debug_line_not_a_warning() {
+    let site = Site::new();
+    let pem = Pem::for_names(&["localhost"]);
+    let files = tempfile::tempdir().unwrap();
+    fs::write(files.path().join("c.pem"), &pem.cert).unwrap();
+    fs::write(files.path().join("k.pem"), &pem.key).unwrap();
+    for level in ["info", "debug"] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onepoll"));
+        command.arg(site.root()).args(["--listen-tls", "127.0.0.1:0", "--tls-cert"]);
+        command.arg(files.path().join("c.pem")).arg("--tls-key").arg(files.path().join("k.pem"));
+        let server = common::Server::spawn(command, level);
+        for _ in 0..3 {
+            let mut client = Client::connect(server.addr);
+            client.send(&client_hello_with_sni("abc.xyz", "1.2.3.4"));
+            client.shutdown_write();
+            client.read_to_close();
+        }
+        let config = client_config(&[&pem], &BOTH_VERSIONS);
+        let mut fine = tls_connect(server.addr, "localhost", &config);
+        assert_eq!(get_over_tls(&mut fine, "/hello.txt").status, 200);
+        let lines = server.log_lines();
+        let about_sni: Vec<&String> = lines.iter().filter(|line| line.contains("Illegal SNI")).collect();
+        assert!(!lines.iter().any(|line| line.contains("WARN")), "{level}: {lines:?}");
+        match level {
+            "info" => assert!(about_sni.is_empty(), "{about_sni:?}"),
+            _ => assert!(
+                about_sni.len() == 3 && about_sni.iter().all(|line| line.contains("DEBUG")),
+                "{about_sni:?}"
+            ),
+        }
+    }
+}

@@ -176,7 +176,7 @@ impl<T: Transport> Connection<T> {
                 Ok(Flushed::All) => {}
                 Ok(Flushed::Yielded) => return Verdict::Yield,
                 Ok(_) => return self.waiting(),
-                Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
+                Err(error) => return Verdict::Close(CloseReason::from_io(&error)),
             }
             if let State::Closing(reason) = self.state {
                 self.drain_unread_input();
@@ -215,7 +215,7 @@ impl<T: Transport> Connection<T> {
                     trace!("{} read WouldBlock", self.label);
                     return self.waiting();
                 }
-                Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
+                Err(error) => return Verdict::Close(CloseReason::from_io(&error)),
             }
         }
     }
@@ -411,7 +411,7 @@ impl<T: Transport> Connection<T> {
             record,
             &mut finished(cx, self.label),
         ) {
-            self.enter(State::Closing(CloseReason::Io(error.kind())));
+            self.enter(State::Closing(CloseReason::from_io(&error)));
             return false;
         }
         if !keep_alive {

@@ -93,7 +93,7 @@ impl Http2 {
             match flushed {
                 Ok(Flushed { all_out: true, .. }) => {}
                 Ok(Flushed { all_out: false, .. }) => return self.waiting(transport, input),
-                Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
+                Err(error) => return Verdict::Close(CloseReason::from_io(&error)),
             }
             if let Some(code) = self.protocol.closing() {
                 return Verdict::Close(CloseReason::Http2(code));
@@ -120,7 +120,7 @@ impl Http2 {
                     trace!("{label} read WouldBlock");
                     return self.waiting(transport, input);
                 }
-                Err(error) => return Verdict::Close(CloseReason::Io(error.kind())),
+                Err(error) => return Verdict::Close(CloseReason::from_io(&error)),
             }
         }
     }

@@ -222,6 +222,19 @@ pub enum CloseReason {
     UnknownHost,
     /// HTTP/2 ended with this GOAWAY: a connection error, or a finished drain (NO_ERROR).
     Http2(ErrorCode),
+    /// The file a response was sending got shorter (already logged as a warning naming it).
+    FileShrank,
+}
+
+impl CloseReason {
+    /// Why a connection whose I/O failed with `error` closes: the socket, unless the error
+    /// is a file that shrank under its response.
+    pub fn from_io(error: &io::Error) -> CloseReason {
+        match error.get_ref().is_some_and(|inner| inner.is::<crate::output::FileShrank>()) {
+            true => CloseReason::FileShrank,
+            false => CloseReason::Io(error.kind()),
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -232,6 +245,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ResponseSaidClose => f.write_str("response said close"),
             CloseReason::BadBody => f.write_str("malformed request body"),
             CloseReason::Io(kind) => write!(f, "socket error: {kind}"),
+            CloseReason::FileShrank => f.write_str("the file being sent shrank"),
             CloseReason::Timeout(Timeout::Header) => f.write_str("header timeout"),
             CloseReason::Timeout(Timeout::Idle) => f.write_str("idle timeout"),
             CloseReason::Timeout(Timeout::Send) => f.write_str("send timeout"),

@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::thread::LocalKey;
 
-use log::trace;
+use log::{trace, warn};
 
 use crate::files::{CachedFile, FileBody};
 use crate::http::BodyPlan;
@@ -317,6 +317,10 @@ impl<G: Tag> OutputQueue<G> {
             if self.bytes_sent >= budget_end {
                 return Ok(Flushed::Yielded);
             }
+            let file_range = match *front {
+                Segment::File { offset, end } => Some((offset, end)),
+                _ => None,
+            };
             let (result, syscall) = match (front, self.responses.front_mut()) {
                 (&Segment::File { offset, end }, Some(owner)) => {
                     let result = send_file_range(owner, offset, end, transport);
@@ -325,6 +329,15 @@ impl<G: Tag> OutputQueue<G> {
                 _ => (self.write_bytes(transport), "writev"),
             };
             match result {
+                // A file range that reads nothing: the file is shorter than when it was opened.
+                Ok(0) if let Some((offset, end)) = file_range => {
+                    let file = self.responses.front().and_then(|owner| owner.file.as_ref()).map(file_name);
+                    let file = file.unwrap_or_else(|| "a file".to_owned());
+                    warn!(
+                        "{label} {file} shrank while it was sent: it ends before byte {offset} of {end}; the response is cut short"
+                    );
+                    return Err(io::Error::other(FileShrank));
+                }
                 Ok(0) => {
                     return Err(io::Error::new(io::ErrorKind::WriteZero, format!("{syscall} sent nothing")));
                 }
@@ -455,6 +468,28 @@ fn take_body(body: FileBody, file: &mut Option<File>) -> Option<Rc<CachedFile>> 
             None
         }
         FileBody::Cached(cached) => Some(cached),
+    }
+}
+
+/// The error that ends a response whose file shrank while it was sent (the connection
+/// closes: the client was promised more bytes than there are).
+#[derive(Debug)]
+pub(crate) struct FileShrank;
+
+impl std::fmt::Display for FileShrank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file being sent shrank")
+    }
+}
+
+impl std::error::Error for FileShrank {}
+
+/// The path of an open file, for a log line (`/proc/self/fd`; the file may have been renamed).
+fn file_name(file: &File) -> String {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(path) => path.display().to_string(),
+        Err(_) => "a file".to_owned(),
     }
 }
 

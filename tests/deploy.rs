@@ -88,3 +88,25 @@ fn a_root_that_vanishes_is_one_error_line_and_its_return_one_more() {
     assert_eq!(lines.iter().filter(|line| line.contains("is gone")).count(), 1, "{lines:?}");
     assert_eq!(lines.iter().filter(|line| line.contains("is back")).count(), 1, "{lines:?}");
 }
+
+#[test]
+fn a_file_that_shrinks_while_it_is_sent_ends_the_response_with_a_warning_naming_it() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    fs::File::create(&file).unwrap().set_len(64 << 20).unwrap();
+    let server = Server::start_with(dir.path(), &[], "info");
+    let mut socket = std::net::TcpStream::connect(server.addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut start = vec![0u8; 1 << 16];
+    socket.read_exact(&mut start).unwrap();
+    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(1 << 20).unwrap();
+    let mut rest = Vec::new();
+    let _ = socket.read_to_end(&mut rest);
+    assert!(start.len() + rest.len() < 64 << 20, "the whole length came");
+    let warning = server.wait_for_log("shrank while it was sent");
+    assert!(warning.contains("WARN") && warning.contains("big.bin"), "{warning}");
+    let lines = server.log_lines();
+    assert!(!lines.iter().any(|line| line.contains("socket error")), "{lines:?}");
+}

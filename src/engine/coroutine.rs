@@ -107,7 +107,7 @@ async fn drive_until_closed(mut connection: Box<HttpClient<TaskSocket>>, service
                 let interest = if writable { Interest::WRITABLE } else { Interest::READABLE };
                 match tokio::time::timeout_at(deadline.into(), socket.ready(interest)).await {
                     Err(_) => break CloseReason::Timeout(timeout),
-                    Ok(Err(error)) => break CloseReason::Io(error.kind()),
+                    Ok(Err(error)) => break CloseReason::from_io(&error),
                     Ok(Ok(_)) => {}
                 }
             }

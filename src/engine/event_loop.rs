@@ -426,7 +426,7 @@ impl<H: Handler> EventLoop<'_, H> {
                         slot.writable_armed = writable;
                         None
                     }
-                    Err(error) => Some(CloseReason::Io(error.kind())),
+                    Err(error) => Some(CloseReason::from_io(&error)),
                 }
             }
         };

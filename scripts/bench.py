@@ -801,6 +801,84 @@ def compression_stall(root, run_dir, seconds):
     return result
 
 
+COLD_ROUNDS = 10
+
+
+def run_cold_cache(args, root, run_dir):
+    """What a download of a file that is not in the page cache costs everyone else: while one
+    client reads a 300 MiB file at full speed, a second one asks for a small file over a
+    keep-alive connection every 1 ms; the small file's latency percentiles, with the page cache
+    dropped before each download (cold) and not (warm), COLD_ROUNDS rounds each, for this build and
+    `--baseline` (an earlier one) in the same run."""
+    import http.client
+    import threading
+    cold_file = root / "cold.bin"
+    with open(cold_file, "wb") as out:
+        for _ in range(300):
+            out.write(os.urandom(1 << 20))
+    names = ["onepoll:event-loop"] + (["onepoll-baseline:event-loop"] if args.baseline else [])
+    report = {"command": "scripts/bench.sh --cold-cache" + (" --baseline BINARY" if args.baseline else ""),
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": {"cores": os.cpu_count()}, "results": []}
+    for name in names:
+        server = start(name, root, run_dir, args.baseline)
+        try:
+            for mode in ("warm", "cold"):
+                latencies, seconds = [], []
+                for _ in range(COLD_ROUNDS):
+                    subprocess.run(["sh", "-c", "sync"], check=True)
+                    if mode == "cold":
+                        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+                    else:
+                        with open(cold_file, "rb") as warm:
+                            while warm.read(1 << 22):
+                                pass
+                    done = threading.Event()
+
+                    def download():
+                        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                        connection.request("GET", "/cold.bin")
+                        response = connection.getresponse()
+                        while response.read(1 << 20):
+                            pass
+                        done.set()
+
+                    probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                    probe.request("GET", "/small.txt")
+                    probe.getresponse().read()
+                    started = time.time()
+                    downloader = threading.Thread(target=download)
+                    downloader.start()
+                    while not done.is_set():
+                        sent = time.perf_counter()
+                        probe.request("GET", "/small.txt")
+                        probe.getresponse().read()
+                        latencies.append((time.perf_counter() - sent) * 1000)
+                        time.sleep(0.001)
+                    downloader.join()
+                    seconds.append(round(time.time() - started, 2))
+                latencies.sort()
+                pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)
+                report["results"].append({"server": name, "mode": mode, "probes": len(latencies),
+                                          "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(latencies[-1], 2),
+                                          "download_s": seconds})
+                print(f"   {name} {mode}: {report['results'][-1]}", file=sys.stderr, flush=True)
+        finally:
+            server.stop()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cold-cache.json").write_text(json.dumps(report, indent=2))
+    rows = ["| build | page cache | probes | p50 ms | p99 ms | max ms | 300 MiB download, s (each round) |",
+            "|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        rows.append(f"| {r['server']} | {r['mode']} | {r['probes']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
+                    f"| {', '.join(str(x) for x in r['download_s'])} |")
+    text = (f"Measured {report['date']} with `{report['command']}` on {os.cpu_count()} cores: a small file's latency "
+            "(keep-alive, one request every 1 ms) while another client downloads a 300 MiB file, with the page "
+            "cache dropped before each download (cold) or the file read first (warm).\n\n" + "\n".join(rows) + "\n")
+    (RESULTS / "cold-cache.md").write_text(text)
+    print(text)
+
+
 def markdown_compression(report):
     rows = ["| server | coding sent | body bytes | req/s | CPU µs/req | user µs/req | sys µs/req | p99 ms |",
             "|---|---|---|---|---|---|---|---|"]
@@ -1158,6 +1236,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=6, help="--user-time: rounds (default 6)")
     parser.add_argument("--round-seconds", type=int, default=15,
                         help="--user-time: seconds of each run in a round (default 15)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="a small file's latency beside a 300 MiB download, page cache dropped (results/cold-cache.md)")
     parser.add_argument("--compression", action="store_true",
                         help="only the compression rows and the stall check (results/compression.md)")
     parser.add_argument("--baseline", metavar="BINARY",
@@ -1199,7 +1279,8 @@ def main():
                     (args.auth, lambda: run_auth(args, root, run_dir)),
                     (args.compression, lambda: run_compression(args, run_dir)),
                     (args.https, lambda: run_https(args, root, run_dir)),
-                    (args.http2, lambda: run_http2(args, root, run_dir)))
+                    (args.http2, lambda: run_http2(args, root, run_dir)),
+                    (args.cold_cache, lambda: run_cold_cache(args, root, run_dir)))
     for chosen, run in single_modes:
         if chosen:
             run()

@@ -7,6 +7,7 @@
 #   scripts/bench.sh --https    HTTPS rows only (onepoll, nginx, lighttpd, h2o; results/https.md)
 #   scripts/bench.sh --http2    HTTP/2 over TLS with h2load against h2o, nginx, lighttpd and Caddy (results/http2.md)
 #   scripts/bench.sh --compression   compressed jquery.min.js and the stall check (results/compression.md)
+#   scripts/bench.sh --cold-cache [--baseline OLD]  a small file beside a cold 300 MiB download (results/cold-cache.md)
 #   scripts/bench.sh --auth     CPU per request with --auth-file against without (results/auth.md)
 #   scripts/bench.sh --user-time [--rounds 6 --round-seconds 15]  user CPU per request against h2o,
 #                               alternating rounds, pooled with its tick-counting interval (results/user-time.md)

@@ -402,7 +402,14 @@ fn read_file(file: &FileBody, offset: u64, payloads: &mut [&mut [u8]]) -> Result
             while filled < want {
                 let at = i64::try_from(offset + filled as u64).map_err(|_| ReadFailed)?;
                 match preadv(file, unfilled, at) {
-                    Ok(0) => return Err(ReadFailed), // the file shrank under us
+                    Ok(0) => {
+                        let file = crate::output::file_name(file);
+                        let ended = offset + filled as u64;
+                        log::warn!(
+                            "{file} shrank while it was sent: it ends before byte {ended}; the stream is reset"
+                        );
+                        return Err(ReadFailed);
+                    }
                     Ok(read) => {
                         filled += read;
                         IoSliceMut::advance_slices(&mut unfilled, read);

@@ -494,7 +494,7 @@ impl std::fmt::Display for FileShrank {
 impl std::error::Error for FileShrank {}
 
 /// The path of an open file, for a log line (`/proc/self/fd`; the file may have been renamed).
-fn file_name(file: &File) -> String {
+pub(crate) fn file_name(file: &File) -> String {
     use std::os::fd::AsRawFd;
     match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
         Ok(path) => path.display().to_string(),

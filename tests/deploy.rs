@@ -110,3 +110,22 @@ fn a_file_that_shrinks_while_it_is_sent_ends_the_response_with_a_warning_naming_
     let lines = server.log_lines();
     assert!(!lines.iter().any(|line| line.contains("socket error")), "{lines:?}");
 }
+
+#[test]
+fn over_http2_a_file_that_shrinks_mid_stream_is_a_warning_naming_it_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    fs::File::create(&file).unwrap().set_len(64 << 20).unwrap();
+    let server = Server::start_with(dir.path(), &[], "info");
+    let url = format!("http://{}/big.bin", server.addr);
+    let mut curl = common::tool("curl", "curl")
+        .args(["-s", "--http2-prior-knowledge", "--limit-rate", "4M", "-o", "/dev/null", &url])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(1 << 20).unwrap();
+    let status = curl.wait().unwrap();
+    assert!(!status.success(), "curl got the whole promised length");
+    let warning = server.wait_for_log("shrank while it was sent");
+    assert!(warning.contains("WARN") && warning.contains("big.bin"), "{warning}");
+}
